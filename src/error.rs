@@ -1,0 +1,303 @@
+//! One error type for the whole crate. Every error names the lock path and,
+//! where one is known, the owner, so that a person reading the message knows
+//! what to do next.
+
+use crate::inspect::Reason;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, for matching without parsing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `try_acquire`: someone else holds the lock (see [`Error::owner`]).
+    Busy,
+    /// `acquire`: the lock stayed held for the whole timeout.
+    Timeout,
+    /// The holder is alive but old (`too-old`, `hold-exceeded`), and the
+    /// caller asked to fail fast on that ([`crate::LockOptions::fail_on_stale`]).
+    Stale,
+    /// This thread already holds the lock; waiting would never end.
+    WouldDeadlock,
+    /// The lock path is a directory, FIFO, socket, symlink or device.
+    NotAFile,
+    /// The guard no longer holds the lock (max hold exceeded, lock file
+    /// removed or replaced, or `release_all`).
+    LockLost,
+    /// Creating, reading or removing a lock file was refused by permissions.
+    PermissionDenied,
+    /// Any other I/O failure.
+    Io,
+    /// This platform or filesystem cannot provide the lock.
+    Unsupported,
+}
+
+/// Who holds a lock, as far as inspection could tell. Displays in the
+/// reference's shape: `pid=1234 alive=true ageMs=5021`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The owner's pid from the record, when valid.
+    pub pid: Option<u32>,
+    /// Whether the owner is alive (`None`: unknown, e.g. another host).
+    pub alive: Option<bool>,
+    /// Age of the lock from its `createdAt`, in milliseconds.
+    pub age_ms: Option<u64>,
+    /// Host name from the record.
+    pub hostname: Option<String>,
+    /// Label from the record.
+    pub label: Option<String>,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.pid, self.alive) {
+            (Some(pid), Some(alive)) => write!(f, "pid={pid} alive={alive}")?,
+            (Some(pid), None) => write!(f, "pid={pid}")?,
+            (None, _) => f.write_str("owner=unknown")?,
+        }
+        if let Some(age) = self.age_ms {
+            write!(f, " ageMs={age}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a guard stopped holding its lock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The max-hold watchdog force-released the lock.
+    MaxHoldExceeded {
+        /// How long the lock had been held, in milliseconds.
+        held_ms: u64,
+        /// The max hold that was exceeded, in milliseconds.
+        max_hold_ms: u64,
+    },
+    /// The lock file no longer exists (someone deleted it).
+    Removed,
+    /// The lock path now names another file (someone deleted and replaced it).
+    Replaced,
+    /// `release_all` force-released every lock of this process.
+    ReleasedAll,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LostReason::MaxHoldExceeded {
+                held_ms,
+                max_hold_ms,
+            } => write!(
+                f,
+                "max hold exceeded (held {held_ms}ms, max {max_hold_ms}ms); the watchdog released it"
+            ),
+            LostReason::Removed => f.write_str("the lock file was removed by someone else"),
+            LostReason::Replaced => {
+                f.write_str("the lock file was replaced by someone else's lock")
+            }
+            LostReason::ReleasedAll => f.write_str("release_all() released it"),
+        }
+    }
+}
+
+/// The crate's error. See [`Error::kind`], [`Error::lock_path`] and
+/// [`Error::owner`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`ErrorKind::Busy`].
+    #[error("session file locked: {owner} {}", lock_path.display())]
+    Busy {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// Who holds it.
+        owner: Owner,
+        /// Report-only reasons (e.g. `too-old`), if any.
+        reasons: Vec<Reason>,
+    },
+    /// See [`ErrorKind::Timeout`].
+    #[error("session file locked (timeout {}ms): {owner} {}", timeout.as_millis(), lock_path.display())]
+    Timeout {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// The timeout that ran out.
+        timeout: Duration,
+        /// Who held it at the end.
+        owner: Owner,
+        /// Report-only reasons (e.g. `too-old`), if any.
+        reasons: Vec<Reason>,
+    },
+    /// See [`ErrorKind::Stale`].
+    #[error("session file lock stale ({}): {owner} {}", join_reasons(reasons), lock_path.display())]
+    Stale {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// Who holds it.
+        owner: Owner,
+        /// Why it is reported stale.
+        reasons: Vec<Reason>,
+    },
+    /// See [`ErrorKind::WouldDeadlock`].
+    #[error(
+        "would deadlock: this thread already holds the lock {}; derive a nested guard with LockGuard::nested() or release the first guard",
+        lock_path.display()
+    )]
+    WouldDeadlock {
+        /// The lock file.
+        lock_path: PathBuf,
+    },
+    /// See [`ErrorKind::NotAFile`].
+    #[error("lock path {} is a {what}, not a regular file; it was left untouched (remove it by hand if nothing uses it)", lock_path.display())]
+    NotAFile {
+        /// The lock path.
+        lock_path: PathBuf,
+        /// What was found there.
+        what: &'static str,
+    },
+    /// See [`ErrorKind::LockLost`].
+    #[error("lock lost: {reason}: {}", lock_path.display())]
+    LockLost {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// Why.
+        reason: LostReason,
+    },
+    /// See [`ErrorKind::Io`], [`ErrorKind::PermissionDenied`] and
+    /// [`ErrorKind::Unsupported`].
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to (the lock path or the transcript).
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn join_reasons(reasons: &[Reason]) -> String {
+    if reasons.is_empty() {
+        return "unknown".to_owned();
+    }
+    reasons
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Stale { .. } => ErrorKind::Stale,
+            Error::WouldDeadlock { .. } => ErrorKind::WouldDeadlock,
+            Error::NotAFile { .. } => ErrorKind::NotAFile,
+            Error::LockLost { .. } => ErrorKind::LockLost,
+            Error::Io { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                io::ErrorKind::Unsupported => ErrorKind::Unsupported,
+                _ => ErrorKind::Io,
+            },
+        }
+    }
+
+    /// The path the error is about (the lock file, or the transcript for
+    /// errors while appending to it).
+    pub fn lock_path(&self) -> &Path {
+        match self {
+            Error::Busy { lock_path, .. }
+            | Error::Timeout { lock_path, .. }
+            | Error::Stale { lock_path, .. }
+            | Error::WouldDeadlock { lock_path }
+            | Error::NotAFile { lock_path, .. }
+            | Error::LockLost { lock_path, .. } => lock_path,
+            Error::Io { path, .. } => path,
+        }
+    }
+
+    /// The owner of the lock, where the error is about someone else holding it.
+    pub fn owner(&self) -> Option<&Owner> {
+        match self {
+            Error::Busy { owner, .. } | Error::Timeout { owner, .. } | Error::Stale { owner, .. } => {
+                Some(owner)
+            }
+            _ => None,
+        }
+    }
+
+    /// True for `Busy` and `Timeout`: someone else holds the lock. A real
+    /// failure never answers true here.
+    pub fn is_contended(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Busy | ErrorKind::Timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_message_keeps_the_reference_shape() {
+        let err = Error::Timeout {
+            lock_path: PathBuf::from("/path/to/s.jsonl.lock"),
+            timeout: Duration::from_secs(60),
+            owner: Owner {
+                pid: Some(1234),
+                alive: Some(true),
+                age_ms: Some(5021),
+                ..Owner::default()
+            },
+            reasons: vec![],
+        };
+        assert_eq!(
+            err.to_string(),
+            "session file locked (timeout 60000ms): pid=1234 alive=true ageMs=5021 /path/to/s.jsonl.lock"
+        );
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(err.is_contended());
+    }
+
+    #[test]
+    fn unknown_owner_and_stale_reasons() {
+        let err = Error::Stale {
+            lock_path: PathBuf::from("/x.lock"),
+            owner: Owner::default(),
+            reasons: vec![Reason::TooOld, Reason::HoldExceeded],
+        };
+        assert_eq!(
+            err.to_string(),
+            "session file lock stale (too-old, hold-exceeded): owner=unknown /x.lock"
+        );
+        assert!(!err.is_contended());
+    }
+
+    #[test]
+    fn io_kinds_map() {
+        let e = Error::io(
+            "create",
+            Path::new("/x"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(e.lock_path(), Path::new("/x"));
+    }
+}

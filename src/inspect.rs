@@ -1,0 +1,775 @@
+//! Lock file -> verdict and reasons.
+//!
+//! [`decide`] is a pure function from what was observed ([`Facts`]) to a
+//! [`Verdict`] with its [`Reason`]s; [`inspect`] is the thin I/O around it.
+//!
+//! The rules, in order:
+//!
+//! 1. The kernel witness is held (someone holds `flock` on the lock file's
+//!    inode), or this process holds the lock: **held**. Report-only reasons
+//!    (`too-old`, `hold-exceeded`) may be attached; nothing is removed.
+//! 2. A record with a newer `version` than ours: **held** (`unknown-version`),
+//!    fail closed.
+//! 3. Our own records (`witness: "flock"`) whose witness is free: the owner is
+//!    gone. Same host: **reclaimable** (`witness-released`, or `other-boot`
+//!    after a reboot). Another host: only age decides (`other-host` +
+//!    `too-old`).
+//! 4. Records judged by pid (written by other software, or ours on a
+//!    filesystem without `flock`): the reference's reasons, `missing-pid` |
+//!    `dead-pid` | `recycled-pid`, then `invalid-createdAt` | `too-old`, then
+//!    `hold-exceeded`, then `orphan-self-pid`. EPERM and "unknown" mean alive.
+//!    A record from another host, boot or pid namespace is never judged by
+//!    pid. Reasons that are all report-only (`too-old`, `hold-exceeded`, or
+//!    `invalid-createdAt` with a live pid) give **stale** (reported, not
+//!    removed); empty, malformed and pid-less records are reclaimable only
+//!    once the file's mtime is older than the orphan grace; anything else is
+//!    **reclaimable**.
+
+use crate::error::{Error, Owner, Result};
+use crate::record::{MAX_RECORD_BYTES, OwnerRecord, ParsedRecord, RECORD_VERSION};
+use crate::sys::{self, FileId, PidState};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// Why a lock is (or would be) stale. Names follow the reference where one
+/// exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No valid pid in the record (or no record at all).
+    #[serde(rename = "missing-pid")]
+    MissingPid,
+    /// The pid does not exist (ESRCH) or is a zombie.
+    #[serde(rename = "dead-pid")]
+    DeadPid,
+    /// The pid is alive but started at another time than the record says.
+    #[serde(rename = "recycled-pid")]
+    RecycledPid,
+    /// `createdAt` missing or unparseable.
+    #[serde(rename = "invalid-createdAt")]
+    InvalidCreatedAt,
+    /// Older than the stale threshold (report only while the owner lives).
+    #[serde(rename = "too-old")]
+    TooOld,
+    /// Older than the record's own `maxHoldMs` (report only).
+    #[serde(rename = "hold-exceeded")]
+    HoldExceeded,
+    /// Our own pid and start time, but not in our registry: a leftover from
+    /// an earlier life of this pid (in-process restart, pid 1 containers).
+    #[serde(rename = "orphan-self-pid")]
+    OrphanSelfPid,
+    /// Our record format, and nobody holds its witness lock: the owner died.
+    #[serde(rename = "witness-released")]
+    WitnessReleased,
+    /// Written before the last reboot of this host.
+    #[serde(rename = "other-boot")]
+    OtherBoot,
+    /// Written on another host: never judged by pid.
+    #[serde(rename = "other-host")]
+    OtherHost,
+    /// Written in another pid namespace (container): never judged by pid.
+    #[serde(rename = "other-namespace")]
+    OtherNamespace,
+    /// A record version newer than this crate understands: held.
+    #[serde(rename = "unknown-version")]
+    UnknownVersion,
+    /// Empty or malformed, but younger than the orphan grace: left alone.
+    #[serde(rename = "in-grace")]
+    InGrace,
+}
+
+impl Reason {
+    /// The reason's name (`dead-pid`, `too-old`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingPid => "missing-pid",
+            Reason::DeadPid => "dead-pid",
+            Reason::RecycledPid => "recycled-pid",
+            Reason::InvalidCreatedAt => "invalid-createdAt",
+            Reason::TooOld => "too-old",
+            Reason::HoldExceeded => "hold-exceeded",
+            Reason::OrphanSelfPid => "orphan-self-pid",
+            Reason::WitnessReleased => "witness-released",
+            Reason::OtherBoot => "other-boot",
+            Reason::OtherHost => "other-host",
+            Reason::OtherNamespace => "other-namespace",
+            Reason::UnknownVersion => "unknown-version",
+            Reason::InGrace => "in-grace",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decision about one lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Someone holds it; wait.
+    Held,
+    /// Held by a live owner, but old: reported, never removed.
+    Stale,
+    /// Its owner is provably gone (or it is an orphan past the grace):
+    /// acquire and `clean` remove it, race-free.
+    Reclaimable,
+}
+
+/// State of the kernel witness lock on the lock file's inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Witness {
+    /// Someone holds an exclusive flock on the inode.
+    Held,
+    /// Nobody holds it.
+    Free,
+    /// flock is not supported here (or the file could not be opened).
+    Unknown,
+}
+
+/// Who "we" are, for comparing with a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfIdentity {
+    /// Our pid.
+    pub pid: u32,
+    /// Our start time (clock ticks since boot), if known.
+    pub starttime: Option<u64>,
+    /// Our host name.
+    pub hostname: Option<String>,
+    /// Our kernel's boot id.
+    pub boot_id: Option<String>,
+    /// Our pid namespace.
+    pub pid_ns: Option<String>,
+}
+
+impl SelfIdentity {
+    /// This process (cached; recomputed after a fork changes the pid).
+    pub fn current() -> SelfIdentity {
+        static CACHE: OnceLock<std::sync::Mutex<Option<SelfIdentity>>> = OnceLock::new();
+        let pid = std::process::id();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut slot = cache.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(me) if me.pid == pid => me.clone(),
+            _ => {
+                let me = SelfIdentity {
+                    pid,
+                    starttime: sys::process_start_time(pid),
+                    hostname: sys::hostname(),
+                    boot_id: sys::boot_id(),
+                    pid_ns: sys::pid_namespace(),
+                };
+                *slot = Some(me.clone());
+                me
+            }
+        }
+    }
+}
+
+/// What the I/O layer observed about a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidFacts {
+    /// `kill(pid, 0)` plus the zombie check.
+    pub state: PidState,
+    /// Current start time of that pid, if readable.
+    pub starttime: Option<u64>,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// The file's contents.
+    pub parsed: &'a ParsedRecord,
+    /// The witness probe.
+    pub witness: Witness,
+    /// Pid probe of the record's pid; `None` when not probed.
+    pub pid: Option<PidFacts>,
+    /// Wall clock now, ms since the epoch.
+    pub now_ms: i64,
+    /// Age of the file's mtime (None if unknown).
+    pub mtime_age: Option<Duration>,
+    /// This process holds this very lock file (registry).
+    pub held_by_this_process: bool,
+    /// Us.
+    pub me: &'a SelfIdentity,
+}
+
+/// The thresholds [`decide`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Live holders older than this are reported `too-old`.
+    pub stale: Duration,
+    /// Empty/malformed files younger than this (mtime) are left alone.
+    pub orphan_grace: Duration,
+    /// Report `hold-exceeded` (acquire: yes; sweep: no, as the reference).
+    pub respect_max_hold: bool,
+    /// `orphan-self-pid` for a record with our pid and no start time
+    /// (acquire: yes; sweep: no, as the reference).
+    pub reclaim_self_without_starttime: bool,
+}
+
+/// Where a record comes from, relative to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local,
+    OtherHost,
+    OtherBoot,
+    OtherNamespace,
+}
+
+fn origin(rec: &OwnerRecord, me: &SelfIdentity) -> Origin {
+    let differs = |theirs: &Option<String>, ours: &Option<String>| {
+        matches!((theirs, ours), (Some(a), Some(b)) if a != b)
+    };
+    if differs(&rec.hostname, &me.hostname) {
+        Origin::OtherHost
+    } else if differs(&rec.boot_id, &me.boot_id) {
+        Origin::OtherBoot
+    } else if differs(&rec.pid_ns, &me.pid_ns) {
+        Origin::OtherNamespace
+    } else {
+        Origin::Local
+    }
+}
+
+/// Whether [`decide`] will need a pid probe for this record: a local record
+/// with a pid that is not proven by a working witness.
+pub fn needs_pid_probe(parsed: &ParsedRecord, witness: Witness, me: &SelfIdentity) -> bool {
+    match parsed.record() {
+        Some(rec) => {
+            rec.pid.is_some()
+                && origin(rec, me) == Origin::Local
+                && !(rec.has_flock_witness() && witness != Witness::Unknown)
+        }
+        None => false,
+    }
+}
+
+/// Age of the record from `createdAt`, clamped at zero (a future `createdAt`
+/// is age 0, never "old").
+pub fn record_age(rec: &OwnerRecord, now_ms: i64) -> Option<Duration> {
+    let created = rec.created_at_ms()?;
+    Some(Duration::from_millis(
+        now_ms.saturating_sub(created).max(0) as u64
+    ))
+}
+
+fn report_only_reasons(rec: Option<&OwnerRecord>, facts: &Facts, policy: &Policy) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if let Some(rec) = rec
+        && let Some(age) = record_age(rec, facts.now_ms)
+    {
+        if age > policy.stale {
+            reasons.push(Reason::TooOld);
+        }
+        if policy.respect_max_hold
+            && rec
+                .max_hold_ms
+                .is_some_and(|m| age > Duration::from_millis(m))
+        {
+            reasons.push(Reason::HoldExceeded);
+        }
+    }
+    reasons
+}
+
+fn held_or_stale(reasons: Vec<Reason>) -> (Verdict, Vec<Reason>) {
+    if reasons.is_empty() {
+        (Verdict::Held, reasons)
+    } else {
+        (Verdict::Stale, reasons)
+    }
+}
+
+/// The pure decision. See the module docs for the rules.
+pub fn decide(facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
+    let rec = facts.parsed.record();
+    if facts.witness == Witness::Held || facts.held_by_this_process {
+        return held_or_stale(report_only_reasons(rec, facts, policy));
+    }
+    let Some(rec) = rec else {
+        // Empty or malformed: judged by mtime only.
+        return orphan_by_mtime(vec![Reason::MissingPid, Reason::InvalidCreatedAt], facts, policy);
+    };
+    if rec.version.is_some_and(|v| v > RECORD_VERSION) {
+        return (Verdict::Held, vec![Reason::UnknownVersion]);
+    }
+    let origin = origin(rec, facts.me);
+    if rec.has_flock_witness() && facts.witness == Witness::Free {
+        return match origin {
+            Origin::Local | Origin::OtherNamespace => {
+                (Verdict::Reclaimable, vec![Reason::WitnessReleased])
+            }
+            Origin::OtherBoot => (Verdict::Reclaimable, vec![Reason::OtherBoot]),
+            Origin::OtherHost => by_age_only(Reason::OtherHost, rec, facts, policy),
+        };
+    }
+    match origin {
+        Origin::OtherHost => return by_age_only(Reason::OtherHost, rec, facts, policy),
+        Origin::OtherNamespace => return by_age_only(Reason::OtherNamespace, rec, facts, policy),
+        Origin::OtherBoot => return (Verdict::Reclaimable, vec![Reason::OtherBoot]),
+        Origin::Local => {}
+    }
+
+    // Judged by pid, as the reference does.
+    let mut reasons = Vec::new();
+    let mut pid_alive = false;
+    match (rec.pid, facts.pid) {
+        (None, _) => reasons.push(Reason::MissingPid),
+        (Some(_), Some(PidFacts { state: PidState::Dead, .. })) => reasons.push(Reason::DeadPid),
+        (Some(_), probe) => {
+            // Alive, Unknown, or not probed: all count as alive.
+            pid_alive = true;
+            if let (Some(stored), Some(PidFacts { state: PidState::Alive, starttime: Some(now) })) =
+                (rec.starttime, probe)
+                && stored != now
+            {
+                reasons.push(Reason::RecycledPid);
+                pid_alive = false;
+            }
+        }
+    }
+    match record_age(rec, facts.now_ms) {
+        None => reasons.push(Reason::InvalidCreatedAt),
+        Some(age) if age > policy.stale => reasons.push(Reason::TooOld),
+        Some(_) => {}
+    }
+    if policy.respect_max_hold
+        && let (Some(age), Some(max)) = (record_age(rec, facts.now_ms), rec.max_hold_ms)
+        && age > Duration::from_millis(max)
+    {
+        reasons.push(Reason::HoldExceeded);
+    }
+    if rec.pid == Some(facts.me.pid) && !reasons.contains(&Reason::RecycledPid) {
+        let same_life = match rec.starttime {
+            Some(st) => facts.me.starttime == Some(st),
+            None => policy.reclaim_self_without_starttime,
+        };
+        if same_life {
+            reasons.push(Reason::OrphanSelfPid);
+            pid_alive = false;
+        }
+    }
+    if reasons.is_empty() {
+        return (Verdict::Held, reasons);
+    }
+    if pid_alive {
+        // A live owner is never removed: whatever is left is report-only
+        // (too-old, hold-exceeded, and, unlike the reference, also
+        // invalid-createdAt, which it would reclaim after 5 s of mtime age).
+        return (Verdict::Stale, reasons);
+    }
+    let malformed_only = reasons
+        .iter()
+        .all(|r| matches!(r, Reason::MissingPid | Reason::InvalidCreatedAt));
+    if malformed_only {
+        return orphan_by_mtime(reasons, facts, policy);
+    }
+    (Verdict::Reclaimable, reasons)
+}
+
+fn orphan_by_mtime(mut reasons: Vec<Reason>, facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
+    let grace = policy.orphan_grace.min(policy.stale);
+    match facts.mtime_age {
+        Some(age) if age > grace => (Verdict::Reclaimable, reasons),
+        _ => {
+            reasons.push(Reason::InGrace);
+            (Verdict::Held, reasons)
+        }
+    }
+}
+
+fn by_age_only(why: Reason, rec: &OwnerRecord, facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
+    match record_age(rec, facts.now_ms) {
+        Some(age) if age > policy.stale => (Verdict::Reclaimable, vec![why, Reason::TooOld]),
+        _ => (Verdict::Held, vec![why]),
+    }
+}
+
+/// The result of inspecting one lock file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    /// The lock file.
+    pub lock_path: PathBuf,
+    /// The record, if the file held a JSON object.
+    pub record: Option<OwnerRecord>,
+    /// `record`, `empty` or `malformed`.
+    pub contents: &'static str,
+    /// The witness probe.
+    pub witness: Witness,
+    /// Whether the owner is alive (`None`: not judged by pid and no witness,
+    /// or unknown).
+    pub pid_alive: Option<bool>,
+    /// Age from `createdAt`.
+    #[serde(serialize_with = "ser_opt_ms", rename = "ageMs")]
+    pub age: Option<Duration>,
+    /// Age of the file's mtime.
+    #[serde(serialize_with = "ser_opt_ms", rename = "fileAgeMs")]
+    pub file_age: Option<Duration>,
+    /// The decision.
+    pub verdict: Verdict,
+    /// Its reasons.
+    pub reasons: Vec<Reason>,
+    #[serde(skip)]
+    pub(crate) id: FileId,
+}
+
+fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Inspection {
+    /// The owner, for messages.
+    pub fn owner(&self) -> Owner {
+        let rec = self.record.as_ref();
+        Owner {
+            pid: rec.and_then(|r| r.pid),
+            alive: self.pid_alive,
+            age_ms: self.age.map(|a| a.as_millis() as u64),
+            hostname: rec.and_then(|r| r.hostname.clone()),
+            label: rec.and_then(|r| r.label.clone()),
+        }
+    }
+}
+
+/// A lock file opened for inspection: the verdict plus the open descriptor
+/// (holding a shared witness lock when the probe found the witness free),
+/// which [`crate::lock`] needs for a race-free reclaim.
+pub(crate) struct Observed {
+    pub inspection: Inspection,
+    pub file: File,
+}
+
+fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    let what = if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    };
+    Error::NotAFile {
+        lock_path: path.to_owned(),
+        what,
+    }
+}
+
+/// Open, probe and judge the lock file at `lock_path`. `Ok(None)`: it does
+/// not exist (any more). `held_by_us` answers whether this process holds the
+/// file with that identity.
+pub(crate) fn observe(
+    lock_path: &Path,
+    policy: &Policy,
+    held_by_us: &dyn Fn(FileId) -> bool,
+) -> Result<Option<Observed>> {
+    let file = match sys::open_for_inspection(lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            // ELOOP (symlink, O_NOFOLLOW) and ENXIO (socket) land here; say
+            // what is at the path instead of an errno.
+            return match std::fs::symlink_metadata(lock_path) {
+                Ok(meta) if !meta.file_type().is_file() => Err(not_a_file(lock_path, &meta)),
+                Err(e2) if e2.kind() == io::ErrorKind::NotFound => Ok(None),
+                _ => Err(Error::io("open lock file", lock_path, e)),
+            };
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat lock file", lock_path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_a_file(lock_path, &meta));
+    }
+    let witness = match sys::flock_try(&file, false) {
+        Ok(true) => Witness::Free,
+        Ok(false) => Witness::Held,
+        Err(_) => Witness::Unknown,
+    };
+    let mut buf = Vec::with_capacity(512);
+    // Read one byte past the cap so an oversized file is seen as such.
+    (&file)
+        .take(MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read lock file", lock_path, e))?;
+    let parsed = OwnerRecord::parse(&buf);
+    let me = SelfIdentity::current();
+    let pid = if needs_pid_probe(&parsed, witness, &me) {
+        parsed.record().and_then(|r| r.pid).map(|p| PidFacts {
+            state: sys::probe_pid(p),
+            starttime: sys::process_start_time(p),
+        })
+    } else {
+        None
+    };
+    let now = SystemTime::now();
+    let mtime_age = meta
+        .modified()
+        .ok()
+        .map(|m| now.duration_since(m).unwrap_or(Duration::ZERO));
+    let id = sys::file_id(&meta);
+    let facts = Facts {
+        parsed: &parsed,
+        witness,
+        pid,
+        now_ms: crate::time::system_time_ms(now),
+        mtime_age,
+        held_by_this_process: held_by_us(id),
+        me: &me,
+    };
+    let (verdict, reasons) = decide(&facts, policy);
+    let rec = parsed.record();
+    let pid_alive = if witness == Witness::Held && rec.is_some_and(OwnerRecord::has_flock_witness) {
+        Some(true)
+    } else if rec.is_some_and(OwnerRecord::has_flock_witness) && witness == Witness::Free {
+        Some(false)
+    } else {
+        match pid.map(|p| p.state) {
+            Some(PidState::Dead) => Some(false),
+            Some(PidState::Alive) => Some(!reasons.contains(&Reason::RecycledPid)),
+            _ => None,
+        }
+    };
+    let inspection = Inspection {
+        lock_path: lock_path.to_owned(),
+        age: rec.and_then(|r| record_age(r, facts.now_ms)),
+        record: rec.cloned(),
+        contents: match parsed {
+            ParsedRecord::Record(_) => "record",
+            ParsedRecord::Empty => "empty",
+            ParsedRecord::Malformed => "malformed",
+        },
+        witness,
+        pid_alive,
+        file_age: mtime_age,
+        verdict,
+        reasons,
+        id,
+    };
+    Ok(Some(Observed { inspection, file }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::WITNESS_FLOCK;
+
+    const NOW: i64 = 1_796_032_447_000;
+
+    fn me() -> SelfIdentity {
+        SelfIdentity {
+            pid: 100,
+            starttime: Some(5000),
+            hostname: Some("here".into()),
+            boot_id: Some("boot-a".into()),
+            pid_ns: Some("pid:[1]".into()),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            stale: Duration::from_secs(30 * 60),
+            orphan_grace: Duration::from_secs(5),
+            respect_max_hold: true,
+            reclaim_self_without_starttime: true,
+        }
+    }
+
+    fn iso(ms_ago: i64) -> Option<String> {
+        Some(crate::time::format_rfc3339_ms(NOW - ms_ago))
+    }
+
+    fn ours(age_ms: i64) -> OwnerRecord {
+        OwnerRecord {
+            pid: Some(200),
+            created_at: iso(age_ms),
+            starttime: Some(7),
+            max_hold_ms: Some(300_000),
+            hostname: Some("here".into()),
+            boot_id: Some("boot-a".into()),
+            pid_ns: Some("pid:[1]".into()),
+            token: Some("t".into()),
+            witness: Some(WITNESS_FLOCK.into()),
+            label: None,
+            version: Some(RECORD_VERSION),
+        }
+    }
+
+    fn reference(pid: Option<u32>, age_ms: i64, starttime: Option<u64>) -> OwnerRecord {
+        OwnerRecord {
+            pid,
+            created_at: iso(age_ms),
+            starttime,
+            ..OwnerRecord::default()
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        parsed: ParsedRecord,
+        witness: Witness,
+        pid: Option<PidFacts>,
+        mtime_age_s: Option<u64>,
+        held_by_us: bool,
+        want: (Verdict, Vec<Reason>),
+    }
+
+    fn alive(st: Option<u64>) -> Option<PidFacts> {
+        Some(PidFacts {
+            state: PidState::Alive,
+            starttime: st,
+        })
+    }
+    fn dead() -> Option<PidFacts> {
+        Some(PidFacts {
+            state: PidState::Dead,
+            starttime: None,
+        })
+    }
+    fn unknown() -> Option<PidFacts> {
+        Some(PidFacts {
+            state: PidState::Unknown,
+            starttime: None,
+        })
+    }
+
+    fn run(cases: Vec<Case>) {
+        let me = me();
+        for c in cases {
+            let facts = Facts {
+                parsed: &c.parsed,
+                witness: c.witness,
+                pid: c.pid,
+                now_ms: NOW,
+                mtime_age: c.mtime_age_s.map(Duration::from_secs),
+                held_by_this_process: c.held_by_us,
+                me: &me,
+            };
+            assert_eq!(decide(&facts, &policy()), c.want, "case {}", c.name);
+        }
+    }
+
+    use Reason::*;
+    use Verdict::*;
+
+    #[test]
+    fn verdict_table() {
+        let rec = ParsedRecord::Record;
+        let mut other_host = ours(1000);
+        other_host.hostname = Some("elsewhere".into());
+        let mut other_host_old = ours(31 * 60_000);
+        other_host_old.hostname = Some("elsewhere".into());
+        let mut other_boot = ours(1000);
+        other_boot.boot_id = Some("boot-b".into());
+        let mut other_ns = reference(Some(200), 1000, None);
+        other_ns.pid_ns = Some("pid:[2]".into());
+        let mut newer = ours(1000);
+        newer.version = Some(RECORD_VERSION + 1);
+        let mut no_witness_support = ours(1000);
+        no_witness_support.witness = None;
+        let cases = vec![
+            Case { name: "witness held", parsed: rec(ours(1000)), witness: Witness::Held, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "witness held but ancient: report only", parsed: rec(ours(31 * 60_000)), witness: Witness::Held, pid: None, mtime_age_s: Some(9999), held_by_us: false, want: (Stale, vec![TooOld, HoldExceeded]) },
+            Case { name: "witness released", parsed: rec(ours(1000)), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![WitnessReleased]) },
+            Case { name: "held by this process, witness free", parsed: rec(ours(1000)), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: true, want: (Held, vec![]) },
+            Case { name: "other boot", parsed: rec(other_boot), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OtherBoot]) },
+            Case { name: "other host, young", parsed: rec(other_host), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![OtherHost]) },
+            Case { name: "other host, old", parsed: rec(other_host_old), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OtherHost, TooOld]) },
+            Case { name: "other pid namespace, never by pid", parsed: rec(other_ns), witness: Witness::Free, pid: dead(), mtime_age_s: Some(60), held_by_us: false, want: (Held, vec![OtherNamespace]) },
+            Case { name: "newer version", parsed: rec(newer), witness: Witness::Free, pid: None, mtime_age_s: Some(60), held_by_us: false, want: (Held, vec![UnknownVersion]) },
+            Case { name: "our record on fs without flock: pid alive", parsed: rec(no_witness_support.clone()), witness: Witness::Unknown, pid: alive(Some(7)), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "our record on fs without flock: pid dead", parsed: rec(no_witness_support), witness: Witness::Unknown, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid]) },
+            Case { name: "reference alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(Some(7)), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "reference dead", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid]) },
+            Case { name: "reference recycled", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(Some(8)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![RecycledPid]) },
+            Case { name: "EPERM (alive) never dead", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "unknown liveness is alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: unknown(), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "start time unreadable: alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "too old but alive: report only", parsed: rec(reference(Some(200), 31 * 60_000, None)), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Stale, vec![TooOld]) },
+            Case { name: "dead and too old", parsed: rec(reference(Some(200), 31 * 60_000, None)), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid, TooOld]) },
+            Case { name: "hold exceeded but alive: report only", parsed: rec(OwnerRecord { max_hold_ms: Some(10_000), ..reference(Some(200), 30_000, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Stale, vec![HoldExceeded]) },
+            Case { name: "hold not exceeded", parsed: rec(OwnerRecord { max_hold_ms: Some(60_000), ..reference(Some(200), 30_000, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "future createdAt is age 0", parsed: rec(reference(Some(200), -3_600_000, None)), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "invalid createdAt, live pid: report only", parsed: rec(OwnerRecord { created_at: Some("garbage".into()), ..reference(Some(200), 0, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(60), held_by_us: false, want: (Stale, vec![InvalidCreatedAt]) },
+            Case { name: "invalid createdAt, dead pid", parsed: rec(OwnerRecord { created_at: None, ..reference(Some(200), 0, None) }), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid, InvalidCreatedAt]) },
+            Case { name: "{} fresh: in grace", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
+            Case { name: "{} at exactly the grace: kept (strict >)", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(5), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
+            Case { name: "{} 6 s old", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(6), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
+            Case { name: "empty fresh", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: Some(0), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
+            Case { name: "empty, mtime unknown", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: None, held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
+            Case { name: "empty old", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
+            Case { name: "empty old but witness held (fallback publish mid-write)", parsed: ParsedRecord::Empty, witness: Witness::Held, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Held, vec![]) },
+            Case { name: "malformed old", parsed: ParsedRecord::Malformed, witness: Witness::Unknown, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
+            Case { name: "pid missing, createdAt fine, old file", parsed: rec(reference(None, 1000, None)), witness: Witness::Free, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid]) },
+            Case { name: "orphan self pid, same start time", parsed: rec(reference(Some(100), 1000, Some(5000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OrphanSelfPid]) },
+            Case { name: "orphan self pid, no start time", parsed: rec(reference(Some(100), 1000, None)), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OrphanSelfPid]) },
+            Case { name: "self pid, other start time: recycled", parsed: rec(reference(Some(100), 1000, Some(4000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![RecycledPid]) },
+            Case { name: "self pid held by us: never", parsed: rec(reference(Some(100), 1000, Some(5000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: true, want: (Held, vec![]) },
+        ];
+        run(cases);
+    }
+
+    #[test]
+    fn sweep_policy_differs_from_acquire() {
+        let me = me();
+        let sweep = Policy {
+            respect_max_hold: false,
+            reclaim_self_without_starttime: false,
+            ..policy()
+        };
+        let self_no_st = ParsedRecord::Record(reference(Some(100), 1000, None));
+        let facts = Facts {
+            parsed: &self_no_st,
+            witness: Witness::Free,
+            pid: alive(Some(5000)),
+            now_ms: NOW,
+            mtime_age: Some(Duration::from_secs(1)),
+            held_by_this_process: false,
+            me: &me,
+        };
+        assert_eq!(decide(&facts, &sweep), (Held, vec![]));
+        let hold = ParsedRecord::Record(OwnerRecord {
+            max_hold_ms: Some(10_000),
+            ..reference(Some(200), 30_000, None)
+        });
+        let facts = Facts {
+            parsed: &hold,
+            ..facts
+        };
+        assert_eq!(decide(&facts, &sweep), (Held, vec![]));
+    }
+
+    #[test]
+    fn probe_is_needed_only_for_pid_judged_local_records() {
+        let me = me();
+        let r = |rec| ParsedRecord::Record(rec);
+        assert!(!needs_pid_probe(&r(ours(1)), Witness::Free, &me));
+        assert!(needs_pid_probe(&r(ours(1)), Witness::Unknown, &me));
+        assert!(needs_pid_probe(&r(reference(Some(5), 1, None)), Witness::Free, &me));
+        assert!(!needs_pid_probe(&r(reference(None, 1, None)), Witness::Free, &me));
+        let mut other = ours(1);
+        other.hostname = Some("x".into());
+        other.witness = None;
+        assert!(!needs_pid_probe(&r(other), Witness::Unknown, &me));
+        assert!(!needs_pid_probe(&ParsedRecord::Empty, Witness::Free, &me));
+    }
+}

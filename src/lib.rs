@@ -1,0 +1,117 @@
+//! # session-lock
+//!
+//! A cross-process write lock for append-only session transcripts
+//! (`*.jsonl`), and a classifier that turns session activity (lock
+//! ownership included) into `session.long_running` / `session.stalled` /
+//! `session.stuck`.
+//!
+//! Each transcript `T` is guarded by a sidecar lock file `T.lock` holding a
+//! JSON owner record compatible with the reference implementation
+//! (OpenClaw). While it holds the lock, the owner also holds an exclusive
+//! `flock` on the lock file's inode: the *kernel witness*. The kernel drops
+//! it the instant the owner dies, so "is the witness free?" answers "is the
+//! owner alive?" with no pid guessing and no clocks.
+//!
+//! ```
+//! use session_lock::{acquire_with, LockOptions};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let transcript = dir.path().join("agent-42.jsonl");
+//! let opts = LockOptions::new().timeout(Duration::from_secs(10)).label("worker");
+//! let guard = acquire_with(&transcript, &opts)?;
+//! guard.append_line(r#"{"type":"turn","text":"hello"}"#)?; // refused if the lock was lost
+//! guard.release()?;
+//! assert_eq!(std::fs::read_to_string(&transcript)?, "{\"type\":\"turn\",\"text\":\"hello\"}\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Guarantees
+//!
+//! 1. **Mutual exclusion**: at no instant do two live guards exist for one
+//!    target, across threads, tasks and processes, including while stale
+//!    locks are reclaimed by many contenders at once.
+//! 2. **No theft from the living**: a lock whose owner is alive (same host)
+//!    is never removed; EPERM and "unknown" mean alive. Old live holders are
+//!    *reported* (`too-old`, `hold-exceeded`), never removed.
+//! 3. **Crash recovery**: a dead owner's lock is taken over by the next
+//!    contender at once (woken by the kernel), without human action.
+//! 4. **Never payload-less by our hand**: the record is written to a private
+//!    temp file, witnessed, then published with `renameat2(RENAME_NOREPLACE)`
+//!    or `link(2)`. Empty or malformed files from other software are
+//!    reclaimed only once their mtime is older than the 5 s orphan grace.
+//! 5. **Release removes only our own file**: release, drop and forced
+//!    release unlink the lock path only if it still names our inode.
+//! 6. **A holder learns it lost the lock** ([`LockGuard::check`],
+//!    [`LockGuard::wait_lost`], [`LockGuard::lost`]), and
+//!    [`LockGuard::append_line`] refuses to write after a loss.
+//! 7. **Bounded**: every wait honours its timeout; a FIFO, directory, socket
+//!    or symlink at the lock path is an error ([`ErrorKind::NotAFile`]),
+//!    never followed and never a hang; reads are capped at 64 KiB.
+//! 8. **Async never blocks the runtime** (feature `tokio`): the async API
+//!    yields before every synchronous inspection and waits on inotify
+//!    readiness, not on a blocking-pool thread.
+//!
+//! ## Hazards
+//!
+//! * The lock is **advisory**: it excludes cooperating processes only. A
+//!   process that writes the transcript without the lock, or deletes lock
+//!   files by hand, is not stopped (a deleted lock is *detected* by the
+//!   holder's next [`LockGuard::check`] or append).
+//! * A holder past its max hold (default 5 min) is force-released by the
+//!   watchdog thread; code that writes the transcript by other means than
+//!   the guard must call [`LockGuard::check`] first.
+//! * The same thread acquiring a lock it already holds fails at once with
+//!   [`ErrorKind::WouldDeadlock`]; use [`LockGuard::nested`] for explicit
+//!   re-entrancy. Other threads and tasks of the process wait like any
+//!   contender.
+//! * Host names must be unique among hosts sharing a directory: a record from
+//!   another host is never judged by pid, only by the witness and by age.
+//!
+//! ## Platform notes
+//!
+//! Linux is the primary platform (`renameat2`, `/proc` start times, boot id,
+//! inotify). Other Unixes use `link(2)` to publish, have no start-time or
+//! boot-id checks, and wait with a short backoff instead of inotify. Other
+//! platforms compile, and every lock operation returns
+//! [`ErrorKind::Unsupported`]. See `docs/platforms.md`.
+
+#![deny(missing_docs)]
+
+pub mod classify;
+mod error;
+pub mod fault;
+pub mod inspect;
+mod lock;
+pub mod monitor;
+mod options;
+pub mod record;
+pub mod sweep;
+mod sys;
+mod time;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+pub mod watchdog;
+
+pub use error::{Error, ErrorKind, LostReason, Owner, Result};
+pub use inspect::{Inspection, Reason, Verdict, Witness};
+pub use lock::held::{LockGuard, Lost, release_all};
+pub use lock::{LockPaths, acquire, acquire_with, inspect, try_acquire};
+pub use options::{
+    DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
+    MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
+};
+pub use sys::PidState;
+pub use time::parse_duration;
+
+/// Raw primitives used by the benchmark baselines (`session-lock bench`).
+/// Not part of the lock protocol.
+#[doc(hidden)]
+pub mod raw {
+    pub use crate::sys::{flock_blocking, flock_unlock};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::lock::wait::SAFETY_RECHECK;
+}

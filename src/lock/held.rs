@@ -1,0 +1,490 @@
+//! A lock this process holds, the process registry of them, and the guard.
+
+use crate::error::{Error, LostReason, Result};
+use crate::lock::LockPaths;
+use crate::record::OwnerRecord;
+use crate::sys::{self, FileId};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+pub(crate) struct HeldState {
+    /// The witness: our open descriptor with the exclusive flock. `None`
+    /// once released or lost.
+    witness: Option<File>,
+    /// Guards sharing this hold (nested guards).
+    refs: usize,
+    lost: Option<LostReason>,
+    /// Cached O_APPEND descriptor of the transcript.
+    transcript: Option<File>,
+    lost_wakers: Vec<Waker>,
+}
+
+/// One held lock. Shared by its guards, the registry and the watchdog.
+pub(crate) struct Held {
+    pub paths: LockPaths,
+    pub id: FileId,
+    pub record: OwnerRecord,
+    pub acquired: Instant,
+    pub max_hold: Duration,
+    pub thread: Option<ThreadId>,
+    pub watchdog_key: Mutex<Option<(Instant, u64)>>,
+    state: Mutex<HeldState>,
+    lost_cv: Condvar,
+}
+
+fn registry() -> &'static Mutex<HashMap<std::path::PathBuf, Arc<Held>>> {
+    static REG: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<Held>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>> {
+    registry().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this process holds the lock file with identity `id`.
+pub(crate) fn held_by_us(id: FileId) -> bool {
+    lock_registry().values().any(|h| h.id == id)
+}
+
+/// The holder of `lock_path` in this process, if any.
+pub(crate) fn holder(lock_path: &Path) -> Option<Arc<Held>> {
+    lock_registry().get(lock_path).cloned()
+}
+
+/// Every lock this process holds.
+pub(crate) fn all_held() -> Vec<Arc<Held>> {
+    lock_registry().values().cloned().collect()
+}
+
+/// Fail at once if the calling thread already holds `paths`.
+pub(crate) fn check_deadlock(paths: &LockPaths) -> Result<()> {
+    if let Some(h) = holder(&paths.lock)
+        && h.thread == Some(std::thread::current().id())
+        && h.is_live()
+    {
+        return Err(Error::WouldDeadlock {
+            lock_path: paths.lock.clone(),
+        });
+    }
+    Ok(())
+}
+
+impl Held {
+    pub(crate) fn new(
+        paths: LockPaths,
+        witness: File,
+        id: FileId,
+        record: OwnerRecord,
+        max_hold: Duration,
+        from_async: bool,
+    ) -> Arc<Held> {
+        let held = Arc::new(Held {
+            paths,
+            id,
+            record,
+            acquired: Instant::now(),
+            max_hold,
+            thread: (!from_async).then(|| std::thread::current().id()),
+            watchdog_key: Mutex::new(None),
+            state: Mutex::new(HeldState {
+                witness: Some(witness),
+                refs: 1,
+                lost: None,
+                transcript: None,
+                lost_wakers: Vec::new(),
+            }),
+            lost_cv: Condvar::new(),
+        });
+        lock_registry().insert(held.paths.lock.clone(), held.clone());
+        crate::watchdog::arm(&held);
+        held
+    }
+
+    fn state(&self) -> MutexGuard<'_, HeldState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_live(&self) -> bool {
+        let st = self.state();
+        st.witness.is_some() && st.lost.is_none()
+    }
+
+    /// Does the lock path still name our file? Err(reason) if not.
+    fn verify_path(&self) -> std::result::Result<(), LostReason> {
+        match std::fs::symlink_metadata(&self.paths.lock) {
+            Ok(meta) if sys::file_id(&meta) == self.id => Ok(()),
+            Ok(_) => Err(LostReason::Replaced),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LostReason::Removed),
+            // Cannot tell (EACCES on the directory, EIO): keep holding; the
+            // witness is still ours and a write is still exclusive among
+            // cooperating processes.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Unlink the lock path if it still names our file, then close the
+    /// witness. Caller holds the state lock.
+    fn remove_file(&self, st: &mut HeldState) -> Result<()> {
+        let Some(witness) = st.witness.take() else {
+            return Ok(());
+        };
+        crate::fault::hit("release.before_unlink");
+        let outcome = match self.verify_path() {
+            Ok(()) => match std::fs::remove_file(&self.paths.lock) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove lock file", &self.paths.lock, e)),
+            },
+            Err(reason) => Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason,
+            }),
+        };
+        // Closing drops the flock only now, after the unlink: a contender
+        // can never see our path with the witness free while we hold it.
+        drop(witness);
+        st.transcript = None;
+        outcome
+    }
+
+    fn unregister(self: &Arc<Held>) {
+        let mut reg = lock_registry();
+        if reg.get(&self.paths.lock).is_some_and(|h| Arc::ptr_eq(h, self)) {
+            reg.remove(&self.paths.lock);
+        }
+        drop(reg);
+        crate::watchdog::disarm(self);
+    }
+
+    fn mark_lost(&self, st: &mut HeldState, reason: LostReason) {
+        if st.lost.is_none() {
+            st.lost = Some(reason);
+        }
+        for w in st.lost_wakers.drain(..) {
+            w.wake();
+        }
+        self.lost_cv.notify_all();
+    }
+
+    /// Forced release (watchdog, `release_all`): remove the file if it is
+    /// still ours, drop the witness, mark every guard lost. Returns false if
+    /// the lock was already released or lost.
+    pub(crate) fn force_release(self: &Arc<Held>, reason: LostReason) -> bool {
+        let mut st = self.state();
+        if st.witness.is_none() || st.lost.is_some() {
+            return false;
+        }
+        if let Err(e) = self.remove_file(&mut st) {
+            tracing::warn!(lock_path = %self.paths.lock.display(), error = %e, "forced release could not remove the lock file");
+        }
+        self.mark_lost(&mut st, reason);
+        drop(st);
+        self.unregister();
+        true
+    }
+
+    fn add_ref(&self) -> Result<()> {
+        let mut st = self.state();
+        if let Some(reason) = &st.lost {
+            return Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason: reason.clone(),
+            });
+        }
+        st.refs += 1;
+        Ok(())
+    }
+
+    /// Drop one guard's reference; the last one releases the file.
+    fn release_ref(self: &Arc<Held>) -> Result<()> {
+        let mut st = self.state();
+        st.refs = st.refs.saturating_sub(1);
+        if st.refs > 0 {
+            return Ok(());
+        }
+        if let Some(reason) = st.lost.clone() {
+            drop(st);
+            self.unregister();
+            return Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason,
+            });
+        }
+        let outcome = self.remove_file(&mut st);
+        if let Err(Error::LockLost { reason, .. }) = &outcome {
+            self.mark_lost(&mut st, reason.clone());
+        }
+        drop(st);
+        self.unregister();
+        outcome
+    }
+
+    fn check_locked(&self, st: &mut HeldState) -> Result<()> {
+        if let Some(reason) = &st.lost {
+            return Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if st.witness.is_none() {
+            return Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason: LostReason::ReleasedAll,
+            });
+        }
+        if let Err(reason) = self.verify_path() {
+            // Someone removed or replaced our file: we no longer hold it.
+            // Close the witness (never unlink: the path is not ours).
+            st.witness = None;
+            st.transcript = None;
+            self.mark_lost(st, reason.clone());
+            return Err(Error::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Proof that this process holds a session lock. Dropping it releases the
+/// lock (errors are logged through `tracing`, never panics); use
+/// [`LockGuard::release`] to see them.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    held: Arc<Held>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lock_path", &self.held.paths.lock)
+            .field("token", &self.held.record.token)
+            .finish()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(held: Arc<Held>) -> LockGuard {
+        LockGuard { held, done: false }
+    }
+
+    /// The transcript this lock guards.
+    pub fn target(&self) -> &Path {
+        &self.held.paths.target
+    }
+
+    /// The lock file (`<target>.lock`).
+    pub fn lock_path(&self) -> &Path {
+        &self.held.paths.lock
+    }
+
+    /// The owner record this guard published.
+    pub fn record(&self) -> &OwnerRecord {
+        &self.held.record
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.held.acquired.elapsed()
+    }
+
+    /// The max hold the watchdog enforces for this lock.
+    pub fn max_hold(&self) -> Duration {
+        self.held.max_hold
+    }
+
+    /// Whether this guard still holds the lock: not force-released, and the
+    /// lock path still names the file it created.
+    pub fn is_held(&self) -> bool {
+        self.check().is_ok()
+    }
+
+    /// `Ok(())` while the lock is held.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] saying why (max hold exceeded, lock
+    /// file removed or replaced by someone else, `release_all`).
+    pub fn check(&self) -> Result<()> {
+        let mut st = self.held.state();
+        self.held.check_locked(&mut st)
+    }
+
+    /// Why the lock was lost, if it was (does not touch the filesystem).
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.held.state().lost.clone()
+    }
+
+    /// Block until the lock is lost or `timeout` passes (`None`: forever).
+    /// Returns the reason, or `None` on timeout. Only forced releases and
+    /// losses seen by [`LockGuard::check`] wake it.
+    pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.held.state();
+        loop {
+            if let Some(r) = &st.lost {
+                return Some(r.clone());
+            }
+            match deadline {
+                None => {
+                    st = self.held.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    st = self
+                        .held
+                        .lost_cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// A future that resolves with the reason when the lock is lost (usable
+    /// from any async runtime; it needs no timer).
+    pub fn lost(&self) -> Lost {
+        Lost {
+            held: self.held.clone(),
+        }
+    }
+
+    /// Another guard for the same hold (explicit re-entrancy). The lock file
+    /// is removed only when the last guard is released.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] if the lock was already lost.
+    pub fn nested(&self) -> Result<LockGuard> {
+        self.held.add_ref()?;
+        Ok(LockGuard::new(self.held.clone()))
+    }
+
+    /// Append one whole line to the guarded transcript: ownership is checked
+    /// first (lost flag and lock path identity), then the line plus `\n` goes
+    /// out in a single `write` on an `O_APPEND` descriptor, while the check
+    /// still holds (a forced release waits for an in-flight append and an
+    /// append after it is refused).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] when the lock is no longer held (the
+    /// line is not written); `Io` for a line containing `\n` or a write error.
+    pub fn append_line(&self, line: impl AsRef<[u8]>) -> Result<()> {
+        self.append_lines(std::iter::once(line), false)
+    }
+
+    /// Like [`LockGuard::append_line`] for several lines (one `write` each),
+    /// optionally followed by `fdatasync`.
+    ///
+    /// # Errors
+    /// As [`LockGuard::append_line`]; lines before a failing one are written.
+    pub fn append_lines<I, L>(&self, lines: I, sync: bool) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
+        let target = &self.held.paths.target;
+        let mut st = self.held.state();
+        self.held.check_locked(&mut st)?;
+        if st.transcript.is_none() {
+            let f = sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
+            st.transcript = Some(f);
+        }
+        let Some(file) = st.transcript.as_mut() else {
+            unreachable!("transcript opened above");
+        };
+        let mut buf = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            if body.contains(&b'\n') {
+                return Err(Error::io(
+                    "append to transcript",
+                    target,
+                    io::Error::new(io::ErrorKind::InvalidInput, "a line must not contain a newline"),
+                ));
+            }
+            buf.clear();
+            buf.extend_from_slice(body);
+            buf.push(b'\n');
+            // One write(2) per line on an O_APPEND descriptor; write_all only
+            // loops on a short write, still under our lock.
+            file.write_all(&buf)
+                .map_err(|e| Error::io("append to transcript", target, e))?;
+        }
+        if sync {
+            file.sync_data()
+                .map_err(|e| Error::io("sync transcript", target, e))?;
+        }
+        Ok(())
+    }
+
+    /// Release the lock: remove the lock file if it still names ours, then
+    /// drop the witness. With nested guards, only the last release removes it.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] if the lock had been lost (nothing was
+    /// removed), or an I/O error from removing the file.
+    pub fn release(mut self) -> Result<()> {
+        self.done = true;
+        self.held.release_ref()
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match self.held.release_ref() {
+            Ok(()) => {}
+            Err(Error::LockLost { .. }) => {
+                // Already reported when it happened (watchdog warning or a
+                // failed check); nothing of ours is left to remove.
+            }
+            Err(e) => tracing::warn!(error = %e, "releasing session lock on drop failed"),
+        }
+    }
+}
+
+/// Future returned by [`LockGuard::lost`].
+pub struct Lost {
+    held: Arc<Held>,
+}
+
+impl std::future::Future for Lost {
+    type Output = LostReason;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<LostReason> {
+        let mut st = self.held.state();
+        if let Some(r) = &st.lost {
+            return std::task::Poll::Ready(r.clone());
+        }
+        if !st.lost_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.lost_wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// Force-release every lock this process holds (for shutdown paths). Each
+/// guard learns it lost the lock ([`LostReason::ReleasedAll`]). Returns how
+/// many locks were released.
+pub fn release_all() -> usize {
+    all_held()
+        .into_iter()
+        .filter(|h| h.force_release(LostReason::ReleasedAll))
+        .count()
+}

@@ -1,0 +1,428 @@
+//! Acquire, reclaim and release: the protocol of `docs/protocol.md`.
+
+pub(crate) mod held;
+pub(crate) mod wait;
+
+use crate::error::{Error, Result};
+use crate::inspect::{self, Inspection, Policy, Verdict};
+use crate::options::LockOptions;
+use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
+use crate::sys::{self, Publish};
+use held::{Held, LockGuard};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The transcript path and its lock path, normalised: the parent directory
+/// resolved with `realpath` (created if missing), the file name kept as
+/// given, so a symlinked directory shares one lock and a symlinked file
+/// does not (as in the reference).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockPaths {
+    /// The normalised transcript path.
+    pub target: PathBuf,
+    /// `<target>.lock`.
+    pub lock: PathBuf,
+    /// The resolved parent directory.
+    pub dir: PathBuf,
+}
+
+impl LockPaths {
+    /// Normalise `target`, creating its parent directory if missing.
+    ///
+    /// # Errors
+    /// `Io` if the path has no file name or the directory cannot be created.
+    pub fn resolve(target: impl AsRef<Path>) -> Result<LockPaths> {
+        Self::resolve_inner(target.as_ref(), true)
+    }
+
+    /// Normalise `target` without creating anything.
+    ///
+    /// # Errors
+    /// `Io` if the path has no file name.
+    pub fn resolve_existing(target: impl AsRef<Path>) -> Result<LockPaths> {
+        Self::resolve_inner(target.as_ref(), false)
+    }
+
+    fn resolve_inner(target: &Path, create: bool) -> Result<LockPaths> {
+        let abs = if target.is_absolute() {
+            target.to_owned()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("resolve current directory for", target, e))?
+                .join(target)
+        };
+        let name = match abs.file_name() {
+            Some(n) if n != ".." && n != "." => n.to_owned(),
+            _ => {
+                return Err(Error::io(
+                    "resolve",
+                    target,
+                    io::Error::new(io::ErrorKind::InvalidInput, "the transcript path must name a file"),
+                ));
+            }
+        };
+        let parent = abs.parent().unwrap_or(Path::new("/"));
+        if create {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        // realpath only the directory; fall back to the absolute path.
+        let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned());
+        let target = dir.join(&name);
+        let mut lock_name = name;
+        lock_name.push(".lock");
+        Ok(LockPaths {
+            lock: dir.join(lock_name),
+            target,
+            dir,
+        })
+    }
+}
+
+pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
+    Policy {
+        stale: opts.stale,
+        orphan_grace: opts.orphan_grace,
+        respect_max_hold: true,
+        reclaim_self_without_starttime: true,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
+    let me = inspect::SelfIdentity::current();
+    OwnerRecord {
+        pid: Some(me.pid),
+        created_at: Some(crate::time::format_rfc3339_ms(crate::time::now_ms())),
+        starttime: me.starttime,
+        max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
+        hostname: me.hostname,
+        boot_id: me.boot_id,
+        pid_ns: me.pid_ns,
+        token: Some(token),
+        witness: witness.then(|| WITNESS_FLOCK.to_owned()),
+        label: opts.label.clone(),
+        version: Some(RECORD_VERSION),
+    }
+}
+
+fn create_error(path: &Path, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return Error::NotAFile {
+            lock_path: path.to_owned(),
+            what: "symlink",
+        };
+    }
+    Error::io("create lock file", path, e)
+}
+
+/// One publish attempt. `Ok(None)`: the lock path already exists.
+fn publish(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
+    let token = hex(&sys::random_bytes());
+    let lock_name = paths.lock.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = paths.dir.join(format!(".{lock_name}.{token}.tmp"));
+    let mut file = sys::create_private_exclusive(&tmp).map_err(|e| create_error(&paths.lock, e))?;
+    let cleanup = |e: Error| {
+        // Our private temp file: nobody else knows its random name.
+        let _ = std::fs::remove_file(&tmp);
+        e
+    };
+    // A fresh inode nobody else has open: the flock is ours at once unless
+    // the filesystem does not support flock at all.
+    let witness = matches!(sys::flock_try(&file, true), Ok(true));
+    let record = build_record(opts, token, witness);
+    file.write_all(&record.to_line())
+        .map_err(|e| cleanup(Error::io("write lock record", &paths.lock, e)))?;
+    crate::fault::hit("publish.before_rename");
+    match sys::publish_noreplace(&tmp, &paths.lock).map_err(|e| cleanup(create_error(&paths.lock, e)))? {
+        Publish::Done { renamed: true } => {}
+        Publish::Done { renamed: false } => {
+            // Linked: both names exist; drop the temporary one.
+            if let Err(e) = std::fs::remove_file(&tmp) {
+                tracing::debug!(path = %tmp.display(), error = %e, "could not remove temp lock file after link");
+            }
+        }
+        Publish::Exists => {
+            drop(cleanup(Error::io("publish", &tmp, io::Error::from(io::ErrorKind::AlreadyExists))));
+            return Ok(None);
+        }
+        Publish::Unsupported => {
+            drop(cleanup(Error::io("publish", &tmp, io::Error::from(io::ErrorKind::Unsupported))));
+            return publish_fallback(paths, opts);
+        }
+    }
+    let meta = file.metadata().map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let id = sys::file_id(&meta);
+    Ok(Some(Held::new(paths.clone(), file, id, record, opts.max_hold, opts.from_async)))
+}
+
+/// Plain exclusive create + write, for filesystems with neither
+/// `renameat2(RENAME_NOREPLACE)` nor hard links. The record is written after
+/// the file appears; the witness flock is taken first, so our own inspectors
+/// see it held during that window, but software that ignores the witness
+/// may see an empty file for a moment (the 5 s orphan grace covers it).
+fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
+    let mut file = match sys::create_private_exclusive(&paths.lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(create_error(&paths.lock, e)),
+    };
+    let witness = matches!(sys::flock_try(&file, true), Ok(true));
+    let record = build_record(opts, hex(&sys::random_bytes()), witness);
+    let meta = file.metadata().map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let id = sys::file_id(&meta);
+    if let Err(e) = file.write_all(&record.to_line()) {
+        // Roll back our partial file, by identity, never by name alone.
+        if std::fs::symlink_metadata(&paths.lock).is_ok_and(|m| sys::file_id(&m) == id) {
+            let _ = std::fs::remove_file(&paths.lock);
+        }
+        return Err(Error::io("write lock record", &paths.lock, e));
+    }
+    Ok(Some(Held::new(paths.clone(), file, id, record, opts.max_hold, opts.from_async)))
+}
+
+/// Outcome of a reclaim attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    /// We removed the stale file.
+    Removed,
+    /// The path no longer names the inspected file; nothing removed.
+    Changed,
+    /// Someone else holds the stale inode's lock right now (another
+    /// reclaimer or an inspector); try again shortly.
+    Busy,
+}
+
+/// Remove a stale lock file without races: hold the stale inode's flock
+/// exclusively, check the path still names that inode, unlink, close. Two
+/// reclaimers serialise on the inode; the loser finds the path changed.
+pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
+    let inspect::Observed { inspection, file } = observed;
+    let path = &inspection.lock_path;
+    match sys::flock_try(&file, true) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Reclaim::Busy),
+        // No flock on this filesystem: identity check only (documented window).
+        Err(_) => {}
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() && sys::file_id(&meta) == inspection.id => {}
+        Ok(_) => return Ok(Reclaim::Changed),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Reclaim::Changed),
+        Err(e) => return Err(Error::io("stat lock file", path, e)),
+    }
+    crate::fault::hit("reclaim.before_unlink");
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(
+                lock_path = %path.display(),
+                reasons = ?inspection.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                owner = %inspection.owner(),
+                "reclaimed stale session lock"
+            );
+            drop(file);
+            Ok(Reclaim::Removed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Reclaim::Changed),
+        Err(e) => Err(Error::io("remove stale lock file", path, e)),
+    }
+}
+
+/// One step of the acquire loop, shared by the blocking and async APIs.
+pub(crate) enum Step {
+    Acquired(LockGuard),
+    /// Something changed (vanished, reclaimed): try again at once.
+    Retry,
+    /// Another reclaimer is busy on the stale inode: try again shortly.
+    Backoff,
+    /// Held by someone else: wait for a change.
+    Wait(Box<Inspection>),
+}
+
+/// Backoff after [`Step::Backoff`]: a reclaimer or inspector holds the
+/// stale inode for microseconds.
+pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
+
+pub(crate) fn step(paths: &LockPaths, opts: &LockOptions, look_first: bool) -> Result<Step> {
+    if !look_first || !paths.lock.exists() {
+        if let Some(held) = publish(paths, opts)? {
+            return Ok(Step::Acquired(LockGuard::new(held)));
+        }
+    }
+    let policy = acquire_policy(opts);
+    let Some(observed) = inspect::observe(&paths.lock, &policy, &held::held_by_us)? else {
+        return Ok(Step::Retry);
+    };
+    crate::fault::hit("acquire.after_observe");
+    match observed.inspection.verdict {
+        Verdict::Reclaimable => Ok(match reclaim(observed)? {
+            Reclaim::Removed | Reclaim::Changed => Step::Retry,
+            Reclaim::Busy => Step::Backoff,
+        }),
+        Verdict::Held | Verdict::Stale => Ok(Step::Wait(Box::new(observed.inspection))),
+    }
+}
+
+pub(crate) fn timeout_error(paths: &LockPaths, opts: &LockOptions, last: Option<&Inspection>) -> Error {
+    Error::Timeout {
+        lock_path: paths.lock.clone(),
+        timeout: opts.timeout.unwrap_or(Duration::MAX),
+        owner: last.map(Inspection::owner).unwrap_or_default(),
+        reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+    }
+}
+
+pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
+    Error::Stale {
+        lock_path: paths.lock.clone(),
+        owner: insp.owner(),
+        reasons: insp.reasons.clone(),
+    }
+}
+
+/// Acquire the lock on `target` with the default options (timeout 60 s).
+///
+/// # Errors
+/// `Timeout` (naming the owner) if the lock stayed held, `WouldDeadlock`
+/// if this thread already holds it, `NotAFile` if something other than a
+/// regular file sits at the lock path, `Io`/`PermissionDenied` otherwise.
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let transcript = dir.path().join("session.jsonl");
+/// let guard = session_lock::acquire(&transcript)?;
+/// guard.append_line(r#"{"role":"user","text":"hi"}"#)?;
+/// guard.release()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
+    acquire_with(target, &LockOptions::default())
+}
+
+/// Acquire with options. Waits for the holder's release or death (inotify,
+/// with a re-check every [`wait::SAFETY_RECHECK`]), reclaiming dead owners'
+/// locks at once.
+///
+/// # Errors
+/// As [`acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set and
+/// the live holder is past its stale threshold or max hold.
+///
+/// # Examples
+/// ```
+/// use session_lock::{acquire_with, LockOptions};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir()?;
+/// let opts = LockOptions::new().timeout(Duration::from_secs(5)).label("example");
+/// let guard = acquire_with(dir.path().join("s.jsonl"), &opts)?;
+/// assert_eq!(guard.record().label.as_deref(), Some("example"));
+/// # Ok::<(), session_lock::Error>(())
+/// ```
+pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    let paths = LockPaths::resolve(target)?;
+    held::check_deadlock(&paths)?;
+    let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut watch: Option<wait::Watch> = None;
+    let mut look_first = false;
+    loop {
+        let seen = watch.as_ref().map(wait::Watch::generation);
+        match step(&paths, opts, look_first)? {
+            Step::Acquired(guard) => return Ok(guard),
+            Step::Retry => look_first = false,
+            Step::Backoff => std::thread::sleep(RECLAIM_BACKOFF),
+            Step::Wait(insp) => {
+                if opts.fail_on_stale && insp.verdict == Verdict::Stale {
+                    return Err(stale_error(&paths, &insp));
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(timeout_error(&paths, opts, Some(&insp)));
+                }
+                look_first = true;
+                let (Some(w), Some(seen)) = (watch.as_mut(), seen) else {
+                    // First contention: register, then look again so that a
+                    // release between our look and the registration is seen.
+                    watch = Some(wait::Watch::new(&paths.dir));
+                    continue;
+                };
+                let recheck = now + w.recheck_interval();
+                let until = deadline.map_or(recheck, |d| d.min(recheck));
+                w.wait_blocking(seen, until);
+            }
+        }
+    }
+}
+
+/// Try once, never blocking.
+///
+/// # Errors
+/// `Busy` (with the owner and any report-only reasons) if someone holds the
+/// lock; every other kind is a real failure, never contention.
+///
+/// # Examples
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("s.jsonl");
+/// let first = session_lock::try_acquire(&path, &Default::default())?;
+/// // Another thread finds it busy and learns who holds it.
+/// let p = path.clone();
+/// let err = std::thread::spawn(move || session_lock::try_acquire(&p, &Default::default()).unwrap_err())
+///     .join().unwrap();
+/// assert_eq!(err.kind(), session_lock::ErrorKind::Busy);
+/// assert_eq!(err.owner().and_then(|o| o.pid), Some(std::process::id()));
+/// drop(first);
+/// # Ok::<(), session_lock::Error>(())
+/// ```
+pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    let paths = LockPaths::resolve(target)?;
+    held::check_deadlock(&paths)?;
+    try_once(&paths, opts)
+}
+
+/// The body of `try_acquire`, shared with the async front door.
+pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuard> {
+    // A few immediate retries cover "vanished" and "reclaimed" races; each
+    // one means someone made progress.
+    let mut last = None;
+    for _ in 0..16 {
+        match step(paths, opts, false)? {
+            Step::Acquired(guard) => return Ok(guard),
+            Step::Retry | Step::Backoff => continue,
+            Step::Wait(insp) => {
+                last = Some(insp);
+                break;
+            }
+        }
+    }
+    let owner = last.as_ref().map(|i| i.owner()).unwrap_or_default();
+    let reasons = last.as_ref().map(|i| i.reasons.clone()).unwrap_or_default();
+    match last {
+        Some(insp) if opts.fail_on_stale && insp.verdict == Verdict::Stale => Err(stale_error(paths, &insp)),
+        _ => Err(Error::Busy {
+            lock_path: paths.lock.clone(),
+            owner,
+            reasons,
+        }),
+    }
+}
+
+/// Inspect the lock of `target` (or a lock file path ending in `.lock`)
+/// without changing anything.
+///
+/// # Errors
+/// `NotAFile` for a non-regular file at the lock path; `Io` otherwise.
+/// `Ok(None)` when there is no lock file.
+pub fn inspect(target_or_lock: impl AsRef<Path>, opts: &LockOptions) -> Result<Option<Inspection>> {
+    let p = target_or_lock.as_ref();
+    let lock = if p.extension().is_some_and(|e| e == "lock") {
+        p.to_owned()
+    } else {
+        LockPaths::resolve_existing(p)?.lock
+    };
+    let policy = acquire_policy(opts);
+    Ok(inspect::observe(&lock, &policy, &held::held_by_us)?.map(|o| o.inspection))
+}

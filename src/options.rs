@@ -1,0 +1,168 @@
+//! [`LockOptions`]: one builder, defaults as named constants.
+
+use std::time::Duration;
+
+/// Default acquire timeout: 60 s, the reference's default since its V2
+/// (`OPENCLAW_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Age past which a *live* holder is reported `too-old` (report only, never
+/// removed): 30 min, the reference's `staleMs` default.
+pub const DEFAULT_STALE: Duration = Duration::from_secs(30 * 60);
+/// Default max hold before the watchdog force-releases: 5 min (reference).
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(5 * 60);
+/// Empty or malformed lock files are reclaimed only once their mtime is
+/// older than this: 5 s, the reference's target-version orphan grace.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// Grace added to an acquire timeout by [`max_hold_from_timeout`]: 2 min.
+pub const MAX_HOLD_GRACE: Duration = Duration::from_secs(2 * 60);
+/// Upper bound of any max hold: 2 147 000 000 ms, the reference's cap
+/// (just under Node's largest timer, 2^31 - 1 ms).
+pub const MAX_HOLD_CAP: Duration = Duration::from_millis(2_147_000_000);
+
+/// Derive a max hold from an acquire timeout the way the reference's
+/// `resolveSessionLockMaxHoldFromTimeout` does: `clamp(max(min, timeout +
+/// grace), ..= cap)`; an unbounded timeout (`None`) gives the cap.
+///
+/// ```
+/// use session_lock::{max_hold_from_timeout, MAX_HOLD_CAP, MAX_HOLD_GRACE, DEFAULT_MAX_HOLD};
+/// use std::time::Duration;
+/// let ms = |v| Duration::from_millis(v);
+/// assert_eq!(max_hold_from_timeout(Some(ms(600_000)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD), ms(720_000));
+/// assert_eq!(max_hold_from_timeout(Some(ms(1_000)), MAX_HOLD_GRACE, ms(5_000)), ms(121_000));
+/// assert_eq!(max_hold_from_timeout(None, MAX_HOLD_GRACE, DEFAULT_MAX_HOLD), MAX_HOLD_CAP);
+/// ```
+pub fn max_hold_from_timeout(timeout: Option<Duration>, grace: Duration, min: Duration) -> Duration {
+    match timeout {
+        None => MAX_HOLD_CAP,
+        Some(t) => t.saturating_add(grace).max(min).min(MAX_HOLD_CAP),
+    }
+}
+
+/// How to acquire a lock. Build with [`LockOptions::new`] and the setters.
+///
+/// ```
+/// use session_lock::LockOptions;
+/// use std::time::Duration;
+/// let opts = LockOptions::new()
+///     .timeout(Duration::from_secs(10))
+///     .max_hold(Duration::from_secs(120))
+///     .label("cron: nightly compaction");
+/// assert_eq!(opts.get_timeout(), Some(Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) stale: Duration,
+    pub(crate) max_hold: Duration,
+    pub(crate) orphan_grace: Duration,
+    pub(crate) label: Option<String>,
+    pub(crate) fail_on_stale: bool,
+    /// Set by the async front door: the hold belongs to a task, not to the
+    /// thread that happened to run it (no same-thread deadlock detection).
+    pub(crate) from_async: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            timeout: Some(DEFAULT_TIMEOUT),
+            stale: DEFAULT_STALE,
+            max_hold: DEFAULT_MAX_HOLD,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
+            label: None,
+            fail_on_stale: false,
+            from_async: false,
+        }
+    }
+}
+
+impl LockOptions {
+    /// The defaults: timeout 60 s, stale 30 min, max hold 5 min, orphan grace 5 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// How long `acquire` waits in total.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Wait without a time limit.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+    /// Age past which a live holder is reported `too-old` (never removed for it).
+    pub fn stale(mut self, stale: Duration) -> Self {
+        self.stale = stale;
+        self
+    }
+    /// How long the lock may be held before the watchdog force-releases it.
+    /// Capped at [`MAX_HOLD_CAP`].
+    pub fn max_hold(mut self, max_hold: Duration) -> Self {
+        self.max_hold = max_hold.min(MAX_HOLD_CAP);
+        self
+    }
+    /// Grace for empty or malformed lock files (judged by mtime); the
+    /// effective grace is `min(stale, orphan_grace)`, as in the reference.
+    pub fn orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+    /// Free text stored in the owner record (who and why), at most 1 KiB.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(crate::record::clip_label(&label.into()));
+        self
+    }
+    /// Fail at once with [`crate::ErrorKind::Stale`] when the holder is alive
+    /// but past the stale threshold or its own max hold, instead of waiting
+    /// (the reference's behaviour). Default: wait.
+    pub fn fail_on_stale(mut self, yes: bool) -> Self {
+        self.fail_on_stale = yes;
+        self
+    }
+    /// The configured timeout (`None`: unbounded).
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// The configured max hold.
+    pub fn get_max_hold(&self) -> Duration {
+        self.max_hold
+    }
+    /// The configured stale threshold.
+    pub fn get_stale(&self) -> Duration {
+        self.stale
+    }
+    /// The effective orphan grace: `min(stale, orphan_grace)`.
+    pub fn effective_orphan_grace(&self) -> Duration {
+        self.orphan_grace.min(self.stale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_hold_derivation_table() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (Some(ms(600_000)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, ms(720_000)),
+            (Some(ms(1_000)), MAX_HOLD_GRACE, ms(5_000), ms(121_000)),
+            (None, MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
+            (Some(ms(0)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, DEFAULT_MAX_HOLD),
+            (Some(MAX_HOLD_CAP), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
+            (Some(Duration::MAX), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
+            (Some(ms(900_000)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, ms(1_020_000)),
+        ];
+        for (timeout, grace, min, want) in cases {
+            assert_eq!(max_hold_from_timeout(timeout, grace, min), want, "{timeout:?}");
+        }
+    }
+
+    #[test]
+    fn orphan_grace_is_capped_by_stale() {
+        let o = LockOptions::new().stale(Duration::from_secs(2));
+        assert_eq!(o.effective_orphan_grace(), Duration::from_secs(2));
+        assert_eq!(LockOptions::new().effective_orphan_grace(), DEFAULT_ORPHAN_GRACE);
+    }
+}

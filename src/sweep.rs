@@ -1,0 +1,187 @@
+//! Directory sweep: inspect every lock file in a directory and remove only
+//! what acquire itself would reclaim, through the same race-free reclaim.
+//!
+//! Like the reference's `cleanStaleLockFiles`, the sweep does not apply
+//! `hold-exceeded` and does not reclaim our-pid records without a start time
+//! (`orphan-self-pid` needs a matching start time here). It also removes
+//! temp files (`.<name>.lock.<token>.tmp`) left by a process that died
+//! between creating and publishing its record, once nobody holds them and
+//! they are older than the orphan grace.
+
+use crate::error::{Error, Result};
+use crate::inspect::{self, Inspection, Policy, Verdict};
+use crate::lock::{self, Reclaim};
+use crate::sys;
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// What to sweep and whether to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepOptions {
+    /// Remove reclaimable locks (false: report only, a dry run).
+    pub remove: bool,
+    /// Stale threshold for `too-old` (report only for live owners).
+    pub stale: Duration,
+    /// Orphan grace for empty/malformed files and temp files.
+    pub orphan_grace: Duration,
+    /// Lock file names to consider end with this (default `.jsonl.lock`).
+    pub suffix: String,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            remove: true,
+            stale: crate::DEFAULT_STALE,
+            orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
+            suffix: ".jsonl.lock".to_owned(),
+        }
+    }
+}
+
+/// One lock file's report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// The lock file.
+    pub lock_path: PathBuf,
+    /// The inspection (absent if the file vanished or could not be read).
+    pub inspection: Option<Inspection>,
+    /// Whether the sweep removed it.
+    pub removed: bool,
+    /// What went wrong with this file, if anything (the sweep goes on).
+    pub error: Option<String>,
+}
+
+/// The sweep's result.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepResult {
+    /// Every lock file, sorted by name.
+    pub locks: Vec<SweepReport>,
+    /// Leftover temp files removed.
+    pub temps_removed: Vec<PathBuf>,
+}
+
+fn sweep_policy(opts: &SweepOptions) -> Policy {
+    Policy {
+        stale: opts.stale,
+        orphan_grace: opts.orphan_grace,
+        respect_max_hold: false,
+        reclaim_self_without_starttime: false,
+    }
+}
+
+/// Sweep `dir`.
+///
+/// # Errors
+/// `Io` if the directory cannot be listed (a missing directory is an empty
+/// result, as in the reference). Per-file problems are reported in
+/// [`SweepReport::error`] and do not stop the sweep.
+///
+/// # Examples
+/// ```
+/// use session_lock::sweep::{sweep, SweepOptions};
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("a.jsonl.lock"), b"")?; // fresh empty file: kept
+/// let result = sweep(dir.path(), &SweepOptions::default())?;
+/// assert_eq!(result.locks.len(), 1);
+/// assert!(!result.locks[0].removed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> {
+    let dir = dir.as_ref();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SweepResult::default()),
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    let mut locks = Vec::new();
+    let mut temps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".lock.") {
+            temps.push(entry.path());
+        } else if name.ends_with(opts.suffix.as_str()) && !name.starts_with('.') {
+            locks.push(entry.path());
+        }
+    }
+    locks.sort();
+    temps.sort();
+    let policy = sweep_policy(opts);
+    let mut result = SweepResult::default();
+    for path in locks {
+        result.locks.push(sweep_one(&path, &policy, opts.remove));
+    }
+    if opts.remove {
+        for path in temps {
+            if remove_stale_temp(&path, opts.orphan_grace) {
+                result.temps_removed.push(path);
+            }
+        }
+    }
+    Ok(result)
+}
+
+fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
+    let mut report = SweepReport {
+        lock_path: path.to_owned(),
+        inspection: None,
+        removed: false,
+        error: None,
+    };
+    match inspect::observe(path, policy, &crate::lock::held::held_by_us) {
+        Ok(None) => {}
+        Ok(Some(observed)) => {
+            report.inspection = Some(observed.inspection.clone());
+            if remove && observed.inspection.verdict == Verdict::Reclaimable {
+                match lock::reclaim(observed) {
+                    Ok(Reclaim::Removed) => {
+                        report.removed = true;
+                        tracing::warn!(
+                            "removed stale session lock: {} ({})",
+                            path.display(),
+                            report
+                                .inspection
+                                .as_ref()
+                                .map(|i| i.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                                .unwrap_or_default()
+                        );
+                    }
+                    Ok(Reclaim::Changed) | Ok(Reclaim::Busy) => {}
+                    Err(e) => report.error = Some(e.to_string()),
+                }
+            }
+        }
+        Err(e) => report.error = Some(e.to_string()),
+    }
+    report
+}
+
+/// Remove a leftover temp file if nobody holds its flock and it is older
+/// than the grace. Returns whether it was removed.
+fn remove_stale_temp(path: &Path, grace: Duration) -> bool {
+    let Ok(file) = sys::open_for_inspection(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.file_type().is_file() {
+        return false;
+    }
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > grace);
+    if !old || !matches!(sys::flock_try(&file, true), Ok(true)) {
+        return false;
+    }
+    let same = std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    same && std::fs::remove_file(path).is_ok()
+}

@@ -1,0 +1,67 @@
+//! Platforms without an implementation yet (Windows, WASI): everything
+//! compiles, and every operation that would touch a lock returns
+//! `io::ErrorKind::Unsupported` instead of panicking.
+
+use super::{FileId, PidState};
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::Path;
+
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "session-lock does not support this platform yet",
+    )
+}
+
+pub(crate) fn create_private_exclusive(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
+pub(crate) fn open_for_inspection(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
+pub(crate) fn open_append(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
+pub(crate) fn file_id(_meta: &Metadata) -> FileId {
+    FileId { dev: 0, ino: 0 }
+}
+pub(crate) fn flock_try(_file: &File, _exclusive: bool) -> io::Result<bool> {
+    Err(unsupported())
+}
+pub fn flock_blocking(_file: &File) -> io::Result<()> {
+    Err(unsupported())
+}
+pub fn flock_unlock(_file: &File) -> io::Result<()> {
+    Err(unsupported())
+}
+pub(crate) enum Publish {
+    Done { renamed: bool },
+    Exists,
+    Unsupported,
+}
+pub(crate) fn publish_noreplace(_from: &Path, _to: &Path) -> io::Result<Publish> {
+    Err(unsupported())
+}
+pub(crate) fn probe_pid(_pid: u32) -> PidState {
+    PidState::Unknown
+}
+pub(crate) fn process_start_time(_pid: u32) -> Option<u64> {
+    None
+}
+pub(crate) fn boot_id() -> Option<String> {
+    None
+}
+pub(crate) fn pid_namespace() -> Option<String> {
+    None
+}
+pub(crate) fn hostname() -> Option<String> {
+    None
+}
+pub(crate) fn random_bytes() -> [u8; 16] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos.to_le_bytes()
+}

@@ -1,0 +1,126 @@
+//! The async front door (feature `tokio`): the same protocol, names and
+//! rules as the blocking API.
+//!
+//! * Before every synchronous inspection of the lock file (a handful of
+//!   syscalls, about 10 us) the task yields to the runtime, so contention
+//!   never starves other tasks (the reference added exactly this yield, its
+//!   issue #84903).
+//! * Waiting parks no runtime worker and holds no blocking-pool thread: a
+//!   waiter sleeps on the process-wide inotify hub's wake-up and a tokio
+//!   timer. Hundreds of waiters on one path cost one inotify watch.
+//! * Dropping an acquire future at any await point leaves nothing behind:
+//!   each attempt runs to completion inside one poll, so the lock is either
+//!   not taken or returned in that same poll; the wake-up registration is
+//!   removed by the future's destructor.
+//! * The returned [`LockGuard`] is the blocking API's guard: dropping it
+//!   inside the runtime releases with two or three non-blocking syscalls.
+
+use crate::error::Result;
+use crate::inspect::Verdict;
+use crate::lock::wait::Watch;
+use crate::lock::{self, LockPaths, Step};
+use crate::{LockGuard, LockOptions};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+
+struct Changed<'a> {
+    watch: &'a Watch,
+    seen: u64,
+    slot: Option<u64>,
+}
+
+impl Future for Changed<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.watch.poll_changed(this.seen, &mut this.slot, cx)
+    }
+}
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.slot {
+            self.watch.forget_waker(id);
+        }
+    }
+}
+
+/// Acquire with the default options (timeout 60 s).
+///
+/// # Errors
+/// As [`crate::acquire`], except that there is no `WouldDeadlock`: tasks of
+/// one process wait for each other like any contenders.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), session_lock::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let guard = session_lock::tokio::acquire(dir.path().join("s.jsonl")).await?;
+/// guard.append_line("{}")?;
+/// drop(guard);
+/// # Ok(()) }
+/// ```
+pub async fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
+    acquire_with(target, &LockOptions::default()).await
+}
+
+/// Acquire with options.
+///
+/// # Errors
+/// As [`acquire`].
+pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    let mut opts = opts.clone();
+    opts.from_async = true;
+    tokio::task::yield_now().await;
+    let paths = LockPaths::resolve(target)?;
+    let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut watch: Option<Watch> = None;
+    let mut look_first = false;
+    loop {
+        let seen = watch.as_ref().map(Watch::generation);
+        match lock::step(&paths, &opts, look_first)? {
+            Step::Acquired(guard) => return Ok(guard),
+            Step::Retry => look_first = false,
+            Step::Backoff => tokio::time::sleep(lock::RECLAIM_BACKOFF).await,
+            Step::Wait(insp) => {
+                if opts.fail_on_stale && insp.verdict == Verdict::Stale {
+                    return Err(lock::stale_error(&paths, &insp));
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(lock::timeout_error(&paths, &opts, Some(&insp)));
+                }
+                look_first = true;
+                match (watch.as_mut(), seen) {
+                    (Some(w), Some(seen)) => {
+                        let recheck = now + w.recheck_interval();
+                        let until = deadline.map_or(recheck, |d| d.min(recheck));
+                        tokio::select! {
+                            _ = Changed { watch: w, seen, slot: None } => {}
+                            _ = tokio::time::sleep_until(until) => {}
+                        }
+                    }
+                    _ => watch = Some(Watch::new(&paths.dir)),
+                }
+            }
+        }
+        // Yield before the next synchronous inspection.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Try once without waiting (yields once first).
+///
+/// # Errors
+/// `Busy` with the owner if someone holds it; anything else is a real failure.
+pub async fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    tokio::task::yield_now().await;
+    let mut opts = opts.clone();
+    opts.from_async = true;
+    let paths = LockPaths::resolve(target)?;
+    lock::try_once(&paths, &opts)
+}

@@ -195,7 +195,8 @@ fn join_reasons(reasons: &[Reason]) -> String {
 }
 
 impl Error {
-    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+    /// An I/O error about `path` while doing `op` ("create lock file", ...).
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
         Error::Io {
             op,
             path: path.to_owned(),

@@ -86,6 +86,7 @@ mod lock;
 pub mod monitor;
 mod options;
 pub mod record;
+pub mod recovery;
 pub mod sweep;
 mod sys;
 mod time;
@@ -101,6 +102,7 @@ pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
 };
+pub use recovery::{lock_activity, lock_attention};
 pub use sys::PidState;
 pub use time::parse_duration;
 

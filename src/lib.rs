@@ -116,4 +116,8 @@ pub mod raw {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lock::wait::SAFETY_RECHECK;
+    /// Acquire-loop steps taken so far in this process.
+    pub fn acquire_steps() -> u64 {
+        crate::lock::STEPS.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

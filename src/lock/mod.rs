@@ -247,7 +247,12 @@ pub(crate) enum Step {
 /// stale inode for microseconds.
 pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
 
+/// Steps taken by acquire loops in this process (tests count them to prove
+/// that waiting does not poll).
+pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub(crate) fn step(paths: &LockPaths, opts: &LockOptions, look_first: bool) -> Result<Step> {
+    STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !look_first || !paths.lock.exists() {
         if let Some(held) = publish(paths, opts)? {
             return Ok(Step::Acquired(LockGuard::new(held)));

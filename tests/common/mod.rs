@@ -1,0 +1,194 @@
+//! Helpers shared by the integration tests: child processes of the crate's
+//! own binary with a readiness handshake, and waits that fail with a message
+//! instead of hanging.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_session-lock");
+
+/// Generous bound for any wait in a test: a deadlock fails after this.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("SESSION_LOCK_LOG", "warn");
+    c
+}
+
+/// A child holding a lock via `session-lock __hold`.
+pub struct Holder {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Holder {
+    /// Start a holder and wait (bounded) until it says `ready`.
+    pub fn start(file: &Path, extra: &[&str]) -> Holder {
+        let mut child = bin()
+            .arg("__hold")
+            .args(extra)
+            .arg(file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut h = Holder {
+            child,
+            stdin,
+            lines: rx,
+        };
+        let line = h.next_line(WAIT);
+        assert!(line.starts_with("ready"), "holder said {line:?}");
+        h
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Next stdout line, failing the test after `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> String {
+        match self.lines.recv_timeout(limit) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!("holder {} printed nothing within {limit:?}: {e}", self.child.id());
+            }
+        }
+    }
+
+    /// Ask the holder to release (close its stdin) and wait for its exit.
+    pub fn release(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        wait_child(&mut self.child, WAIT, "holder release")
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL holder");
+        wait_child(&mut self.child, WAIT, "killed holder");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait for a child with a deadline; kill it and fail the test on timeout.
+pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: child {} did not exit within {limit:?}", child.id());
+            }
+            Err(e) => panic!("{what}: wait failed: {e}"),
+        }
+    }
+}
+
+/// Run a thread's work with a deadline; fail the test if it does not finish.
+pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{what} did not finish within {limit:?}: {e}"))
+}
+
+/// Write a lock file in the reference's format.
+pub fn write_reference_lock(lock: &Path, pid: u32, created_ms_ago: u64, starttime: Option<u64>) {
+    let created = std::time::SystemTime::now() - Duration::from_millis(created_ms_ago);
+    let ms = created.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut v = serde_json::json!({"pid": pid, "createdAt": iso(ms)});
+    if let Some(st) = starttime {
+        v["starttime"] = st.into();
+    }
+    let mut f = std::fs::File::create(lock).unwrap();
+    f.write_all(serde_json::to_string_pretty(&v).unwrap().as_bytes()).unwrap();
+}
+
+/// RFC 3339 UTC with milliseconds (like JavaScript's toISOString).
+pub fn iso(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil from days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// Start time (clock ticks) of a live pid, from /proc.
+pub fn starttime(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &text[text.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A pid that is certainly dead: spawn `true`, reap it.
+pub fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// Set a file's mtime into the past.
+pub fn age_file(path: &Path, by: Duration) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - by).unwrap();
+}
+
+/// Names in a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn lock_of(t: &Path) -> PathBuf {
+    let mut s = t.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}

@@ -1,0 +1,326 @@
+//! In-process behaviour of the lock core: orphans, odd files at the lock
+//! path, re-entrancy, release safety, reclaim races between threads.
+
+mod common;
+
+use common::*;
+use session_lock::{ErrorKind, LockOptions, LostReason, Reason, Verdict, acquire, try_acquire};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+fn quick() -> LockOptions {
+    LockOptions::new().timeout(Duration::from_millis(50))
+}
+
+#[test]
+fn fresh_empty_lock_is_left_alone_and_six_second_old_one_is_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    std::fs::write(&lock, b"").unwrap();
+    let err = session_lock::acquire_with(&t, &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(lock.exists(), "a fresh empty lock was removed");
+    let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
+    assert_eq!(insp.reasons, vec![Reason::MissingPid, Reason::InvalidCreatedAt, Reason::InGrace]);
+    age_file(&lock, Duration::from_secs(6));
+    let g = try_acquire(&t, &quick()).expect("6 s old empty lock reclaimed");
+    g.release().unwrap();
+}
+
+#[test]
+fn fresh_brace_lock_kept_old_one_reclaimed_and_removed_on_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    std::fs::write(&lock, b"{}").unwrap();
+    assert_eq!(try_acquire(&t, &quick()).unwrap_err().kind(), ErrorKind::Busy);
+    age_file(&lock, Duration::from_secs(120));
+    let g = try_acquire(&t, &quick().stale(Duration::from_secs(10))).unwrap();
+    g.release().unwrap();
+    assert!(!lock.exists());
+}
+
+#[test]
+fn lock_files_are_private_and_the_record_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let meta = std::fs::metadata(g.lock_path()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(g.lock_path()).unwrap();
+    assert!(text.ends_with('\n') && text.lines().count() == 1, "{text:?}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in ["pid", "createdAt", "maxHoldMs", "hostname", "token", "witness", "version"] {
+        assert!(v.get(key).is_some(), "record lacks {key}: {text}");
+    }
+    #[cfg(target_os = "linux")]
+    for key in ["starttime", "bootId"] {
+        assert!(v.get(key).is_some(), "record lacks {key}: {text}");
+    }
+    assert_eq!(v["pid"], std::process::id());
+    g.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn symlink_at_the_lock_path_is_neither_followed_nor_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, lock_of(&t)).unwrap();
+    let err = session_lock::acquire_with(&t, &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert!(std::fs::symlink_metadata(lock_of(&t)).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // Dangling too.
+    std::fs::remove_file(&victim).unwrap();
+    let err = try_acquire(&t, &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
+    let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert!(swept.locks[0].error.as_deref().unwrap_or("").contains("symlink"));
+    assert!(std::fs::symlink_metadata(lock_of(&t)).is_ok());
+}
+
+#[test]
+fn directory_and_fifo_at_the_lock_path_are_clear_errors_not_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("d.jsonl");
+    std::fs::create_dir(lock_of(&t)).unwrap();
+    let err = try_acquire(&t, &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAFile);
+    assert!(err.to_string().contains("directory"), "{err}");
+
+    let f = dir.path().join("f.jsonl");
+    let fifo = lock_of(&f);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = within(WAIT, "acquire on a FIFO", move || {
+        session_lock::acquire_with(&f, &LockOptions::new().timeout(Duration::from_millis(50))).unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::NotAFile);
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    assert!(std::fs::symlink_metadata(&fifo).is_ok());
+}
+
+#[test]
+fn nested_guards_keep_the_file_until_the_last_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let n = g.nested().unwrap();
+    let lock = g.lock_path().to_owned();
+    g.release().unwrap();
+    assert!(lock.exists(), "released while a nested guard lives");
+    n.append_line("still mine").unwrap();
+    n.release().unwrap();
+    assert!(!lock.exists());
+}
+
+#[test]
+fn same_thread_second_acquire_fails_at_once_other_threads_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    // Would wait its whole 60 s timeout in the reference.
+    let err = acquire(&t).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+    assert!(err.to_string().contains("s.jsonl.lock"), "{err}");
+    let t2 = t.clone();
+    let other = std::thread::spawn(move || session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(30))).map(|g| g.release()));
+    std::thread::sleep(Duration::from_millis(50));
+    g.release().unwrap();
+    within(WAIT, "other thread", move || other.join().unwrap())
+        .expect("other thread acquired")
+        .expect("released");
+}
+
+#[test]
+fn symlinked_directory_shares_one_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let g = acquire(real.join("s.jsonl")).unwrap();
+    let p = link.join("s.jsonl");
+    let err = std::thread::spawn(move || try_acquire(&p, &LockOptions::new()).unwrap_err())
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    g.release().unwrap();
+}
+
+#[test]
+fn missing_parent_directory_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("a/b/c/s.jsonl");
+    let g = acquire(&t).unwrap();
+    assert!(dir.path().join("a/b/c/s.jsonl.lock").exists());
+    g.release().unwrap();
+}
+
+#[test]
+fn release_after_replacement_never_removes_the_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let lock = g.lock_path().to_owned();
+    // Someone deletes our lock and another owner takes it.
+    std::fs::remove_file(&lock).unwrap();
+    let successor = std::thread::spawn({
+        let t = t.clone();
+        move || try_acquire(&t, &LockOptions::new()).unwrap()
+    })
+    .join()
+    .unwrap();
+    let err = g.append_line("late write").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost);
+    assert!(matches!(g.lost_reason(), Some(LostReason::Replaced)), "{:?}", g.lost_reason());
+    let err = g.release().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost);
+    assert!(lock.exists(), "the successor's lock was removed");
+    assert!(successor.is_held());
+    successor.release().unwrap();
+    assert_eq!(std::fs::read_to_string(&t).unwrap_or_default(), "");
+}
+
+#[test]
+fn deleted_lock_is_noticed_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    assert!(g.is_held());
+    std::fs::remove_file(g.lock_path()).unwrap();
+    assert!(!g.is_held());
+    assert_eq!(g.check().unwrap_err().kind(), ErrorKind::LockLost);
+    assert_eq!(g.lost_reason(), Some(LostReason::Removed));
+    drop(g); // must not panic
+}
+
+#[test]
+fn unknown_newer_version_is_held_not_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    std::fs::write(&lock, format!(r#"{{"pid":{},"createdAt":"2020-01-01T00:00:00.000Z","witness":"lease","version":99}}"#, dead_pid())).unwrap();
+    age_file(&lock, Duration::from_secs(3600));
+    let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
+    assert_eq!((insp.verdict, insp.reasons), (Verdict::Held, vec![Reason::UnknownVersion]));
+    assert_eq!(try_acquire(&t, &quick()).unwrap_err().kind(), ErrorKind::Busy);
+    assert!(lock.exists());
+}
+
+#[test]
+fn orphan_self_pid_is_reclaimed_but_never_our_own_live_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let me = std::process::id();
+    write_reference_lock(&lock_of(&t), me, 1000, Some(starttime(me)));
+    let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
+    assert_eq!(insp.reasons, vec![Reason::OrphanSelfPid]);
+    let g = try_acquire(&t, &quick()).expect("orphan-self-pid reclaimed");
+    // Our own live lock: another thread must not reclaim it.
+    let p = t.clone();
+    let err = std::thread::spawn(move || try_acquire(&p, &LockOptions::new()).unwrap_err())
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    g.release().unwrap();
+}
+
+#[test]
+fn many_threads_reclaiming_one_stale_lock_never_both_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let dead = dead_pid();
+    for round in 0..200 {
+        write_reference_lock(&lock_of(&t), dead, 60_000, None);
+        let n = 8;
+        let barrier = Arc::new(Barrier::new(n));
+        let done = Arc::new(Barrier::new(n));
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (t, barrier, done) = (t.clone(), barrier.clone(), done.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let r = try_acquire(&t, &LockOptions::new());
+                    // Hold until every contender has tried.
+                    done.wait();
+                    match r {
+                        Ok(g) => {
+                            g.release().unwrap();
+                            1
+                        }
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::Busy, "round {round}: {e}");
+                            0
+                        }
+                    }
+                })
+            })
+            .collect();
+        let winners: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(winners, 1, "round {round}: {winners} winners");
+        assert!(!lock_of(&t).exists());
+    }
+    assert_eq!(names(dir.path()), Vec::<String>::new(), "temp files left behind");
+}
+
+#[test]
+fn threads_contending_with_waits_keep_exclusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles: Vec<_> = (0..6)
+        .map(|id| {
+            let (t, inside) = (t.clone(), inside.clone());
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(60))).unwrap();
+                    assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0, "overlap");
+                    g.append_line(format!("{id} {i}")).unwrap();
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    g.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    within(Duration::from_secs(120), "contending threads", move || {
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(std::fs::read_to_string(&t).unwrap().lines().count(), 600);
+}
+
+#[test]
+fn leftover_temp_files_are_swept_once_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join(".s.jsonl.lock.0123abcd.tmp");
+    std::fs::write(&tmp, b"{\"pid\":1}\n").unwrap();
+    let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert!(r.temps_removed.is_empty());
+    age_file(&tmp, Duration::from_secs(60));
+    let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert_eq!(r.temps_removed, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn read_only_directory_is_a_clear_error() {
+    if unsafe { libc::geteuid() } == 0 {
+        // Root ignores directory permissions; the case is covered by the
+        // non-root run of the bad-input suite.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
+    let err = try_acquire(dir.path().join("s.jsonl"), &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+}

@@ -7,15 +7,15 @@
 //! case for case. Missing ages count as 0 and every age test is a strict `>`
 //! against `stale_ms`. The first matching row wins:
 //!
-//! | # | Condition | Event | Reason | Classification | Kind | Eligible |
+//! | # | Condition | Event type | Reason | Classification | Kind | Eligible |
 //! |---|---|---|---|---|---|---|
-//! | 1 | kind set, state `idle`, queue > 0, `has_active_embedded_run != Some(true)`, `has_live_owner != Some(true)`, progress age > stale | stuck | `queued_work_without_active_run` | `stale_session_state` | none | yes |
-//! | 2 | kind `tool_call`, tool age > stale, progress age > stale | stalled | `blocked_tool_call` | `blocked_tool_call` | kind | no |
-//! | 3 | kind `embedded_run`, queue > 0, last progress reason terminal | stalled | `queued_behind_terminal_active_work` | `stalled_agent_run` | kind | no |
-//! | 4 | kind set, progress age > stale | stalled | `active_work_without_progress` | `stalled_agent_run` | kind | no |
-//! | 5 | kind set, otherwise | long_running | `queued_behind_active_work` if queue > 0, else `active_work` | `long_running` | kind | no |
-//! | 6 | no kind, progress age known and <= stale | long_running | `queued_behind_untracked_active_progress` if queue > 0, else `untracked_active_progress` | `long_running` | none | no |
-//! | 7 | no kind, otherwise | stuck | `queued_work_without_active_run` if queue > 0, else `stale_session_state` | `stale_session_state` | none | yes |
+//! | 1 | kind set, state `idle`, queue > 0, `has_active_embedded_run != Some(true)`, `has_live_owner != Some(true)`, progress age > stale | `session.stuck` | `queued_work_without_active_run` | `stale_session_state` | none | yes |
+//! | 2 | kind `tool_call`, tool age > stale, progress age > stale | `session.stalled` | `blocked_tool_call` | `blocked_tool_call` | kind | no |
+//! | 3 | kind `embedded_run`, queue > 0, last progress reason terminal | `session.stalled` | `queued_behind_terminal_active_work` | `stalled_agent_run` | kind | no |
+//! | 4 | kind set, progress age > stale | `session.stalled` | `active_work_without_progress` | `stalled_agent_run` | kind | no |
+//! | 5 | kind set, otherwise | `session.long_running` | `queued_behind_active_work` if queue > 0, else `active_work` | `long_running` | kind | no |
+//! | 6 | no kind, progress age known and <= stale | `session.long_running` | `queued_behind_untracked_active_progress` if queue > 0, else `untracked_active_progress` | `long_running` | none | no |
+//! | 7 | no kind, otherwise | `session.stuck` | `queued_work_without_active_run` if queue > 0, else `stale_session_state` | `stale_session_state` | none | yes |
 //!
 //! Only `session.stuck` is ever recovery eligible.
 //!
@@ -291,6 +291,7 @@ pub struct Attention {
 /// `run:completed` or `embedded_run:ended`, or containing `response.completed`,
 /// `rawResponseItem/completed`, `raw_response_item.completed` or
 /// `output_item.done`.
+#[must_use]
 pub fn is_terminal_progress_reason(reason: &str) -> bool {
     const EXACT: [&str; 2] = ["run:completed", "embedded_run:ended"];
     const CONTAINED: [&str; 4] = [
@@ -304,6 +305,7 @@ pub fn is_terminal_progress_reason(reason: &str) -> bool {
 
 /// Classifies a session (see the table in the module docs). Pure and total:
 /// every input has exactly one answer.
+#[must_use]
 pub fn classify(
     state: SessionState,
     queue_depth: u64,

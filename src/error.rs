@@ -118,7 +118,7 @@ pub enum Error {
         /// The lock file.
         lock_path: PathBuf,
         /// Who holds it.
-        owner: Owner,
+        owner: Box<Owner>,
         /// Report-only reasons (e.g. `too-old`), if any.
         reasons: Vec<Reason>,
     },
@@ -130,7 +130,7 @@ pub enum Error {
         /// The timeout that ran out.
         timeout: Duration,
         /// Who held it at the end.
-        owner: Owner,
+        owner: Box<Owner>,
         /// Report-only reasons (e.g. `too-old`), if any.
         reasons: Vec<Reason>,
     },
@@ -140,7 +140,7 @@ pub enum Error {
         /// The lock file.
         lock_path: PathBuf,
         /// Who holds it.
-        owner: Owner,
+        owner: Box<Owner>,
         /// Why it is reported stale.
         reasons: Vec<Reason>,
     },
@@ -238,9 +238,9 @@ impl Error {
     /// The owner of the lock, where the error is about someone else holding it.
     pub fn owner(&self) -> Option<&Owner> {
         match self {
-            Error::Busy { owner, .. } | Error::Timeout { owner, .. } | Error::Stale { owner, .. } => {
-                Some(owner)
-            }
+            Error::Busy { owner, .. }
+            | Error::Timeout { owner, .. }
+            | Error::Stale { owner, .. } => Some(owner),
             _ => None,
         }
     }
@@ -261,12 +261,12 @@ mod tests {
         let err = Error::Timeout {
             lock_path: PathBuf::from("/path/to/s.jsonl.lock"),
             timeout: Duration::from_secs(60),
-            owner: Owner {
+            owner: Box::new(Owner {
                 pid: Some(1234),
                 alive: Some(true),
                 age_ms: Some(5021),
                 ..Owner::default()
-            },
+            }),
             reasons: vec![],
         };
         assert_eq!(
@@ -281,7 +281,7 @@ mod tests {
     fn unknown_owner_and_stale_reasons() {
         let err = Error::Stale {
             lock_path: PathBuf::from("/x.lock"),
-            owner: Owner::default(),
+            owner: Box::default(),
             reasons: vec![Reason::TooOld, Reason::HoldExceeded],
         };
         assert_eq!(

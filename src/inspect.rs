@@ -225,9 +225,7 @@ enum Origin {
 }
 
 fn origin(rec: &OwnerRecord, me: &SelfIdentity) -> Origin {
-    let differs = |theirs: &Option<String>, ours: &Option<String>| {
-        matches!((theirs, ours), (Some(a), Some(b)) if a != b)
-    };
+    let differs = |theirs: &Option<String>, ours: &Option<String>| matches!((theirs, ours), (Some(a), Some(b)) if a != b);
     if differs(&rec.hostname, &me.hostname) {
         Origin::OtherHost
     } else if differs(&rec.boot_id, &me.boot_id) {
@@ -296,7 +294,11 @@ pub fn decide(facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
     }
     let Some(rec) = rec else {
         // Empty or malformed: judged by mtime only.
-        return orphan_by_mtime(vec![Reason::MissingPid, Reason::InvalidCreatedAt], facts, policy);
+        return orphan_by_mtime(
+            vec![Reason::MissingPid, Reason::InvalidCreatedAt],
+            facts,
+            policy,
+        );
     };
     if rec.version.is_some_and(|v| v > RECORD_VERSION) {
         return (Verdict::Held, vec![Reason::UnknownVersion]);
@@ -323,12 +325,23 @@ pub fn decide(facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
     let mut pid_alive = false;
     match (rec.pid, facts.pid) {
         (None, _) => reasons.push(Reason::MissingPid),
-        (Some(_), Some(PidFacts { state: PidState::Dead, .. })) => reasons.push(Reason::DeadPid),
+        (
+            Some(_),
+            Some(PidFacts {
+                state: PidState::Dead,
+                ..
+            }),
+        ) => reasons.push(Reason::DeadPid),
         (Some(_), probe) => {
             // Alive, Unknown, or not probed: all count as alive.
             pid_alive = true;
-            if let (Some(stored), Some(PidFacts { state: PidState::Alive, starttime: Some(now) })) =
-                (rec.starttime, probe)
+            if let (
+                Some(stored),
+                Some(PidFacts {
+                    state: PidState::Alive,
+                    starttime: Some(now),
+                }),
+            ) = (rec.starttime, probe)
                 && stored != now
             {
                 reasons.push(Reason::RecycledPid);
@@ -375,7 +388,11 @@ pub fn decide(facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
     (Verdict::Reclaimable, reasons)
 }
 
-fn orphan_by_mtime(mut reasons: Vec<Reason>, facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
+fn orphan_by_mtime(
+    mut reasons: Vec<Reason>,
+    facts: &Facts,
+    policy: &Policy,
+) -> (Verdict, Vec<Reason>) {
     let grace = policy.orphan_grace.min(policy.stale);
     match facts.mtime_age {
         Some(age) if age > grace => (Verdict::Reclaimable, reasons),
@@ -386,7 +403,12 @@ fn orphan_by_mtime(mut reasons: Vec<Reason>, facts: &Facts, policy: &Policy) -> 
     }
 }
 
-fn by_age_only(why: Reason, rec: &OwnerRecord, facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
+fn by_age_only(
+    why: Reason,
+    rec: &OwnerRecord,
+    facts: &Facts,
+    policy: &Policy,
+) -> (Verdict, Vec<Reason>) {
     match record_age(rec, facts.now_ms) {
         Some(age) if age > policy.stale => (Verdict::Reclaimable, vec![why, Reason::TooOld]),
         _ => (Verdict::Held, vec![why]),
@@ -687,43 +709,351 @@ mod tests {
         let mut no_witness_support = ours(1000);
         no_witness_support.witness = None;
         let cases = vec![
-            Case { name: "witness held", parsed: rec(ours(1000)), witness: Witness::Held, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "witness held but ancient: report only", parsed: rec(ours(31 * 60_000)), witness: Witness::Held, pid: None, mtime_age_s: Some(9999), held_by_us: false, want: (Stale, vec![TooOld, HoldExceeded]) },
-            Case { name: "witness released", parsed: rec(ours(1000)), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![WitnessReleased]) },
-            Case { name: "held by this process, witness free", parsed: rec(ours(1000)), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: true, want: (Held, vec![]) },
-            Case { name: "other boot", parsed: rec(other_boot), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OtherBoot]) },
-            Case { name: "other host, young", parsed: rec(other_host), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![OtherHost]) },
-            Case { name: "other host, old", parsed: rec(other_host_old), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OtherHost, TooOld]) },
-            Case { name: "other pid namespace, never by pid", parsed: rec(other_ns), witness: Witness::Free, pid: dead(), mtime_age_s: Some(60), held_by_us: false, want: (Held, vec![OtherNamespace]) },
-            Case { name: "newer version", parsed: rec(newer), witness: Witness::Free, pid: None, mtime_age_s: Some(60), held_by_us: false, want: (Held, vec![UnknownVersion]) },
-            Case { name: "our record on fs without flock: pid alive", parsed: rec(no_witness_support.clone()), witness: Witness::Unknown, pid: alive(Some(7)), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "our record on fs without flock: pid dead", parsed: rec(no_witness_support), witness: Witness::Unknown, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid]) },
-            Case { name: "reference alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(Some(7)), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "reference dead", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid]) },
-            Case { name: "reference recycled", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(Some(8)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![RecycledPid]) },
-            Case { name: "EPERM (alive) never dead", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "unknown liveness is alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: unknown(), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "start time unreadable: alive", parsed: rec(reference(Some(200), 1000, Some(7))), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "too old but alive: report only", parsed: rec(reference(Some(200), 31 * 60_000, None)), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Stale, vec![TooOld]) },
-            Case { name: "dead and too old", parsed: rec(reference(Some(200), 31 * 60_000, None)), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid, TooOld]) },
-            Case { name: "hold exceeded but alive: report only", parsed: rec(OwnerRecord { max_hold_ms: Some(10_000), ..reference(Some(200), 30_000, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Stale, vec![HoldExceeded]) },
-            Case { name: "hold not exceeded", parsed: rec(OwnerRecord { max_hold_ms: Some(60_000), ..reference(Some(200), 30_000, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "future createdAt is age 0", parsed: rec(reference(Some(200), -3_600_000, None)), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "invalid createdAt, live pid: report only", parsed: rec(OwnerRecord { created_at: Some("garbage".into()), ..reference(Some(200), 0, None) }), witness: Witness::Free, pid: alive(None), mtime_age_s: Some(60), held_by_us: false, want: (Stale, vec![InvalidCreatedAt]) },
-            Case { name: "invalid createdAt, dead pid", parsed: rec(OwnerRecord { created_at: None, ..reference(Some(200), 0, None) }), witness: Witness::Free, pid: dead(), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![DeadPid, InvalidCreatedAt]) },
-            Case { name: "{} fresh: in grace", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(1), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
-            Case { name: "{} at exactly the grace: kept (strict >)", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(5), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
-            Case { name: "{} 6 s old", parsed: rec(OwnerRecord::default()), witness: Witness::Free, pid: None, mtime_age_s: Some(6), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
-            Case { name: "empty fresh", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: Some(0), held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
-            Case { name: "empty, mtime unknown", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: None, held_by_us: false, want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]) },
-            Case { name: "empty old", parsed: ParsedRecord::Empty, witness: Witness::Free, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
-            Case { name: "empty old but witness held (fallback publish mid-write)", parsed: ParsedRecord::Empty, witness: Witness::Held, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Held, vec![]) },
-            Case { name: "malformed old", parsed: ParsedRecord::Malformed, witness: Witness::Unknown, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]) },
-            Case { name: "pid missing, createdAt fine, old file", parsed: rec(reference(None, 1000, None)), witness: Witness::Free, pid: None, mtime_age_s: Some(10), held_by_us: false, want: (Reclaimable, vec![MissingPid]) },
-            Case { name: "orphan self pid, same start time", parsed: rec(reference(Some(100), 1000, Some(5000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OrphanSelfPid]) },
-            Case { name: "orphan self pid, no start time", parsed: rec(reference(Some(100), 1000, None)), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![OrphanSelfPid]) },
-            Case { name: "self pid, other start time: recycled", parsed: rec(reference(Some(100), 1000, Some(4000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: false, want: (Reclaimable, vec![RecycledPid]) },
-            Case { name: "self pid held by us: never", parsed: rec(reference(Some(100), 1000, Some(5000))), witness: Witness::Free, pid: alive(Some(5000)), mtime_age_s: Some(1), held_by_us: true, want: (Held, vec![]) },
+            Case {
+                name: "witness held",
+                parsed: rec(ours(1000)),
+                witness: Witness::Held,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "witness held but ancient: report only",
+                parsed: rec(ours(31 * 60_000)),
+                witness: Witness::Held,
+                pid: None,
+                mtime_age_s: Some(9999),
+                held_by_us: false,
+                want: (Stale, vec![TooOld, HoldExceeded]),
+            },
+            Case {
+                name: "witness released",
+                parsed: rec(ours(1000)),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![WitnessReleased]),
+            },
+            Case {
+                name: "held by this process, witness free",
+                parsed: rec(ours(1000)),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: true,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "other boot",
+                parsed: rec(other_boot),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![OtherBoot]),
+            },
+            Case {
+                name: "other host, young",
+                parsed: rec(other_host),
+                witness: Witness::Free,
+                pid: dead(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![OtherHost]),
+            },
+            Case {
+                name: "other host, old",
+                parsed: rec(other_host_old),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![OtherHost, TooOld]),
+            },
+            Case {
+                name: "other pid namespace, never by pid",
+                parsed: rec(other_ns),
+                witness: Witness::Free,
+                pid: dead(),
+                mtime_age_s: Some(60),
+                held_by_us: false,
+                want: (Held, vec![OtherNamespace]),
+            },
+            Case {
+                name: "newer version",
+                parsed: rec(newer),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(60),
+                held_by_us: false,
+                want: (Held, vec![UnknownVersion]),
+            },
+            Case {
+                name: "our record on fs without flock: pid alive",
+                parsed: rec(no_witness_support.clone()),
+                witness: Witness::Unknown,
+                pid: alive(Some(7)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "our record on fs without flock: pid dead",
+                parsed: rec(no_witness_support),
+                witness: Witness::Unknown,
+                pid: dead(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![DeadPid]),
+            },
+            Case {
+                name: "reference alive",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: alive(Some(7)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "reference dead",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: dead(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![DeadPid]),
+            },
+            Case {
+                name: "reference recycled",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: alive(Some(8)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![RecycledPid]),
+            },
+            Case {
+                name: "EPERM (alive) never dead",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "unknown liveness is alive",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: unknown(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "start time unreadable: alive",
+                parsed: rec(reference(Some(200), 1000, Some(7))),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "too old but alive: report only",
+                parsed: rec(reference(Some(200), 31 * 60_000, None)),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Stale, vec![TooOld]),
+            },
+            Case {
+                name: "dead and too old",
+                parsed: rec(reference(Some(200), 31 * 60_000, None)),
+                witness: Witness::Free,
+                pid: dead(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![DeadPid, TooOld]),
+            },
+            Case {
+                name: "hold exceeded but alive: report only",
+                parsed: rec(OwnerRecord {
+                    max_hold_ms: Some(10_000),
+                    ..reference(Some(200), 30_000, None)
+                }),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Stale, vec![HoldExceeded]),
+            },
+            Case {
+                name: "hold not exceeded",
+                parsed: rec(OwnerRecord {
+                    max_hold_ms: Some(60_000),
+                    ..reference(Some(200), 30_000, None)
+                }),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "future createdAt is age 0",
+                parsed: rec(reference(Some(200), -3_600_000, None)),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "invalid createdAt, live pid: report only",
+                parsed: rec(OwnerRecord {
+                    created_at: Some("garbage".into()),
+                    ..reference(Some(200), 0, None)
+                }),
+                witness: Witness::Free,
+                pid: alive(None),
+                mtime_age_s: Some(60),
+                held_by_us: false,
+                want: (Stale, vec![InvalidCreatedAt]),
+            },
+            Case {
+                name: "invalid createdAt, dead pid",
+                parsed: rec(OwnerRecord {
+                    created_at: None,
+                    ..reference(Some(200), 0, None)
+                }),
+                witness: Witness::Free,
+                pid: dead(),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![DeadPid, InvalidCreatedAt]),
+            },
+            Case {
+                name: "{} fresh: in grace",
+                parsed: rec(OwnerRecord::default()),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]),
+            },
+            Case {
+                name: "{} at exactly the grace: kept (strict >)",
+                parsed: rec(OwnerRecord::default()),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(5),
+                held_by_us: false,
+                want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]),
+            },
+            Case {
+                name: "{} 6 s old",
+                parsed: rec(OwnerRecord::default()),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(6),
+                held_by_us: false,
+                want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]),
+            },
+            Case {
+                name: "empty fresh",
+                parsed: ParsedRecord::Empty,
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(0),
+                held_by_us: false,
+                want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]),
+            },
+            Case {
+                name: "empty, mtime unknown",
+                parsed: ParsedRecord::Empty,
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: None,
+                held_by_us: false,
+                want: (Held, vec![MissingPid, InvalidCreatedAt, InGrace]),
+            },
+            Case {
+                name: "empty old",
+                parsed: ParsedRecord::Empty,
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(10),
+                held_by_us: false,
+                want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]),
+            },
+            Case {
+                name: "empty old but witness held (fallback publish mid-write)",
+                parsed: ParsedRecord::Empty,
+                witness: Witness::Held,
+                pid: None,
+                mtime_age_s: Some(10),
+                held_by_us: false,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "malformed old",
+                parsed: ParsedRecord::Malformed,
+                witness: Witness::Unknown,
+                pid: None,
+                mtime_age_s: Some(10),
+                held_by_us: false,
+                want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]),
+            },
+            Case {
+                name: "pid missing, createdAt fine, old file",
+                parsed: rec(reference(None, 1000, None)),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(10),
+                held_by_us: false,
+                want: (Reclaimable, vec![MissingPid]),
+            },
+            Case {
+                name: "orphan self pid, same start time",
+                parsed: rec(reference(Some(100), 1000, Some(5000))),
+                witness: Witness::Free,
+                pid: alive(Some(5000)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![OrphanSelfPid]),
+            },
+            Case {
+                name: "orphan self pid, no start time",
+                parsed: rec(reference(Some(100), 1000, None)),
+                witness: Witness::Free,
+                pid: alive(Some(5000)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![OrphanSelfPid]),
+            },
+            Case {
+                name: "self pid, other start time: recycled",
+                parsed: rec(reference(Some(100), 1000, Some(4000))),
+                witness: Witness::Free,
+                pid: alive(Some(5000)),
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![RecycledPid]),
+            },
+            Case {
+                name: "self pid held by us: never",
+                parsed: rec(reference(Some(100), 1000, Some(5000))),
+                witness: Witness::Free,
+                pid: alive(Some(5000)),
+                mtime_age_s: Some(1),
+                held_by_us: true,
+                want: (Held, vec![]),
+            },
         ];
         run(cases);
     }
@@ -764,8 +1094,16 @@ mod tests {
         let r = |rec| ParsedRecord::Record(rec);
         assert!(!needs_pid_probe(&r(ours(1)), Witness::Free, &me));
         assert!(needs_pid_probe(&r(ours(1)), Witness::Unknown, &me));
-        assert!(needs_pid_probe(&r(reference(Some(5), 1, None)), Witness::Free, &me));
-        assert!(!needs_pid_probe(&r(reference(None, 1, None)), Witness::Free, &me));
+        assert!(needs_pid_probe(
+            &r(reference(Some(5), 1, None)),
+            Witness::Free,
+            &me
+        ));
+        assert!(!needs_pid_probe(
+            &r(reference(None, 1, None)),
+            Witness::Free,
+            &me
+        ));
         let mut other = ours(1);
         other.hostname = Some("x".into());
         other.witness = None;

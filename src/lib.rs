@@ -121,3 +121,8 @@ pub mod __private {
         crate::lock::STEPS.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

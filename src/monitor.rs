@@ -133,6 +133,7 @@ impl StuckBackoff {
     /// Ages (up to and including `up_to_ms`) at which warnings are emitted for
     /// a session observed continuously (every millisecond):
     /// 120 000, 240 000, 480 000, 960 000, ... for a 120 000 ms threshold.
+    #[must_use]
     pub fn schedule(threshold_ms: u64, up_to_ms: u64) -> Vec<u64> {
         Self::schedule_with_ticks(threshold_ms, 1, up_to_ms)
     }
@@ -141,21 +142,19 @@ impl StuckBackoff {
     /// that are multiples of `tick_ms` (a heartbeat; 0 is treated as 1). With
     /// a 120 s threshold and 30 s ticks: 120 s, 240 s, 480 s, 960 s, ...; with
     /// 50 s ticks: 150 s, 300 s, 600 s, ...
+    #[must_use]
     pub fn schedule_with_ticks(threshold_ms: u64, tick_ms: u64, up_to_ms: u64) -> Vec<u64> {
         let tick_ms = tick_ms.max(1);
         let mut backoff = Self::new(threshold_ms);
         let mut schedule = Vec::new();
         // Earliest tick not observed yet; strictly increases, so this ends.
         let mut earliest = 0u64;
-        loop {
-            let Some(at) = backoff
-                .next_warn_age_ms()
-                .div_ceil(tick_ms)
-                .checked_mul(tick_ms)
-                .map(|at| at.max(earliest))
-            else {
-                break;
-            };
+        while let Some(at) = backoff
+            .next_warn_age_ms()
+            .div_ceil(tick_ms)
+            .checked_mul(tick_ms)
+            .map(|at| at.max(earliest))
+        {
             if at > up_to_ms || !backoff.try_warn(at) {
                 break;
             }
@@ -575,6 +574,7 @@ impl Monitor {
 
     /// Runs one heartbeat at `now_ms` (see the module docs for the rules) and
     /// returns the events, in session-key order; each is also logged.
+    #[must_use = "the outputs include recovery requests the host must act on"]
     pub fn tick(&mut self, now_ms: u64) -> Vec<MonitorOutput> {
         let elapsed_ms = self
             .last_tick_ms
@@ -1014,6 +1014,62 @@ mod tests {
     }
 
     #[test]
+    fn recorded_progress_resets_the_backoff_while_still_classified() {
+        // Processing with no markers: stuck on its state age, warned at 150 s
+        // and 300 s. Untracked progress at 310 s keeps it classified (as
+        // long-running) until that progress is stale again at 450 s; the
+        // reset makes that first stale tick warn instead of waiting for 600 s.
+        let mut monitor = Monitor::default();
+        monitor.set_state(KEY, Processing, 0);
+        let warned: Vec<u64> = run(&mut monitor, BEAT, 300_000)
+            .iter()
+            .filter(|(_, o)| matches!(o, MonitorOutput::Attention(_)))
+            .map(|(now, _)| *now)
+            .collect();
+        assert_eq!(warned, [150_000, 300_000]);
+        monitor.record_progress(KEY, "cli_live:stream_progress", 310_000);
+        let events: Vec<(u64, EventType, u64)> = run(&mut monitor, 330_000, 480_000)
+            .iter()
+            .filter_map(|(now, o)| match o {
+                MonitorOutput::Attention(e) => Some((*now, e.event_type, e.age_ms)),
+                MonitorOutput::RecoveryRequested(_) => None,
+            })
+            .collect();
+        let mut expected: Vec<(u64, EventType, u64)> = (11..=14)
+            .map(|n| (n * BEAT, EventType::LongRunning, n * BEAT))
+            .collect();
+        expected.push((450_000, EventType::Stuck, 450_000));
+        assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn progress_seen_only_in_a_snapshot_also_resets_the_backoff() {
+        let mut monitor = Monitor::default();
+        idle_orphan(&mut monitor);
+        let warned = run(&mut monitor, BEAT, 300_000)
+            .iter()
+            .filter(|(_, o)| matches!(o, MonitorOutput::Attention(_)))
+            .count();
+        assert_eq!(warned, 2);
+        // The host refreshes the snapshot: the model call progressed at
+        // 310 s. Ticks below the threshold end the episode.
+        let refreshed = ActivitySnapshot {
+            last_progress_age_ms: Some(0),
+            last_progress_reason: Some("model_call:stream".to_owned()),
+            ..orphaned_model_call()
+        };
+        monitor.set_activity(KEY, refreshed, 310_000);
+        let events: Vec<(u64, u64)> = run(&mut monitor, 330_000, 480_000)
+            .iter()
+            .filter_map(|(now, o)| match o {
+                MonitorOutput::Attention(e) => Some((*now, e.age_ms)),
+                MonitorOutput::RecoveryRequested(_) => None,
+            })
+            .collect();
+        assert_eq!(events, [(450_000, 140_000)]);
+    }
+
+    #[test]
     fn state_change_and_new_queued_work_reset_the_backoff() {
         let mut monitor = Monitor::default();
         idle_orphan(&mut monitor);
@@ -1160,7 +1216,7 @@ mod tests {
         monitor.record_progress(KEY, "run:started", 40);
         monitor.set_activity(KEY, orphaned_model_call(), 40);
         monitor.set_lock_activity(KEY, None, 40);
-        monitor.tick(50);
+        assert!(monitor.tick(50).is_empty());
         assert_eq!(monitor.state_generation(KEY), Some((Idle, 3)));
         assert!(monitor.remove(KEY));
         assert!(!monitor.remove(KEY));

@@ -31,7 +31,11 @@ pub const MAX_HOLD_CAP: Duration = Duration::from_millis(2_147_000_000);
 /// assert_eq!(max_hold_from_timeout(Some(ms(1_000)), MAX_HOLD_GRACE, ms(5_000)), ms(121_000));
 /// assert_eq!(max_hold_from_timeout(None, MAX_HOLD_GRACE, DEFAULT_MAX_HOLD), MAX_HOLD_CAP);
 /// ```
-pub fn max_hold_from_timeout(timeout: Option<Duration>, grace: Duration, min: Duration) -> Duration {
+pub fn max_hold_from_timeout(
+    timeout: Option<Duration>,
+    grace: Duration,
+    min: Duration,
+) -> Duration {
     match timeout {
         None => MAX_HOLD_CAP,
         Some(t) => t.saturating_add(grace).max(min).min(MAX_HOLD_CAP),
@@ -146,16 +150,45 @@ mod tests {
     fn max_hold_derivation_table() {
         let ms = Duration::from_millis;
         let cases = [
-            (Some(ms(600_000)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, ms(720_000)),
+            (
+                Some(ms(600_000)),
+                MAX_HOLD_GRACE,
+                DEFAULT_MAX_HOLD,
+                ms(720_000),
+            ),
             (Some(ms(1_000)), MAX_HOLD_GRACE, ms(5_000), ms(121_000)),
             (None, MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
-            (Some(ms(0)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, DEFAULT_MAX_HOLD),
-            (Some(MAX_HOLD_CAP), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
-            (Some(Duration::MAX), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, MAX_HOLD_CAP),
-            (Some(ms(900_000)), MAX_HOLD_GRACE, DEFAULT_MAX_HOLD, ms(1_020_000)),
+            (
+                Some(ms(0)),
+                MAX_HOLD_GRACE,
+                DEFAULT_MAX_HOLD,
+                DEFAULT_MAX_HOLD,
+            ),
+            (
+                Some(MAX_HOLD_CAP),
+                MAX_HOLD_GRACE,
+                DEFAULT_MAX_HOLD,
+                MAX_HOLD_CAP,
+            ),
+            (
+                Some(Duration::MAX),
+                MAX_HOLD_GRACE,
+                DEFAULT_MAX_HOLD,
+                MAX_HOLD_CAP,
+            ),
+            (
+                Some(ms(900_000)),
+                MAX_HOLD_GRACE,
+                DEFAULT_MAX_HOLD,
+                ms(1_020_000),
+            ),
         ];
         for (timeout, grace, min, want) in cases {
-            assert_eq!(max_hold_from_timeout(timeout, grace, min), want, "{timeout:?}");
+            assert_eq!(
+                max_hold_from_timeout(timeout, grace, min),
+                want,
+                "{timeout:?}"
+            );
         }
     }
 
@@ -163,6 +196,9 @@ mod tests {
     fn orphan_grace_is_capped_by_stale() {
         let o = LockOptions::new().stale(Duration::from_secs(2));
         assert_eq!(o.effective_orphan_grace(), Duration::from_secs(2));
-        assert_eq!(LockOptions::new().effective_orphan_grace(), DEFAULT_ORPHAN_GRACE);
+        assert_eq!(
+            LockOptions::new().effective_orphan_grace(),
+            DEFAULT_ORPHAN_GRACE
+        );
     }
 }

@@ -69,6 +69,9 @@ pub struct OwnerRecord {
 
 /// What a lock file's bytes turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One value per inspection, never stored in bulk: boxing would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ParsedRecord {
     /// A JSON object (fields validated one by one; any may be missing).
     Record(OwnerRecord),
@@ -174,7 +177,9 @@ mod tests {
 
     #[test]
     fn reads_the_reference_format() {
-        let r = rec(r#"{"pid":32504,"createdAt":"2026-05-01T12:00:00.000Z","maxHoldMs":1020000,"starttime":7204072}"#);
+        let r = rec(
+            r#"{"pid":32504,"createdAt":"2026-05-01T12:00:00.000Z","maxHoldMs":1020000,"starttime":7204072}"#,
+        );
         assert_eq!(r.pid, Some(32504));
         assert_eq!(r.starttime, Some(7_204_072));
         assert_eq!(r.max_hold_ms, Some(1_020_000));
@@ -184,7 +189,9 @@ mod tests {
 
     #[test]
     fn reads_the_reference_pretty_format_with_token_whitespace() {
-        let r = rec("{\n  \"pid\": 7,\n  \"createdAt\": \"2026-05-01T12:00:00.000Z\"\n}\n\t\t\t\t\t\t\t\t \t \t\n");
+        let r = rec(
+            "{\n  \"pid\": 7,\n  \"createdAt\": \"2026-05-01T12:00:00.000Z\"\n}\n\t\t\t\t\t\t\t\t \t \t\n",
+        );
         assert_eq!(r.pid, Some(7));
     }
 
@@ -220,7 +227,11 @@ mod tests {
             b"\xff\xfe\x00",
             b"{} trailing",
         ] {
-            assert_eq!(OwnerRecord::parse(bytes), ParsedRecord::Malformed, "{bytes:?}");
+            assert_eq!(
+                OwnerRecord::parse(bytes),
+                ParsedRecord::Malformed,
+                "{bytes:?}"
+            );
         }
         assert_eq!(OwnerRecord::parse(b""), ParsedRecord::Empty);
         let huge = vec![b' '; MAX_RECORD_BYTES + 1];

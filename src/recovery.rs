@@ -186,14 +186,26 @@ impl Recovery {
         use RecoveryStatus as S;
         let paths = LockPaths::resolve_existing(&req.transcript)?;
         let policy = lock::acquire_policy(&LockOptions::new());
-        let Some(observed) = crate::inspect::observe(&paths.lock, &policy, &lock::held::held_by_us)? else {
-            return Ok(RecoveryOutcome::new(key, S::Noop, A::None, "no_active_work"));
+        let Some(observed) =
+            crate::inspect::observe(&paths.lock, &policy, &lock::held::held_by_us)?
+        else {
+            return Ok(RecoveryOutcome::new(
+                key,
+                S::Noop,
+                A::None,
+                "no_active_work",
+            ));
         };
         let insp = observed.inspection.clone();
         let mut outcome = match insp.verdict {
             Verdict::Reclaimable => match lock::reclaim(observed)? {
                 Reclaim::Removed => {
-                    let mut o = RecoveryOutcome::new(key, S::Released, A::ReleaseLane, "stale_session_state");
+                    let mut o = RecoveryOutcome::new(
+                        key,
+                        S::Released,
+                        A::ReleaseLane,
+                        "stale_session_state",
+                    );
                     o.released = true;
                     o
                 }

@@ -148,7 +148,12 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
                             report
                                 .inspection
                                 .as_ref()
-                                .map(|i| i.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                                .map(|i| i
+                                    .reasons
+                                    .iter()
+                                    .map(|r| r.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", "))
                                 .unwrap_or_default()
                         );
                     }
@@ -182,6 +187,7 @@ fn remove_stale_temp(path: &Path, grace: Duration) -> bool {
     if !old || !matches!(sys::flock_try(&file, true), Ok(true)) {
         return false;
     }
-    let same = std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    let same =
+        std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
     same && std::fs::remove_file(path).is_ok()
 }

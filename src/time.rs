@@ -141,7 +141,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let bad = || {
-        format!("invalid duration {text:?}: expected a whole number with ms, s, m or h (e.g. 500ms, 30s, 5m)")
+        format!(
+            "invalid duration {text:?}: expected a whole number with ms, s, m or h (e.g. 500ms, 30s, 5m)"
+        )
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let ms = match unit {
@@ -166,12 +168,23 @@ mod tests {
             format_rfc3339_ms(1_796_032_447_123),
             "2026-11-30T09:54:07.123Z"
         );
-        assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn round_trips() {
-        for ms in [0, 1, 999, 86_399_999, 951_782_400_000, 1_796_032_447_123, 4_102_444_800_000] {
+        for ms in [
+            0,
+            1,
+            999,
+            86_399_999,
+            951_782_400_000,
+            1_796_032_447_123,
+            4_102_444_800_000,
+        ] {
             assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms), "{ms}");
         }
     }

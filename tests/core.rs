@@ -23,7 +23,14 @@ fn fresh_empty_lock_is_left_alone_and_six_second_old_one_is_reclaimed() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(lock.exists(), "a fresh empty lock was removed");
     let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
-    assert_eq!(insp.reasons, vec![Reason::MissingPid, Reason::InvalidCreatedAt, Reason::InGrace]);
+    assert_eq!(
+        insp.reasons,
+        vec![
+            Reason::MissingPid,
+            Reason::InvalidCreatedAt,
+            Reason::InGrace
+        ]
+    );
     age_file(&lock, Duration::from_secs(6));
     let g = try_acquire(&t, &quick()).expect("6 s old empty lock reclaimed");
     g.release().unwrap();
@@ -35,7 +42,10 @@ fn fresh_brace_lock_kept_old_one_reclaimed_and_removed_on_release() {
     let t = dir.path().join("s.jsonl");
     let lock = lock_of(&t);
     std::fs::write(&lock, b"{}").unwrap();
-    assert_eq!(try_acquire(&t, &quick()).unwrap_err().kind(), ErrorKind::Busy);
+    assert_eq!(
+        try_acquire(&t, &quick()).unwrap_err().kind(),
+        ErrorKind::Busy
+    );
     age_file(&lock, Duration::from_secs(120));
     let g = try_acquire(&t, &quick().stale(Duration::from_secs(10))).unwrap();
     g.release().unwrap();
@@ -50,9 +60,20 @@ fn lock_files_are_private_and_the_record_is_complete() {
     let meta = std::fs::metadata(g.lock_path()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let text = std::fs::read_to_string(g.lock_path()).unwrap();
-    assert!(text.ends_with('\n') && text.lines().count() == 1, "{text:?}");
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1,
+        "{text:?}"
+    );
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for key in ["pid", "createdAt", "maxHoldMs", "hostname", "token", "witness", "version"] {
+    for key in [
+        "pid",
+        "createdAt",
+        "maxHoldMs",
+        "hostname",
+        "token",
+        "witness",
+        "version",
+    ] {
         assert!(v.get(key).is_some(), "record lacks {key}: {text}");
     }
     #[cfg(target_os = "linux")]
@@ -74,14 +95,25 @@ fn symlink_at_the_lock_path_is_neither_followed_nor_deleted() {
     let err = session_lock::acquire_with(&t, &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
     assert!(err.to_string().contains("symlink"), "{err}");
-    assert!(std::fs::symlink_metadata(lock_of(&t)).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(lock_of(&t))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     // Dangling too.
     std::fs::remove_file(&victim).unwrap();
     let err = try_acquire(&t, &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
     let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
-    assert!(swept.locks[0].error.as_deref().unwrap_or("").contains("symlink"));
+    assert!(
+        swept.locks[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("symlink")
+    );
     assert!(std::fs::symlink_metadata(lock_of(&t)).is_ok());
 }
 
@@ -100,7 +132,8 @@ fn directory_and_fifo_at_the_lock_path_are_clear_errors_not_hangs() {
     // SAFETY: valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let err = within(WAIT, "acquire on a FIFO", move || {
-        session_lock::acquire_with(&f, &LockOptions::new().timeout(Duration::from_millis(50))).unwrap_err()
+        session_lock::acquire_with(&f, &LockOptions::new().timeout(Duration::from_millis(50)))
+            .unwrap_err()
     });
     assert_eq!(err.kind(), ErrorKind::NotAFile);
     assert!(err.to_string().contains("FIFO"), "{err}");
@@ -131,7 +164,10 @@ fn same_thread_second_acquire_fails_at_once_other_threads_wait() {
     assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
     assert!(err.to_string().contains("s.jsonl.lock"), "{err}");
     let t2 = t.clone();
-    let other = std::thread::spawn(move || session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(30))).map(|g| g.release()));
+    let other = std::thread::spawn(move || {
+        session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(30)))
+            .map(|g| g.release())
+    });
     std::thread::sleep(Duration::from_millis(50));
     g.release().unwrap();
     within(WAIT, "other thread", move || other.join().unwrap())
@@ -180,7 +216,11 @@ fn release_after_replacement_never_removes_the_successor() {
     .unwrap();
     let err = g.append_line("late write").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockLost);
-    assert!(matches!(g.lost_reason(), Some(LostReason::Replaced)), "{:?}", g.lost_reason());
+    assert!(
+        matches!(g.lost_reason(), Some(LostReason::Replaced)),
+        "{:?}",
+        g.lost_reason()
+    );
     let err = g.release().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockLost);
     assert!(lock.exists(), "the successor's lock was removed");
@@ -207,11 +247,24 @@ fn unknown_newer_version_is_held_not_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let lock = lock_of(&t);
-    std::fs::write(&lock, format!(r#"{{"pid":{},"createdAt":"2020-01-01T00:00:00.000Z","witness":"lease","version":99}}"#, dead_pid())).unwrap();
+    std::fs::write(
+        &lock,
+        format!(
+            r#"{{"pid":{},"createdAt":"2020-01-01T00:00:00.000Z","witness":"lease","version":99}}"#,
+            dead_pid()
+        ),
+    )
+    .unwrap();
     age_file(&lock, Duration::from_secs(3600));
     let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
-    assert_eq!((insp.verdict, insp.reasons), (Verdict::Held, vec![Reason::UnknownVersion]));
-    assert_eq!(try_acquire(&t, &quick()).unwrap_err().kind(), ErrorKind::Busy);
+    assert_eq!(
+        (insp.verdict, insp.reasons),
+        (Verdict::Held, vec![Reason::UnknownVersion])
+    );
+    assert_eq!(
+        try_acquire(&t, &quick()).unwrap_err().kind(),
+        ErrorKind::Busy
+    );
     assert!(lock.exists());
 }
 
@@ -268,7 +321,11 @@ fn many_threads_reclaiming_one_stale_lock_never_both_win() {
         assert_eq!(winners, 1, "round {round}: {winners} winners");
         assert!(!lock_of(&t).exists());
     }
-    assert_eq!(names(dir.path()), Vec::<String>::new(), "temp files left behind");
+    assert_eq!(
+        names(dir.path()),
+        Vec::<String>::new(),
+        "temp files left behind"
+    );
 }
 
 #[test]
@@ -281,8 +338,16 @@ fn threads_contending_with_waits_keep_exclusion() {
             let (t, inside) = (t.clone(), inside.clone());
             std::thread::spawn(move || {
                 for i in 0..100 {
-                    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(60))).unwrap();
-                    assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0, "overlap");
+                    let g = session_lock::acquire_with(
+                        &t,
+                        &LockOptions::new().timeout(Duration::from_secs(60)),
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                        0,
+                        "overlap"
+                    );
                     g.append_line(format!("{id} {i}")).unwrap();
                     inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     g.release().unwrap();

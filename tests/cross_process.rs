@@ -15,7 +15,14 @@ fn eight_processes_append_1600_whole_lines_without_overlap() {
     let mut children: Vec<_> = (0..8)
         .map(|id| {
             bin()
-                .args(["__worker", "--count", "200", "--id", &id.to_string(), "--marker"])
+                .args([
+                    "__worker",
+                    "--count",
+                    "200",
+                    "--id",
+                    &id.to_string(),
+                    "--marker",
+                ])
                 .arg(&marker)
                 .arg(&t)
                 .stderr(Stdio::inherit())
@@ -25,7 +32,10 @@ fn eight_processes_append_1600_whole_lines_without_overlap() {
         .collect();
     for (i, c) in children.iter_mut().enumerate() {
         let status = wait_child(c, Duration::from_secs(120), "worker");
-        assert!(status.success(), "worker {i} failed: {status} (99 = overlapping critical sections)");
+        assert!(
+            status.success(),
+            "worker {i} failed: {status} (99 = overlapping critical sections)"
+        );
     }
     let text = std::fs::read_to_string(&t).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -40,7 +50,11 @@ fn eight_processes_append_1600_whole_lines_without_overlap() {
         assert!(id < 8 && i < 200, "{l:?}");
         assert!(seen.insert((id, i)), "duplicate line {l:?}");
     }
-    assert_eq!(names(dir.path()), vec!["s.jsonl"], "lock, marker or temp files left behind");
+    assert_eq!(
+        names(dir.path()),
+        vec!["s.jsonl"],
+        "lock, marker or temp files left behind"
+    );
 }
 
 #[test]
@@ -71,7 +85,8 @@ fn a_blocked_waiter_wakes_when_the_holder_is_killed_and_does_not_poll() {
     let waiter = std::thread::spawn(move || {
         let before = session_lock::__private::acquire_steps();
         tx.send(()).unwrap();
-        let g = session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
+        let g =
+            session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
         let steps = session_lock::__private::acquire_steps() - before;
         (g.map(|g| g.release()), steps)
     });
@@ -80,7 +95,8 @@ fn a_blocked_waiter_wakes_when_the_holder_is_killed_and_does_not_poll() {
     std::thread::sleep(Duration::from_millis(300));
     holder.kill9();
     let (res, steps) = within(WAIT, "waiter", move || waiter.join().unwrap());
-    res.expect("acquired after the holder died").expect("released");
+    res.expect("acquired after the holder died")
+        .expect("released");
     // A 1 ms poll would take ~300 steps here; kernel wake-ups take a handful
     // (first look, look after registering, wake on close, retry).
     assert!(steps <= 8, "the waiter polled: {steps} steps");
@@ -94,8 +110,12 @@ fn a_blocked_waiter_wakes_on_release_without_polling() {
     let t2 = t.clone();
     let waiter = std::thread::spawn(move || {
         let before = session_lock::__private::acquire_steps();
-        let g = session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
-        (g.map(|g| g.release()), session_lock::__private::acquire_steps() - before)
+        let g =
+            session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
+        (
+            g.map(|g| g.release()),
+            session_lock::__private::acquire_steps() - before,
+        )
     });
     std::thread::sleep(Duration::from_millis(300));
     assert!(holder.release().success());
@@ -109,15 +129,23 @@ fn timeout_is_honoured_and_names_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "cron nightly"]);
-    let err = session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(200))).unwrap_err();
+    let err =
+        session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(200)))
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("session file locked (timeout 200ms): pid={} alive=true ageMs=", holder.pid())),
+        msg.starts_with(&format!(
+            "session file locked (timeout 200ms): pid={} alive=true ageMs=",
+            holder.pid()
+        )),
         "{msg}"
     );
     assert!(msg.ends_with("s.jsonl.lock"), "{msg}");
-    assert_eq!(err.owner().and_then(|o| o.label.clone()).as_deref(), Some("cron nightly"));
+    assert_eq!(
+        err.owner().and_then(|o| o.label.clone()).as_deref(),
+        Some("cron nightly")
+    );
     assert!(holder.release().success());
 }
 
@@ -126,17 +154,23 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let lock = lock_of(&t);
-    let mut live = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let pid = live.id();
     // Two hours old, correct start time: alive, merely old.
     write_reference_lock(&lock, pid, 2 * 3600 * 1000, Some(starttime(pid)));
     age_file(&lock, Duration::from_secs(7200));
     let err = session_lock::try_acquire(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
-    let insp = session_lock::inspect(&t, &LockOptions::new()).unwrap().unwrap();
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .unwrap();
     assert_eq!(insp.verdict, Verdict::Stale);
     assert_eq!(insp.reasons, vec![Reason::TooOld]);
-    let fail_fast = session_lock::try_acquire(&t, &LockOptions::new().fail_on_stale(true)).unwrap_err();
+    let fail_fast =
+        session_lock::try_acquire(&t, &LockOptions::new().fail_on_stale(true)).unwrap_err();
     assert_eq!(fail_fast.kind(), ErrorKind::Stale);
     assert!(lock.exists(), "a live owner's lock was removed");
     let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
@@ -153,11 +187,19 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
 fn reference_format_lock_with_recycled_pid_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let mut live = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let pid = live.id();
     write_reference_lock(&lock_of(&t), pid, 1000, Some(starttime(pid) + 1));
-    let insp = session_lock::inspect(&t, &LockOptions::new()).unwrap().unwrap();
-    assert_eq!((insp.verdict, insp.reasons.clone()), (Verdict::Reclaimable, vec![Reason::RecycledPid]));
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (insp.verdict, insp.reasons.clone()),
+        (Verdict::Reclaimable, vec![Reason::RecycledPid])
+    );
     let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("recycled pid reclaimed");
     g.release().unwrap();
     live.kill().unwrap();
@@ -191,7 +233,9 @@ fn holder_in_another_process_is_reported_by_inspect() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "x"]);
-    let insp = session_lock::inspect(&t, &LockOptions::new()).unwrap().unwrap();
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .unwrap();
     assert_eq!(insp.verdict, Verdict::Held);
     assert_eq!(insp.witness, session_lock::Witness::Held);
     assert_eq!(insp.pid_alive, Some(true));
@@ -226,9 +270,24 @@ fn dead_holder_lock_is_cleaned_by_sweep_live_one_kept() {
     let by_name: Vec<(String, bool)> = res
         .locks
         .iter()
-        .map(|r| (r.lock_path.file_name().unwrap().to_string_lossy().into_owned(), r.removed))
+        .map(|r| {
+            (
+                r.lock_path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                r.removed,
+            )
+        })
         .collect();
-    assert_eq!(by_name, vec![("dead.jsonl.lock".into(), true), ("live.jsonl.lock".into(), false)]);
+    assert_eq!(
+        by_name,
+        vec![
+            ("dead.jsonl.lock".into(), true),
+            ("live.jsonl.lock".into(), false)
+        ]
+    );
     assert_eq!(
         res.locks[0].inspection.as_ref().unwrap().reasons,
         vec![Reason::WitnessReleased]

@@ -8,13 +8,20 @@ fn acquire_append_release() {
     let g = acquire(&t).unwrap();
     assert!(g.lock_path().exists());
     g.append_line("a").unwrap();
-    let err = std::thread::scope(|s| s.spawn(|| try_acquire(&t, &LockOptions::new()).unwrap_err()).join().unwrap());
+    let err = std::thread::scope(|s| {
+        s.spawn(|| try_acquire(&t, &LockOptions::new()).unwrap_err())
+            .join()
+            .unwrap()
+    });
     assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
     let err = acquire(&t).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "{err}");
     g.release().unwrap();
     assert!(!dir.path().join("s.jsonl.lock").exists());
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 

@@ -155,7 +155,10 @@ impl Held {
 
     fn unregister(self: &Arc<Held>) {
         let mut reg = lock_registry();
-        if reg.get(&self.paths.lock).is_some_and(|h| Arc::ptr_eq(h, self)) {
+        if reg
+            .get(&self.paths.lock)
+            .is_some_and(|h| Arc::ptr_eq(h, self))
+        {
             reg.remove(&self.paths.lock);
         }
         drop(reg);
@@ -334,7 +337,11 @@ impl LockGuard {
             }
             match deadline {
                 None => {
-                    st = self.held.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st = self
+                        .held
+                        .lost_cv
+                        .wait(st)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
                 Some(d) => {
                     let now = Instant::now();
@@ -397,7 +404,8 @@ impl LockGuard {
         let mut st = self.held.state();
         self.held.check_locked(&mut st)?;
         if st.transcript.is_none() {
-            let f = sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
+            let f =
+                sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
             st.transcript = Some(f);
         }
         let Some(file) = st.transcript.as_mut() else {
@@ -411,7 +419,10 @@ impl LockGuard {
                 return Err(Error::io(
                     "append to transcript",
                     target,
-                    io::Error::new(io::ErrorKind::InvalidInput, "a line must not contain a newline"),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a line must not contain a newline",
+                    ),
                 ));
             }
             buf.clear();

@@ -59,13 +59,17 @@ impl LockPaths {
                 return Err(Error::io(
                     "resolve",
                     target,
-                    io::Error::new(io::ErrorKind::InvalidInput, "the transcript path must name a file"),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the transcript path must name a file",
+                    ),
                 ));
             }
         };
         let parent = abs.parent().unwrap_or(Path::new("/"));
         if create {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
         }
         // realpath only the directory; fall back to the absolute path.
         let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned());
@@ -123,7 +127,11 @@ fn create_error(path: &Path, e: io::Error) -> Error {
 /// One publish attempt. `Ok(None)`: the lock path already exists.
 fn publish(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
     let token = hex(&sys::random_bytes());
-    let lock_name = paths.lock.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let lock_name = paths
+        .lock
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = paths.dir.join(format!(".{lock_name}.{token}.tmp"));
     let mut file = sys::create_private_exclusive(&tmp).map_err(|e| create_error(&paths.lock, e))?;
     let cleanup = |e: Error| {
@@ -138,7 +146,9 @@ fn publish(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
     file.write_all(&record.to_line())
         .map_err(|e| cleanup(Error::io("write lock record", &paths.lock, e)))?;
     crate::fault::hit("publish.before_rename");
-    match sys::publish_noreplace(&tmp, &paths.lock).map_err(|e| cleanup(create_error(&paths.lock, e)))? {
+    match sys::publish_noreplace(&tmp, &paths.lock)
+        .map_err(|e| cleanup(create_error(&paths.lock, e)))?
+    {
         Publish::Done { renamed: true } => {}
         Publish::Done { renamed: false } => {
             // Linked: both names exist; drop the temporary one.
@@ -147,17 +157,34 @@ fn publish(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
             }
         }
         Publish::Exists => {
-            drop(cleanup(Error::io("publish", &tmp, io::Error::from(io::ErrorKind::AlreadyExists))));
+            drop(cleanup(Error::io(
+                "publish",
+                &tmp,
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            )));
             return Ok(None);
         }
         Publish::Unsupported => {
-            drop(cleanup(Error::io("publish", &tmp, io::Error::from(io::ErrorKind::Unsupported))));
+            drop(cleanup(Error::io(
+                "publish",
+                &tmp,
+                io::Error::from(io::ErrorKind::Unsupported),
+            )));
             return publish_fallback(paths, opts);
         }
     }
-    let meta = file.metadata().map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
     let id = sys::file_id(&meta);
-    Ok(Some(Held::new(paths.clone(), file, id, record, opts.max_hold, opts.from_async)))
+    Ok(Some(Held::new(
+        paths.clone(),
+        file,
+        id,
+        record,
+        opts.max_hold,
+        opts.from_async,
+    )))
 }
 
 /// Plain exclusive create + write, for filesystems with neither
@@ -173,7 +200,9 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<
     };
     let witness = matches!(sys::flock_try(&file, true), Ok(true));
     let record = build_record(opts, hex(&sys::random_bytes()), witness);
-    let meta = file.metadata().map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
     let id = sys::file_id(&meta);
     if let Err(e) = file.write_all(&record.to_line()) {
         // Roll back our partial file, by identity, never by name alone.
@@ -182,7 +211,14 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    Ok(Some(Held::new(paths.clone(), file, id, record, opts.max_hold, opts.from_async)))
+    Ok(Some(Held::new(
+        paths.clone(),
+        file,
+        id,
+        record,
+        opts.max_hold,
+        opts.from_async,
+    )))
 }
 
 /// Outcome of a reclaim attempt.
@@ -272,11 +308,15 @@ pub(crate) fn step(paths: &LockPaths, opts: &LockOptions, look_first: bool) -> R
     }
 }
 
-pub(crate) fn timeout_error(paths: &LockPaths, opts: &LockOptions, last: Option<&Inspection>) -> Error {
+pub(crate) fn timeout_error(
+    paths: &LockPaths,
+    opts: &LockOptions,
+    last: Option<&Inspection>,
+) -> Error {
     Error::Timeout {
         lock_path: paths.lock.clone(),
         timeout: opts.timeout.unwrap_or(Duration::MAX),
-        owner: last.map(Inspection::owner).unwrap_or_default(),
+        owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
     }
 }
@@ -284,7 +324,7 @@ pub(crate) fn timeout_error(paths: &LockPaths, opts: &LockOptions, last: Option<
 pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
     Error::Stale {
         lock_path: paths.lock.clone(),
-        owner: insp.owner(),
+        owner: Box::new(insp.owner()),
         reasons: insp.reasons.clone(),
     }
 }
@@ -325,7 +365,7 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// let opts = LockOptions::new().timeout(Duration::from_secs(5)).label("example");
 /// let guard = acquire_with(dir.path().join("s.jsonl"), &opts)?;
 /// assert_eq!(guard.record().label.as_deref(), Some("example"));
-/// # Ok::<(), session_lock::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     let paths = LockPaths::resolve(target)?;
@@ -380,7 +420,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
 /// assert_eq!(err.kind(), session_lock::ErrorKind::Busy);
 /// assert_eq!(err.owner().and_then(|o| o.pid), Some(std::process::id()));
 /// drop(first);
-/// # Ok::<(), session_lock::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     let paths = LockPaths::resolve(target)?;
@@ -403,10 +443,12 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
             }
         }
     }
-    let owner = last.as_ref().map(|i| i.owner()).unwrap_or_default();
+    let owner = Box::new(last.as_ref().map(|i| i.owner()).unwrap_or_default());
     let reasons = last.as_ref().map(|i| i.reasons.clone()).unwrap_or_default();
     match last {
-        Some(insp) if opts.fail_on_stale && insp.verdict == Verdict::Stale => Err(stale_error(paths, &insp)),
+        Some(insp) if opts.fail_on_stale && insp.verdict == Verdict::Stale => {
+            Err(stale_error(paths, &insp))
+        }
         _ => Err(Error::Busy {
             lock_path: paths.lock.clone(),
             owner,

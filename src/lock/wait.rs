@@ -151,7 +151,11 @@ impl Hub {
                 dirs.values_mut().for_each(&mut bump);
             }
             for (wd, ignored) in events {
-                let path = if ignored { by_wd.remove(&wd) } else { by_wd.get(&wd).cloned() };
+                let path = if ignored {
+                    by_wd.remove(&wd)
+                } else {
+                    by_wd.get(&wd).cloned()
+                };
                 if let Some(d) = path.and_then(|p| dirs.get_mut(&p)) {
                     if ignored {
                         // The directory went away: waiters re-check and
@@ -292,17 +296,21 @@ impl Watch {
             if now >= until {
                 return false;
             }
-            inner = h
-                .cv
-                .wait_timeout(inner, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            inner =
+                h.cv.wait_timeout(inner, until - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
         }
     }
 
     /// Async: ready when the generation differs from `seen`. `slot` keeps
     /// this waiter's registration id so it can be removed on drop.
-    pub(crate) fn poll_changed(&self, seen: u64, slot: &mut Option<u64>, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_changed(
+        &self,
+        seen: u64,
+        slot: &mut Option<u64>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         let Some(h) = self.hub else {
             return Poll::Pending;
         };
@@ -352,7 +360,10 @@ fn prune_idle(h: &Hub, inner: &mut Inner) {
     }
     let mut idle = idle;
     idle.sort();
-    for (_, path) in idle.into_iter().take(inner.dirs.len().saturating_sub(MAX_IDLE_WATCHES)) {
+    for (_, path) in idle
+        .into_iter()
+        .take(inner.dirs.len().saturating_sub(MAX_IDLE_WATCHES))
+    {
         if let Some(d) = inner.dirs.remove(&path)
             && d.wd >= 0
         {

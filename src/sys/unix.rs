@@ -160,9 +160,7 @@ pub(crate) fn publish_noreplace(from: &Path, to: &Path) -> io::Result<Publish> {
         Some(libc::EEXIST) => Ok(Publish::Exists),
         // Filesystems without hard links (some FUSE, SMB, vfat) answer
         // EPERM or EOPNOTSUPP; see link(2).
-        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EMLINK) => {
-            Ok(Publish::Unsupported)
-        }
+        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EMLINK) => Ok(Publish::Unsupported),
         _ => Err(err),
     }
 }
@@ -300,7 +298,8 @@ mod tests {
 
     #[test]
     fn proc_stat_parses_names_with_parens_and_spaces() {
-        let text = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let text =
+            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let stat = parse_proc_stat(text).expect("parses");
         assert_eq!(stat.state, b'S');
         assert_eq!(stat.starttime, 987_654);

@@ -68,7 +68,10 @@ impl Holder {
             Ok(l) => l,
             Err(e) => {
                 let _ = self.child.kill();
-                panic!("holder {} printed nothing within {limit:?}: {e}", self.child.id());
+                panic!(
+                    "holder {} printed nothing within {limit:?}: {e}",
+                    self.child.id()
+                );
             }
         }
     }
@@ -111,7 +114,11 @@ pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> ExitStatus 
 }
 
 /// Run a thread's work with a deadline; fail the test if it does not finish.
-pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -123,13 +130,17 @@ pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -
 /// Write a lock file in the reference's format.
 pub fn write_reference_lock(lock: &Path, pid: u32, created_ms_ago: u64, starttime: Option<u64>) {
     let created = std::time::SystemTime::now() - Duration::from_millis(created_ms_ago);
-    let ms = created.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let ms = created
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut v = serde_json::json!({"pid": pid, "createdAt": iso(ms)});
     if let Some(st) = starttime {
         v["starttime"] = st.into();
     }
     let mut f = std::fs::File::create(lock).unwrap();
-    f.write_all(serde_json::to_string_pretty(&v).unwrap().as_bytes()).unwrap();
+    f.write_all(serde_json::to_string_pretty(&v).unwrap().as_bytes())
+        .unwrap();
 }
 
 /// RFC 3339 UTC with milliseconds (like JavaScript's toISOString).

@@ -146,9 +146,18 @@ fn main() -> ExitCode {
             sync,
             file,
             lines,
-        } => append(&file, &options(timeout, None, Some("session-lock append".into())), &lines, sync),
+        } => append(
+            &file,
+            &options(timeout, None, Some("session-lock append".into())),
+            &lines,
+            sync,
+        ),
         Command::Status { json, paths } => status(&paths, json),
-        Command::Clean { dry_run, json, dirs } => clean(&dirs, dry_run, json),
+        Command::Clean {
+            dry_run,
+            json,
+            dirs,
+        } => clean(&dirs, dry_run, json),
         Command::Bench(args) => return ExitCode::from(bench::run(&args) as u8),
         Command::Hold {
             max_hold,
@@ -166,7 +175,11 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn options(timeout: Option<Duration>, max_hold: Option<Duration>, label: Option<String>) -> LockOptions {
+fn options(
+    timeout: Option<Duration>,
+    max_hold: Option<Duration>,
+    label: Option<String>,
+) -> LockOptions {
     let mut o = LockOptions::new();
     if let Some(t) = timeout {
         o = o.timeout(t);
@@ -346,7 +359,10 @@ fn lock_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         } else if p.extension().is_some_and(|e| e == "lock") {
             out.push(p.clone());
         } else {
-            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(io_err(
                     "find directory of",
@@ -393,7 +409,10 @@ fn status(paths: &[PathBuf], json: bool) -> u8 {
                 if json {
                     let mut v = serde_json::to_value(&insp).unwrap_or_default();
                     if let Some(obj) = v.as_object_mut() {
-                        obj.insert("attention".into(), serde_json::to_value(&attention).unwrap_or_default());
+                        obj.insert(
+                            "attention".into(),
+                            serde_json::to_value(attention).unwrap_or_default(),
+                        );
                     }
                     println!("{v}");
                 } else {
@@ -402,17 +421,29 @@ fn status(paths: &[PathBuf], json: bool) -> u8 {
                         "{:<40} {:<12} {:>8} {:<6} {:>8} {:<28} {}",
                         f.display(),
                         format!("{:?}", insp.verdict).to_lowercase(),
-                        insp.record.as_ref().and_then(|r| r.pid).map_or("-".into(), |p| p.to_string()),
+                        insp.record
+                            .as_ref()
+                            .and_then(|r| r.pid)
+                            .map_or("-".into(), |p| p.to_string()),
                         insp.pid_alive.map_or("?".into(), |a| a.to_string()),
                         ms(insp.age.or(insp.file_age)),
-                        if reasons.is_empty() { "-".into() } else { reasons.join(",") },
-                        attention.as_ref().map_or("-".into(), |a| a.event_type.as_str().to_owned()),
+                        if reasons.is_empty() {
+                            "-".into()
+                        } else {
+                            reasons.join(",")
+                        },
+                        attention
+                            .as_ref()
+                            .map_or("-".into(), |a| a.event_type.as_str().to_owned()),
                     );
                 }
             }
             Ok(None) => {
                 if json {
-                    println!("{}", serde_json::json!({"lockPath": f, "verdict": "absent"}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"lockPath": f, "verdict": "absent"})
+                    );
                 } else {
                     println!("{:<40} absent", f.display());
                 }
@@ -449,14 +480,26 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool) -> u8 {
             let (verdict, reasons) = match &r.inspection {
                 Some(i) => (
                     format!("{:?}", i.verdict).to_lowercase(),
-                    i.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+                    i.reasons
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                 ),
                 None => ("absent".into(), String::new()),
             };
             let action = if r.removed {
                 "removed"
-            } else if r.inspection.as_ref().is_some_and(|i| i.verdict == Verdict::Reclaimable) {
-                if dry_run { "would-remove" } else { "kept (changed)" }
+            } else if r
+                .inspection
+                .as_ref()
+                .is_some_and(|i| i.verdict == Verdict::Reclaimable)
+            {
+                if dry_run {
+                    "would-remove"
+                } else {
+                    "kept (changed)"
+                }
             } else {
                 "kept"
             };
@@ -476,7 +519,10 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool) -> u8 {
                     verdict,
                     if reasons.is_empty() { "-" } else { &reasons },
                     r.lock_path.display(),
-                    r.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                    r.error
+                        .as_ref()
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
                 );
             }
             if r.error.is_some() {
@@ -485,9 +531,18 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool) -> u8 {
         }
         for t in &result.temps_removed {
             if json {
-                println!("{}", serde_json::json!({"lockPath": t, "action": "removed-temp", "removed": true}));
+                println!(
+                    "{}",
+                    serde_json::json!({"lockPath": t, "action": "removed-temp", "removed": true})
+                );
             } else {
-                println!("{:<14} {:<12} {:<28} {}", "removed", "temp", "-", t.display());
+                println!(
+                    "{:<14} {:<12} {:<28} {}",
+                    "removed",
+                    "temp",
+                    "-",
+                    t.display()
+                );
             }
         }
     }
@@ -538,8 +593,15 @@ fn worker(file: &Path, marker: &Path, id: u64, count: u64) -> u8 {
             Err(e) => return fail(&e),
         };
         // Independent witness of exclusivity: an exclusive-create marker.
-        if let Err(e) = std::fs::OpenOptions::new().write(true).create_new(true).open(marker) {
-            eprintln!("session-lock: OVERLAP: marker {} exists ({e})", marker.display());
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+        {
+            eprintln!(
+                "session-lock: OVERLAP: marker {} exists ({e})",
+                marker.display()
+            );
             return 99;
         }
         if let Err(e) = guard.append_line(format!("{id} {i}")) {

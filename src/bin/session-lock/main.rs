@@ -558,30 +558,27 @@ fn hold(file: &Path, opts: &LockOptions) -> u8 {
     let _ = std::io::stdout().flush();
     // Hold until stdin closes, or until the lock is lost.
     let done = std::sync::atomic::AtomicBool::new(false);
-    let lost = std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
+    std::thread::scope(|s| {
+        s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 if let Some(reason) = guard.wait_lost(Some(Duration::from_millis(50))) {
                     println!("lost {reason}");
                     let _ = std::io::stdout().flush();
-                    return Some(reason);
+                    // The main thread may be blocked on stdin forever (that
+                    // is the point of the test): exit from here.
+                    std::process::exit(EXIT_LOST.into());
                 }
             }
-            None
         });
         let mut sink = String::new();
         while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
             sink.clear();
         }
         done.store(true, std::sync::atomic::Ordering::Release);
-        waiter.join().ok().flatten()
     });
-    match lost {
-        None => match guard.release() {
-            Ok(()) => 0,
-            Err(e) => fail(&e),
-        },
-        Some(_) => EXIT_LOST,
+    match guard.release() {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
     }
 }
 

@@ -4,7 +4,7 @@
 //! With the feature on, two mechanisms force dangerous interleavings
 //! deterministically instead of hoping for them:
 //!
-//! * in-process: [`set_hook`] installs a callback run at every point (tests
+//! * in-process: `set_hook` installs a callback run at every point (tests
 //!   use it to park a thread on a barrier);
 //! * cross-process: with `SESSION_LOCK_FAULT_PAUSE=<point>` and
 //!   `SESSION_LOCK_FAULT_DIR=<dir>` in the environment, a process reaching

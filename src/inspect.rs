@@ -1,7 +1,7 @@
 //! Lock file -> verdict and reasons.
 //!
 //! [`decide`] is a pure function from what was observed ([`Facts`]) to a
-//! [`Verdict`] with its [`Reason`]s; [`inspect`] is the thin I/O around it.
+//! [`Verdict`] with its [`Reason`]s; [`crate::inspect()`](fn@crate::inspect) is the thin I/O around it.
 //!
 //! The rules, in order:
 //!

@@ -53,7 +53,10 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     g.append_line("before").unwrap();
     let reason = g.wait_lost(Some(WAIT)).expect("the watchdog fired");
     match reason {
-        LostReason::MaxHoldExceeded { held_ms, max_hold_ms } => {
+        LostReason::MaxHoldExceeded {
+            held_ms,
+            max_hold_ms,
+        } => {
             assert_eq!(max_hold_ms, 200);
             assert!(held_ms >= 200, "fired early: {held_ms}");
         }
@@ -81,8 +84,9 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     let lock = dir.path().canonicalize().unwrap().join("s.jsonl.lock");
     let want = format!("ms (max=200ms): {}", lock.display());
     assert!(
-        text.lines()
-            .any(|l| l.contains("[session-write-lock] releasing lock held for ") && l.contains(&want)),
+        text.lines().any(
+            |l| l.contains("[session-write-lock] releasing lock held for ") && l.contains(&want)
+        ),
         "warning not logged in the reference's wording: {text}"
     );
 }
@@ -94,9 +98,13 @@ fn a_wedged_holder_process_loses_the_lock_and_a_contender_gets_it() {
     // The holder's main thread blocks reading stdin forever; only the
     // watchdog thread can release.
     let mut holder = Holder::start(&t, &["--max-hold", "300ms"]);
-    let g = acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(60))).expect("contender got the lock");
+    let g = acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(60)))
+        .expect("contender got the lock");
     let line = holder.next_line(WAIT);
-    assert!(line.starts_with("lost max hold exceeded"), "holder said {line:?}");
+    assert!(
+        line.starts_with("lost max hold exceeded"),
+        "holder said {line:?}"
+    );
     assert!(g.is_held());
     g.release().unwrap();
     let status = wait_child(&mut holder.child, WAIT, "holder exit");
@@ -113,7 +121,8 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
         .into_iter()
         .map(|ms| {
             let (t, order) = (dir.path().join(format!("{ms}.jsonl")), order.clone());
-            let g = acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(ms))).unwrap();
+            let g =
+                acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(ms))).unwrap();
             std::thread::spawn(move || {
                 let r = g.wait_lost(Some(WAIT));
                 order.lock().unwrap().push(ms);
@@ -121,12 +130,19 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
             })
         })
         .collect();
-    let dropped = acquire_with(dir.path().join("dropped.jsonl"), &LockOptions::new().max_hold(Duration::from_millis(100))).unwrap();
+    let dropped = acquire_with(
+        dir.path().join("dropped.jsonl"),
+        &LockOptions::new().max_hold(Duration::from_millis(100)),
+    )
+    .unwrap();
     assert_eq!(session_lock::watchdog::armed_count(), base + 4);
     drop(dropped);
     assert_eq!(session_lock::watchdog::armed_count(), base + 3);
     for h in handles {
-        assert!(matches!(h.join().unwrap(), Some(LostReason::MaxHoldExceeded { .. })));
+        assert!(matches!(
+            h.join().unwrap(),
+            Some(LostReason::MaxHoldExceeded { .. })
+        ));
     }
     assert_eq!(*order.lock().unwrap(), vec![150, 300, 450]);
     assert_eq!(session_lock::watchdog::armed_count(), base);

@@ -111,13 +111,10 @@ fn dropping_the_acquire_future_at_any_point_leaves_nothing_behind() {
                 ))),
                 left: n,
             });
-            match out {
-                // Completed within n polls: only possible uncontended.
-                Some(res) => {
-                    assert!(!contended, "acquired a held lock");
-                    res.unwrap().release().unwrap();
-                }
-                None => {}
+            // Completed within n polls: only possible uncontended.
+            if let Some(res) = out {
+                assert!(!contended, "acquired a held lock");
+                res.unwrap().release().unwrap();
             }
             if let Some(h) = holder {
                 assert!(h.is_held(), "a cancelled waiter disturbed the holder");

@@ -1,0 +1,169 @@
+//! Lock ownership as session activity, and stuck-session recovery, with real
+//! lock-holding processes.
+
+mod common;
+
+use common::*;
+use session_lock::classify::{
+    ActivitySnapshot, EventType, Reason as AttnReason, SessionState, classify,
+};
+use session_lock::monitor::{RecoveryAction, RecoveryStatus};
+use session_lock::recovery::{Recovery, RecoveryRequest};
+use session_lock::{LockOptions, lock_activity};
+use std::path::Path;
+
+fn attention_from_lock(t: &Path, stale_ms: u64) -> session_lock::classify::Attention {
+    let insp = session_lock::inspect(t, &LockOptions::new())
+        .unwrap()
+        .expect("a lock file");
+    let activity = ActivitySnapshot::default().merge_lock(Some(&lock_activity(&insp)));
+    classify(SessionState::Idle, 1, &activity, stale_ms)
+}
+
+fn request(t: &Path, generation: u64) -> RecoveryRequest {
+    RecoveryRequest {
+        session_key: "agent:main:s1".into(),
+        transcript: t.to_owned(),
+        expected_state: SessionState::Idle,
+        state_generation: generation,
+        queue_depth: 1,
+        age_ms: 200_000,
+        allow_active_abort: false,
+    }
+}
+
+#[test]
+fn live_owner_is_not_stuck_dead_owner_is_stuck_and_recovery_frees_the_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &[]);
+    // Idle with queued work, lock held by a live child: not stuck.
+    let live = attention_from_lock(&t, 0);
+    assert_ne!(live.event_type, EventType::Stuck, "{live:?}");
+    assert!(!live.recovery_eligible);
+    // Recovery refuses to touch a live owner's lock.
+    let rec = Recovery::new();
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 7)), None);
+    assert_eq!(
+        (out.status, out.action),
+        (RecoveryStatus::Skipped, RecoveryAction::KeepLane)
+    );
+    assert_eq!(out.reason.as_deref(), Some("active_lock_owner"));
+    assert!(lock_of(&t).exists());
+
+    holder.kill9();
+    let dead = attention_from_lock(&t, 0);
+    assert_eq!(dead.event_type, EventType::Stuck, "{dead:?}");
+    assert_eq!(dead.reason, AttnReason::QueuedWorkWithoutActiveRun);
+    assert!(dead.recovery_eligible);
+    assert_eq!(dead.active_work_kind, None);
+
+    // A generation that moved on: skipped, nothing removed.
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 8)), None);
+    assert_eq!(
+        (out.status, out.action),
+        (RecoveryStatus::Skipped, RecoveryAction::ObserveOnly)
+    );
+    assert_eq!(out.reason.as_deref(), Some("stale_session_state"));
+    assert!(lock_of(&t).exists());
+
+    // Current generation: the stale lock is reclaimed and the next writer proceeds.
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 7)), None);
+    assert_eq!(
+        (out.status, out.action),
+        (RecoveryStatus::Released, RecoveryAction::ReleaseLane)
+    );
+    assert!(out.released);
+    assert!(!lock_of(&t).exists());
+    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("next writer proceeds");
+    g.append_line("queued turn").unwrap();
+    g.release().unwrap();
+
+    // Nothing left to do.
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 7)), None);
+    assert_eq!(
+        (out.status, out.action),
+        (RecoveryStatus::Noop, RecoveryAction::None)
+    );
+    assert_eq!(out.reason.as_deref(), Some("no_active_work"));
+}
+
+#[test]
+fn abort_hook_runs_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let rec = Recovery::new();
+    let hook = |_: &session_lock::Inspection| true;
+    let out = rec.recover(
+        &request(&t, 1),
+        |_| Some((SessionState::Idle, 1)),
+        Some(&hook),
+    );
+    assert_eq!(
+        out.status,
+        RecoveryStatus::Skipped,
+        "abort without allow_active_abort"
+    );
+    let mut req = request(&t, 1);
+    req.allow_active_abort = true;
+    let out = rec.recover(&req, |_| Some((SessionState::Idle, 1)), Some(&hook));
+    assert_eq!(
+        (out.status, out.action),
+        (RecoveryStatus::Aborted, RecoveryAction::AbortEmbeddedRun)
+    );
+    // The live owner's lock is left to its owner.
+    assert!(lock_of(&t).exists());
+    assert!(holder.release().success());
+}
+
+#[test]
+fn missing_session_key_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = request(&dir.path().join("s.jsonl"), 1);
+    req.session_key = "  ".into();
+    let out = Recovery::new().recover(&req, |_| Some((SessionState::Idle, 1)), None);
+    assert_eq!(out.reason.as_deref(), Some("missing_session_ref"));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn two_recoveries_at_once_release_once() {
+    use std::sync::{Arc, Barrier};
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    Holder::start(&t, &[]).kill9();
+    let rec = Arc::new(Recovery::new());
+    let parked = Arc::new(Barrier::new(2));
+    let resume = Arc::new(Barrier::new(2));
+    thread_local!(static PARK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    {
+        let (parked, resume) = (parked.clone(), resume.clone());
+        // Park the first recovery while it is in flight (only the thread
+        // that asked for it: other tests run concurrently in this binary).
+        session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
+            if point == "recovery.in_flight" && PARK.with(|p| p.get()) {
+                parked.wait();
+                resume.wait();
+            }
+        })));
+    }
+    let first = {
+        let (rec, t) = (rec.clone(), t.clone());
+        std::thread::spawn(move || {
+            PARK.with(|p| p.set(true));
+            rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None)
+        })
+    };
+    parked.wait();
+    let second = rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None);
+    resume.wait();
+    let first = within(WAIT, "first recovery", move || first.join().unwrap());
+    session_lock::fault::set_hook(None);
+    assert_eq!(
+        (second.status, second.reason.as_deref()),
+        (RecoveryStatus::Skipped, Some("already_in_flight"))
+    );
+    assert_eq!(first.status, RecoveryStatus::Released);
+    assert!(!lock_of(&t).exists());
+}

@@ -87,6 +87,8 @@ pub mod monitor;
 mod options;
 pub mod record;
 pub mod recovery;
+#[cfg(all(feature = "signals", target_os = "linux"))]
+pub mod signals;
 pub mod sweep;
 mod sys;
 mod time;

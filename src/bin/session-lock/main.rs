@@ -121,6 +121,16 @@ enum Command {
         id: u64,
         file: PathBuf,
     },
+    /// Test helper (tests/chaos.rs): guarded sections until DIR/stop exists,
+    /// each proving exclusivity with a marker and logging enter/exit to DIR.
+    #[command(name = "__chaos_worker", hide = true)]
+    ChaosWorker {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        dir: PathBuf,
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +143,17 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    // Tidiness only: a killed holder's lock is reclaimable anyway (see the
+    // `signals` module docs).
+    #[cfg(all(feature = "signals", target_os = "linux"))]
+    if matches!(
+        cli.command,
+        Command::Exec { .. } | Command::Append { .. } | Command::Hold { .. }
+    ) {
+        if let Err(e) = session_lock::signals::install() {
+            eprintln!("session-lock: could not install signal cleanup: {e}");
+        }
+    }
     let code = match cli.command {
         Command::Exec {
             timeout,
@@ -171,6 +192,7 @@ fn main() -> ExitCode {
             id,
             file,
         } => worker(&file, &marker, id, count),
+        Command::ChaosWorker { id, dir, file } => chaos_worker(&file, &dir, id),
     };
     ExitCode::from(code)
 }
@@ -562,6 +584,10 @@ fn hold(file: &Path, opts: &LockOptions) -> u8 {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 if let Some(reason) = guard.wait_lost(Some(Duration::from_millis(50))) {
+                    if reason == session_lock::LostReason::ReleasedAll {
+                        // Signal cleanup: the re-raised signal ends us.
+                        return;
+                    }
                     println!("lost {reason}");
                     let _ = std::io::stdout().flush();
                     // The main thread may be blocked on stdin forever (that
@@ -611,6 +637,162 @@ fn worker(file: &Path, marker: &Path, id: u64, count: u64) -> u8 {
         if let Err(e) = guard.release() {
             return fail(&e);
         }
+    }
+    0
+}
+
+/// State and start time of `pid` from `/proc/<pid>/stat` (chaos helper).
+fn chaos_proc(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and ')': split after the last ')'.
+    let after = text.get(text.rfind(')')? + 1..)?;
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 22 (start time) is the 20th after the name; `next` took field 3.
+    let starttime = fields.nth(18)?.parse().ok()?;
+    Some((state, starttime))
+}
+
+/// Enter the chaos section's independent witness: hard-link a complete
+/// marker naming us at DIR/inside (link fails if the name exists). A marker
+/// left by a holder killed mid-section is removed only once its owner is
+/// provably dead (gone, zombie, or pid recycled), and logged as `R`; a marker
+/// whose owner stays alive is an overlap.
+fn chaos_enter(dir: &Path, me: &str, log: &mut std::fs::File, id: u64) -> Result<(), String> {
+    let marker = dir.join("inside");
+    let tmp = dir.join(format!("inside.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, me).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    let start = Instant::now();
+    let outcome = loop {
+        match std::fs::hard_link(&tmp, &marker) {
+            Ok(()) => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => break Err(format!("link {}: {e}", marker.display())),
+        }
+        let seen = match std::fs::read_to_string(&marker) {
+            Ok(s) => s,
+            Err(e) => break Err(format!("OVERLAP: marker vanished under our lock ({e})")),
+        };
+        let f: Vec<u64> = seen
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let [pid, starttime, owner, _seq] = f[..] else {
+            break Err(format!("unreadable marker {seen:?}"));
+        };
+        let dead = match chaos_proc(pid as u32) {
+            None => true,
+            Some((state, st)) => st != starttime || state == 'Z' || state == 'X',
+        };
+        if dead {
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(seen.as_str()) {
+                break Err(format!("OVERLAP: marker {seen:?} changed under our lock"));
+            }
+            if let Err(e) = std::fs::remove_file(&marker) {
+                break Err(format!(
+                    "OVERLAP: could not reset dead marker {seen:?}: {e}"
+                ));
+            }
+            if let Err(e) = log.write_all(format!("R {id} {owner}\n").as_bytes()) {
+                break Err(format!("witness log: {e}"));
+            }
+            continue;
+        }
+        // A holder killed a moment ago drops its flock before it becomes a
+        // zombie: give it time to finish dying before calling it an overlap.
+        if start.elapsed() > Duration::from_secs(10) {
+            break Err(format!(
+                "OVERLAP: marker {seen:?} of a live process present while we hold the lock"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let _ = std::fs::remove_file(&tmp); // ours; a leftover is harmless
+    outcome
+}
+
+/// Leave the chaos section: the marker must still be ours.
+fn chaos_leave(dir: &Path, me: &str) -> Result<(), String> {
+    let marker = dir.join("inside");
+    match std::fs::read_to_string(&marker) {
+        Ok(s) if s == me => std::fs::remove_file(&marker)
+            .map_err(|e| format!("OVERLAP: marker vanished before we removed it: {e}")),
+        Ok(s) => Err(format!("OVERLAP: marker now says {s:?}, we are {me:?}")),
+        Err(e) => Err(format!("OVERLAP: marker gone at section end: {e}")),
+    }
+}
+
+/// Guarded sections until DIR/stop exists (or we are killed). Each section:
+/// marker in, `E id seq n` to DIR/witness.log, n numbered lines of random
+/// length to the transcript through the guard, `X id seq`, marker out.
+fn chaos_worker(file: &Path, dir: &Path, id: u64) -> u8 {
+    let pid = std::process::id();
+    let Some((_, starttime)) = chaos_proc(pid) else {
+        eprintln!("session-lock: cannot read /proc/{pid}/stat");
+        return EXIT_IO;
+    };
+    let stop = dir.join("stop");
+    let mut log = match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("witness.log"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("session-lock: witness log: {e}");
+            return EXIT_IO;
+        }
+    };
+    let opts = LockOptions::new()
+        .timeout(Duration::from_secs(60))
+        .label(format!("chaos {id}"));
+    let mut rng = (id << 32) ^ u64::from(pid) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut seq = 0u64;
+    while !stop.exists() {
+        let guard = match session_lock::acquire_with(file, &opts) {
+            Ok(g) => g,
+            Err(e) => return fail(&e),
+        };
+        let me = format!("{pid} {starttime} {id} {seq}");
+        if let Err(msg) = chaos_enter(dir, &me, &mut log, id) {
+            eprintln!("session-lock: chaos worker {id}: {msg}");
+            return 99;
+        }
+        let n = 1 + next() % 3;
+        if let Err(e) = log.write_all(format!("E {id} {seq} {n}\n").as_bytes()) {
+            eprintln!("session-lock: witness log: {e}");
+            return EXIT_IO;
+        }
+        for k in 0..n {
+            let len = 16 + (next() % 240) as usize;
+            let fill = char::from(b'a' + ((id + seq + k) % 26) as u8);
+            let line = format!("{id} {seq} {k} {n} {len} {}", fill.to_string().repeat(len));
+            if let Err(e) = guard.append_line(line) {
+                return fail(&e);
+            }
+            if next() % 4 == 0 {
+                // Widen the mid-hold window for the killer.
+                std::thread::sleep(Duration::from_micros(next() % 300));
+            }
+        }
+        if let Err(e) = log.write_all(format!("X {id} {seq}\n").as_bytes()) {
+            eprintln!("session-lock: witness log: {e}");
+            return EXIT_IO;
+        }
+        if let Err(msg) = chaos_leave(dir, &me) {
+            eprintln!("session-lock: chaos worker {id}: {msg}");
+            return 99;
+        }
+        if let Err(e) = guard.release() {
+            return fail(&e);
+        }
+        seq += 1;
     }
     0
 }

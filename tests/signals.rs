@@ -1,0 +1,47 @@
+//! Cleanup on SIGINT/SIGTERM/SIGQUIT/SIGHUP (feature `signals`): the lock
+//! file is removed, then the signal takes its default effect.
+#![cfg(all(feature = "signals", target_os = "linux"))]
+
+mod common;
+
+use common::*;
+use std::os::unix::process::ExitStatusExt;
+
+fn signal_removes_lock_then_terminates(sig: libc::c_int) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let mut holder = Holder::start(&t, &[]);
+    assert!(lock_of(&t).exists());
+    // SAFETY: plain kill(2) on our child.
+    assert_eq!(unsafe { libc::kill(holder.pid() as libc::pid_t, sig) }, 0);
+    let status = wait_child(&mut holder.child, WAIT, "signalled holder");
+    assert_eq!(
+        status.signal(),
+        Some(sig),
+        "the signal's default effect must run: {status:?}"
+    );
+    assert!(
+        !lock_of(&t).exists(),
+        "lock file left behind after signal {sig}"
+    );
+}
+
+#[test]
+fn sigterm_removes_the_lock() {
+    signal_removes_lock_then_terminates(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_removes_the_lock() {
+    signal_removes_lock_then_terminates(libc::SIGINT);
+}
+
+#[test]
+fn sighup_removes_the_lock() {
+    signal_removes_lock_then_terminates(libc::SIGHUP);
+}
+
+#[test]
+fn sigquit_removes_the_lock() {
+    signal_removes_lock_then_terminates(libc::SIGQUIT);
+}

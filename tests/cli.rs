@@ -1,0 +1,268 @@
+//! The `session-lock` command line, driven as a user would, with real
+//! processes.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+fn run(args: &[&str]) -> Output {
+    let child = bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn session-lock");
+    within(WAIT, "session-lock", move || {
+        child.wait_with_output().unwrap()
+    })
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn exec_holds_the_lock_while_cmd_runs_and_passes_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    let script = format!("test -f '{}' && exit 7", lock.display());
+    let out = run(&["exec", s(&t), "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(!lock.exists(), "lock left after exec");
+    let out = run(&["exec", s(&t), "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let out = run(&["exec", s(&t), "--", "definitely-not-a-command-xyz"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+}
+
+#[test]
+fn two_execs_on_one_file_serialise() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let marker = dir.path().join("inside");
+    // mkdir fails if the other exec's command is inside at the same time.
+    let script = format!(
+        "mkdir '{0}' || exit 9; sleep 0.2; rmdir '{0}'",
+        marker.display()
+    );
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            bin()
+                .args(["exec", "--timeout", "30s", s(&t), "--", "sh", "-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = within(WAIT, "exec", move || c.wait_with_output().unwrap());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "overlap or failure: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn exec_reports_busy_with_the_owner_and_a_distinct_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &["--label", "nightly compaction"]);
+    let out = run(&["exec", "--timeout", "1500ms", s(&t), "--", "true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("waiting for the lock on"), "{err}");
+    assert!(
+        err.contains(&format!("held by pid={} alive=true", holder.pid())),
+        "{err}"
+    );
+    assert!(err.contains("label=\"nightly compaction\""), "{err}");
+    assert_eq!(err.matches("waiting for the lock").count(), 1, "{err}");
+    assert!(err.contains("session file locked (timeout"), "{err}");
+    assert!(holder.release().success());
+}
+
+#[test]
+fn exec_terminates_the_command_when_the_lock_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let out = run(&["exec", "--max-hold", "300ms", s(&t), "--", "sleep", "30"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lost the lock"), "{}", stderr(&out));
+    assert!(!lock_of(&t).exists());
+}
+
+#[test]
+fn append_from_eight_processes_gives_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let children: Vec<_> = (0..8)
+        .map(|id| {
+            let mut c = bin()
+                .args(["append", "--timeout", "60s", s(&t), "-"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = c.stdin.take().unwrap();
+            let body: String = (0..50)
+                .map(|i| format!("{{\"w\":{id},\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(200)))
+                .collect();
+            stdin.write_all(body.as_bytes()).unwrap();
+            drop(stdin);
+            c
+        })
+        .collect();
+    for c in children {
+        let out = within(WAIT, "append", move || c.wait_with_output().unwrap());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(&t).unwrap();
+    assert_eq!(text.lines().count(), 400);
+    for l in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}"));
+        assert_eq!(v["pad"].as_str().map(str::len), Some(200));
+    }
+    // Each writer's lines are contiguous: one lock hold per `append`.
+    let order: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["w"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    for chunk in order.chunks(50) {
+        assert!(chunk.iter().all(|w| *w == chunk[0]), "interleaved appends");
+    }
+    let out = run(&["append", s(&t), "one", "two"]);
+    assert!(out.status.success());
+    assert!(std::fs::read_to_string(&t).unwrap().ends_with("one\ntwo\n"));
+}
+
+#[test]
+fn clean_dry_run_removes_nothing_clean_removes_only_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_t = dir.path().join("dead.jsonl");
+    Holder::start(&dead_t, &[]).kill9();
+    let live = Holder::start(&dir.path().join("live.jsonl"), &[]);
+    let out = run(&["clean", "--dry-run", "--json", s(dir.path())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["action"], "would-remove");
+    assert_eq!(rows[0]["reasons"][0], "witness-released");
+    assert_eq!(rows[1]["action"], "kept");
+    assert!(lock_of(&dead_t).exists(), "dry run removed a file");
+
+    let out = run(&["clean", s(dir.path())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("removed") && l.contains("dead.jsonl.lock")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("kept") && l.contains("live.jsonl.lock")),
+        "{table}"
+    );
+    assert!(!lock_of(&dead_t).exists());
+    assert!(lock_of(&dir.path().join("live.jsonl")).exists());
+    assert!(live.release().success());
+}
+
+#[test]
+fn status_shows_owner_verdict_and_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &["--label", "gw"]);
+    let out = run(&["status", "--json", s(dir.path())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(v["verdict"], "held");
+    assert_eq!(v["pidAlive"], true);
+    assert_eq!(v["record"]["pid"], holder.pid());
+    assert_eq!(v["record"]["label"], "gw");
+    assert_eq!(v["attention"]["eventType"], "session.long_running", "{v}");
+    assert_eq!(v["attention"]["recoveryEligible"], false, "{v}");
+    let out = run(&["status", s(&t)]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("held") && table.contains(&holder.pid().to_string()),
+        "{table}"
+    );
+    assert!(holder.release().success());
+    let out = run(&["status", s(&t)]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("absent"));
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_the_documented_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory at the lock path.
+    let d = dir.path().join("d.jsonl");
+    std::fs::create_dir(lock_of(&d)).unwrap();
+    let out = run(&["append", "--timeout", "100ms", s(&d), "x"]);
+    assert_eq!(out.status.code(), Some(5));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is a directory, not a regular file") && err.contains("d.jsonl.lock"),
+        "{err}"
+    );
+    // A FIFO at the lock path: no hang.
+    let f = dir.path().join("f.jsonl");
+    let c = std::ffi::CString::new(s(&lock_of(&f))).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = run(&["exec", "--timeout", "100ms", s(&f), "--", "true"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    let out = run(&["status", s(&f)]);
+    assert_eq!(out.status.code(), Some(5));
+    // A missing directory.
+    let out = run(&["status", "/nonexistent-dir-xyz/s.jsonl"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("/nonexistent-dir-xyz"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["clean", "/nonexistent-dir-xyz"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+    // A malformed duration: usage error.
+    let out = run(&["exec", "--timeout", "5 parsecs", s(&d), "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid duration"),
+        "{}",
+        stderr(&out)
+    );
+    // Timing out is distinct from failing.
+    let t = dir.path().join("busy.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let out = run(&["append", "--timeout", "100ms", s(&t), "x"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(holder.release().success());
+}

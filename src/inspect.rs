@@ -80,6 +80,10 @@ pub enum Reason {
     /// Empty or malformed, but younger than the orphan grace: left alone.
     #[serde(rename = "in-grace")]
     InGrace,
+    /// The lock file exists but we may not read it (another user's 0600
+    /// file): its owner is unknown, so it counts as held.
+    #[serde(rename = "unreadable")]
+    Unreadable,
 }
 
 impl Reason {
@@ -99,6 +103,7 @@ impl Reason {
             Reason::OtherNamespace => "other-namespace",
             Reason::UnknownVersion => "unknown-version",
             Reason::InGrace => "in-grace",
+            Reason::Unreadable => "unreadable",
         }
     }
 }
@@ -470,7 +475,8 @@ impl Inspection {
 /// which [`crate::lock`] needs for a race-free reclaim.
 pub(crate) struct Observed {
     pub inspection: Inspection,
-    pub file: File,
+    /// `None` when the file could not be opened (unreadable): never reclaimed.
+    pub file: Option<File>,
 }
 
 fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> Error {
@@ -511,6 +517,9 @@ pub(crate) fn observe(
             // what is at the path instead of an errno.
             return match std::fs::symlink_metadata(lock_path) {
                 Ok(meta) if !meta.file_type().is_file() => Err(not_a_file(lock_path, &meta)),
+                Ok(meta) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    Ok(Some(unreadable(lock_path, &meta)))
+                }
                 Err(e2) if e2.kind() == io::ErrorKind::NotFound => Ok(None),
                 _ => Err(Error::io("open lock file", lock_path, e)),
             };
@@ -587,7 +596,34 @@ pub(crate) fn observe(
         reasons,
         id,
     };
-    Ok(Some(Observed { inspection, file }))
+    Ok(Some(Observed {
+        inspection,
+        file: Some(file),
+    }))
+}
+
+/// A regular lock file we may not open: owner unknown, so held (fail closed).
+fn unreadable(lock_path: &Path, meta: &std::fs::Metadata) -> Observed {
+    let file_age = meta.modified().ok().map(|m| {
+        SystemTime::now()
+            .duration_since(m)
+            .unwrap_or(Duration::ZERO)
+    });
+    Observed {
+        inspection: Inspection {
+            lock_path: lock_path.to_owned(),
+            record: None,
+            contents: "unreadable",
+            witness: Witness::Unknown,
+            pid_alive: None,
+            age: None,
+            file_age,
+            verdict: Verdict::Held,
+            reasons: vec![Reason::Unreadable],
+            id: sys::file_id(meta),
+        },
+        file: None,
+    }
 }
 
 #[cfg(test)]

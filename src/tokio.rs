@@ -84,6 +84,9 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
         let seen = watch.as_ref().map(Watch::generation);
         match lock::step(&paths, &opts, look_first)? {
             Step::Acquired(guard) => return Ok(guard),
+            Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
+                return Err(lock::timeout_error(&paths, &opts, None));
+            }
             Step::Retry => look_first = false,
             Step::Backoff => tokio::time::sleep(lock::RECLAIM_BACKOFF).await,
             Step::Wait(insp) => {

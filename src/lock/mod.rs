@@ -239,6 +239,10 @@ pub(crate) enum Reclaim {
 pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
     let inspect::Observed { inspection, file } = observed;
     let path = &inspection.lock_path;
+    let Some(file) = file else {
+        // Never opened (unreadable): nothing we may judge or remove.
+        return Ok(Reclaim::Busy);
+    };
     match sys::flock_try(&file, true) {
         Ok(true) => {}
         Ok(false) => return Ok(Reclaim::Busy),
@@ -289,7 +293,7 @@ pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 
 pub(crate) fn step(paths: &LockPaths, opts: &LockOptions, look_first: bool) -> Result<Step> {
     STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if !look_first || !paths.lock.exists() {
+    if !look_first || std::fs::symlink_metadata(&paths.lock).is_err() {
         if let Some(held) = publish(paths, opts)? {
             return Ok(Step::Acquired(LockGuard::new(held)));
         }
@@ -377,6 +381,10 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
         let seen = watch.as_ref().map(wait::Watch::generation);
         match step(&paths, opts, look_first)? {
             Step::Acquired(guard) => return Ok(guard),
+            Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
+                // Someone keeps changing the lock under us: still bounded.
+                return Err(timeout_error(&paths, opts, None));
+            }
             Step::Retry => look_first = false,
             Step::Backoff => std::thread::sleep(RECLAIM_BACKOFF),
             Step::Wait(insp) => {

@@ -384,10 +384,11 @@ pub fn decide(facts: &Facts, policy: &Policy) -> (Verdict, Vec<Reason>) {
         // invalid-createdAt, which it would reclaim after 5 s of mtime age).
         return (Verdict::Stale, reasons);
     }
-    let malformed_only = reasons
-        .iter()
-        .all(|r| matches!(r, Reason::MissingPid | Reason::InvalidCreatedAt));
-    if malformed_only {
+    if rec.pid.is_none() {
+        // No owner to judge: only the file's own age (mtime) may make it
+        // reclaimable, whatever `createdAt` claims (the reference lets a
+        // pid-less record with an old `createdAt` go at once; a copied or
+        // clock-skewed record must not).
         return orphan_by_mtime(reasons, facts, policy);
     }
     (Verdict::Reclaimable, reasons)
@@ -1044,6 +1045,15 @@ mod tests {
                 mtime_age_s: Some(10),
                 held_by_us: false,
                 want: (Reclaimable, vec![MissingPid, InvalidCreatedAt]),
+            },
+            Case {
+                name: "pid missing, createdAt ancient, fresh file: grace",
+                parsed: rec(reference(None, 31 * 60_000, None)),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Held, vec![MissingPid, TooOld, InGrace]),
             },
             Case {
                 name: "pid missing, createdAt fine, old file",

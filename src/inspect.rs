@@ -533,7 +533,14 @@ pub(crate) fn observe(
         return Err(not_a_file(lock_path, &meta));
     }
     let witness = match sys::flock_try(&file, false) {
-        Ok(true) => Witness::Free,
+        Ok(true) => {
+            // Drop the probe at once: only reclaimers ever lock an existing
+            // inode again (owners always lock a fresh one before publishing
+            // it), so "free" stays true, and a reclaimer's exclusive lock
+            // does not have to wait for inspectors that are still reading.
+            let _ = sys::flock_unlock(&file);
+            Witness::Free
+        }
         Ok(false) => Witness::Held,
         Err(_) => Witness::Unknown,
     };

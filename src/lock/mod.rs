@@ -243,11 +243,21 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
         // Never opened (unreadable): nothing we may judge or remove.
         return Ok(Reclaim::Busy);
     };
-    match sys::flock_try(&file, true) {
-        Ok(true) => {}
-        Ok(false) => return Ok(Reclaim::Busy),
-        // No flock on this filesystem: identity check only (documented window).
-        Err(_) => {}
+    // Inspectors hold their probe for microseconds and another reclaimer
+    // holds it only until its unlink: a short bounded retry almost always
+    // gets through, so contenders do not all give up at once.
+    let mut attempts = 0;
+    loop {
+        match sys::flock_try(&file, true) {
+            Ok(true) => break,
+            Ok(false) if attempts < RECLAIM_LOCK_ATTEMPTS => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Ok(false) => return Ok(Reclaim::Busy),
+            // No flock on this filesystem: identity check only (documented window).
+            Err(_) => break,
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() && sys::file_id(&meta) == inspection.id => {}
@@ -282,6 +292,10 @@ pub(crate) enum Step {
     /// Held by someone else: wait for a change.
     Wait(Box<Inspection>),
 }
+
+/// Tries (50 us apart) for the stale inode's exclusive lock before a
+/// reclaim reports [`Reclaim::Busy`].
+const RECLAIM_LOCK_ATTEMPTS: u32 = 40;
 
 /// Backoff after [`Step::Backoff`]: a reclaimer or inspector holds the
 /// stale inode for microseconds.

@@ -180,9 +180,13 @@ impl Hub {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // What ends a hold: the lock file unlinked or renamed away (release,
+        // reclaim), or closed by its last writer while still linked (the
+        // kernel closing a dead holder's descriptor). A lock file appearing
+        // (IN_MOVED_TO, IN_CREATE) means someone else got it: no wake-up.
+        // IN_EXCL_UNLINK drops the holder's own close after its unlink.
         let mask = libc::IN_DELETE
             | libc::IN_MOVED_FROM
-            | libc::IN_MOVED_TO
             | libc::IN_CLOSE_WRITE
             | libc::IN_ONLYDIR
             | libc::IN_EXCL_UNLINK;

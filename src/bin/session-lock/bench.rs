@@ -109,6 +109,8 @@ impl ChildRole {
 /// How long A keeps holding after B said it is about to wait, so that B is
 /// parked in its wait when A releases.
 const HOLD_BEFORE_RELEASE: Duration = Duration::from_millis(2);
+/// How long A waits at most, after that, for every thread of B to sleep.
+const PARK_GRACE: Duration = Duration::from_millis(100);
 /// Handoffs discarded at the start of each handoff measurement.
 const HANDOFF_WARMUP: usize = 5;
 /// Iterations discarded at the start of the uncontended and inspect loops.
@@ -120,6 +122,7 @@ const THROUGHPUT_NS: [usize; 4] = [2, 4, 8, 16];
 /// Tasks contending in the async phase.
 const ASYNC_TASKS: usize = 100;
 /// How long an async task holds the lock.
+#[cfg(feature = "tokio")]
 const ASYNC_HOLD: Duration = Duration::from_micros(100);
 /// Acquire timeout everywhere in the bench: a wait this long is a failure.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -215,6 +218,9 @@ struct Handoff {
     speedup_vs_polling: Option<f64>,
     iterations: usize,
     polling_iterations: usize,
+    /// Handoffs (ours, flock, polling) released while some thread of the
+    /// waiter was still running after the grace period (should be 0).
+    not_parked: [usize; 3],
 }
 
 /// Phase 3.
@@ -608,6 +614,10 @@ impl Peer {
         })
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn send(&mut self, line: &str) -> Result<(), String> {
         let Some(w) = self.stdin.as_mut() else {
             return Err(format!("{}: stdin already closed", self.name));
@@ -882,8 +892,38 @@ enum Holding {
     Polling,
 }
 
-/// Handoff samples in nanoseconds (A = this process, B = a child).
-fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<Vec<u64>, String> {
+/// Whether every thread of `pid` is asleep (state `S` in
+/// `/proc/<pid>/task/*/stat`); `None` where that cannot be read.
+fn all_threads_asleep(pid: u32) -> Option<bool> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+        if state != "S" {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// Wait (up to [`PARK_GRACE`]) until every thread of `pid` is asleep, so a
+/// handoff measures a real wake-up. False if some thread kept running.
+fn wait_parked(pid: u32) -> bool {
+    let deadline = Instant::now() + PARK_GRACE;
+    loop {
+        match all_threads_asleep(pid) {
+            Some(true) | None => return true,
+            Some(false) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(50))
+            }
+            Some(false) => return false,
+        }
+    }
+}
+
+/// Handoff samples in nanoseconds (A = this process, B = a child), and how
+/// many handoffs released while B was not (yet) asleep.
+fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<(Vec<u64>, usize), String> {
     let target = match role {
         ChildRole::HandoffOurs => dir.join("handoff.jsonl"),
         ChildRole::HandoffFlock => dir.join("handoff.jsonl.flock"),
@@ -898,6 +938,7 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<Vec<u64>
     let mut peer = Peer::spawn(role, &target, &[])?;
     let warmup = HANDOFF_WARMUP.min(iters);
     let mut samples = Vec::with_capacity(iters);
+    let mut not_parked = 0;
     for i in 0..warmup + iters {
         let holding = match (role, &flock_file) {
             (ChildRole::HandoffFlock, Some(f)) => {
@@ -916,6 +957,7 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<Vec<u64>
         peer.expect("ready")?;
         // B is about to call acquire: give it time to park in its wait.
         std::thread::sleep(HOLD_BEFORE_RELEASE);
+        let parked = wait_parked(peer.pid());
         let released = mono_ns();
         match (holding, &flock_file) {
             (Holding::Ours(g), _) => g.release().map_err(|e| err_str("release", e))?,
@@ -935,20 +977,18 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<Vec<u64>
         };
         if i >= warmup {
             samples.push(latency);
+            not_parked += usize::from(!parked);
         }
     }
     peer.finish()?;
-    Ok(samples)
+    Ok((samples, not_parked))
 }
 
 fn handoff(dir: &Path, plan: &Plan) -> Result<Handoff, String> {
-    let ours = Stats::of(handoff_samples(dir, ChildRole::HandoffOurs, plan.handoff)?);
-    let flock = Stats::of(handoff_samples(dir, ChildRole::HandoffFlock, plan.handoff)?);
-    let polling = Stats::of(handoff_samples(
-        dir,
-        ChildRole::HandoffPolling,
-        plan.polling,
-    )?);
+    let (ours, ours_np) = handoff_samples(dir, ChildRole::HandoffOurs, plan.handoff)?;
+    let (flock, flock_np) = handoff_samples(dir, ChildRole::HandoffFlock, plan.handoff)?;
+    let (polling, polling_np) = handoff_samples(dir, ChildRole::HandoffPolling, plan.polling)?;
+    let (ours, flock, polling) = (Stats::of(ours), Stats::of(flock), Stats::of(polling));
     Ok(Handoff {
         ours_p50_us: us(ours.p50),
         ours_p99_us: us(ours.p99),
@@ -961,6 +1001,7 @@ fn handoff(dir: &Path, plan: &Plan) -> Result<Handoff, String> {
         speedup_vs_polling: ratio(polling.p50 as f64, ours.p50 as f64).map(|r| round(r, 1)),
         iterations: plan.handoff,
         polling_iterations: plan.polling,
+        not_parked: [ours_np, flock_np, polling_np],
     })
 }
 
@@ -1478,9 +1519,10 @@ fn print_table(r: &Report) {
     let mut out = String::new();
     let mut row =
         |phase: &str, ours: String, base: String, ratio: String, goal: &str, verdict: &str| {
-            out.push_str(&format!(
-                "{phase:<16} {ours:<12} {base:<24} {ratio:<16} {goal:<26} {verdict}\n"
-            ));
+            let line =
+                format!("{phase:<16} {ours:<12} {base:<24} {ratio:<16} {goal:<26} {verdict}");
+            out.push_str(line.trim_end());
+            out.push('\n');
         };
     row(
         "phase",
@@ -1679,4 +1721,58 @@ pub fn run(args: &BenchArgs) -> i32 {
         print_table(&report);
     }
     if report.ok { 0 } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+        let s = Stats::of(vec![5, 1, 3]);
+        assert_eq!((s.p50, s.p99, s.max), (3, 5, 5));
+    }
+
+    #[test]
+    fn verify_lines_accepts_whole_ordered_lines_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.jsonl");
+        let write = |lines: &[String], tail: &str| {
+            let mut s: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            s.push_str(tail);
+            std::fs::write(&path, s).expect("write test file");
+        };
+        let good = vec![cycle_line(0, 0), cycle_line(1, 0), cycle_line(0, 1)];
+        write(&good, "");
+        assert_eq!(verify_lines(&path, &[2, 1]), Ok(()));
+        // Wrong count, unknown worker, out of order, torn tail, interleaved.
+        assert!(verify_lines(&path, &[2, 2]).is_err());
+        assert!(verify_lines(&path, &[3]).is_err());
+        write(&[cycle_line(0, 1), cycle_line(0, 0)], "");
+        assert!(verify_lines(&path, &[2]).is_err());
+        write(&good, "{\"id\":1,");
+        assert!(verify_lines(&path, &[2, 1]).is_err());
+        let a = cycle_line(0, 0);
+        let b = cycle_line(1, 0);
+        write(&[format!("{}{}", &a[..10], b), a[10..].to_owned()], "");
+        assert!(verify_lines(&path, &[1, 1]).is_err());
+        write(&[], "");
+        assert!(verify_lines(&path, &[0]).is_err());
+    }
+
+    #[test]
+    fn raw_inspect_reads_pid_liveness_and_start_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lock = dir.path().join("x.jsonl.lock");
+        std::fs::write(&lock, format!("{{\"pid\":{}}}\n", std::process::id())).expect("write");
+        let (alive, start) = raw_inspect(&lock).expect("inspect");
+        assert!(alive);
+        assert_eq!(start.is_some(), cfg!(target_os = "linux"));
+    }
 }

@@ -16,9 +16,8 @@
 //!   inside the runtime releases with two or three non-blocking syscalls.
 
 use crate::error::Result;
-use crate::inspect::Verdict;
 use crate::lock::wait::Watch;
-use crate::lock::{self, LockPaths, Step};
+use crate::lock::{self, Acquirer, LockPaths, Step};
 use crate::{LockGuard, LockOptions};
 use std::future::Future;
 use std::path::Path;
@@ -78,36 +77,31 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
     tokio::task::yield_now().await;
     let paths = LockPaths::resolve(target)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut acq = Acquirer::new(&paths, &opts);
+    let name = paths.lock.file_name().unwrap_or_default();
     let mut watch: Option<Watch> = None;
-    let mut look_first = false;
     loop {
         let seen = watch.as_ref().map(Watch::generation);
-        match lock::step(&paths, &opts, look_first)? {
+        match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
-                return Err(lock::timeout_error(&paths, &opts, None));
+                return Err(lock::timeout_error(&paths, &opts, acq.last_inspection()));
             }
-            Step::Retry => look_first = false,
+            Step::Retry => {}
             Step::Backoff => tokio::time::sleep(lock::RECLAIM_BACKOFF).await,
-            Step::Wait(insp) => {
-                if opts.fail_on_stale && insp.verdict == Verdict::Stale {
-                    return Err(lock::stale_error(&paths, &insp));
-                }
+            Step::Wait => {
                 let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return Err(lock::timeout_error(&paths, &opts, Some(&insp)));
-                }
-                look_first = true;
+                acq.check_wait(deadline.map(Instant::into_std), now.into_std())?;
                 match (watch.as_mut(), seen) {
                     (Some(w), Some(seen)) => {
                         let recheck = now + w.recheck_interval();
                         let until = deadline.map_or(recheck, |d| d.min(recheck));
-                        tokio::select! {
-                            _ = Changed { watch: w, seen, slot: None } => {}
-                            _ = tokio::time::sleep_until(until) => {}
-                        }
+                        acq.woken_by_event = tokio::select! {
+                            _ = Changed { watch: w, seen, slot: None } => true,
+                            _ = tokio::time::sleep_until(until) => false,
+                        };
                     }
-                    _ => watch = Some(Watch::new(&paths.dir)),
+                    _ => watch = Some(Watch::new(&paths.dir, name)),
                 }
             }
         }

@@ -19,8 +19,16 @@ use std::time::Instant;
 
 type Key = (Instant, u64);
 
+struct State {
+    deadlines: BTreeMap<Key, Weak<Held>>,
+    /// When the thread will wake by itself (`None`: it waits for a notify).
+    /// Arming a later deadline needs no wake-up: on an uncontended
+    /// acquire/release loop that saves a futex wake per acquisition.
+    wakes_at: Option<Instant>,
+}
+
 struct Watchdog {
-    deadlines: Mutex<BTreeMap<Key, Weak<Held>>>,
+    state: Mutex<State>,
     cv: Condvar,
 }
 
@@ -28,7 +36,10 @@ fn watchdog() -> &'static Watchdog {
     static WD: OnceLock<Watchdog> = OnceLock::new();
     static THREAD: std::sync::Once = std::sync::Once::new();
     let wd = WD.get_or_init(|| Watchdog {
-        deadlines: Mutex::new(BTreeMap::new()),
+        state: Mutex::new(State {
+            deadlines: BTreeMap::new(),
+            wakes_at: None,
+        }),
         cv: Condvar::new(),
     });
     THREAD.call_once(|| {
@@ -43,31 +54,35 @@ fn watchdog() -> &'static Watchdog {
 }
 
 impl Watchdog {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<Key, Weak<Held>>> {
-        self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn run(&self) {
-        let mut map = self.lock();
+        let mut st = self.lock();
         loop {
             let now = Instant::now();
-            let next = map.keys().next().copied();
+            let next = st.deadlines.keys().next().copied();
             match next {
-                None => map = self.cv.wait(map).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    st.wakes_at = None;
+                    st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
                 Some(key) if key.0 > now => {
-                    map = self
+                    st.wakes_at = Some(key.0);
+                    st = self
                         .cv
-                        .wait_timeout(map, key.0 - now)
+                        .wait_timeout(st, key.0 - now)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
                 Some(key) => {
-                    let weak = map.remove(&key);
-                    drop(map);
+                    let weak = st.deadlines.remove(&key);
+                    drop(st);
                     if let Some(held) = weak.and_then(|w| w.upgrade()) {
                         expire(&held);
                     }
-                    map = self.lock();
+                    st = self.lock();
                 }
             }
         }
@@ -103,11 +118,16 @@ pub(crate) fn arm(held: &Arc<Held>) {
     let key = (deadline, SEQ.fetch_add(1, Ordering::Relaxed));
     *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
     let wd = watchdog();
-    let mut map = wd.lock();
-    let earliest = map.keys().next().is_none_or(|k| key < *k);
-    map.insert(key, Arc::downgrade(held));
-    drop(map);
-    if earliest {
+    let mut st = wd.lock();
+    st.deadlines.insert(key, Arc::downgrade(held));
+    let notify = st.wakes_at.is_none_or(|at| deadline < at);
+    if notify {
+        // The thread recomputes `wakes_at` when it runs; until then, treat
+        // this deadline as the wake-up so others need not notify again.
+        st.wakes_at = Some(deadline);
+    }
+    drop(st);
+    if notify {
         wd.cv.notify_one();
     }
 }
@@ -120,11 +140,11 @@ pub(crate) fn disarm(held: &Held) {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     if let Some(key) = key {
-        watchdog().lock().remove(&key);
+        watchdog().lock().deadlines.remove(&key);
     }
 }
 
 /// How many deadlines the watchdog is tracking (for tests and `status`).
 pub fn armed_count() -> usize {
-    watchdog().lock().len()
+    watchdog().lock().deadlines.len()
 }

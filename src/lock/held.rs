@@ -17,6 +17,9 @@ pub(crate) struct HeldState {
     /// The witness: our open descriptor with the exclusive flock. `None`
     /// once released or lost.
     witness: Option<File>,
+    /// A writable descriptor opened by name after publishing (see
+    /// `sys::open_death_sentinel`); closed with the witness.
+    sentinel: Option<File>,
     /// Guards sharing this hold (nested guards).
     refs: usize,
     lost: Option<LostReason>,
@@ -79,6 +82,7 @@ impl Held {
     pub(crate) fn new(
         paths: LockPaths,
         witness: File,
+        sentinel: Option<File>,
         id: FileId,
         record: OwnerRecord,
         max_hold: Duration,
@@ -94,6 +98,7 @@ impl Held {
             watchdog_key: Mutex::new(None),
             state: Mutex::new(HeldState {
                 witness: Some(witness),
+                sentinel,
                 refs: 1,
                 lost: None,
                 transcript: None,
@@ -149,6 +154,7 @@ impl Held {
         // Closing drops the flock only now, after the unlink: a contender
         // can never see our path with the witness free while we hold it.
         drop(witness);
+        st.sentinel = None;
         st.transcript = None;
         outcome
     }
@@ -245,6 +251,7 @@ impl Held {
             // Someone removed or replaced our file: we no longer hold it.
             // Close the witness (never unlink: the path is not ours).
             st.witness = None;
+            st.sentinel = None;
             st.transcript = None;
             self.mark_lost(st, reason.clone());
             return Err(Error::LockLost {

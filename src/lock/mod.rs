@@ -1,17 +1,16 @@
 //! Acquire, reclaim and release: the protocol of `docs/protocol.md`.
 
 pub(crate) mod held;
+pub(crate) mod publish;
 pub(crate) mod wait;
 
 use crate::error::{Error, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};
 use crate::options::LockOptions;
-use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
-use crate::sys::{self, Publish};
-use held::{Held, LockGuard};
-use std::io::{self, Write};
+use crate::sys::{self, FileId};
+use held::LockGuard;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The transcript path and its lock path, normalised: the parent directory
@@ -93,134 +92,6 @@ pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
-    let me = inspect::SelfIdentity::current();
-    OwnerRecord {
-        pid: Some(me.pid),
-        created_at: Some(crate::time::format_rfc3339_ms(crate::time::now_ms())),
-        starttime: me.starttime,
-        max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
-        hostname: me.hostname,
-        boot_id: me.boot_id,
-        pid_ns: me.pid_ns,
-        token: Some(token),
-        witness: witness.then(|| WITNESS_FLOCK.to_owned()),
-        label: opts.label.clone(),
-        version: Some(RECORD_VERSION),
-    }
-}
-
-fn create_error(path: &Path, e: io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        return Error::NotAFile {
-            lock_path: path.to_owned(),
-            what: "symlink",
-        };
-    }
-    Error::io("create lock file", path, e)
-}
-
-/// One publish attempt. `Ok(None)`: the lock path already exists.
-fn publish(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
-    let token = hex(&sys::random_bytes());
-    let lock_name = paths
-        .lock
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = paths.dir.join(format!(".{lock_name}.{token}.tmp"));
-    let mut file = sys::create_private_exclusive(&tmp).map_err(|e| create_error(&paths.lock, e))?;
-    let cleanup = |e: Error| {
-        // Our private temp file: nobody else knows its random name.
-        let _ = std::fs::remove_file(&tmp);
-        e
-    };
-    // A fresh inode nobody else has open: the flock is ours at once unless
-    // the filesystem does not support flock at all.
-    let witness = matches!(sys::flock_try(&file, true), Ok(true));
-    let record = build_record(opts, token, witness);
-    file.write_all(&record.to_line())
-        .map_err(|e| cleanup(Error::io("write lock record", &paths.lock, e)))?;
-    crate::fault::hit("publish.before_rename");
-    match sys::publish_noreplace(&tmp, &paths.lock)
-        .map_err(|e| cleanup(create_error(&paths.lock, e)))?
-    {
-        Publish::Done { renamed: true } => {}
-        Publish::Done { renamed: false } => {
-            // Linked: both names exist; drop the temporary one.
-            if let Err(e) = std::fs::remove_file(&tmp) {
-                tracing::debug!(path = %tmp.display(), error = %e, "could not remove temp lock file after link");
-            }
-        }
-        Publish::Exists => {
-            drop(cleanup(Error::io(
-                "publish",
-                &tmp,
-                io::Error::from(io::ErrorKind::AlreadyExists),
-            )));
-            return Ok(None);
-        }
-        Publish::Unsupported => {
-            drop(cleanup(Error::io(
-                "publish",
-                &tmp,
-                io::Error::from(io::ErrorKind::Unsupported),
-            )));
-            return publish_fallback(paths, opts);
-        }
-    }
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
-    let id = sys::file_id(&meta);
-    Ok(Some(Held::new(
-        paths.clone(),
-        file,
-        id,
-        record,
-        opts.max_hold,
-        opts.from_async,
-    )))
-}
-
-/// Plain exclusive create + write, for filesystems with neither
-/// `renameat2(RENAME_NOREPLACE)` nor hard links. The record is written after
-/// the file appears; the witness flock is taken first, so our own inspectors
-/// see it held during that window, but software that ignores the witness
-/// may see an empty file for a moment (the 5 s orphan grace covers it).
-fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Option<Arc<Held>>> {
-    let mut file = match sys::create_private_exclusive(&paths.lock) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
-        Err(e) => return Err(create_error(&paths.lock, e)),
-    };
-    let witness = matches!(sys::flock_try(&file, true), Ok(true));
-    let record = build_record(opts, hex(&sys::random_bytes()), witness);
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
-    let id = sys::file_id(&meta);
-    if let Err(e) = file.write_all(&record.to_line()) {
-        // Roll back our partial file, by identity, never by name alone.
-        if std::fs::symlink_metadata(&paths.lock).is_ok_and(|m| sys::file_id(&m) == id) {
-            let _ = std::fs::remove_file(&paths.lock);
-        }
-        return Err(Error::io("write lock record", &paths.lock, e));
-    }
-    Ok(Some(Held::new(
-        paths.clone(),
-        file,
-        id,
-        record,
-        opts.max_hold,
-        opts.from_async,
-    )))
-}
-
 /// Outcome of a reclaim attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reclaim {
@@ -289,8 +160,8 @@ pub(crate) enum Step {
     Retry,
     /// Another reclaimer is busy on the stale inode: try again shortly.
     Backoff,
-    /// Held by someone else: wait for a change.
-    Wait(Box<Inspection>),
+    /// Held by someone else ([`Acquirer::last_inspection`]): wait for a change.
+    Wait,
 }
 
 /// Tries (50 us apart) for the stale inode's exclusive lock before a
@@ -305,24 +176,108 @@ pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
 /// that waiting does not poll).
 pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-pub(crate) fn step(paths: &LockPaths, opts: &LockOptions, look_first: bool) -> Result<Step> {
-    STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if !look_first || std::fs::symlink_metadata(&paths.lock).is_err() {
-        if let Some(held) = publish(paths, opts)? {
-            return Ok(Step::Acquired(LockGuard::new(held)));
+/// The state of one acquire call across its attempts.
+pub(crate) struct Acquirer<'a> {
+    paths: &'a LockPaths,
+    opts: &'a LockOptions,
+    /// Our witnessed record, kept between attempts (see `publish`).
+    prepared: Option<publish::Prepared>,
+    /// After a wait, look before trying to publish.
+    look_first: bool,
+    /// The lock file last judged held: its identity and the judgement.
+    last: Option<(FileId, Box<Inspection>)>,
+    /// The last wait ended with an event (not a timer).
+    pub(crate) woken_by_event: bool,
+}
+
+impl<'a> Acquirer<'a> {
+    pub(crate) fn new(paths: &'a LockPaths, opts: &'a LockOptions) -> Self {
+        Acquirer {
+            paths,
+            opts,
+            prepared: None,
+            look_first: false,
+            last: None,
+            woken_by_event: false,
         }
     }
-    let policy = acquire_policy(opts);
-    let Some(observed) = inspect::observe(&paths.lock, &policy, &held::held_by_us)? else {
-        return Ok(Step::Retry);
-    };
-    crate::fault::hit("acquire.after_observe");
-    match observed.inspection.verdict {
-        Verdict::Reclaimable => Ok(match reclaim(observed)? {
-            Reclaim::Removed | Reclaim::Changed => Step::Retry,
-            Reclaim::Busy => Step::Backoff,
-        }),
-        Verdict::Held | Verdict::Stale => Ok(Step::Wait(Box::new(observed.inspection))),
+
+    /// The inspection behind the last [`Step::Wait`].
+    pub(crate) fn last_inspection(&self) -> Option<&Inspection> {
+        self.last.as_ref().map(|(_, i)| &**i)
+    }
+
+    pub(crate) fn step(&mut self) -> Result<Step> {
+        STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let woken = std::mem::take(&mut self.woken_by_event);
+        let exists = if self.look_first {
+            match std::fs::symlink_metadata(&self.paths.lock) {
+                Ok(meta) => {
+                    let id = sys::file_id(&meta);
+                    if woken
+                        && meta.file_type().is_file()
+                        && let Some((last_id, _)) = self.last.as_mut()
+                        && *last_id != id
+                    {
+                        // A new lock file appeared since our wake-up: someone
+                        // else just won the race and published it, witnessed
+                        // (ours always are). Wait again without opening it;
+                        // a later event on it, or the safety re-check,
+                        // inspects it in full.
+                        *last_id = id;
+                        return Ok(Step::Wait);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        } else {
+            false
+        };
+        if !exists {
+            match publish::publish(self.paths, self.opts, self.prepared.take())? {
+                publish::Published::Held(held) => {
+                    return Ok(Step::Acquired(LockGuard::new(held)));
+                }
+                publish::Published::Exists(prepared) => self.prepared = prepared,
+            }
+        }
+        let policy = acquire_policy(self.opts);
+        let Some(observed) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us)? else {
+            self.look_first = false;
+            return Ok(Step::Retry);
+        };
+        crate::fault::hit("acquire.after_observe");
+        match observed.inspection.verdict {
+            Verdict::Reclaimable => {
+                self.look_first = false;
+                Ok(match reclaim(observed)? {
+                    Reclaim::Removed | Reclaim::Changed => Step::Retry,
+                    Reclaim::Busy => Step::Backoff,
+                })
+            }
+            Verdict::Held | Verdict::Stale => {
+                self.look_first = true;
+                let insp = observed.inspection;
+                self.last = Some((insp.id, Box::new(insp)));
+                Ok(Step::Wait)
+            }
+        }
+    }
+
+    /// The error for a `Wait` that may not wait: `Stale` with
+    /// `fail_on_stale`, `Timeout` past the deadline.
+    pub(crate) fn check_wait(&self, deadline: Option<Instant>, now: Instant) -> Result<()> {
+        if let Some(insp) = self.last_inspection()
+            && self.opts.fail_on_stale
+            && insp.verdict == Verdict::Stale
+        {
+            return Err(stale_error(self.paths, insp));
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(timeout_error(self.paths, self.opts, self.last_inspection()));
+        }
+        Ok(())
     }
 }
 
@@ -389,36 +344,33 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
     let paths = LockPaths::resolve(target)?;
     held::check_deadlock(&paths)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut watch: Option<wait::Watch> = None;
-    let mut look_first = false;
+    let mut acq = Acquirer::new(&paths, opts);
+    let mut watch: Option<wait::BlockingWatch> = None;
     loop {
-        let seen = watch.as_ref().map(wait::Watch::generation);
-        match step(&paths, opts, look_first)? {
+        if let Some(w) = watch.as_mut() {
+            // Before the look, so that no event after it is missed.
+            w.arm();
+        }
+        match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
                 // Someone keeps changing the lock under us: still bounded.
-                return Err(timeout_error(&paths, opts, None));
+                return Err(timeout_error(&paths, opts, acq.last_inspection()));
             }
-            Step::Retry => look_first = false,
+            Step::Retry => {}
             Step::Backoff => std::thread::sleep(RECLAIM_BACKOFF),
-            Step::Wait(insp) => {
-                if opts.fail_on_stale && insp.verdict == Verdict::Stale {
-                    return Err(stale_error(&paths, &insp));
-                }
+            Step::Wait => {
                 let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return Err(timeout_error(&paths, opts, Some(&insp)));
-                }
-                look_first = true;
-                let (Some(w), Some(seen)) = (watch.as_mut(), seen) else {
+                acq.check_wait(deadline, now)?;
+                let Some(w) = watch.as_mut() else {
                     // First contention: register, then look again so that a
                     // release between our look and the registration is seen.
-                    watch = Some(wait::Watch::new(&paths.dir));
+                    watch = Some(wait::BlockingWatch::new(&paths));
                     continue;
                 };
                 let recheck = now + w.recheck_interval();
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
-                w.wait_blocking(seen, until);
+                acq.woken_by_event = w.wait(until);
             }
         }
     }
@@ -454,29 +406,26 @@ pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockG
 pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuard> {
     // A few immediate retries cover "vanished" and "reclaimed" races; each
     // one means someone made progress.
-    let mut last = None;
+    let mut acq = Acquirer::new(paths, opts);
     for _ in 0..16 {
-        match step(paths, opts, false)? {
+        match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff => continue,
-            Step::Wait(insp) => {
-                last = Some(insp);
-                break;
-            }
+            Step::Wait => break,
         }
     }
-    let owner = Box::new(last.as_ref().map(|i| i.owner()).unwrap_or_default());
-    let reasons = last.as_ref().map(|i| i.reasons.clone()).unwrap_or_default();
-    match last {
-        Some(insp) if opts.fail_on_stale && insp.verdict == Verdict::Stale => {
-            Err(stale_error(paths, &insp))
-        }
-        _ => Err(Error::Busy {
-            lock_path: paths.lock.clone(),
-            owner,
-            reasons,
-        }),
+    if let Some(insp) = acq.last_inspection()
+        && opts.fail_on_stale
+        && insp.verdict == Verdict::Stale
+    {
+        return Err(stale_error(paths, insp));
     }
+    let last = acq.last_inspection();
+    Err(Error::Busy {
+        lock_path: paths.lock.clone(),
+        owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
+        reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+    })
 }
 
 /// Inspect the lock of `target` (or a lock file path ending in `.lock`)

@@ -1,12 +1,14 @@
 //! Waiting without polling: one inotify instance per process, one reader
-//! thread, and a generation counter per watched directory.
+//! thread, and a generation counter per lock file name.
 //!
-//! A waiter registers interest in the lock's directory *before* it looks at
-//! the lock, remembers the generation, and after finding the lock held sleeps
-//! until the generation moves (an event on a `*.lock` name: unlink, rename,
-//! or the last writer closing it, which is what the kernel does when a
-//! holder dies) or its deadline passes. Because the generation is read
-//! before the look, an event between the look and the sleep is never lost.
+//! A waiter registers interest in its lock file (a watch on the directory,
+//! filtered by name) *before* it looks at the lock, remembers the
+//! generation, and after finding the lock held sleeps until the generation
+//! moves (the lock file unlinked or renamed away, or closed by its last
+//! writer, which is what the kernel does when a holder dies) or its deadline
+//! passes. Because the generation is read before the look, an event between
+//! the look and the sleep is never lost. Waiters on other lock files in the
+//! same directory are not woken.
 //!
 //! One instance for the whole process matters: the default
 //! `fs.inotify.max_user_instances` is 128, so an instance per waiter would
@@ -20,9 +22,12 @@
 //! exponential backoff without it.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Even with inotify, re-check this often: filesystems that deliver no
@@ -30,14 +35,40 @@ use std::time::{Duration, Instant};
 /// without their lock file open are still noticed.
 pub const SAFETY_RECHECK: Duration = Duration::from_secs(2);
 
+/// What ends a hold: the lock file unlinked or renamed away (release,
+/// reclaim), or closed by its last writer while still linked (the kernel
+/// closing a dead holder's descriptors). A lock file appearing (IN_MOVED_TO,
+/// IN_CREATE) means someone else got it: no wake-up. IN_EXCL_UNLINK drops
+/// the holder's own close after its unlink.
+#[cfg(target_os = "linux")]
+const WATCH_MASK: u32 = libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_ONLYDIR
+    | libc::IN_EXCL_UNLINK;
+
 /// Directories whose watch stays open with no waiter.
 pub const MAX_IDLE_WATCHES: usize = 32;
 
+/// Waiters on one lock file name.
+struct Name {
+    generation: u64,
+    users: usize,
+    cv: Arc<Condvar>,
+    wakers: Vec<(u64, Waker)>,
+}
+
+impl Name {
+    fn bump(&mut self, wake: &mut Vec<Waker>, cvs: &mut Vec<Arc<Condvar>>) {
+        self.generation += 1;
+        wake.extend(self.wakers.drain(..).map(|(_, w)| w));
+        cvs.push(self.cv.clone());
+    }
+}
+
 struct Dir {
     wd: i32,
-    users: usize,
-    generation: u64,
-    wakers: Vec<(u64, Waker)>,
+    names: HashMap<OsString, Name>,
     last_used: Instant,
 }
 
@@ -52,7 +83,6 @@ pub(crate) struct Hub {
     #[cfg(target_os = "linux")]
     fd: std::os::fd::OwnedFd,
     inner: Mutex<Inner>,
-    cv: Condvar,
 }
 
 fn hub() -> Option<&'static Hub> {
@@ -92,7 +122,6 @@ impl Hub {
             // SAFETY: fd is a fresh descriptor we own.
             fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
             inner: Mutex::new(Inner::default()),
-            cv: Condvar::new(),
         })
     }
 
@@ -117,7 +146,7 @@ impl Hub {
                 return;
             }
             let n = n as usize;
-            let mut events: Vec<(i32, bool)> = Vec::new();
+            let mut events: Vec<(i32, Option<OsString>)> = Vec::new();
             let mut all = false;
             let mut off = 0;
             let header = std::mem::size_of::<libc::inotify_event>();
@@ -130,45 +159,60 @@ impl Hub {
                 let name = &buf[(off + header).min(n)..(off + header + name_len).min(n)];
                 let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
                 off += header + name_len;
-                let ignored = ev.mask & libc::IN_IGNORED != 0;
                 if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                     all = true;
-                } else if ignored || name.ends_with(b".lock") {
-                    events.push((ev.wd, ignored));
+                } else if ev.mask & libc::IN_IGNORED != 0 {
+                    // The directory (or its watch) went away: everyone there re-checks.
+                    events.push((ev.wd, None));
+                } else if name.ends_with(b".lock") {
+                    use std::os::unix::ffi::OsStrExt;
+                    events.push((ev.wd, Some(std::ffi::OsStr::from_bytes(name).to_owned())));
                 }
             }
             if !all && events.is_empty() {
                 continue;
             }
+            let mut wake = Vec::new();
+            let mut cvs = Vec::new();
             let mut inner = self.lock();
             let Inner { dirs, by_wd, .. } = &mut *inner;
-            let mut wake = Vec::new();
-            let mut bump = |d: &mut Dir| {
-                d.generation += 1;
-                wake.extend(d.wakers.drain(..).map(|(_, w)| w));
-            };
             if all {
-                dirs.values_mut().for_each(&mut bump);
+                for d in dirs.values_mut() {
+                    d.names
+                        .values_mut()
+                        .for_each(|n| n.bump(&mut wake, &mut cvs));
+                }
             }
-            for (wd, ignored) in events {
-                let path = if ignored {
+            for (wd, name) in events {
+                let path = if name.is_none() {
                     by_wd.remove(&wd)
                 } else {
                     by_wd.get(&wd).cloned()
                 };
-                if let Some(d) = path.and_then(|p| dirs.get_mut(&p)) {
-                    if ignored {
-                        // The directory went away: waiters re-check and
-                        // re-watch if they still need to.
+                let Some(d) = path.and_then(|p| dirs.get_mut(&p)) else {
+                    continue;
+                };
+                match name {
+                    None => {
                         d.wd = -1;
+                        if !all {
+                            d.names
+                                .values_mut()
+                                .for_each(|n| n.bump(&mut wake, &mut cvs));
+                        }
                     }
-                    if !all {
-                        bump(d);
+                    Some(name) if !all => {
+                        if let Some(n) = d.names.get_mut(&name) {
+                            n.bump(&mut wake, &mut cvs);
+                        }
                     }
+                    Some(_) => {}
                 }
             }
             drop(inner);
-            self.cv.notify_all();
+            for cv in cvs {
+                cv.notify_all();
+            }
             for w in wake {
                 w.wake();
             }
@@ -180,18 +224,8 @@ impl Hub {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // What ends a hold: the lock file unlinked or renamed away (release,
-        // reclaim), or closed by its last writer while still linked (the
-        // kernel closing a dead holder's descriptor). A lock file appearing
-        // (IN_MOVED_TO, IN_CREATE) means someone else got it: no wake-up.
-        // IN_EXCL_UNLINK drops the holder's own close after its unlink.
-        let mask = libc::IN_DELETE
-            | libc::IN_MOVED_FROM
-            | libc::IN_CLOSE_WRITE
-            | libc::IN_ONLYDIR
-            | libc::IN_EXCL_UNLINK;
         // SAFETY: valid fd and NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) };
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), WATCH_MASK) };
         (wd >= 0).then_some(wd)
     }
 
@@ -212,59 +246,73 @@ impl Hub {
     fn rm_watch(&self, _wd: i32) {}
 }
 
-/// A registration of interest in one directory. Dropping it releases the
-/// registration (the watch itself may stay open, idle).
+/// A registration of interest in one lock file. Dropping it releases the
+/// registration (the directory watch itself may stay open, idle).
 pub(crate) struct Watch {
     hub: Option<&'static Hub>,
     dir: PathBuf,
+    name: OsString,
+    cv: Option<Arc<Condvar>>,
     backoff: Duration,
 }
 
 impl Watch {
-    /// Register interest in `dir`. Never fails: without inotify the watch
-    /// degrades to timed re-checks.
-    pub(crate) fn new(dir: &Path) -> Watch {
-        let mut hub = hub();
-        if let Some(h) = hub {
-            let mut inner = h.lock();
-            let has_watch = inner.dirs.get(dir).is_some_and(|d| d.wd >= 0);
-            if !has_watch {
-                match h.add_watch(dir) {
-                    Some(wd) => {
-                        inner.by_wd.insert(wd, dir.to_owned());
-                        let d = inner.dirs.entry(dir.to_owned()).or_insert(Dir {
-                            wd,
-                            users: 0,
-                            generation: 0,
-                            wakers: Vec::new(),
-                            last_used: Instant::now(),
-                        });
-                        d.wd = wd;
-                    }
-                    None => hub = None,
-                }
-            }
-            if hub.is_some()
-                && let Some(d) = inner.dirs.get_mut(dir)
-            {
-                d.users += 1;
-                d.last_used = Instant::now();
-            }
-            if hub.is_some() {
-                prune_idle(h, &mut inner);
-            }
-        }
-        Watch {
-            hub,
+    /// Register interest in the lock file `dir/name`. Never fails: without
+    /// inotify the watch degrades to timed re-checks.
+    pub(crate) fn new(dir: &Path, name: &OsStr) -> Watch {
+        let mut watch = Watch {
+            hub: None,
             dir: dir.to_owned(),
+            name: name.to_owned(),
+            cv: None,
             backoff: Duration::from_millis(1),
+        };
+        let Some(h) = hub() else {
+            return watch;
+        };
+        let mut inner = h.lock();
+        let has_watch = inner.dirs.get(dir).is_some_and(|d| d.wd >= 0);
+        if !has_watch {
+            let Some(wd) = h.add_watch(dir) else {
+                return watch;
+            };
+            inner.by_wd.insert(wd, dir.to_owned());
+            let d = inner.dirs.entry(dir.to_owned()).or_insert_with(|| Dir {
+                wd,
+                names: HashMap::new(),
+                last_used: Instant::now(),
+            });
+            d.wd = wd;
         }
+        let Some(d) = inner.dirs.get_mut(dir) else {
+            return watch;
+        };
+        d.last_used = Instant::now();
+        let n = d.names.entry(name.to_owned()).or_insert_with(|| Name {
+            generation: 0,
+            users: 0,
+            cv: Arc::new(Condvar::new()),
+            wakers: Vec::new(),
+        });
+        n.users += 1;
+        watch.cv = Some(n.cv.clone());
+        watch.hub = Some(h);
+        prune_idle(h, &mut inner);
+        watch
+    }
+
+    fn with_name<T>(&self, inner: &mut Inner, f: impl FnOnce(&mut Name) -> T) -> Option<T> {
+        inner
+            .dirs
+            .get_mut(&self.dir)
+            .and_then(|d| d.names.get_mut(&self.name))
+            .map(f)
     }
 
     /// The current generation (take it *before* looking at the lock).
     pub(crate) fn generation(&self) -> u64 {
         match self.hub {
-            Some(h) => h.lock().dirs.get(&self.dir).map_or(0, |d| d.generation),
+            Some(h) => self.with_name(&mut h.lock(), |n| n.generation).unwrap_or(0),
             None => 0,
         }
     }
@@ -283,7 +331,7 @@ impl Watch {
     /// Block until the generation differs from `seen` or `until` passes.
     /// Returns true if woken by an event.
     pub(crate) fn wait_blocking(&self, seen: u64, until: Instant) -> bool {
-        let Some(h) = self.hub else {
+        let (Some(h), Some(cv)) = (self.hub, self.cv.as_ref()) else {
             let now = Instant::now();
             if until > now {
                 std::thread::sleep(until - now);
@@ -292,7 +340,7 @@ impl Watch {
         };
         let mut inner = h.lock();
         loop {
-            let generation = inner.dirs.get(&self.dir).map_or(0, |d| d.generation);
+            let generation = self.with_name(&mut inner, |n| n.generation).unwrap_or(0);
             if generation != seen {
                 return true;
             }
@@ -300,15 +348,16 @@ impl Watch {
             if now >= until {
                 return false;
             }
-            inner =
-                h.cv.wait_timeout(inner, until - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+            inner = cv
+                .wait_timeout(inner, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
     /// Async: ready when the generation differs from `seen`. `slot` keeps
     /// this waiter's registration id so it can be removed on drop.
+    #[cfg(feature = "tokio")]
     pub(crate) fn poll_changed(
         &self,
         seen: u64,
@@ -323,51 +372,46 @@ impl Watch {
             Some(id) => *id,
             None => {
                 inner.next_waker_id += 1;
-                let id = inner.next_waker_id;
-                *slot = Some(id);
-                id
+                *slot = Some(inner.next_waker_id);
+                inner.next_waker_id
             }
         };
-        let Some(d) = inner.dirs.get_mut(&self.dir) else {
-            return Poll::Ready(());
-        };
-        if d.generation != seen {
-            d.wakers.retain(|(i, _)| *i != id);
-            return Poll::Ready(());
-        }
-        match d.wakers.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, w)) => w.clone_from(cx.waker()),
-            None => d.wakers.push((id, cx.waker().clone())),
-        }
-        Poll::Pending
+        self.with_name(&mut inner, |n| {
+            if n.generation != seen {
+                n.wakers.retain(|(i, _)| *i != id);
+                return Poll::Ready(());
+            }
+            match n.wakers.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, w)) => w.clone_from(cx.waker()),
+                None => n.wakers.push((id, cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+        .unwrap_or(Poll::Ready(()))
     }
 
     /// Forget an async registration (on future drop).
+    #[cfg(feature = "tokio")]
     pub(crate) fn forget_waker(&self, id: u64) {
-        if let Some(h) = self.hub
-            && let Some(d) = h.lock().dirs.get_mut(&self.dir)
-        {
-            d.wakers.retain(|(i, _)| *i != id);
+        if let Some(h) = self.hub {
+            self.with_name(&mut h.lock(), |n| n.wakers.retain(|(i, _)| *i != id));
         }
     }
 }
 
 fn prune_idle(h: &Hub, inner: &mut Inner) {
-    let idle: Vec<(Instant, PathBuf)> = inner
+    let mut idle: Vec<(Instant, PathBuf)> = inner
         .dirs
         .iter()
-        .filter(|(_, d)| d.users == 0)
+        .filter(|(_, d)| d.names.is_empty())
         .map(|(p, d)| (d.last_used, p.clone()))
         .collect();
     if idle.len() <= MAX_IDLE_WATCHES {
         return;
     }
-    let mut idle = idle;
     idle.sort();
-    for (_, path) in idle
-        .into_iter()
-        .take(inner.dirs.len().saturating_sub(MAX_IDLE_WATCHES))
-    {
+    let excess = idle.len() - MAX_IDLE_WATCHES;
+    for (_, path) in idle.into_iter().take(excess) {
         if let Some(d) = inner.dirs.remove(&path)
             && d.wd >= 0
         {
@@ -379,11 +423,201 @@ fn prune_idle(h: &Hub, inner: &mut Inner) {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(h) = self.hub
-            && let Some(d) = h.lock().dirs.get_mut(&self.dir)
-        {
-            d.users = d.users.saturating_sub(1);
+        let Some(h) = self.hub else {
+            return;
+        };
+        let mut inner = h.lock();
+        if let Some(d) = inner.dirs.get_mut(&self.dir) {
             d.last_used = Instant::now();
+            if let Some(n) = d.names.get_mut(&self.name) {
+                n.users = n.users.saturating_sub(1);
+                if n.users == 0 {
+                    d.names.remove(&self.name);
+                }
+            }
+        }
+    }
+}
+
+/// The blocking API's wait: the calling thread's own inotify instance
+/// (kept open across waits in a thread-local, so only the first wait of a
+/// thread pays for `inotify_init1`), polled by the waiting thread itself,
+/// so the kernel wakes the waiter directly, with no hop through the hub's
+/// reader thread. Falls back to the shared hub where a thread-local
+/// instance cannot be had (instance limit, no inotify).
+pub(crate) enum BlockingWatch {
+    #[cfg(target_os = "linux")]
+    Local(local::LocalWatch),
+    Hub(Watch, u64),
+}
+
+impl BlockingWatch {
+    pub(crate) fn new(paths: &crate::lock::LockPaths) -> BlockingWatch {
+        let name = paths.lock.file_name().unwrap_or_default();
+        #[cfg(target_os = "linux")]
+        if let Some(w) = local::LocalWatch::new(&paths.dir, name) {
+            return BlockingWatch::Local(w);
+        }
+        BlockingWatch::Hub(Watch::new(&paths.dir, name), 0)
+    }
+
+    /// Call before each look at the lock.
+    pub(crate) fn arm(&mut self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            BlockingWatch::Local(w) => w.drain(),
+            BlockingWatch::Hub(w, seen) => *seen = w.generation(),
+        }
+    }
+
+    pub(crate) fn recheck_interval(&mut self) -> Duration {
+        match self {
+            #[cfg(target_os = "linux")]
+            BlockingWatch::Local(_) => SAFETY_RECHECK,
+            BlockingWatch::Hub(w, _) => w.recheck_interval(),
+        }
+    }
+
+    /// Sleep until an event on the lock file (true) or `until` (false).
+    pub(crate) fn wait(&mut self, until: Instant) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            BlockingWatch::Local(w) => w.wait(until),
+            BlockingWatch::Hub(w, seen) => w.wait_blocking(*seen, until),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod local {
+    use std::cell::RefCell;
+    use std::ffi::{OsStr, OsString};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    struct Local {
+        fd: OwnedFd,
+        watched: Option<(PathBuf, i32)>,
+    }
+
+    thread_local! {
+        static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+    }
+
+    /// A wait on one lock name through this thread's inotify instance.
+    /// Not `Send`: it belongs to the thread whose instance it uses.
+    pub(crate) struct LocalWatch {
+        name: OsString,
+        fd: i32,
+        _not_send: std::marker::PhantomData<*const ()>,
+    }
+
+    impl LocalWatch {
+        pub(crate) fn new(dir: &Path, name: &OsStr) -> Option<LocalWatch> {
+            LOCAL.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    // SAFETY: plain syscall; the fd is owned below.
+                    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+                    if fd < 0 {
+                        return None;
+                    }
+                    *slot = Some(Local {
+                        // SAFETY: fresh descriptor we own.
+                        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                        watched: None,
+                    });
+                }
+                let local = slot.as_mut()?;
+                if local.watched.as_ref().is_none_or(|(d, _)| d != dir) {
+                    if let Some((_, wd)) = local.watched.take() {
+                        // SAFETY: valid fd; a stale wd only gives EINVAL.
+                        unsafe { libc::inotify_rm_watch(local.fd.as_raw_fd(), wd) };
+                    }
+                    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+                    // SAFETY: valid fd and NUL-terminated path.
+                    let wd = unsafe {
+                        libc::inotify_add_watch(local.fd.as_raw_fd(), c.as_ptr(), super::WATCH_MASK)
+                    };
+                    if wd < 0 {
+                        return None;
+                    }
+                    local.watched = Some((dir.to_owned(), wd));
+                }
+                Some(LocalWatch {
+                    name: name.to_owned(),
+                    fd: local.fd.as_raw_fd(),
+                    _not_send: std::marker::PhantomData,
+                })
+            })
+        }
+
+        /// Read everything queued; true if any event concerns our name (or
+        /// the watch itself: overflow, directory gone).
+        fn read_events(&self) -> bool {
+            let mut buf = [0u8; 8192];
+            let mut relevant = false;
+            loop {
+                // SAFETY: buf is valid for its length; non-blocking fd.
+                let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    return relevant;
+                }
+                let n = n as usize;
+                let header = std::mem::size_of::<libc::inotify_event>();
+                let mut off = 0;
+                while off + header <= n {
+                    // SAFETY: whole events from the kernel; unaligned read.
+                    let ev: libc::inotify_event =
+                        unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
+                    let len = ev.len as usize;
+                    let name = &buf[(off + header).min(n)..(off + header + len).min(n)];
+                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                    off += header + len;
+                    if ev.mask & libc::IN_IGNORED != 0 {
+                        LOCAL.with(|c| {
+                            if let Some(l) = c.borrow_mut().as_mut() {
+                                l.watched = None;
+                            }
+                        });
+                        relevant = true;
+                    }
+                    if ev.mask & libc::IN_Q_OVERFLOW != 0 || name == self.name.as_bytes() {
+                        relevant = true;
+                    }
+                }
+            }
+        }
+
+        /// Forget what is queued (call before looking at the lock).
+        pub(crate) fn drain(&self) {
+            let _ = self.read_events();
+        }
+
+        pub(crate) fn wait(&self, until: Instant) -> bool {
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    return false;
+                }
+                let left = until - now;
+                let ts = libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                };
+                let mut pfd = libc::pollfd {
+                    fd: self.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; ppoll takes a nanosecond timeout.
+                let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+                if r > 0 && self.read_events() {
+                    return true;
+                }
+            }
         }
     }
 }

@@ -108,6 +108,73 @@ pub fn flock_unlock(file: &File) -> io::Result<()> {
     cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) }).map(|_| ())
 }
 
+/// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has
+/// no name until [`link_tmpfile`] gives it one, so a crash before that
+/// leaves nothing behind. Errors with the kernel's answer where unsupported
+/// (EOPNOTSUPP, EISDIR on old kernels, EINVAL).
+#[cfg(target_os = "linux")]
+pub(crate) fn open_tmpfile(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_tmpfile(_dir: &Path) -> io::Result<File> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Give an `O_TMPFILE` file the name `to`, never replacing an existing
+/// `to` (linkat(2) fails with EEXIST). Uses `/proc/self/fd`, which needs no
+/// privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+#[cfg(target_os = "linux")]
+pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<Publish> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let to_c = cstr(to)?;
+    // SAFETY: two valid NUL-terminated paths.
+    let ret = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if ret == 0 {
+        return Ok(Publish::Done { renamed: true });
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EEXIST) => Ok(Publish::Exists),
+        // No /proc mounted (a missing target directory is a real error).
+        Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => Ok(Publish::Unsupported),
+        // A filesystem without hard links for such files.
+        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) => Ok(Publish::Unsupported),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn link_tmpfile(_file: &File, _to: &Path) -> io::Result<Publish> {
+    Ok(Publish::Unsupported)
+}
+
+/// Open the published lock file by name for writing, without following a
+/// symlink and without blocking. Its only purpose: when the holder dies the
+/// kernel closes it, and a writable descriptor closing while the name is
+/// still linked is an inotify `IN_CLOSE_WRITE` on that name, which wakes
+/// the waiters at once (a descriptor from `O_TMPFILE` closes unseen).
+pub(crate) fn open_death_sentinel(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Outcome of a no-clobber publish.
 pub(crate) enum Publish {
     /// The temp file is now at the destination (and no longer at its own name

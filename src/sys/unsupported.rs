@@ -65,3 +65,12 @@ pub(crate) fn random_bytes() -> [u8; 16] {
         .unwrap_or(0);
     nanos.to_le_bytes()
 }
+pub(crate) fn open_tmpfile(_dir: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
+pub(crate) fn link_tmpfile(_file: &File, _to: &Path) -> io::Result<Publish> {
+    Err(unsupported())
+}
+pub(crate) fn open_death_sentinel(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}

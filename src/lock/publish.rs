@@ -1,0 +1,317 @@
+//! Publishing a lock file that is never visible without its full record.
+//!
+//! A [`Prepared`] file holds the complete owner record and the witness
+//! flock before it has the lock file's name. Publishing gives it that name
+//! without ever replacing an existing lock file:
+//!
+//! 1. Linux `O_TMPFILE` + `linkat(2)`: the file has no name at all until
+//!    the link, so a crash at any point leaves nothing behind;
+//! 2. else a private temp file `.<lock name>.<token>.tmp` (exclusive create,
+//!    0600, no symlink following) and `renameat2(RENAME_NOREPLACE)`, or
+//!    `link(2)` + unlink of the temp name;
+//! 3. else (no rename-noreplace, no hard links: some FUSE and SMB mounts) a
+//!    plain exclusive create of the lock file, witness taken first, record
+//!    written after: the one window where software that ignores the witness
+//!    can see an empty lock file (the 5 s orphan grace covers it).
+//!
+//! A contender that loses keeps its prepared file and only refreshes
+//! `createdAt` in place before its next attempt, so a herd of woken waiters
+//! costs one failing `linkat` each, not a file creation.
+
+use crate::error::{Error, Result};
+use crate::inspect::SelfIdentity;
+use crate::lock::LockPaths;
+use crate::lock::held::Held;
+use crate::options::LockOptions;
+use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
+use crate::sys::{self, Publish};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once `O_TMPFILE` or `/proc/self/fd` linking failed in this process:
+/// later attempts go straight to the named temp file.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
+    let me = SelfIdentity::current();
+    OwnerRecord {
+        pid: Some(me.pid),
+        created_at: Some(crate::time::format_rfc3339_ms(crate::time::now_ms())),
+        starttime: me.starttime,
+        max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
+        hostname: me.hostname,
+        boot_id: me.boot_id,
+        pid_ns: me.pid_ns,
+        token: Some(token),
+        witness: witness.then(|| WITNESS_FLOCK.to_owned()),
+        label: opts.label.clone(),
+        version: Some(RECORD_VERSION),
+    }
+}
+
+pub(crate) fn create_error(path: &Path, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return Error::NotAFile {
+            lock_path: path.to_owned(),
+            what: "symlink",
+        };
+    }
+    Error::io("create lock file", path, e)
+}
+
+enum Kind {
+    /// `O_TMPFILE`: no name yet.
+    Unnamed,
+    /// A private temp file with this name (removed on drop unless published).
+    Named(PathBuf),
+}
+
+/// A witnessed file holding a complete record, not yet published.
+pub(crate) struct Prepared {
+    kind: Kind,
+    file: Option<File>,
+    record: OwnerRecord,
+    /// Byte offset of the `createdAt` value in the written line.
+    created_at_offset: Option<usize>,
+}
+
+impl Prepared {
+    pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
+        let token = hex(&sys::random_bytes());
+        let (kind, file) = match Self::open_unnamed(paths) {
+            Some(f) => (Kind::Unnamed, f),
+            None => {
+                let lock_name = paths
+                    .lock
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tmp = paths.dir.join(format!(".{lock_name}.{token}.tmp"));
+                let f = sys::create_private_exclusive(&tmp)
+                    .map_err(|e| create_error(&paths.lock, e))?;
+                (Kind::Named(tmp), f)
+            }
+        };
+        let mut prepared = Prepared {
+            kind,
+            file: Some(file),
+            record: OwnerRecord::default(),
+            created_at_offset: None,
+        };
+        let file = prepared.file.as_mut().expect("set above");
+        // A fresh inode nobody else has open: the flock is ours at once
+        // unless the filesystem does not support flock at all.
+        let witness = matches!(sys::flock_try(file, true), Ok(true));
+        let record = build_record(opts, token, witness);
+        let line = record.to_line();
+        // Dropping `prepared` on error removes a named temp file.
+        file.write_all(&line)
+            .map_err(|e| Error::io("write lock record", &paths.lock, e))?;
+        prepared.created_at_offset = find_created_at(&line, &record);
+        prepared.record = record;
+        Ok(prepared)
+    }
+
+    fn open_unnamed(paths: &LockPaths) -> Option<File> {
+        if NO_TMPFILE.load(Ordering::Relaxed) {
+            return None;
+        }
+        match sys::open_tmpfile(&paths.dir) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                // Only "not supported here" turns it off for good; other
+                // errors (EACCES, ENOENT) resurface from the named temp file.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                ) || e.kind() == io::ErrorKind::Unsupported
+                {
+                    NO_TMPFILE.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// Rewrite `createdAt` in place (same length: the format is fixed
+    /// width) so the record says when the lock was actually taken.
+    fn refresh(&mut self, lock_path: &Path) -> Result<()> {
+        let (Some(offset), Some(file)) = (self.created_at_offset, self.file.as_ref()) else {
+            return Ok(());
+        };
+        let now = crate::time::format_rfc3339_ms(crate::time::now_ms());
+        if Some(now.len()) != self.record.created_at.as_ref().map(String::len) {
+            return Ok(());
+        }
+        file.write_all_at(now.as_bytes(), offset as u64)
+            .map_err(|e| Error::io("write lock record", lock_path, e))?;
+        self.record.created_at = Some(now);
+        Ok(())
+    }
+}
+
+fn find_created_at(line: &[u8], record: &OwnerRecord) -> Option<usize> {
+    let value = record.created_at.as_ref()?;
+    let needle = format!("\"createdAt\":\"{value}\"");
+    line.windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .map(|p| p + "\"createdAt\":\"".len())
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.file.is_some()
+            && let Kind::Named(tmp) = &self.kind
+        {
+            // Our private temp file: nobody else knows its random name.
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// What a publish attempt gave.
+pub(crate) enum Published {
+    Held(Arc<Held>),
+    /// The lock file exists; the prepared file is kept for the next try.
+    Exists(Option<Prepared>),
+}
+
+/// One publish attempt, reusing `prepared` if given.
+pub(crate) fn publish(
+    paths: &LockPaths,
+    opts: &LockOptions,
+    prepared: Option<Prepared>,
+) -> Result<Published> {
+    let mut p = match prepared {
+        Some(mut p) => {
+            p.refresh(&paths.lock)?;
+            p
+        }
+        None => Prepared::create(paths, opts)?,
+    };
+    crate::fault::hit("publish.before_rename");
+    let file = p.file.as_ref().expect("a prepared file until published");
+    let outcome = match &p.kind {
+        Kind::Unnamed => sys::link_tmpfile(file, &paths.lock),
+        Kind::Named(tmp) => sys::publish_noreplace(tmp, &paths.lock),
+    }
+    .map_err(|e| create_error(&paths.lock, e))?;
+    match outcome {
+        Publish::Done { renamed } => {
+            if let (Kind::Named(tmp), false) = (&p.kind, renamed) {
+                // Linked: both names exist; drop the temporary one.
+                if let Err(e) = std::fs::remove_file(tmp) {
+                    tracing::debug!(path = %tmp.display(), error = %e, "could not remove temp lock file after link");
+                }
+            }
+            let file = p.file.take().expect("checked above");
+            let sentinel = match p.kind {
+                // See `sys::open_death_sentinel`: only unnamed files need it.
+                Kind::Unnamed => sys::open_death_sentinel(&paths.lock).ok(),
+                Kind::Named(_) => None,
+            };
+            held(paths, opts, file, sentinel, std::mem::take(&mut p.record)).map(Published::Held)
+        }
+        Publish::Exists => Ok(Published::Exists(Some(p))),
+        Publish::Unsupported => {
+            if matches!(p.kind, Kind::Unnamed) {
+                // linkat through /proc failed: named temp files from now on.
+                NO_TMPFILE.store(true, Ordering::Relaxed);
+                drop(p);
+                return publish(paths, opts, None);
+            }
+            drop(p);
+            publish_fallback(paths, opts)
+        }
+    }
+}
+
+fn held(
+    paths: &LockPaths,
+    opts: &LockOptions,
+    file: File,
+    sentinel: Option<File>,
+    record: OwnerRecord,
+) -> Result<Arc<Held>> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let id = sys::file_id(&meta);
+    // The sentinel must name our inode; anything else is closed at once.
+    let sentinel = sentinel.filter(|s| s.metadata().is_ok_and(|m| sys::file_id(&m) == id));
+    Ok(Held::new(
+        paths.clone(),
+        file,
+        sentinel,
+        id,
+        record,
+        opts.max_hold,
+        opts.from_async,
+    ))
+}
+
+/// Plain exclusive create + write, for filesystems with neither
+/// `renameat2(RENAME_NOREPLACE)` nor hard links (see the module docs).
+fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> {
+    let mut file = match sys::create_private_exclusive(&paths.lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::Exists(None)),
+        Err(e) => return Err(create_error(&paths.lock, e)),
+    };
+    let witness = matches!(sys::flock_try(&file, true), Ok(true));
+    let record = build_record(opts, hex(&sys::random_bytes()), witness);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
+    let id = sys::file_id(&meta);
+    if let Err(e) = file.write_all(&record.to_line()) {
+        // Roll back our partial file, by identity, never by name alone.
+        if std::fs::symlink_metadata(&paths.lock).is_ok_and(|m| sys::file_id(&m) == id) {
+            let _ = std::fs::remove_file(&paths.lock);
+        }
+        return Err(Error::io("write lock record", &paths.lock, e));
+    }
+    held(paths, opts, file, None, record).map(Published::Held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_offset_points_at_the_value() {
+        let opts = LockOptions::new();
+        let rec = build_record(&opts, "tok".into(), true);
+        let line = rec.to_line();
+        let off = find_created_at(&line, &rec).expect("found");
+        let value = rec.created_at.as_ref().unwrap();
+        assert_eq!(&line[off..off + value.len()], value.as_bytes());
+    }
+
+    #[test]
+    fn refresh_keeps_the_record_parseable() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LockPaths::resolve(dir.path().join("s.jsonl")).unwrap();
+        let mut p = Prepared::create(&paths, &LockOptions::new()).unwrap();
+        let before = p.record.created_at.clone();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p.refresh(&paths.lock).unwrap();
+        assert_ne!(before, p.record.created_at);
+        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {
+            panic!("lock path was free");
+        };
+        let text = std::fs::read(&paths.lock).unwrap();
+        let parsed = OwnerRecord::parse(&text);
+        assert_eq!(parsed.record(), Some(&h.record));
+        drop(crate::LockGuard::new(h));
+        assert!(!paths.lock.exists());
+    }
+}

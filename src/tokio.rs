@@ -94,6 +94,8 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                 acq.check_wait(deadline.map(Instant::into_std), now.into_std())?;
                 match (watch.as_mut(), seen) {
                     (Some(w), Some(seen)) => {
+                        tokio::task::yield_now().await;
+                        acq.prepare()?;
                         let recheck = now + w.recheck_interval();
                         let until = deadline.map_or(recheck, |d| d.min(recheck));
                         acq.woken_by_event = tokio::select! {

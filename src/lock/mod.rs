@@ -182,12 +182,14 @@ pub(crate) struct Acquirer<'a> {
     opts: &'a LockOptions,
     /// Our witnessed record, kept between attempts (see `publish`).
     prepared: Option<publish::Prepared>,
-    /// After a wait, look before trying to publish.
+    /// Look (lstat) before trying to publish.
     look_first: bool,
     /// The lock file last judged held: its identity and the judgement.
     last: Option<(FileId, Box<Inspection>)>,
     /// The last wait ended with an event (not a timer).
     pub(crate) woken_by_event: bool,
+    /// The last look found a newly published lock (see `lock_exists`).
+    rewaited: bool,
 }
 
 impl<'a> Acquirer<'a> {
@@ -196,9 +198,13 @@ impl<'a> Acquirer<'a> {
             paths,
             opts,
             prepared: None,
-            look_first: false,
+            // One lstat first: a contender that finds the lock held goes
+            // straight to inspecting it instead of preparing a record it
+            // cannot publish (what a crowd of arriving waiters would pay).
+            look_first: true,
             last: None,
             woken_by_event: false,
+            rewaited: false,
         }
     }
 
@@ -210,37 +216,21 @@ impl<'a> Acquirer<'a> {
     pub(crate) fn step(&mut self) -> Result<Step> {
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let woken = std::mem::take(&mut self.woken_by_event);
-        let exists = if self.look_first {
-            match std::fs::symlink_metadata(&self.paths.lock) {
-                Ok(meta) => {
-                    let id = sys::file_id(&meta);
-                    if woken
-                        && meta.file_type().is_file()
-                        && let Some((last_id, _)) = self.last.as_mut()
-                        && *last_id != id
-                    {
-                        // A new lock file appeared since our wake-up: someone
-                        // else just won the race and published it, witnessed
-                        // (ours always are). Wait again without opening it;
-                        // a later event on it, or the safety re-check,
-                        // inspects it in full.
-                        *last_id = id;
-                        return Ok(Step::Wait);
-                    }
-                    true
-                }
-                Err(_) => false,
-            }
-        } else {
-            false
-        };
-        if !exists {
+        if !self.look_first || !self.lock_exists(woken)? {
             match publish::publish(self.paths, self.opts, self.prepared.take())? {
                 publish::Published::Held(held) => {
                     return Ok(Step::Acquired(LockGuard::new(held)));
                 }
-                publish::Published::Exists(prepared) => self.prepared = prepared,
+                publish::Published::Exists(prepared) => {
+                    self.prepared = prepared;
+                    // Lost the race after a wake-up: same cheap check.
+                    if woken && self.lock_exists(true)? && self.rewaited {
+                        return Ok(Step::Wait);
+                    }
+                }
             }
+        } else if self.rewaited {
+            return Ok(Step::Wait);
         }
         let policy = acquire_policy(self.opts);
         let Some(observed) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us)? else {
@@ -263,6 +253,42 @@ impl<'a> Acquirer<'a> {
                 Ok(Step::Wait)
             }
         }
+    }
+
+    /// Whether the lock path exists. After an event woke us (`woken`), a
+    /// lock file with another identity than the one we last judged held is
+    /// one that someone else just won and published, witnessed (ours always
+    /// are): `rewaited` is set and the caller waits again without opening
+    /// it; a later event on it, or the safety re-check, inspects it in full.
+    fn lock_exists(&mut self, woken: bool) -> Result<bool> {
+        self.rewaited = false;
+        match std::fs::symlink_metadata(&self.paths.lock) {
+            Ok(meta) => {
+                let id = sys::file_id(&meta);
+                if woken
+                    && meta.file_type().is_file()
+                    && let Some((last_id, _)) = self.last.as_mut()
+                    && *last_id != id
+                {
+                    *last_id = id;
+                    self.rewaited = true;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            // Anything else (a symlink loop, EACCES): let publish/inspect
+            // report it with the right words.
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Before sleeping: prepare our witnessed record now, so that the
+    /// attempt after a wake-up only has to link it (see `publish`).
+    pub(crate) fn prepare(&mut self) -> Result<()> {
+        if self.prepared.is_none() {
+            self.prepared = Some(publish::Prepared::create(self.paths, self.opts)?);
+        }
+        Ok(())
     }
 
     /// The error for a `Wait` that may not wait: `Stale` with
@@ -368,6 +394,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                     watch = Some(wait::BlockingWatch::new(&paths));
                     continue;
                 };
+                acq.prepare()?;
                 let recheck = now + w.recheck_interval();
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
                 acq.woken_by_event = w.wait(until);

@@ -121,6 +121,13 @@ impl Prepared {
     }
 
     fn open_unnamed(paths: &LockPaths) -> Option<File> {
+        static ENV_CHECKED: std::sync::Once = std::sync::Once::new();
+        ENV_CHECKED.call_once(|| {
+            // Lets tests and benches exercise the named-temp-file path.
+            if std::env::var_os("SESSION_LOCK_NO_TMPFILE").is_some() {
+                NO_TMPFILE.store(true, Ordering::Relaxed);
+            }
+        });
         if NO_TMPFILE.load(Ordering::Relaxed) {
             return None;
         }

@@ -185,6 +185,9 @@ impl Drop for Prepared {
 }
 
 /// What a publish attempt gave.
+// Transient, moved once per attempt: boxing the prepared record would only
+// add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Published {
     Held(Arc<Held>),
     /// The lock file exists; the prepared file is kept for the next try.

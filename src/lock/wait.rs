@@ -76,6 +76,7 @@ struct Dir {
 struct Inner {
     dirs: HashMap<PathBuf, Dir>,
     by_wd: HashMap<i32, PathBuf>,
+    #[cfg(feature = "tokio")]
     next_waker_id: u64,
 }
 

@@ -118,6 +118,10 @@ pub mod raw {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lock::wait::SAFETY_RECHECK;
+    /// Waits ended (by an event, by the timer) so far on this thread.
+    pub fn wait_wakeups() -> (u64, u64) {
+        crate::lock::WAKES.with(|w| w.get())
+    }
     /// Acquire-loop steps taken so far in this process.
     pub fn acquire_steps() -> u64 {
         crate::lock::STEPS.load(std::sync::atomic::Ordering::Relaxed)

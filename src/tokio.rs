@@ -102,6 +102,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                             _ = Changed { watch: w, seen, slot: None } => true,
                             _ = tokio::time::sleep_until(until) => false,
                         };
+                        lock::count_wake(acq.woken_by_event);
                     }
                     _ => watch = Some(Watch::new(&paths.dir, name)),
                 }

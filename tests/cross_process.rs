@@ -88,15 +88,27 @@ fn a_blocked_waiter_wakes_when_the_holder_is_killed_and_does_not_poll() {
         let g =
             session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
         let steps = session_lock::__private::acquire_steps() - before;
-        (g.map(|g| g.release()), steps)
+        (
+            g.map(|g| g.release()),
+            steps,
+            session_lock::__private::wait_wakeups(),
+        )
     });
     rx.recv_timeout(WAIT).unwrap();
     // Let the waiter park; it must not spin meanwhile.
     std::thread::sleep(Duration::from_millis(300));
     holder.kill9();
-    let (res, steps) = within(WAIT, "waiter", move || waiter.join().unwrap());
+    let (res, steps, (event_wakes, timer_wakes)) =
+        within(WAIT, "waiter", move || waiter.join().unwrap());
     res.expect("acquired after the holder died")
         .expect("released");
+    // The kernel's close of the dead holder's descriptors woke the waiter,
+    // not the 2 s safety re-check.
+    assert_eq!(
+        (event_wakes, timer_wakes),
+        (1, 0),
+        "woken by the timer, not by the death"
+    );
     // A 1 ms poll would take ~300 steps here; kernel wake-ups take a handful
     // (first look, look after registering, wake on close, retry).
     assert!(steps <= 8, "the waiter polled: {steps} steps");

@@ -176,6 +176,20 @@ pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
 /// that waiting does not poll).
 pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+thread_local! {
+    /// Waits ended by an event and by the timer (safety re-check or
+    /// deadline) on this thread; tests use them to prove that a wake-up was
+    /// the kernel's.
+    pub(crate) static WAKES: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+pub(crate) fn count_wake(by_event: bool) {
+    WAKES.with(|w| {
+        let (e, t) = w.get();
+        w.set(if by_event { (e + 1, t) } else { (e, t + 1) });
+    });
+}
+
 /// The state of one acquire call across its attempts.
 pub(crate) struct Acquirer<'a> {
     paths: &'a LockPaths,
@@ -398,6 +412,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 let recheck = now + w.recheck_interval();
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
                 acq.woken_by_event = w.wait(until);
+                count_wake(acq.woken_by_event);
             }
         }
     }

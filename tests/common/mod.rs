@@ -203,3 +203,63 @@ pub fn lock_of(t: &Path) -> PathBuf {
     s.push(".lock");
     PathBuf::from(s)
 }
+
+/// Wait (bounded) until `path` exists; fail the test naming `what`.
+pub fn wait_for_path(path: &Path, limit: Duration, what: &str) {
+    let start = Instant::now();
+    while std::fs::symlink_metadata(path).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "{what}: {} did not appear within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+impl Holder {
+    /// Start `__hold` without waiting for `ready` (e.g. a child paused at a
+    /// fault point through `SESSION_LOCK_FAULT_PAUSE`); `envs` are added to
+    /// its environment. Call [`Holder::wait_ready`] later.
+    pub fn spawn_unready(file: &Path, extra: &[&str], envs: &[(&str, &Path)]) -> Holder {
+        let mut cmd = bin();
+        cmd.arg("__hold").args(extra).arg(file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Holder {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    /// Wait (bounded) for the `ready` line of a holder started unready.
+    pub fn wait_ready(&mut self) {
+        let line = self.next_line(WAIT);
+        assert!(line.starts_with("ready"), "holder said {line:?}");
+    }
+}
+
+/// Device and inode of whatever is at `path` (not following a symlink).
+pub fn file_identity(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (m.dev(), m.ino())
+}

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Lock files considered in a directory: the transcripts' (`*.jsonl.lock`).
+const DEFAULT_SUFFIX: &str = ".jsonl.lock";
+
 /// Exit code: the lock was not obtained (busy or timed out).
 const EXIT_NOT_OBTAINED: u8 = 3;
 /// Exit code: the lock was lost while held (max hold exceeded, replaced).
@@ -81,6 +84,9 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// In directories, consider lock files whose names end with this.
+        #[arg(long, default_value = DEFAULT_SUFFIX)]
+        suffix: String,
         /// Directories (every *.jsonl.lock inside) or transcripts / lock files.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -93,6 +99,10 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Consider lock files whose names end with this (never a bare
+        /// `.lock`: other software's lock files must not be judged).
+        #[arg(long, default_value = DEFAULT_SUFFIX)]
+        suffix: String,
         /// Directories to clean.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
@@ -173,12 +183,17 @@ fn main() -> ExitCode {
             &lines,
             sync,
         ),
-        Command::Status { json, paths } => status(&paths, json),
+        Command::Status {
+            json,
+            suffix,
+            paths,
+        } => status(&paths, json, &suffix),
         Command::Clean {
             dry_run,
             json,
+            suffix,
             dirs,
-        } => clean(&dirs, dry_run, json),
+        } => clean(&dirs, dry_run, json, &suffix),
         Command::Bench(args) => return ExitCode::from(bench::run(&args) as u8),
         Command::Hold {
             max_hold,
@@ -362,10 +377,14 @@ fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
     }
 }
 
-fn lock_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+fn lock_files(paths: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        // A path naming a lock file is inspected as such, whatever it is
+        // (a directory or symlink there is reported, never scanned).
+        if p.extension().is_some_and(|e| e == "lock") {
+            out.push(p.clone());
+        } else if p.is_dir() {
             let rd = std::fs::read_dir(p).map_err(|e| io_err("list directory", p, e))?;
             let mut found: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok())
@@ -373,13 +392,11 @@ fn lock_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".lock") && !n.starts_with('.'))
+                        .is_some_and(|n| n.ends_with(suffix) && !n.starts_with('.'))
                 })
                 .collect();
             found.sort();
             out.extend(found);
-        } else if p.extension().is_some_and(|e| e == "lock") {
-            out.push(p.clone());
         } else {
             let parent = p
                 .parent()
@@ -411,8 +428,8 @@ fn ms(d: Option<Duration>) -> String {
     }
 }
 
-fn status(paths: &[PathBuf], json: bool) -> u8 {
-    let files = match lock_files(paths) {
+fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
+    let files = match lock_files(paths, suffix) {
         Ok(f) => f,
         Err(e) => return fail(&e),
     };
@@ -478,7 +495,13 @@ fn status(paths: &[PathBuf], json: bool) -> u8 {
     code
 }
 
-fn clean(dirs: &[PathBuf], dry_run: bool, json: bool) -> u8 {
+fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
+    if !suffix.ends_with(".lock") || suffix.len() <= ".lock".len() {
+        eprintln!(
+            "session-lock: --suffix {suffix:?} must be longer than \".lock\" and end with it (other software's lock files must not be judged)"
+        );
+        return 2;
+    }
     let mut code = 0;
     for dir in dirs {
         if !dir.is_dir() {
@@ -488,7 +511,7 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool) -> u8 {
         }
         let opts = SweepOptions {
             remove: !dry_run,
-            suffix: ".lock".into(),
+            suffix: suffix.to_owned(),
             ..SweepOptions::default()
         };
         let result = match sweep(dir, &opts) {

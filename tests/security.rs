@@ -1,0 +1,266 @@
+//! Security properties (see `docs/threat-model.md`): private modes whatever
+//! the umask, no symlink followed at the lock path by status or clean,
+//! nothing deleted through a symlink, and clean removing only session locks.
+
+mod common;
+
+use common::*;
+use session_lock::{ErrorKind, LockOptions};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn cli(args: &[&std::ffi::OsStr]) -> Output {
+    let mut c = bin();
+    c.args(args).stdin(Stdio::null());
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_child(&mut child, WAIT, "session-lock");
+    let mut out = child.wait_with_output().unwrap();
+    out.status = status;
+    out
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// A stale-looking lock (dead pid, an hour old) that is not ours to delete.
+fn plant_old_dead_lock(path: &Path) {
+    write_reference_lock(path, dead_pid(), 3_600_000, None);
+    age_file(path, Duration::from_secs(3600));
+}
+
+#[test]
+fn lock_and_transcript_are_private_even_with_umask_000() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    // `sh -c 'umask 000; exec session-lock __hold T'`
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" __hold \"$1\"")
+        .arg(BIN)
+        .arg(&t)
+        .env("SESSION_LOCK_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = within(WAIT, "holder under umask 000", move || {
+        let mut l = String::new();
+        BufReader::new(stdout).read_line(&mut l).unwrap();
+        l
+    });
+    assert!(line.starts_with("ready"), "{line:?}");
+    assert_eq!(mode(&lock), 0o600, "lock file mode under umask 000");
+    assert!(
+        !std::fs::symlink_metadata(&lock)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    drop(child.stdin.take());
+    assert!(wait_child(&mut child, WAIT, "holder").success());
+    assert!(!lock.exists());
+
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" append \"$1\" hello")
+        .arg(BIN)
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&t), 0o600, "transcript created under umask 000");
+    assert_eq!(names(dir.path()), vec!["s.jsonl"]);
+}
+
+#[test]
+fn status_and_clean_never_follow_a_symlink_at_the_lock_path() {
+    let root = tempfile::tempdir().unwrap();
+    let sessions = root.path().join("sessions");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&sessions).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target = elsewhere.join("real.jsonl.lock");
+    plant_old_dead_lock(&target);
+    let before = std::fs::read(&target).unwrap();
+    let link = sessions.join("x.jsonl.lock");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // An empty old file behind a second link.
+    let empty = elsewhere.join("empty.jsonl.lock");
+    std::fs::write(&empty, b"").unwrap();
+    age_file(&empty, Duration::from_secs(3600));
+    std::os::unix::fs::symlink(&empty, sessions.join("y.jsonl.lock")).unwrap();
+
+    let status = cli(&[os("status"), os(&link)]);
+    assert_eq!(status.status.code(), Some(5), "{status:?}");
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        err.contains("symlink") && err.contains("x.jsonl.lock"),
+        "{err}"
+    );
+    let status_dir = cli(&[os("status"), os(&sessions)]);
+    assert_eq!(status_dir.status.code(), Some(5), "{status_dir:?}");
+
+    let dry = cli(&[os("clean"), os("--dry-run"), os(&sessions)]);
+    let clean = cli(&[os("clean"), os(&sessions)]);
+    assert_eq!(clean.status.code(), Some(5), "{clean:?}");
+    let text = String::from_utf8_lossy(&clean.stdout);
+    assert!(text.contains("symlink"), "{text}");
+    for out in [&dry, &clean] {
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("removed "),
+            "{out:?}"
+        );
+    }
+    // Both links and both targets survive, the targets byte for byte.
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(std::fs::symlink_metadata(sessions.join("y.jsonl.lock")).is_ok());
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(empty.exists());
+
+    // The library sweep and acquire agree.
+    let swept = session_lock::sweep::sweep(&sessions, &Default::default()).unwrap();
+    assert!(swept.locks.iter().all(|r| !r.removed && r.error.is_some()));
+    let err = session_lock::try_acquire(sessions.join("x.jsonl"), &LockOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+}
+
+#[test]
+fn a_symlinked_parent_component_is_resolved_and_only_stale_locks_are_removed() {
+    // The design resolves the directory with realpath (a symlinked directory
+    // shares one lock); what clean removes is still judged through a
+    // descriptor opened with O_NOFOLLOW on the lock file itself.
+    let root = tempfile::tempdir().unwrap();
+    let real = root.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    plant_old_dead_lock(&real.join("dead.jsonl.lock"));
+    let live = Holder::start(&real.join("live.jsonl"), &[]);
+    std::fs::write(real.join("notes.txt"), b"keep").unwrap();
+    age_file(&real.join("notes.txt"), Duration::from_secs(3600));
+    // A symlink to a directory, named like a lock: not recursed, not removed.
+    let outside = root.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    plant_old_dead_lock(&outside.join("o.jsonl.lock"));
+    std::os::unix::fs::symlink(&outside, real.join("sub.jsonl.lock")).unwrap();
+
+    let status = cli(&[os("status"), os(&link.join("dead.jsonl"))]);
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("reclaimable"),
+        "{status:?}"
+    );
+    let clean = cli(&[os("clean"), os(&link)]);
+    let out = String::from_utf8_lossy(&clean.stdout);
+    assert!(
+        out.contains("removed") && out.contains("dead.jsonl.lock"),
+        "{out}"
+    );
+    assert!(!real.join("dead.jsonl.lock").exists());
+    assert!(real.join("live.jsonl.lock").exists(), "live lock removed");
+    assert!(real.join("notes.txt").exists());
+    assert!(
+        std::fs::symlink_metadata(real.join("sub.jsonl.lock"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        outside.join("o.jsonl.lock").exists(),
+        "reached through a symlink"
+    );
+    assert!(live.release().success());
+}
+
+#[test]
+fn the_library_sweep_only_considers_session_lock_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["Cargo.lock", "yarn.lock", "Gemfile.lock", "flake.lock"] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, b"# not a session lock\n").unwrap();
+        age_file(&p, Duration::from_secs(3600));
+    }
+    let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert!(swept.locks.is_empty(), "{:?}", swept.locks);
+    assert_eq!(names(dir.path()).len(), 4);
+}
+
+/// `session-lock clean DIR` sweeps with suffix `.lock` (main.rs, `clean`:
+/// `suffix: ".lock".into()`), so any old `*.lock` that does not parse as an
+/// owner record (`Cargo.lock`, `yarn.lock`, `Gemfile.lock`, `flake.lock`,
+/// `poetry.lock`) is judged an orphan (missing-pid, invalid-createdAt) and
+/// deleted once its mtime is 5 s old. The reference sweeps only
+/// `*.jsonl.lock`; so does the library's default.
+#[test]
+fn clean_never_deletes_other_software_lock_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let names_in = ["Cargo.lock", "yarn.lock", "Gemfile.lock", "flake.lock"];
+    for name in names_in {
+        let p = dir.path().join(name);
+        std::fs::write(&p, b"# This file is automatically @generated\n").unwrap();
+        age_file(&p, Duration::from_secs(3600));
+    }
+    let out = cli(&[os("clean"), os(dir.path())]);
+    let left = names(dir.path());
+    assert_eq!(
+        left.len(),
+        names_in.len(),
+        "clean removed other software's lock files: left {left:?}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn append_never_writes_through_a_symlinked_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let t = dir.path().join("s.jsonl");
+    std::os::unix::fs::symlink(&victim, &t).unwrap();
+    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    let err = g.append_line("injected").unwrap_err();
+    assert!(err.to_string().contains("s.jsonl"), "{err}");
+    g.release().unwrap();
+    let out = cli(&[os("append"), os(&t), os("injected")]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert_eq!(names(dir.path()), vec!["s.jsonl", "victim.txt"]);
+}
+
+#[test]
+fn clean_through_a_hard_link_removes_only_the_name() {
+    // A hostile user hard-links someone's file at a lock name; once old it
+    // is an orphan and clean unlinks the name, but the data lives on under
+    // its own name.
+    let root = tempfile::tempdir().unwrap();
+    let sessions = root.path().join("sessions");
+    std::fs::create_dir(&sessions).unwrap();
+    let victim = root.path().join("victim.db");
+    std::fs::write(&victim, b"SQLite format 3\0 data").unwrap();
+    std::fs::hard_link(&victim, sessions.join("h.jsonl.lock")).unwrap();
+    age_file(&victim, Duration::from_secs(3600));
+    let out = cli(&[os("clean"), os(&sessions)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!sessions.join("h.jsonl.lock").exists());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"SQLite format 3\0 data");
+}

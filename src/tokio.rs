@@ -77,7 +77,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
     tokio::task::yield_now().await;
     let paths = LockPaths::resolve(target)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut acq = Acquirer::new(&paths, &opts);
+    let mut acq = Acquirer::new(&paths, &opts).look_first();
     let name = paths.lock.file_name().unwrap_or_default();
     let mut watch: Option<Watch> = None;
     loop {

@@ -212,14 +212,22 @@ impl<'a> Acquirer<'a> {
             paths,
             opts,
             prepared: None,
-            // One lstat first: a contender that finds the lock held goes
-            // straight to inspecting it instead of preparing a record it
-            // cannot publish (what a crowd of arriving waiters would pay).
-            look_first: true,
+            // The blocking API publishes at once: if that fails, the record
+            // is kept for the attempt after the wake-up, so nothing is
+            // wasted. The async API looks first (`look_first`), see there.
+            look_first: false,
             last: None,
             woken_by_event: false,
             rewaited: false,
         }
+    }
+
+    /// Look (one lstat) before the first publish attempt: a crowd of tasks
+    /// arriving at a held lock then goes straight to waiting instead of
+    /// each preparing a record it cannot publish yet.
+    pub(crate) fn look_first(mut self) -> Self {
+        self.look_first = true;
+        self
     }
 
     /// The inspection behind the last [`Step::Wait`].

@@ -78,6 +78,9 @@ enum Kind {
 pub(crate) struct Prepared {
     kind: Kind,
     file: Option<File>,
+    /// The file's identity (links and renames keep it), taken while
+    /// preparing so that the publish after a wake-up needs no fstat.
+    id: Option<sys::FileId>,
     record: OwnerRecord,
     /// Byte offset of the `createdAt` value in the written line.
     created_at_offset: Option<usize>,
@@ -100,9 +103,11 @@ impl Prepared {
                 (Kind::Named(tmp), f)
             }
         };
+        let id = file.metadata().ok().map(|m| sys::file_id(&m));
         let mut prepared = Prepared {
             kind,
             file: Some(file),
+            id,
             record: OwnerRecord::default(),
             created_at_offset: None,
         };
@@ -228,7 +233,15 @@ pub(crate) fn publish(
                 Kind::Unnamed => sys::open_death_sentinel(&paths.lock).ok(),
                 Kind::Named(_) => None,
             };
-            held(paths, opts, file, sentinel, std::mem::take(&mut p.record)).map(Published::Held)
+            held(
+                paths,
+                opts,
+                file,
+                p.id,
+                sentinel,
+                std::mem::take(&mut p.record),
+            )
+            .map(Published::Held)
         }
         Publish::Exists => Ok(Published::Exists(Some(p))),
         Publish::Unsupported => {
@@ -248,13 +261,18 @@ fn held(
     paths: &LockPaths,
     opts: &LockOptions,
     file: File,
+    id: Option<sys::FileId>,
     sentinel: Option<File>,
     record: OwnerRecord,
 ) -> Result<Arc<Held>> {
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
-    let id = sys::file_id(&meta);
+    let id = match id {
+        Some(id) => id,
+        None => sys::file_id(
+            &file
+                .metadata()
+                .map_err(|e| Error::io("stat lock file", &paths.lock, e))?,
+        ),
+    };
     // The sentinel must name our inode; anything else is closed at once.
     let sentinel = sentinel.filter(|s| s.metadata().is_ok_and(|m| sys::file_id(&m) == id));
     Ok(Held::new(
@@ -289,7 +307,7 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> 
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    held(paths, opts, file, None, record).map(Published::Held)
+    held(paths, opts, file, Some(id), None, record).map(Published::Held)
 }
 
 #[cfg(test)]

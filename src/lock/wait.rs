@@ -512,6 +512,8 @@ mod local {
     pub(crate) struct LocalWatch {
         name: OsString,
         fd: i32,
+        /// The queue was just read empty by `wait`: `drain` can skip a read.
+        drained: std::cell::Cell<bool>,
         _not_send: std::marker::PhantomData<*const ()>,
     }
 
@@ -550,6 +552,7 @@ mod local {
                 Some(LocalWatch {
                     name: name.to_owned(),
                     fd: local.fd.as_raw_fd(),
+                    drained: std::cell::Cell::new(false),
                     _not_send: std::marker::PhantomData,
                 })
             })
@@ -594,7 +597,9 @@ mod local {
 
         /// Forget what is queued (call before looking at the lock).
         pub(crate) fn drain(&self) {
-            let _ = self.read_events();
+            if !self.drained.replace(false) {
+                let _ = self.read_events();
+            }
         }
 
         pub(crate) fn wait(&self, until: Instant) -> bool {
@@ -616,6 +621,8 @@ mod local {
                 // SAFETY: one valid pollfd; ppoll takes a nanosecond timeout.
                 let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
                 if r > 0 && self.read_events() {
+                    // read_events stops at EAGAIN: the queue is empty now.
+                    self.drained.set(true);
                     return true;
                 }
             }

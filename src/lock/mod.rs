@@ -66,12 +66,22 @@ impl LockPaths {
             }
         };
         let parent = abs.parent().unwrap_or(Path::new("/"));
-        if create {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?;
-        }
-        // realpath only the directory; fall back to the absolute path.
-        let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned());
+        let dir = if create && canonical_dir_cache(parent, false) {
+            // Known canonical (no symlink on the way): no mkdir, no realpath.
+            // If it has vanished since, publishing recreates it.
+            parent.to_owned()
+        } else {
+            if create {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create directory", parent, e))?;
+            }
+            // realpath only the directory; fall back to the absolute path.
+            let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned());
+            if create && dir == parent {
+                canonical_dir_cache(parent, true);
+            }
+            dir
+        };
         let target = dir.join(&name);
         let mut lock_name = name;
         lock_name.push(".lock");
@@ -80,6 +90,28 @@ impl LockPaths {
             target,
             dir,
         })
+    }
+}
+
+/// Directories seen to be their own realpath (absolute, no symlink, no
+/// `.`/`..`). Looking one up is safe to skip `create_dir_all` and
+/// `canonicalize` on every acquire: such a path can only change meaning if
+/// a component is later replaced by a symlink, which cooperating processes
+/// do not do. `insert` adds `dir`; otherwise answers whether it is known.
+fn canonical_dir_cache(dir: &Path, insert: bool) -> bool {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    let mut set = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if insert {
+        if set.len() >= 4096 {
+            set.clear();
+        }
+        set.insert(dir.to_owned())
+    } else {
+        set.contains(dir)
     }
 }
 
@@ -225,6 +257,7 @@ impl<'a> Acquirer<'a> {
     /// Look (one lstat) before the first publish attempt: a crowd of tasks
     /// arriving at a held lock then goes straight to waiting instead of
     /// each preparing a record it cannot publish yet.
+    #[cfg(feature = "tokio")]
     pub(crate) fn look_first(mut self) -> Self {
         self.look_first = true;
         self

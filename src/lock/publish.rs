@@ -88,6 +88,18 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
+        match Self::create_in(paths, opts) {
+            // The (cached, canonical) directory vanished: recreate it, once.
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&paths.dir)
+                    .map_err(|e| Error::io("create directory", &paths.dir, e))?;
+                Self::create_in(paths, opts)
+            }
+            other => other,
+        }
+    }
+
+    fn create_in(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
         let token = hex(&sys::random_bytes());
         let (kind, file) = match Self::open_unnamed(paths) {
             Some(f) => (Kind::Unnamed, f),

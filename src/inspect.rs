@@ -231,6 +231,17 @@ enum Origin {
 
 fn origin(rec: &OwnerRecord, me: &SelfIdentity) -> Origin {
     let differs = |theirs: &Option<String>, ours: &Option<String>| matches!((theirs, ours), (Some(a), Some(b)) if a != b);
+    let same_kernel = matches!((&rec.boot_id, &me.boot_id), (Some(a), Some(b)) if a == b);
+    if same_kernel {
+        // One boot id is one running kernel: the same machine whatever the
+        // host names say (containers have their own), so the witness flock
+        // is authoritative; only pids need the namespace check.
+        return if differs(&rec.pid_ns, &me.pid_ns) {
+            Origin::OtherNamespace
+        } else {
+            Origin::Local
+        };
+    }
     if differs(&rec.hostname, &me.hostname) {
         Origin::OtherHost
     } else if differs(&rec.boot_id, &me.boot_id) {
@@ -481,24 +492,9 @@ pub(crate) struct Observed {
 }
 
 fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> Error {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    let what = if ft.is_dir() {
-        "directory"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "device"
-    } else {
-        "special file"
-    };
     Error::NotAFile {
         lock_path: path.to_owned(),
-        what,
+        what: sys::file_kind(meta.file_type()),
     }
 }
 
@@ -580,7 +576,9 @@ pub(crate) fn observe(
     let pid_alive = if witness == Witness::Held && rec.is_some_and(OwnerRecord::has_flock_witness) {
         Some(true)
     } else if rec.is_some_and(OwnerRecord::has_flock_witness) && witness == Witness::Free {
-        Some(false)
+        // A free witness proves death only where it is authoritative (this
+        // kernel); for another host `decide` keeps the lock, so say unknown.
+        (verdict == Verdict::Reclaimable).then_some(false)
     } else {
         match pid.map(|p| p.state) {
             Some(PidState::Dead) => Some(false),
@@ -742,8 +740,14 @@ mod tests {
         let rec = ParsedRecord::Record;
         let mut other_host = ours(1000);
         other_host.hostname = Some("elsewhere".into());
+        other_host.boot_id = Some("boot-x".into());
         let mut other_host_old = ours(31 * 60_000);
         other_host_old.hostname = Some("elsewhere".into());
+        other_host_old.boot_id = Some("boot-x".into());
+        // A container on this kernel: other host name, same boot id.
+        let mut container = ours(1000);
+        container.hostname = Some("container-7".into());
+        container.pid_ns = Some("pid:[9]".into());
         let mut other_boot = ours(1000);
         other_boot.boot_id = Some("boot-b".into());
         let mut other_ns = reference(Some(200), 1000, None);
@@ -787,6 +791,24 @@ mod tests {
                 pid: None,
                 mtime_age_s: Some(1),
                 held_by_us: true,
+                want: (Held, vec![]),
+            },
+            Case {
+                name: "container on this kernel: the witness decides",
+                parsed: rec(container.clone()),
+                witness: Witness::Free,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
+                want: (Reclaimable, vec![WitnessReleased]),
+            },
+            Case {
+                name: "container on this kernel, witness held",
+                parsed: rec(container),
+                witness: Witness::Held,
+                pid: None,
+                mtime_age_s: Some(1),
+                held_by_us: false,
                 want: (Held, vec![]),
             },
             Case {
@@ -1159,6 +1181,7 @@ mod tests {
         ));
         let mut other = ours(1);
         other.hostname = Some("x".into());
+        other.boot_id = Some("boot-x".into());
         other.witness = None;
         assert!(!needs_pid_probe(&r(other), Witness::Unknown, &me));
         assert!(!needs_pid_probe(&ParsedRecord::Empty, Witness::Free, &me));

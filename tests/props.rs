@@ -250,11 +250,20 @@ fn differs(theirs: &Option<String>, ours: &Option<String>) -> bool {
     matches!((theirs, ours), (Some(a), Some(b)) if a != b)
 }
 
+/// One boot id is one running kernel: the same machine whatever the host
+/// names say (containers have their own).
+fn same_kernel(rec: &OwnerRecord, me: &SelfIdentity) -> bool {
+    matches!((&rec.boot_id, &me.boot_id), (Some(a), Some(b)) if a == b)
+}
+
 fn other_host(rec: &OwnerRecord, me: &SelfIdentity) -> bool {
-    differs(&rec.hostname, &me.hostname)
+    !same_kernel(rec, me) && differs(&rec.hostname, &me.hostname)
 }
 
 fn local(rec: &OwnerRecord, me: &SelfIdentity) -> bool {
+    if same_kernel(rec, me) {
+        return !differs(&rec.pid_ns, &me.pid_ns);
+    }
     !differs(&rec.hostname, &me.hostname)
         && !differs(&rec.boot_id, &me.boot_id)
         && !differs(&rec.pid_ns, &me.pid_ns)

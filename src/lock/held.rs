@@ -37,6 +37,8 @@ pub(crate) struct Held {
     pub max_hold: Duration,
     pub thread: Option<ThreadId>,
     pub watchdog_key: Mutex<Option<(Instant, u64)>>,
+    /// See [`Held::is_live`].
+    live: std::sync::atomic::AtomicBool,
     state: Mutex<HeldState>,
     lost_cv: Condvar,
 }
@@ -52,7 +54,9 @@ fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>
 
 /// Whether this process holds the lock file with identity `id`.
 pub(crate) fn held_by_us(id: FileId) -> bool {
-    lock_registry().values().any(|h| h.id == id)
+    // Only live holds: a lost one's inode number may be reused by a later
+    // lock file that is not ours.
+    lock_registry().values().any(|h| h.id == id && h.is_live())
 }
 
 /// The holder of `lock_path` in this process, if any.
@@ -96,6 +100,7 @@ impl Held {
             max_hold,
             thread: (!from_async).then(|| std::thread::current().id()),
             watchdog_key: Mutex::new(None),
+            live: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(HeldState {
                 witness: Some(witness),
                 sentinel,
@@ -115,9 +120,15 @@ impl Held {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Held and not lost. Lock-free on purpose: inspections in this process
+    /// ask it while the hold's state may be locked by a release or an
+    /// append in progress, and must not wait for those.
     fn is_live(&self) -> bool {
-        let st = self.state();
-        st.witness.is_some() && st.lost.is_none()
+        self.live.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_dead(&self) {
+        self.live.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Does the lock path still name our file? Err(reason) if not.
@@ -154,6 +165,7 @@ impl Held {
         // Closing drops the flock only now, after the unlink: a contender
         // can never see our path with the witness free while we hold it.
         drop(witness);
+        self.set_dead();
         st.sentinel = None;
         st.transcript = None;
         outcome
@@ -172,6 +184,7 @@ impl Held {
     }
 
     fn mark_lost(&self, st: &mut HeldState, reason: LostReason) {
+        self.set_dead();
         if st.lost.is_none() {
             st.lost = Some(reason);
         }

@@ -150,14 +150,31 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
     // holds it only until its unlink: a short bounded retry almost always
     // gets through, so contenders do not all give up at once.
     let mut attempts = 0;
+    // Held until after the unlink when we had to open one (see below).
+    let mut writable: Option<std::fs::File> = None;
     loop {
-        match sys::flock_try(&file, true) {
+        let fd = writable.as_ref().unwrap_or(&file);
+        match sys::flock_try(fd, true) {
             Ok(true) => break,
             Ok(false) if attempts < RECLAIM_LOCK_ATTEMPTS => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_micros(50));
             }
             Ok(false) => return Ok(Reclaim::Busy),
+            // NFS emulates flock with POSIX locks, and an exclusive one needs
+            // a descriptor open for writing (flock(2), NOTES): open the same
+            // inode for writing and lock that one.
+            Err(e) if sys::is_needs_writable_fd(&e) && writable.is_none() => {
+                match sys::open_death_sentinel(path) {
+                    Ok(w)
+                        if w.metadata()
+                            .is_ok_and(|m| sys::file_id(&m) == inspection.id) =>
+                    {
+                        writable = Some(w);
+                    }
+                    _ => return Ok(Reclaim::Changed),
+                }
+            }
             // No flock on this filesystem: identity check only (documented window).
             Err(_) => break,
         }
@@ -493,7 +510,9 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
     for _ in 0..16 {
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
-            Step::Retry | Step::Backoff => continue,
+            Step::Retry => continue,
+            // Another reclaimer is on the stale inode; it needs microseconds.
+            Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
             Step::Wait => break,
         }
     }

@@ -27,14 +27,24 @@ use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
 use crate::sys::{self, Publish};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once `O_TMPFILE` or `/proc/self/fd` linking failed in this process:
-/// later attempts go straight to the named temp file.
+/// Set by `SESSION_LOCK_NO_TMPFILE` (tests and benches of the named path),
+/// or once linking through `/proc/self/fd` failed (no /proc): named temp
+/// files everywhere in this process.
 static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+
+/// Directories whose filesystem refused `O_TMPFILE` (NFS, FUSE): named temp
+/// files there, `O_TMPFILE` everywhere else.
+fn no_tmpfile_dirs() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -58,7 +68,7 @@ fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord
 }
 
 pub(crate) fn create_error(path: &Path, e: io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
+    if sys::is_symlink_error(&e) {
         return Error::NotAFile {
             lock_path: path.to_owned(),
             what: "symlink",
@@ -145,20 +155,17 @@ impl Prepared {
                 NO_TMPFILE.store(true, Ordering::Relaxed);
             }
         });
-        if NO_TMPFILE.load(Ordering::Relaxed) {
+        if NO_TMPFILE.load(Ordering::Relaxed) || no_tmpfile_dirs().contains(&paths.dir) {
             return None;
         }
         match sys::open_tmpfile(&paths.dir) {
             Ok(f) => Some(f),
             Err(e) => {
-                // Only "not supported here" turns it off for good; other
-                // errors (EACCES, ENOENT) resurface from the named temp file.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-                ) || e.kind() == io::ErrorKind::Unsupported
-                {
-                    NO_TMPFILE.store(true, Ordering::Relaxed);
+                // Only "not supported here" turns it off for this directory;
+                // other errors (EACCES, ENOENT) resurface from the named
+                // temp file with the right words.
+                if sys::is_tmpfile_unsupported(&e) {
+                    no_tmpfile_dirs().insert(paths.dir.clone());
                 }
                 None
             }
@@ -175,7 +182,7 @@ impl Prepared {
         if Some(now.len()) != self.record.created_at.as_ref().map(String::len) {
             return Ok(());
         }
-        file.write_all_at(now.as_bytes(), offset as u64)
+        sys::write_all_at(file, now.as_bytes(), offset as u64)
             .map_err(|e| Error::io("write lock record", lock_path, e))?;
         self.record.created_at = Some(now);
         Ok(())
@@ -240,10 +247,12 @@ pub(crate) fn publish(
                 }
             }
             let file = p.file.take().expect("checked above");
-            let sentinel = match p.kind {
-                // See `sys::open_death_sentinel`: only unnamed files need it.
-                Kind::Unnamed => sys::open_death_sentinel(&paths.lock).ok(),
-                Kind::Named(_) => None,
+            // See `sys::open_death_sentinel`: needed where our witness
+            // descriptor was not opened through the lock file's own name
+            // (unnamed, or linked from a temp name that is gone now).
+            let sentinel = match (&p.kind, renamed) {
+                (Kind::Named(_), true) => None,
+                _ => sys::open_death_sentinel(&paths.lock).ok(),
             };
             held(
                 paths,
@@ -258,8 +267,9 @@ pub(crate) fn publish(
         Publish::Exists => Ok(Published::Exists(Some(p))),
         Publish::Unsupported => {
             if matches!(p.kind, Kind::Unnamed) {
-                // linkat through /proc failed: named temp files from now on.
-                NO_TMPFILE.store(true, Ordering::Relaxed);
+                // linkat through /proc failed here: named temp files in this
+                // directory from now on (everywhere, if /proc is missing).
+                no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
                 return publish(paths, opts, None);
             }

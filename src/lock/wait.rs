@@ -10,11 +10,16 @@
 //! the look and the sleep is never lost. Waiters on other lock files in the
 //! same directory are not woken.
 //!
-//! One instance for the whole process matters: the default
-//! `fs.inotify.max_user_instances` is 128, so an instance per waiter would
-//! fail at 200 concurrent waiters. Watches stay open after their last waiter
-//! leaves (up to [`MAX_IDLE_WATCHES`] directories) so a busy lock does not
-//! pay `inotify_add_watch` per wait.
+//! Two ways in. Async waiters (and blocking ones beyond the first few
+//! threads) share one process-wide instance read by one thread: the default
+//! `fs.inotify.max_user_instances` is 128 per user, so an instance per waiter
+//! would fail at 200 concurrent waiters. Blocking waiters on up to
+//! `MAX_LOCAL_INSTANCES` threads use an instance of their own thread, kept
+//! across waits and polled by the waiting thread itself, so the kernel wakes
+//! the waiter directly (one thread hop less on every handoff). Shared-hub
+//! watches stay open after their last waiter leaves (up to
+//! [`MAX_IDLE_WATCHES`] directories) so a busy lock does not pay
+//! `inotify_add_watch` per wait.
 //!
 //! Where inotify is unavailable (another OS, the instance limit reached, a
 //! filesystem without events such as NFS for remote changes), waiters fall
@@ -219,6 +224,9 @@ impl Hub {
             }
         }
     }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_loop(&self) {}
 
     #[cfg(target_os = "linux")]
     fn add_watch(&self, dir: &Path) -> Option<i32> {
@@ -503,6 +511,21 @@ mod local {
         watched: Option<(PathBuf, i32)>,
     }
 
+    /// Threads of this process that own an instance. `fs.inotify.
+    /// max_user_instances` (default 128) is shared by all of a user's
+    /// processes, so a process takes at most [`MAX_LOCAL_INSTANCES`]; other
+    /// threads wait through the shared hub.
+    static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// See [`INSTANCES`].
+    pub(crate) const MAX_LOCAL_INSTANCES: usize = 8;
+
+    impl Drop for Local {
+        fn drop(&mut self) {
+            INSTANCES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     thread_local! {
         static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
     }
@@ -522,9 +545,15 @@ mod local {
             LOCAL.with(|cell| {
                 let mut slot = cell.borrow_mut();
                 if slot.is_none() {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    if INSTANCES.fetch_add(1, Relaxed) >= MAX_LOCAL_INSTANCES {
+                        INSTANCES.fetch_sub(1, Relaxed);
+                        return None;
+                    }
                     // SAFETY: plain syscall; the fd is owned below.
                     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
                     if fd < 0 {
+                        INSTANCES.fetch_sub(1, Relaxed);
                         return None;
                     }
                     *slot = Some(Local {

@@ -175,6 +175,49 @@ pub(crate) fn open_death_sentinel(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// ELOOP: `O_NOFOLLOW` met a symlink.
+pub(crate) fn is_symlink_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// EBADF from `flock(LOCK_EX)` on a read-only descriptor: NFS emulates
+/// flock with POSIX locks, whose exclusive form needs write access.
+pub(crate) fn is_needs_writable_fd(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EBADF)
+}
+
+/// What `open(O_TMPFILE)` answers where the filesystem or kernel lacks it.
+pub(crate) fn is_tmpfile_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Kind of a non-regular file, for messages.
+pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Write all of `buf` at `offset` (pwrite), not moving the file position.
+pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, offset)
+}
+
 /// Outcome of a no-clobber publish.
 pub(crate) enum Publish {
     /// The temp file is now at the destination (and no longer at its own name

@@ -74,3 +74,24 @@ pub(crate) fn link_tmpfile(_file: &File, _to: &Path) -> io::Result<Publish> {
 pub(crate) fn open_death_sentinel(_path: &Path) -> io::Result<File> {
     Err(unsupported())
 }
+pub(crate) fn is_symlink_error(_e: &io::Error) -> bool {
+    false
+}
+pub(crate) fn is_needs_writable_fd(_e: &io::Error) -> bool {
+    false
+}
+pub(crate) fn is_tmpfile_unsupported(_e: &io::Error) -> bool {
+    true
+}
+pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else {
+        "special file"
+    }
+}
+pub(crate) fn write_all_at(_file: &File, _buf: &[u8], _offset: u64) -> io::Result<()> {
+    Err(unsupported())
+}

@@ -278,7 +278,21 @@ fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Erro
                 Some(t) => opts.clone().timeout(t.saturating_sub(start.elapsed())),
                 None => opts.clone(),
             };
-            session_lock::acquire_with(file, &rest)
+            match session_lock::acquire_with(file, &rest) {
+                // Report the timeout the user asked for, not what was left.
+                Err(Error::Timeout {
+                    lock_path,
+                    owner,
+                    reasons,
+                    ..
+                }) => Err(Error::Timeout {
+                    lock_path,
+                    timeout: opts.get_timeout().unwrap_or(Duration::MAX),
+                    owner,
+                    reasons,
+                }),
+                other => other,
+            }
         }
         other => other,
     }
@@ -429,6 +443,9 @@ fn ms(d: Option<Duration>) -> String {
 }
 
 fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
+    if !valid_suffix(suffix) {
+        return 2;
+    }
     let files = match lock_files(paths, suffix) {
         Ok(f) => f,
         Err(e) => return fail(&e),
@@ -495,11 +512,20 @@ fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
     code
 }
 
+/// `--suffix` must end with `.lock` and say more than that: a bare `.lock`
+/// would judge other software's lock files (Cargo.lock, yarn.lock).
+fn valid_suffix(suffix: &str) -> bool {
+    if suffix.ends_with(".lock") && suffix.len() > ".lock".len() {
+        return true;
+    }
+    eprintln!(
+        "session-lock: --suffix {suffix:?} must be longer than \".lock\" and end with it (other software's lock files must not be judged)"
+    );
+    false
+}
+
 fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
-    if !suffix.ends_with(".lock") || suffix.len() <= ".lock".len() {
-        eprintln!(
-            "session-lock: --suffix {suffix:?} must be longer than \".lock\" and end with it (other software's lock files must not be judged)"
-        );
+    if !valid_suffix(suffix) {
         return 2;
     }
     let mut code = 0;

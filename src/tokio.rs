@@ -101,13 +101,17 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                         // lateness ~6.5 ms instead of ~1.7 ms), while a
                         // task's handoff gains only the ~15 us of creating
                         // the record after its wake-up.
-                        let recheck = now + w.recheck_interval();
+                        let recheck =
+                            now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
                         let until = deadline.map_or(recheck, |d| d.min(recheck));
                         acq.woken_by_event = tokio::select! {
                             _ = Changed { watch: w, seen, slot: None } => true,
                             _ = tokio::time::sleep_until(until) => false,
                         };
-                        lock::count_wake(acq.woken_by_event);
+                        lock::count_wake(
+                            acq.woken_by_event,
+                            acq.settle_delay().is_none() && deadline.is_none_or(|d| recheck < d),
+                        );
                     }
                     _ => watch = Some(Watch::new(&paths.dir, name)),
                 }

@@ -110,8 +110,10 @@ fn a_blocked_waiter_wakes_when_the_holder_is_killed_and_does_not_poll() {
         "woken by the timer, not by the death"
     );
     // A 1 ms poll would take ~300 steps here; kernel wake-ups take a handful
-    // (first look, look after registering, wake on close, retry).
-    assert!(steps <= 8, "the waiter polled: {steps} steps");
+    // (first look, look after registering, wake on close, retry), plus at
+    // most 8 short re-checks if the close was reported before the dead
+    // holder's flock was dropped.
+    assert!(steps <= 16, "the waiter polled: {steps} steps");
 }
 
 #[test]

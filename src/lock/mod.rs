@@ -225,17 +225,21 @@ pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
 /// that waiting does not poll).
 pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Short re-checks after a close event on a still-held lock (1+2+...+128 ms).
+const SETTLE_TRIES: u32 = 8;
+
 thread_local! {
-    /// Waits ended by an event and by the timer (safety re-check or
-    /// deadline) on this thread; tests use them to prove that a wake-up was
-    /// the kernel's.
+    /// Waits ended by an event, and by the safety re-check timer, on this
+    /// thread (settling re-checks and deadlines are not counted as timer
+    /// wake-ups); tests use them to prove that a wake-up was the kernel's.
     pub(crate) static WAKES: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-pub(crate) fn count_wake(by_event: bool) {
+/// Count how a wait ended: `by_event`, or by the safety re-check (`recheck`).
+pub(crate) fn count_wake(by_event: bool, recheck: bool) {
     WAKES.with(|w| {
         let (e, t) = w.get();
-        w.set(if by_event { (e + 1, t) } else { (e, t + 1) });
+        w.set((e + u64::from(by_event), t + u64::from(!by_event && recheck)));
     });
 }
 
@@ -253,6 +257,8 @@ pub(crate) struct Acquirer<'a> {
     pub(crate) woken_by_event: bool,
     /// The last look found a newly published lock (see `lock_exists`).
     rewaited: bool,
+    /// Short re-checks left after a close event on a still-held lock.
+    settle: u32,
 }
 
 impl<'a> Acquirer<'a> {
@@ -268,6 +274,7 @@ impl<'a> Acquirer<'a> {
             last: None,
             woken_by_event: false,
             rewaited: false,
+            settle: 0,
         }
     }
 
@@ -321,6 +328,17 @@ impl<'a> Acquirer<'a> {
             Verdict::Held | Verdict::Stale => {
                 self.look_first = true;
                 let insp = observed.inspection;
+                let same = self.last.as_ref().is_some_and(|(id, _)| *id == insp.id);
+                // A close-write event on the file we saw held, and it is still
+                // held: most likely its owner is exiting right now (the
+                // kernel reports the close before it drops the flock, and may
+                // close the sentinel before the witness). Look again a few
+                // times soon instead of at the safety re-check.
+                self.settle = match (same, woken, self.settle) {
+                    (true, true, _) => 1,
+                    (true, false, n) if (1..SETTLE_TRIES).contains(&n) => n + 1,
+                    _ => 0,
+                };
                 self.last = Some((insp.id, Box::new(insp)));
                 Ok(Step::Wait)
             }
@@ -352,6 +370,12 @@ impl<'a> Acquirer<'a> {
             // report it with the right words.
             Err(_) => Ok(false),
         }
+    }
+
+    /// How soon to look again while a holder seems to be exiting (see
+    /// `settle`): 1, 2, 4 ... ms, about 0.25 s in all; `None` otherwise.
+    pub(crate) fn settle_delay(&self) -> Option<Duration> {
+        (self.settle > 0).then(|| Duration::from_millis(1 << (self.settle - 1)))
     }
 
     /// Before sleeping: prepare our witnessed record now, so that the
@@ -467,10 +491,13 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                     continue;
                 };
                 acq.prepare()?;
-                let recheck = now + w.recheck_interval();
+                let recheck = now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
                 acq.woken_by_event = w.wait(until);
-                count_wake(acq.woken_by_event);
+                count_wake(
+                    acq.woken_by_event,
+                    acq.settle_delay().is_none() && deadline.is_none_or(|d| recheck < d),
+                );
             }
         }
     }

@@ -3,27 +3,44 @@
 //! [`decide`] is a pure function from what was observed ([`Facts`]) to a
 //! [`Verdict`] with its [`Reason`]s; [`crate::inspect()`](fn@crate::inspect) is the thin I/O around it.
 //!
-//! The rules, in order:
+//! Before any rule: a regular lock file that we may not open (`EACCES`,
+//! another user's `0600` file) is **held** with `unreadable` (owner
+//! unknown, fail closed). The rules of [`decide`], in order:
 //!
 //! 1. The kernel witness is held (someone holds `flock` on the lock file's
-//!    inode), or this process holds the lock: **held**. Report-only reasons
-//!    (`too-old`, `hold-exceeded`) may be attached; nothing is removed.
-//! 2. A record with a newer `version` than ours: **held** (`unknown-version`),
-//!    fail closed.
-//! 3. Our own records (`witness: "flock"`) whose witness is free: the owner is
-//!    gone. Same host: **reclaimable** (`witness-released`, or `other-boot`
-//!    after a reboot). Another host: only age decides (`other-host` +
-//!    `too-old`).
-//! 4. Records judged by pid (written by other software, or ours on a
-//!    filesystem without `flock`): the reference's reasons, `missing-pid` |
-//!    `dead-pid` | `recycled-pid`, then `invalid-createdAt` | `too-old`, then
-//!    `hold-exceeded`, then `orphan-self-pid`. EPERM and "unknown" mean alive.
-//!    A record from another host, boot or pid namespace is never judged by
-//!    pid. Reasons that are all report-only (`too-old`, `hold-exceeded`, or
-//!    `invalid-createdAt` with a live pid) give **stale** (reported, not
-//!    removed); empty, malformed and pid-less records are reclaimable only
-//!    once the file's mtime is older than the orphan grace; anything else is
-//!    **reclaimable**.
+//!    inode), or this process holds the lock (a live hold in its registry):
+//!    **held**, or **stale** when report-only reasons (`too-old`, and under
+//!    the acquire policy `hold-exceeded`) apply. Nothing is removed.
+//! 2. Empty or malformed (no JSON object): `missing-pid`,
+//!    `invalid-createdAt`, judged by the file's mtime only: **reclaimable**
+//!    once it is older than the orphan grace (`min(orphan_grace, stale)`),
+//!    else **held** with `in-grace`.
+//! 3. A record with a newer `version` than ours: **held**
+//!    (`unknown-version`), fail closed.
+//! 4. Where the record comes from: the same kernel when its `bootId` equals
+//!    ours, whatever the host names say (containers have their own), and
+//!    then another pid namespace if `pidNs` differs; otherwise another host
+//!    if `hostname` differs, else another boot if `bootId` differs, else
+//!    another pid namespace if `pidNs` differs, else local. A field missing
+//!    on either side never differs.
+//! 5. Our own records (`witness: "flock"`) whose witness is free: the owner
+//!    is gone. Local or another pid namespace: **reclaimable**
+//!    (`witness-released`); another boot: **reclaimable** (`other-boot`);
+//!    another host: age only, **held** (`other-host`) or, past the stale
+//!    threshold, **reclaimable** (`other-host`, `too-old`).
+//! 6. Any other record from another host or pid namespace is never judged by
+//!    pid: age only, as above (`other-host` / `other-namespace`); from
+//!    another boot: **reclaimable** (`other-boot`).
+//! 7. Local records without a usable witness (other software's, or ours
+//!    where `flock` does not work), judged by pid: the reference's reasons,
+//!    `missing-pid` | `dead-pid` | `recycled-pid`, then `invalid-createdAt` |
+//!    `too-old`, then `hold-exceeded` (acquire policy), then
+//!    `orphan-self-pid` (our pid, not a live hold of ours, and our start
+//!    time, or under the acquire policy no start time). EPERM and "unknown"
+//!    mean alive. No reason: **held**; a live pid: **stale** (what
+//!    is left is report-only: `too-old`, `hold-exceeded`,
+//!    `invalid-createdAt`); no valid pid: by mtime only, as in rule 2;
+//!    anything else (dead, recycled, our own orphan): **reclaimable**.
 
 use crate::error::{Error, Owner, Result};
 use crate::record::{MAX_RECORD_BYTES, OwnerRecord, ParsedRecord, RECORD_VERSION};
@@ -444,8 +461,12 @@ pub struct Inspection {
     pub contents: &'static str,
     /// The witness probe.
     pub witness: Witness,
-    /// Whether the owner is alive (`None`: not judged by pid and no witness,
-    /// or unknown).
+    /// Whether the owner is alive. For our records (`witness: "flock"`)
+    /// with a working probe: `true` while the witness is held, `false` when
+    /// it is free and the lock is reclaimable, `None` when it is free but
+    /// the lock is kept (a young record of another host, whose free witness
+    /// proves nothing here). Otherwise from the pid probe (`false` for a dead
+    /// or recycled pid); `None` when not probed or unknown.
     pub pid_alive: Option<bool>,
     /// Age from `createdAt`.
     #[serde(serialize_with = "ser_opt_ms", rename = "ageMs")]

@@ -36,10 +36,16 @@
 //!    *reported* (`too-old`, `hold-exceeded`), never removed.
 //! 3. **Crash recovery**: a dead owner's lock is taken over by the next
 //!    contender at once (woken by the kernel), without human action.
-//! 4. **Never payload-less by our hand**: the record is written to a private
-//!    temp file, witnessed, then published with `renameat2(RENAME_NOREPLACE)`
-//!    or `link(2)`. Empty or malformed files from other software are
-//!    reclaimed only once their mtime is older than the 5 s orphan grace.
+//! 4. **Never payload-less by our hand**: the record is written to a file
+//!    that does not have the lock file's name yet (on Linux an unnamed
+//!    `O_TMPFILE` file, else a private temp file), witnessed, then published
+//!    without clobbering with `linkat(2)`, `renameat2(RENAME_NOREPLACE)` or
+//!    `link(2)`. The one exception is the last-resort fallback for
+//!    filesystems with neither rename-noreplace nor hard links (some FUSE and
+//!    SMB mounts): there the lock file is created first and the record
+//!    written right after, so it is empty for that moment. Empty, malformed
+//!    or pid-less lock files are reclaimed only once their mtime is older
+//!    than the 5 s orphan grace.
 //! 5. **Release removes only our own file**: release, drop and forced
 //!    release unlink the lock path only if it still names our inode.
 //! 6. **A holder learns it lost the lock** ([`LockGuard::check`],
@@ -66,15 +72,22 @@
 //!   re-entrancy. Other threads and tasks of the process wait like any
 //!   contender.
 //! * Host names must be unique among hosts sharing a directory: a record from
-//!   another host is never judged by pid, only by the witness and by age.
+//!   another host (a different host name, and not the boot id of this
+//!   kernel) is never judged by pid, only by the witness and by age. A
+//!   record with this kernel's boot id is local whatever its host name
+//!   (containers).
 //!
 //! ## Platform notes
 //!
-//! Linux is the primary platform (`renameat2`, `/proc` start times, boot id,
-//! inotify). Other Unixes use `link(2)` to publish, have no start-time or
-//! boot-id checks, and wait with a short backoff instead of inotify. Other
-//! platforms compile, and every lock operation returns
-//! [`ErrorKind::Unsupported`]. See `docs/platforms.md`.
+//! Linux is the primary platform, and the only one built and tested
+//! (`O_TMPFILE` + `linkat`, `renameat2`, `/proc` start times, boot id,
+//! inotify). Other Unixes are meant to publish with `link(2)`, have no
+//! start-time or boot-id checks, and wait with a short backoff instead of
+//! inotify. Other platforms (Windows) are meant to compile against a seam
+//! whose every lock operation returns [`ErrorKind::Unsupported`]. Neither is
+//! verified: no target other than Linux is installed on the build machine,
+//! so they are not even known to compile, and the `session-lock` binary is
+//! Unix-only. See `docs/platforms.md`.
 
 #![deny(missing_docs)]
 

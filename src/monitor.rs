@@ -20,8 +20,14 @@
 //!   through [`Monitor::record_progress`] and with the transcript lock folded
 //!   in by [`ActivitySnapshot::merge_lock`].
 //! * `session.long_running` and `session.stalled` events are emitted on every
-//!   tick they apply. `session.stuck` warnings go through [`StuckBackoff`]
-//!   (≈ 120 s, 240 s, 480 s, 960 s ... for the default threshold).
+//!   tick they apply. `session.stuck` warnings go through [`StuckBackoff`],
+//!   fed with the classified age. The back-off alone, for the default 120 s
+//!   threshold, warns at 120 s, 240 s, 480 s, 960 s ... of age
+//!   ([`StuckBackoff::schedule`]). The monitor warns later, because it
+//!   classifies only ages strictly above the threshold and only at ticks:
+//!   with 30 s ticks that see ages 30 s, 60 s, 90 s ..., the first tick past
+//!   120 s is at 150 s, and the warnings come at 150 s, 300 s, 600 s,
+//!   1200 s ... (150; then `max(150 + 120, 2 * 150)` = 300; 600; 1200).
 //! * When the classification is recovery eligible, a [`RecoveryRequested`]
 //!   carrying the session's current state generation is emitted as well, on
 //!   every such tick: the back-off throttles reports, never recovery. The one
@@ -34,7 +40,7 @@
 //! stalled, info otherwise) in the reference's log-line format, e.g.
 //! `stuck session: sessionId=unknown sessionKey=main state=idle age=150s
 //! queueDepth=1 reason=queued_work_without_active_run
-//! classification=stale_session_state recovery=checking`.
+//! classification=stale_session_state lastProgressAge=150s recovery=checking`.
 //!
 //! A recovery must check, before it acts, that its observation is still
 //! current: [`Monitor::state_generation`] returns the state and generation to
@@ -130,18 +136,27 @@ impl StuckBackoff {
         self.last_warn_age_ms = None;
     }
 
-    /// Ages (up to and including `up_to_ms`) at which warnings are emitted for
-    /// a session observed continuously (every millisecond):
-    /// 120 000, 240 000, 480 000, 960 000, ... for a 120 000 ms threshold.
+    /// Ages (up to and including `up_to_ms`) at which the back-off lets a
+    /// warning through for a session observed continuously (every
+    /// millisecond): 120 000, 240 000, 480 000, 960 000, ... for a 120 000 ms
+    /// threshold. A [`Monitor`] emits later (see
+    /// [`schedule_with_ticks`](Self::schedule_with_ticks)).
     #[must_use]
     pub fn schedule(threshold_ms: u64, up_to_ms: u64) -> Vec<u64> {
         Self::schedule_with_ticks(threshold_ms, 1, up_to_ms)
     }
 
     /// Like [`schedule`](Self::schedule) for a session observed only at ages
-    /// that are multiples of `tick_ms` (a heartbeat; 0 is treated as 1). With
-    /// a 120 s threshold and 30 s ticks: 120 s, 240 s, 480 s, 960 s, ...; with
-    /// 50 s ticks: 150 s, 300 s, 600 s, ...
+    /// that are multiples of `tick_ms` (a heartbeat; 0 is treated as 1),
+    /// with a warning allowed at exactly the threshold (`>=`). With a 120 s
+    /// threshold and 30 s ticks: 120 s, 240 s, 480 s, 960 s, ...; with 50 s
+    /// ticks: 150 s, 300 s, 600 s, ...
+    ///
+    /// This is the back-off alone, not what a [`Monitor`] emits: the monitor
+    /// classifies a session only when its age is strictly above the
+    /// threshold (`>`), so with the default 120 s threshold and 30 s ticks
+    /// at ages 30 s, 60 s, ... its first warning is at 150 s, then 300 s,
+    /// 600 s, 1200 s, ...
     #[must_use]
     pub fn schedule_with_ticks(threshold_ms: u64, tick_ms: u64, up_to_ms: u64) -> Vec<u64> {
         let tick_ms = tick_ms.max(1);

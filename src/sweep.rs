@@ -184,9 +184,25 @@ fn remove_stale_temp(path: &Path, grace: Duration) -> bool {
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .is_some_and(|age| age > grace);
-    if !old || !matches!(sys::flock_try(&file, true), Ok(true)) {
+    if !old {
         return false;
     }
+    // NFS: an exclusive flock needs a writable descriptor (see `reclaim`);
+    // `_writable` keeps that one (and its lock) until after the unlink.
+    let _writable = match sys::flock_try(&file, true) {
+        Ok(true) => None,
+        Err(e) if sys::is_needs_writable_fd(&e) => match sys::open_death_sentinel(path) {
+            Ok(w)
+                if w.metadata()
+                    .is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta))
+                    && matches!(sys::flock_try(&w, true), Ok(true)) =>
+            {
+                Some(w)
+            }
+            _ => return false,
+        },
+        _ => return false,
+    };
     let same =
         std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
     same && std::fs::remove_file(path).is_ok()

@@ -93,6 +93,27 @@ fn exec_reports_busy_with_the_owner_and_a_distinct_code() {
 }
 
 #[test]
+fn the_timeout_reported_is_the_one_asked_for_and_suffix_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &[]);
+    // Past the 1 s notice, the error still names the whole timeout.
+    let out = run(&["append", "--timeout", "1200ms", s(&t), "x"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("session file locked (timeout 1200ms)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(holder.release().success());
+    for cmd in ["status", "clean"] {
+        let out = run(&[cmd, "--suffix", ".lock", s(dir.path())]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--suffix"), "{}", stderr(&out));
+    }
+}
+
+#[test]
 fn exec_terminates_the_command_when_the_lock_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");

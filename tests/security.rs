@@ -205,12 +205,12 @@ fn the_library_sweep_only_considers_session_lock_files() {
     assert_eq!(names(dir.path()).len(), 4);
 }
 
-/// `session-lock clean DIR` sweeps with suffix `.lock` (main.rs, `clean`:
-/// `suffix: ".lock".into()`), so any old `*.lock` that does not parse as an
-/// owner record (`Cargo.lock`, `yarn.lock`, `Gemfile.lock`, `flake.lock`,
-/// `poetry.lock`) is judged an orphan (missing-pid, invalid-createdAt) and
-/// deleted once its mtime is 5 s old. The reference sweeps only
-/// `*.jsonl.lock`; so does the library's default.
+/// `session-lock clean DIR` must judge only transcript locks (`*.jsonl.lock`
+/// by default; `--suffix` must be longer than `.lock`): other software's
+/// lock files (`Cargo.lock`, `yarn.lock`, `Gemfile.lock`, `flake.lock`,
+/// `poetry.lock`) do not parse as owner records and would otherwise be
+/// judged orphans and deleted once 5 s old (a bug found and fixed in
+/// issue 7).
 #[test]
 fn clean_never_deletes_other_software_lock_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,10 @@
 //! A lock this process holds, the process registry of them, and the guard.
+//!
+//! Release, forced release (watchdog, [`release_all`]) and the losses a
+//! guard detects (lock file removed or replaced) live here. Whether a hold
+//! is still live is an atomic flag, cleared on release or loss, so that an
+//! inspection in this process can ask "held by us?" without waiting for a
+//! release or append in progress; a lost hold is never "held by us".
 
 use crate::error::{Error, LostReason, Result};
 use crate::lock::LockPaths;

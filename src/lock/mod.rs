@@ -1,4 +1,10 @@
 //! Acquire, reclaim and release: the protocol of `docs/protocol.md`.
+//!
+//! This module has the path normalisation ([`LockPaths`]), the acquire loop
+//! shared by the blocking and async APIs (one step: publish, or inspect and
+//! reclaim a dead owner's file race-free, or wait) and the public entry
+//! points. Publishing is in `publish`, waiting in `wait`, holds, release and
+//! the guard in `held`.
 
 pub(crate) mod held;
 pub(crate) mod publish;
@@ -362,6 +368,8 @@ impl<'a> Acquirer<'a> {
                 {
                     *last_id = id;
                     self.rewaited = true;
+                    // A new holder: no settling left over from the old one.
+                    self.settle = 0;
                 }
                 Ok(true)
             }

@@ -4,19 +4,32 @@
 //! flock before it has the lock file's name. Publishing gives it that name
 //! without ever replacing an existing lock file:
 //!
-//! 1. Linux `O_TMPFILE` + `linkat(2)`: the file has no name at all until
-//!    the link, so a crash at any point leaves nothing behind;
+//! 1. Linux `O_TMPFILE` + `linkat(2)` through `/proc/self/fd`: the file has
+//!    no name at all until the link, so a crash at any point leaves nothing
+//!    behind;
 //! 2. else a private temp file `.<lock name>.<token>.tmp` (exclusive create,
 //!    0600, no symlink following) and `renameat2(RENAME_NOREPLACE)`, or
-//!    `link(2)` + unlink of the temp name;
+//!    `link(2)` + unlink of the temp name. This path is taken in a
+//!    directory whose filesystem refused `O_TMPFILE` as unsupported, or
+//!    where the `linkat` step was refused (remembered per directory, for the
+//!    life of the process), and everywhere when `SESSION_LOCK_NO_TMPFILE`
+//!    is set;
 //! 3. else (no rename-noreplace, no hard links: some FUSE and SMB mounts) a
 //!    plain exclusive create of the lock file, witness taken first, record
 //!    written after: the one window where software that ignores the witness
 //!    can see an empty lock file (the 5 s orphan grace covers it).
 //!
+//! After an unnamed (1) or `link(2)` (2) publish, the owner also opens the
+//! lock file by name for writing, a *death sentinel* it never writes
+//! through: its witness descriptor was not opened through that name, and
+//! the sentinel is what makes the owner's death an inotify `IN_CLOSE_WRITE`
+//! on the lock name (see `sys::open_death_sentinel`).
+//!
 //! A contender that loses keeps its prepared file and only refreshes
-//! `createdAt` in place before its next attempt, so a herd of woken waiters
-//! costs one failing `linkat` each, not a file creation.
+//! `createdAt` in place (`pwrite`, same length) before its next attempt, so
+//! a herd of woken waiters costs one failing `linkat` each, not a file
+//! creation. The blocking API also prepares its record before it sleeps;
+//! the async API does not (see `src/tokio.rs`).
 
 use crate::error::{Error, Result};
 use crate::inspect::SelfIdentity;
@@ -31,13 +44,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set by `SESSION_LOCK_NO_TMPFILE` (tests and benches of the named path),
-/// or once linking through `/proc/self/fd` failed (no /proc): named temp
-/// files everywhere in this process.
+/// Set by `SESSION_LOCK_NO_TMPFILE` (tests and benches of the named path):
+/// named temp files everywhere in this process. (A failed link through
+/// `/proc/self/fd` is remembered per directory, in [`no_tmpfile_dirs`].)
 static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
 
-/// Directories whose filesystem refused `O_TMPFILE` (NFS, FUSE): named temp
-/// files there, `O_TMPFILE` everywhere else.
+/// Directories whose filesystem refused `O_TMPFILE` (NFS, FUSE), or where
+/// linking one through `/proc/self/fd` was refused: named temp files there,
+/// `O_TMPFILE` everywhere else.
 fn no_tmpfile_dirs() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
     static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
         std::sync::OnceLock::new();
@@ -268,7 +282,8 @@ pub(crate) fn publish(
         Publish::Unsupported => {
             if matches!(p.kind, Kind::Unnamed) {
                 // linkat through /proc failed here: named temp files in this
-                // directory from now on (everywhere, if /proc is missing).
+                // directory from now on (each directory pays one failed try
+                // if /proc is missing altogether).
                 no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
                 return publish(paths, opts, None);

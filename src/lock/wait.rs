@@ -1,30 +1,41 @@
-//! Waiting without polling: one inotify instance per process, one reader
-//! thread, and a generation counter per lock file name.
+//! Waiting without polling: inotify directory watches filtered by lock file
+//! name, so that waiters on other lock files in the same directory are not
+//! woken.
 //!
 //! A waiter registers interest in its lock file (a watch on the directory,
-//! filtered by name) *before* it looks at the lock, remembers the
-//! generation, and after finding the lock held sleeps until the generation
-//! moves (the lock file unlinked or renamed away, or closed by its last
-//! writer, which is what the kernel does when a holder dies) or its deadline
-//! passes. Because the generation is read before the look, an event between
-//! the look and the sleep is never lost. Waiters on other lock files in the
-//! same directory are not woken.
+//! filtered by name) *before* it looks at the lock, and after finding the
+//! lock held sleeps until an event on that name (the lock file unlinked or
+//! renamed away, or a descriptor open for writing on it closed while it is
+//! still linked, which is what the kernel does when a holder dies) or its
+//! deadline passes. A lock file appearing (`IN_CREATE`, `IN_MOVED_TO`) wakes
+//! nobody. Because the registration comes before the look, an event between
+//! the look and the sleep is never lost.
 //!
-//! Two ways in. Async waiters (and blocking ones beyond the first few
-//! threads) share one process-wide instance read by one thread: the default
-//! `fs.inotify.max_user_instances` is 128 per user, so an instance per waiter
-//! would fail at 200 concurrent waiters. Blocking waiters on up to
-//! `MAX_LOCAL_INSTANCES` threads use an instance of their own thread, kept
-//! across waits and polled by the waiting thread itself, so the kernel wakes
-//! the waiter directly (one thread hop less on every handoff). Shared-hub
-//! watches stay open after their last waiter leaves (up to
-//! [`MAX_IDLE_WATCHES`] directories) so a busy lock does not pay
-//! `inotify_add_watch` per wait.
+//! Two ways in:
 //!
-//! Where inotify is unavailable (another OS, the instance limit reached, a
-//! filesystem without events such as NFS for remote changes), waiters fall
-//! back to a slow re-check: [`SAFETY_RECHECK`] with inotify, a short
-//! exponential backoff without it.
+//! * Blocking waiters on up to `MAX_LOCAL_INSTANCES` (8) threads per
+//!   process use an inotify instance of their own thread, kept across waits
+//!   in a thread-local until the thread exits and polled by the waiting
+//!   thread itself (`ppoll`), so the kernel wakes the waiter directly (one
+//!   thread hop less on every handoff). They drain the queue before each
+//!   look.
+//! * Async waiters, and blocking ones on further threads (or when a
+//!   thread-local instance cannot be had), share one process-wide hub: one
+//!   instance read by one thread, with a generation counter per lock file
+//!   name that a waiter reads before it looks and sleeps until it moves.
+//!   The default `fs.inotify.max_user_instances` is 128 per user, so an
+//!   instance per waiter would fail at 200 concurrent waiters. Hub watches
+//!   stay open after their last waiter leaves (up to [`MAX_IDLE_WATCHES`]
+//!   directories) so a busy lock does not pay `inotify_add_watch` per wait.
+//!
+//! With inotify, every wait still ends after [`SAFETY_RECHECK`] at the
+//! latest (filesystems without events for remote changes, such as NFS;
+//! owners whose death closes no writable descriptor of the lock name). The
+//! acquire loop shortens it to a few milliseconds while a holder seems to
+//! be exiting (see `Acquirer::settle_delay`). Where inotify is unavailable
+//! (another OS, or neither a thread-local instance nor the hub's instance
+//! and watch can be had), waiters fall back to a short exponential backoff:
+//! 1 ms doubling to 100 ms.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

@@ -1,7 +1,8 @@
 //! Platform seam: every OS-specific call the crate makes goes through the
 //! functions re-exported here. Unix (Linux first) lives in `unix.rs`; any other
-//! platform compiles against `unsupported.rs`, whose functions return
-//! [`std::io::ErrorKind::Unsupported`] instead of panicking.
+//! platform is meant to compile against `unsupported.rs`, whose functions
+//! return [`std::io::ErrorKind::Unsupported`] instead of panicking (not
+//! verified: only a Linux target is available to this project's CI).
 
 #[cfg(unix)]
 mod unix;

@@ -1,6 +1,7 @@
-//! Platforms without an implementation yet (Windows, WASI): everything
-//! compiles, and every operation that would touch a lock returns
-//! `io::ErrorKind::Unsupported` instead of panicking.
+//! Platforms without an implementation yet (Windows, WASI): meant to
+//! compile (unverified: no such target in CI), with every operation that
+//! would touch a lock returning `io::ErrorKind::Unsupported` instead of
+//! panicking.
 
 use super::{FileId, PidState};
 use std::fs::{File, Metadata};

@@ -63,6 +63,25 @@ const WATCH_MASK: u32 = libc::IN_DELETE
     | libc::IN_ONLYDIR
     | libc::IN_EXCL_UNLINK;
 
+/// Call `f` with each event in `buf` (what one `read` of an inotify
+/// descriptor returned) and its name, NUL padding stripped.
+#[cfg(target_os = "linux")]
+fn for_each_event(buf: &[u8], mut f: impl FnMut(&libc::inotify_event, &[u8])) {
+    let header = std::mem::size_of::<libc::inotify_event>();
+    let mut off = 0;
+    while off + header <= buf.len() {
+        // SAFETY: the kernel writes whole events; read_unaligned copes with
+        // the byte buffer's alignment and the bound is checked above.
+        let ev: libc::inotify_event =
+            unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
+        let end = (off + header + ev.len as usize).min(buf.len());
+        let name = &buf[off + header..end];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        f(&ev, name);
+        off = end;
+    }
+}
+
 /// Directories whose watch stays open with no waiter.
 pub const MAX_IDLE_WATCHES: usize = 32;
 
@@ -162,20 +181,9 @@ impl Hub {
                 tracing::warn!(error = %err, "inotify read failed; lock waits fall back to re-checking");
                 return;
             }
-            let n = n as usize;
             let mut events: Vec<(i32, Option<OsString>)> = Vec::new();
             let mut all = false;
-            let mut off = 0;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            while off + header <= n {
-                // SAFETY: the kernel writes whole events; read_unaligned copes
-                // with the byte buffer's alignment.
-                let ev: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
-                let name_len = ev.len as usize;
-                let name = &buf[(off + header).min(n)..(off + header + name_len).min(n)];
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                off += header + name_len;
+            for_each_event(&buf[..n as usize], |ev, name| {
                 if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                     all = true;
                 } else if ev.mask & libc::IN_IGNORED != 0 {
@@ -185,7 +193,7 @@ impl Hub {
                     use std::os::unix::ffi::OsStrExt;
                     events.push((ev.wd, Some(std::ffi::OsStr::from_bytes(name).to_owned())));
                 }
-            }
+            });
             if !all && events.is_empty() {
                 continue;
             }
@@ -609,17 +617,7 @@ mod local {
                 if n <= 0 {
                     return relevant;
                 }
-                let n = n as usize;
-                let header = std::mem::size_of::<libc::inotify_event>();
-                let mut off = 0;
-                while off + header <= n {
-                    // SAFETY: whole events from the kernel; unaligned read.
-                    let ev: libc::inotify_event =
-                        unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
-                    let len = ev.len as usize;
-                    let name = &buf[(off + header).min(n)..(off + header + len).min(n)];
-                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                    off += header + len;
+                super::for_each_event(&buf[..n as usize], |ev, name| {
                     if ev.mask & libc::IN_IGNORED != 0 {
                         LOCAL.with(|c| {
                             if let Some(l) = c.borrow_mut().as_mut() {
@@ -631,7 +629,7 @@ mod local {
                     if ev.mask & libc::IN_Q_OVERFLOW != 0 || name == self.name.as_bytes() {
                         relevant = true;
                     }
-                }
+                });
             }
         }
 

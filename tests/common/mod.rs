@@ -30,31 +30,8 @@ pub struct Holder {
 impl Holder {
     /// Start a holder and wait (bounded) until it says `ready`.
     pub fn start(file: &Path, extra: &[&str]) -> Holder {
-        let mut child = bin()
-            .arg("__hold")
-            .args(extra)
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn holder");
-        let stdout: ChildStdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut h = Holder {
-            child,
-            stdin,
-            lines: rx,
-        };
-        let line = h.next_line(WAIT);
-        assert!(line.starts_with("ready"), "holder said {line:?}");
+        let mut h = Holder::spawn_unready(file, extra, &[]);
+        h.wait_ready();
         h
     }
 

@@ -272,6 +272,24 @@ fn bad_input_gets_one_clear_line_and_the_documented_code() {
     let out = run(&["clean", "/nonexistent-dir-xyz"]);
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+    // A directory as the transcript: its lock would land outside it.
+    let sessions = dir.path().join("sessions");
+    std::fs::create_dir(&sessions).unwrap();
+    for args in [
+        vec!["append", s(&sessions), "x"],
+        vec!["exec", s(&sessions), "--", "true"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    }
+    let with_slash = format!("{}/", s(&sessions));
+    let out = run(&["append", &with_slash, "x"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("sessions.lock").exists(),
+        "lock created outside the directory"
+    );
     // A malformed duration: usage error.
     let out = run(&["exec", "--timeout", "5 parsecs", s(&d), "--", "true"]);
     assert_eq!(out.status.code(), Some(2));

@@ -192,6 +192,16 @@ fn symlinked_directory_shares_one_lock() {
 }
 
 #[test]
+fn a_path_naming_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_slash = format!("{}/sessions/", dir.path().display());
+    let err = try_acquire(&with_slash, &quick()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("must name a file"), "{err}");
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
+#[test]
 fn missing_parent_directory_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("a/b/c/s.jsonl");

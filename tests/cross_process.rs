@@ -160,6 +160,9 @@ fn timeout_is_honoured_and_names_the_owner() {
         err.owner().and_then(|o| o.label.clone()).as_deref(),
         Some("cron nightly")
     );
+    // The timed-out waiter left nothing in the directory (its prepared
+    // record, named or unnamed, went with it).
+    assert_eq!(names(dir.path()), vec!["s.jsonl.lock"]);
     assert!(holder.release().success());
 }
 

@@ -58,8 +58,14 @@ impl LockPaths {
                 .map_err(|e| Error::io("resolve current directory for", target, e))?
                 .join(target)
         };
+        // "dir/" names a directory, not a transcript in it: its lock would
+        // land beside the directory, outside it.
+        let trailing_slash = {
+            use std::os::unix::ffi::OsStrExt;
+            target.as_os_str().as_bytes().ends_with(b"/")
+        };
         let name = match abs.file_name() {
-            Some(n) if n != ".." && n != "." => n.to_owned(),
+            Some(n) if n != ".." && n != "." && !trailing_slash => n.to_owned(),
             _ => {
                 return Err(Error::io(
                     "resolve",

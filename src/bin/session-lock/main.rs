@@ -298,7 +298,23 @@ fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Erro
     }
 }
 
+/// A transcript argument must name a file: a directory there would put
+/// its lock beside the directory, outside it.
+fn check_transcript(file: &Path) -> Result<(), u8> {
+    if file.is_dir() {
+        eprintln!(
+            "session-lock: {} is a directory; name the transcript file inside it",
+            file.display()
+        );
+        return Err(EXIT_IO);
+    }
+    Ok(())
+}
+
 fn exec(file: &Path, opts: &LockOptions, cmd: &[String]) -> u8 {
+    if let Err(code) = check_transcript(file) {
+        return code;
+    }
     let guard = match acquire_announcing(file, opts) {
         Ok(g) => g,
         Err(e) => return fail(&e),
@@ -357,6 +373,9 @@ fn exec(file: &Path, opts: &LockOptions, cmd: &[String]) -> u8 {
 }
 
 fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
+    if let Err(code) = check_transcript(file) {
+        return code;
+    }
     let mut all: Vec<String> = Vec::new();
     for l in lines {
         if l == "-" {

@@ -63,6 +63,8 @@ pub struct SweepResult {
     pub locks: Vec<SweepReport>,
     /// Leftover temp files removed.
     pub temps_removed: Vec<PathBuf>,
+    /// Leftover temp files a sweep with `remove` would remove (dry run).
+    pub temps_removable: Vec<PathBuf>,
 }
 
 fn sweep_policy(opts: &SweepOptions) -> Policy {
@@ -117,10 +119,12 @@ pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> 
     for path in locks {
         result.locks.push(sweep_one(&path, &policy, opts.remove));
     }
-    if opts.remove {
-        for path in temps {
-            if remove_stale_temp(&path, opts.orphan_grace) {
+    for path in temps {
+        if stale_temp(&path, opts.orphan_grace, opts.remove) {
+            if opts.remove {
                 result.temps_removed.push(path);
+            } else {
+                result.temps_removable.push(path);
             }
         }
     }
@@ -167,9 +171,10 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
     report
 }
 
-/// Remove a leftover temp file if nobody holds its flock and it is older
-/// than the grace. Returns whether it was removed.
-fn remove_stale_temp(path: &Path, grace: Duration) -> bool {
+/// A leftover temp file nobody holds a flock on, older than the grace:
+/// removed when `remove`, else only reported. Returns whether it was (or
+/// would be) removed.
+fn stale_temp(path: &Path, grace: Duration, remove: bool) -> bool {
     let Ok(file) = sys::open_for_inspection(path) else {
         return false;
     };
@@ -205,5 +210,5 @@ fn remove_stale_temp(path: &Path, grace: Duration) -> bool {
     };
     let same =
         std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
-    same && std::fs::remove_file(path).is_ok()
+    same && (!remove || std::fs::remove_file(path).is_ok())
 }

@@ -381,6 +381,16 @@ fn leftover_temp_files_are_swept_once_old() {
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert!(r.temps_removed.is_empty());
     age_file(&tmp, Duration::from_secs(60));
+    let dry = session_lock::sweep::SweepOptions {
+        remove: false,
+        ..Default::default()
+    };
+    let r = session_lock::sweep::sweep(dir.path(), &dry).unwrap();
+    assert_eq!(r.temps_removable, vec![tmp.clone()]);
+    assert!(
+        r.temps_removed.is_empty() && tmp.exists(),
+        "a dry run removed it"
+    );
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert_eq!(r.temps_removed, vec![tmp.clone()]);
     assert!(!tmp.exists());

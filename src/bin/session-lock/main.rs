@@ -619,20 +619,24 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
                 code = EXIT_IO;
             }
         }
-        for t in &result.temps_removed {
+        let temps = result
+            .temps_removed
+            .iter()
+            .map(|t| (t, "removed", "removed-temp"))
+            .chain(
+                result
+                    .temps_removable
+                    .iter()
+                    .map(|t| (t, "would-remove", "would-remove-temp")),
+            );
+        for (t, action, json_action) in temps {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"lockPath": t, "action": "removed-temp", "removed": true})
+                    serde_json::json!({"lockPath": t, "action": json_action, "removed": action == "removed"})
                 );
             } else {
-                println!(
-                    "{:<14} {:<12} {:<28} {}",
-                    "removed",
-                    "temp",
-                    "-",
-                    t.display()
-                );
+                println!("{:<14} {:<12} {:<28} {}", action, "temp", "-", t.display());
             }
         }
     }

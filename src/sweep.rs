@@ -94,26 +94,7 @@ fn sweep_policy(opts: &SweepOptions) -> Policy {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> {
-    let dir = dir.as_ref();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SweepResult::default()),
-        Err(e) => return Err(Error::io("list directory", dir, e)),
-    };
-    let mut locks = Vec::new();
-    let mut temps = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".lock.") {
-            temps.push(entry.path());
-        } else if name.ends_with(opts.suffix.as_str()) && !name.starts_with('.') {
-            locks.push(entry.path());
-        }
-    }
-    locks.sort();
-    temps.sort();
+    let (locks, temps) = list(dir.as_ref(), &opts.suffix)?;
     let policy = sweep_policy(opts);
     let mut result = SweepResult::default();
     for path in locks {
@@ -129,6 +110,41 @@ pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> 
         }
     }
     Ok(result)
+}
+
+/// The lock files in `dir` whose names end with `suffix` (and do not start
+/// with `.`), sorted: what [`sweep`] and `session-lock status DIR` look at.
+/// A missing directory has none.
+///
+/// # Errors
+/// `Io` if the directory cannot be listed.
+pub fn lock_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<PathBuf>> {
+    list(dir.as_ref(), suffix).map(|(locks, _)| locks)
+}
+
+/// Lock files and leftover temp files (`.<name>.lock.<token>.tmp`) in `dir`,
+/// each sorted by name.
+fn list(dir: &Path, suffix: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    let mut locks = Vec::new();
+    let mut temps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".lock.") {
+            temps.push(entry.path());
+        } else if name.ends_with(suffix) && !name.starts_with('.') {
+            locks.push(entry.path());
+        }
+    }
+    locks.sort();
+    temps.sort();
+    Ok((locks, temps))
 }
 
 fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
@@ -192,23 +208,16 @@ fn stale_temp(path: &Path, grace: Duration, remove: bool) -> bool {
     if !old {
         return false;
     }
-    // NFS: an exclusive flock needs a writable descriptor (see `reclaim`);
-    // `_writable` keeps that one (and its lock) until after the unlink.
-    let _writable = match sys::flock_try(&file, true) {
-        Ok(true) => None,
-        Err(e) if sys::is_needs_writable_fd(&e) => match sys::open_death_sentinel(path) {
-            Ok(w)
-                if w.metadata()
-                    .is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta))
-                    && matches!(sys::flock_try(&w, true), Ok(true)) =>
-            {
-                Some(w)
-            }
-            _ => return false,
-        },
-        _ => return false,
-    };
-    let same =
-        std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    // `_writable` keeps a descriptor NFS needed (and its lock) until after
+    // the unlink.
+    let mut _writable = None;
+    let id = sys::file_id(&meta);
+    if !matches!(
+        lock::lock_for_removal(&file, &mut _writable, path, id),
+        lock::RemovalLock::Taken
+    ) {
+        return false;
+    }
+    let same = std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == id);
     same && (!remove || std::fs::remove_file(path).is_ok())
 }

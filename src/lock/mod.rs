@@ -148,6 +148,50 @@ pub(crate) enum Reclaim {
     Busy,
 }
 
+/// Outcome of [`lock_for_removal`].
+pub(crate) enum RemovalLock {
+    /// We hold the inode's exclusive flock.
+    Taken,
+    /// Someone else holds a lock on it.
+    Busy,
+    /// The path no longer names that inode.
+    Changed,
+    /// This filesystem has no flock.
+    Unsupported,
+}
+
+/// Try for the exclusive flock on the inode `file` was opened on (read-only,
+/// by inspection) before removing `path`. NFS emulates flock with POSIX
+/// locks, whose exclusive form needs a descriptor open for writing
+/// (flock(2), NOTES): there the same inode is opened again for writing, into
+/// `writable`, which the caller keeps until after its unlink (and reuses
+/// across retries).
+pub(crate) fn lock_for_removal(
+    file: &std::fs::File,
+    writable: &mut Option<std::fs::File>,
+    path: &Path,
+    id: FileId,
+) -> RemovalLock {
+    let outcome = match writable.as_ref() {
+        Some(w) => sys::flock_try(w, true),
+        None => sys::flock_try(file, true),
+    };
+    match outcome {
+        Ok(true) => RemovalLock::Taken,
+        Ok(false) => RemovalLock::Busy,
+        Err(e) if sys::is_needs_writable_fd(&e) && writable.is_none() => {
+            match sys::open_death_sentinel(path) {
+                Ok(w) if w.metadata().is_ok_and(|m| sys::file_id(&m) == id) => {
+                    *writable = Some(w);
+                    lock_for_removal(file, writable, path, id)
+                }
+                _ => RemovalLock::Changed,
+            }
+        }
+        Err(_) => RemovalLock::Unsupported,
+    }
+}
+
 /// Remove a stale lock file without races: hold the stale inode's flock
 /// exclusively, check the path still names that inode, unlink, close. Two
 /// reclaimers serialise on the inode; the loser finds the path changed.
@@ -162,33 +206,18 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
     // holds it only until its unlink: a short bounded retry almost always
     // gets through, so contenders do not all give up at once.
     let mut attempts = 0;
-    // Held until after the unlink when we had to open one (see below).
-    let mut writable: Option<std::fs::File> = None;
+    // Held until after the unlink when NFS needed one (see `lock_for_removal`).
+    let mut writable = None;
     loop {
-        let fd = writable.as_ref().unwrap_or(&file);
-        match sys::flock_try(fd, true) {
-            Ok(true) => break,
-            Ok(false) if attempts < RECLAIM_LOCK_ATTEMPTS => {
+        match lock_for_removal(&file, &mut writable, path, inspection.id) {
+            // No flock on this filesystem: identity check only (documented window).
+            RemovalLock::Taken | RemovalLock::Unsupported => break,
+            RemovalLock::Busy if attempts < RECLAIM_LOCK_ATTEMPTS => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_micros(50));
             }
-            Ok(false) => return Ok(Reclaim::Busy),
-            // NFS emulates flock with POSIX locks, and an exclusive one needs
-            // a descriptor open for writing (flock(2), NOTES): open the same
-            // inode for writing and lock that one.
-            Err(e) if sys::is_needs_writable_fd(&e) && writable.is_none() => {
-                match sys::open_death_sentinel(path) {
-                    Ok(w)
-                        if w.metadata()
-                            .is_ok_and(|m| sys::file_id(&m) == inspection.id) =>
-                    {
-                        writable = Some(w);
-                    }
-                    _ => return Ok(Reclaim::Changed),
-                }
-            }
-            // No flock on this filesystem: identity check only (documented window).
-            Err(_) => break,
+            RemovalLock::Busy => return Ok(Reclaim::Busy),
+            RemovalLock::Changed => return Ok(Reclaim::Changed),
         }
     }
     match std::fs::symlink_metadata(path) {

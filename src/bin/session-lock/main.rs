@@ -418,18 +418,7 @@ fn lock_files(paths: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Error> {
         if p.extension().is_some_and(|e| e == "lock") {
             out.push(p.clone());
         } else if p.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|e| io_err("list directory", p, e))?;
-            let mut found: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(suffix) && !n.starts_with('.'))
-                })
-                .collect();
-            found.sort();
-            out.extend(found);
+            out.extend(session_lock::sweep::lock_files(p, suffix)?);
         } else {
             let parent = p
                 .parent()

@@ -2,6 +2,7 @@
 //! clean lock directories, measure. See `docs/cli.md`.
 
 mod bench;
+mod exec;
 
 use clap::{Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
@@ -15,15 +16,15 @@ use std::time::{Duration, Instant};
 const DEFAULT_SUFFIX: &str = ".jsonl.lock";
 
 /// Exit code: the lock was not obtained (busy or timed out).
-const EXIT_NOT_OBTAINED: u8 = 3;
+pub(crate) const EXIT_NOT_OBTAINED: u8 = 3;
 /// Exit code: the lock was lost while held (max hold exceeded, replaced).
-const EXIT_LOST: u8 = 4;
+pub(crate) const EXIT_LOST: u8 = 4;
 /// Exit code: bad path, permission problem or other I/O error.
-const EXIT_IO: u8 = 5;
+pub(crate) const EXIT_IO: u8 = 5;
 /// Exit code: the command could not be started (as in shells).
-const EXIT_CANNOT_RUN: u8 = 126;
+pub(crate) const EXIT_CANNOT_RUN: u8 = 126;
 /// Exit code: the command was not found (as in shells).
-const EXIT_NOT_FOUND: u8 = 127;
+pub(crate) const EXIT_NOT_FOUND: u8 = 127;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -171,7 +172,16 @@ fn main() -> ExitCode {
             label,
             file,
             cmd,
-        } => exec(&file, &options(timeout, max_hold, label), &cmd),
+        } => exec::run(&exec::ExecArgs {
+            file,
+            opts: options(timeout, None, label),
+            max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
+            kill_after: exec::DEFAULT_KILL_AFTER,
+            nonblock: false,
+            conflict_exit_code: EXIT_NOT_OBTAINED,
+            verbose: false,
+            cmd,
+        }),
         Command::Append {
             timeout,
             sync,
@@ -231,7 +241,7 @@ fn options(
 }
 
 /// Print an error as one line and map it to an exit code.
-fn fail(err: &Error) -> u8 {
+pub(crate) fn fail(err: &Error) -> u8 {
     eprintln!("session-lock: {err}");
     match err.kind() {
         ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale | ErrorKind::WouldDeadlock => {
@@ -256,7 +266,7 @@ fn describe_owner(insp: &Inspection) -> String {
 
 /// Acquire, printing once to stderr who holds the lock after 1 s of
 /// waiting (as cargo does for its own lock).
-fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Error> {
+pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Error> {
     const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
     let start = Instant::now();
     let first = match opts.get_timeout() {
@@ -300,7 +310,7 @@ fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Erro
 
 /// A transcript argument must name a file: a directory there would put
 /// its lock beside the directory, outside it.
-fn check_transcript(file: &Path) -> Result<(), u8> {
+pub(crate) fn check_transcript(file: &Path) -> Result<(), u8> {
     if file.is_dir() {
         eprintln!(
             "session-lock: {} is a directory; name the transcript file inside it",
@@ -309,67 +319,6 @@ fn check_transcript(file: &Path) -> Result<(), u8> {
         return Err(EXIT_IO);
     }
     Ok(())
-}
-
-fn exec(file: &Path, opts: &LockOptions, cmd: &[String]) -> u8 {
-    if let Err(code) = check_transcript(file) {
-        return code;
-    }
-    let guard = match acquire_announcing(file, opts) {
-        Ok(g) => g,
-        Err(e) => return fail(&e),
-    };
-    let mut child = match std::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("session-lock: cannot run {:?}: {e}", cmd[0]);
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                EXIT_NOT_FOUND
-            } else {
-                EXIT_CANNOT_RUN
-            };
-        }
-    };
-    let child_pid = child.id();
-    // If the lock is lost (watchdog, replaced), the command is no longer
-    // protected: terminate it rather than let it write unguarded.
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (status, reason) = std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                if let Some(reason) = guard.wait_lost(Some(Duration::from_millis(50))) {
-                    eprintln!(
-                        "session-lock: lost the lock on {} ({reason}); terminating the command",
-                        file.display()
-                    );
-                    // SAFETY: plain kill(2) on our own child's pid.
-                    unsafe { libc::kill(child_pid as libc::pid_t, libc::SIGTERM) };
-                    return Some(reason);
-                }
-            }
-            None
-        });
-        let status = child.wait();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        (status, watcher.join().ok().flatten())
-    });
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("session-lock: waiting for the command failed: {e}");
-            return EXIT_IO;
-        }
-    };
-    if reason.is_some() {
-        return EXIT_LOST;
-    }
-    drop(guard);
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
-        _ => 1,
-    }
 }
 
 fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {

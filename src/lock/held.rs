@@ -385,6 +385,43 @@ impl LockGuard {
         }
     }
 
+    /// Let child processes spawned from now on inherit the witness
+    /// descriptor, so that the kernel keeps the witness held while any of
+    /// them (or their descendants) still has it open, even if this process
+    /// dies first: the lock then stays held for as long as anything that
+    /// could write under it lives, as with `flock(1)`. `session-lock exec`
+    /// uses it. The descriptor is inherited by *every* process spawned
+    /// afterwards from any thread; call [`LockGuard::keep_from_children`] to
+    /// stop that.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
+    /// the descriptor flags cannot be changed.
+    pub fn share_with_children(&self) -> Result<()> {
+        self.set_inheritable(true)
+    }
+
+    /// Undo [`LockGuard::share_with_children`] for processes spawned later.
+    ///
+    /// # Errors
+    /// As for [`LockGuard::share_with_children`].
+    pub fn keep_from_children(&self) -> Result<()> {
+        self.set_inheritable(false)
+    }
+
+    fn set_inheritable(&self, inherit: bool) -> Result<()> {
+        let mut st = self.held.state();
+        self.held.check_locked(&mut st)?;
+        let Some(witness) = st.witness.as_ref() else {
+            return Err(Error::LockLost {
+                lock_path: self.held.paths.lock.clone(),
+                reason: LostReason::ReleasedAll,
+            });
+        };
+        sys::set_inheritable(witness, inherit)
+            .map_err(|e| Error::io("set witness inheritance", &self.held.paths.lock, e))
+    }
+
     /// A future that resolves with the reason when the lock is lost (usable
     /// from any async runtime; it needs no timer).
     pub fn lost(&self) -> Lost {

@@ -402,6 +402,20 @@ pub(crate) fn random_bytes() -> [u8; 16] {
     buf
 }
 
+/// Let processes spawned from now on inherit `file` (clear `FD_CLOEXEC`),
+/// or stop them from inheriting it.
+pub(crate) fn set_inheritable(file: &File, inherit: bool) -> io::Result<()> {
+    use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
+    let flags = fcntl_getfd(file)?;
+    let flags = if inherit {
+        flags - FdFlags::CLOEXEC
+    } else {
+        flags | FdFlags::CLOEXEC
+    };
+    fcntl_setfd(file, flags)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,3 +96,7 @@ pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
 pub(crate) fn write_all_at(_file: &File, _buf: &[u8], _offset: u64) -> io::Result<()> {
     Err(unsupported())
 }
+
+pub(crate) fn set_inheritable(_file: &File, _inherit: bool) -> io::Result<()> {
+    Err(unsupported())
+}

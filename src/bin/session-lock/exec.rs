@@ -1,23 +1,75 @@
-//! `session-lock exec`: hold the lock while a command runs.
+//! `session-lock exec`: hold the lock while a command runs, for exactly as
+//! long as anything the command started can write.
+//!
+//! Two processes of ours take part (see `docs/cli.md`, "exec"):
+//!
+//! * the **front** (`session-lock exec`, the process the caller started and
+//!   may signal or kill) starts the holder in its own process group, relays
+//!   SIGTERM/SIGINT/SIGHUP to it and exits with its status;
+//! * the **holder** (the same binary, `__exec-holder`) becomes a child
+//!   subreaper, acquires the lock (the record names the holder's pid), lets
+//!   the command inherit the witness descriptor, runs it in a process group
+//!   of its own, and releases the lock only once the command *and every
+//!   process it started* have exited and been reaped.
+//!
+//! So a SIGKILL of the front leaves the lock held by a live pid and a held
+//! witness until the command's whole tree has exited; a SIGKILL of the
+//! holder itself still leaves the witness held by the command's tree (the
+//! kernel drops a flock only when the last descriptor of it closes), which
+//! our contenders honour; only peers that judge by pid alone would then see
+//! a dead owner.
+//!
+//! On max hold, on loss of the lock (the file removed or replaced) and on
+//! signals the holder stops the tree first: the signal received is
+//! forwarded, max hold and loss send SIGTERM and then SIGKILL after
+//! `--kill-after`; the lock is let go only after the last process is reaped.
 
 use crate::{
-    EXIT_CANNOT_RUN, EXIT_IO, EXIT_LOST, EXIT_NOT_FOUND, acquire_announcing, check_transcript, fail,
+    EXIT_CANNOT_RUN, EXIT_IO, EXIT_LOST, EXIT_NOT_FOUND, EXIT_NOT_OBTAINED, acquire_announcing,
+    check_transcript, fail,
 };
-use session_lock::LockOptions;
-use std::path::PathBuf;
-use std::time::Duration;
+use rustix::process::{Pid, Signal};
+use session_lock::{LockGuard, LockOptions, LostReason};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Grace between SIGTERM and SIGKILL when the command must stop (max hold
 /// reached, lock lost), unless `--kill-after` says otherwise.
 pub(crate) const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(5);
+
+/// The signals the front relays to the holder and the holder forwards to
+/// the command's tree.
+const FORWARDED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+
+/// Without inotify events (some network filesystems), the holder still
+/// checks that the lock file is its own this often.
+const LOSS_RECHECK: Duration = Duration::from_secs(1);
+
+/// After SIGKILL, how often the tree is signalled again while processes of
+/// it remain (children reparented to the holder after their parent died).
+const KILL_REPEAT: Duration = Duration::from_millis(100);
+
+/// The library's own watchdog is a backstop only: the holder enforces max
+/// hold itself (stop the tree, then release). It fires this long after the
+/// holder should have finished stopping the tree.
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(10);
+
+/// After the command itself exited, how long the holder waits silently for
+/// the processes it left behind before saying that it waits.
+const LEFTOVER_NOTICE: Duration = Duration::from_secs(1);
 
 /// Everything `exec` needs, resolved from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecArgs {
     /// The transcript to guard.
     pub file: PathBuf,
-    /// Timeout (`-w`), label; `max_hold` is enforced by `exec` itself.
-    pub opts: LockOptions,
+    /// How long to wait for the lock (`-w`); `None`: the library default.
+    pub timeout: Option<Duration>,
+    /// Free text for the owner record.
+    pub label: Option<String>,
     /// How long the command may hold the lock before it is stopped.
     pub max_hold: Duration,
     /// SIGTERM -> SIGKILL grace when the command must stop.
@@ -32,23 +84,202 @@ pub(crate) struct ExecArgs {
     pub cmd: Vec<String>,
 }
 
+/// What the front hands the holder (one JSON argument).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HolderArgs {
+    file: PathBuf,
+    timeout_ms: Option<u64>,
+    label: Option<String>,
+    max_hold_ms: u64,
+    kill_after_ms: u64,
+    nonblock: bool,
+    conflict_exit_code: u8,
+    verbose: bool,
+    cmd: Vec<String>,
+}
+
+/// `1.5s`, `5s`, `2m`, `250ms` for messages.
+fn human(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.as_secs() >= 120 && d.as_secs() % 60 == 0 {
+        format!("{}m", d.as_secs() / 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The front: start the holder, relay signals to it, exit with its status.
 pub(crate) fn run(args: &ExecArgs) -> u8 {
-    let (file, cmd) = (&args.file, &args.cmd);
-    let opts = args.opts.clone().max_hold(args.max_hold);
-    let opts = &opts;
-    if let Err(code) = check_transcript(file) {
+    if let Err(code) = check_transcript(&args.file) {
         return code;
     }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("session-lock: cannot find its own executable to start the holder: {e}");
+            return EXIT_IO;
+        }
+    };
+    let handoff = HolderArgs {
+        file: args.file.clone(),
+        timeout_ms: args.timeout.map(ms),
+        label: args.label.clone(),
+        max_hold_ms: ms(args.max_hold),
+        kill_after_ms: ms(args.kill_after),
+        nonblock: args.nonblock,
+        conflict_exit_code: args.conflict_exit_code,
+        verbose: args.verbose,
+        cmd: args.cmd.clone(),
+    };
+    let json = match serde_json::to_string(&handoff) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("session-lock: cannot pass the command to the holder: {e}");
+            return EXIT_IO;
+        }
+    };
+    // Registered before the holder exists: a signal that arrives in between
+    // is relayed as soon as the holder's pid is known.
+    let mut signals = match signal_hook::iterator::Signals::new(FORWARDED) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("session-lock: cannot handle signals: {e}");
+            return EXIT_IO;
+        }
+    };
+    let handle = signals.handle();
+    // Its own process group: a terminal's Ctrl-C reaches the front only,
+    // which relays it once (the holder forwards it to the command's group).
+    let mut holder = match std::process::Command::new(exe)
+        .arg("__exec-holder")
+        .arg(json)
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("session-lock: cannot start the holder process: {e}");
+            return EXIT_IO;
+        }
+    };
+    let holder_pid = Pid::from_raw(holder.id() as i32);
+    let relay = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if let (Some(pid), Some(sig)) = (holder_pid, Signal::from_named_raw(sig)) {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+        }
+    });
+    let status = holder.wait();
+    handle.close();
+    let _ = relay.join();
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => u8::try_from(c).unwrap_or(1),
+            (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+            _ => 1,
+        },
+        Err(e) => {
+            eprintln!("session-lock: waiting for the holder process failed: {e}");
+            EXIT_IO
+        }
+    }
+}
+
+/// What the holder's main loop hears about.
+enum Event {
+    /// The command itself (the direct child) ended.
+    CommandExited(std::process::ExitStatus),
+    /// No child of the holder is left: the command and everything it started
+    /// (reparented to the holder, a subreaper) have been reaped.
+    TreeGone,
+    /// The lock is no longer ours.
+    Lost(LostReason),
+    /// A signal to forward.
+    Signal(i32),
+}
+
+/// Why the holder is stopping the command's tree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    MaxHold,
+    Lost,
+}
+
+/// The holder (`session-lock __exec-holder JSON`).
+pub(crate) fn holder(json: &str) -> u8 {
+    let args: HolderArgs = match serde_json::from_str(json) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("session-lock: __exec-holder is internal to `session-lock exec` ({e})");
+            return 2;
+        }
+    };
+    // Orphans of the command's tree are reparented to us, so we can wait
+    // for all of them before letting the lock go.
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        eprintln!("session-lock: cannot become a child subreaper: {e}");
+        return EXIT_IO;
+    }
+    let (tx, rx) = mpsc::channel::<Event>();
+    let signals = match signal_hook::iterator::Signals::new(FORWARDED) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("session-lock: cannot handle signals: {e}");
+            return EXIT_IO;
+        }
+    };
+    let sig_handle = signals.handle();
+    // Until the command is started, a signal ends the holder at once (a
+    // record published in between names a dead pid and a free witness:
+    // reclaimable at once); afterwards it is forwarded to the command.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let tx = tx.clone();
+        let started = started.clone();
+        let mut signals = signals;
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if !started.load(std::sync::atomic::Ordering::Acquire) {
+                    std::process::exit(128 + sig);
+                }
+                if tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let max_hold = Duration::from_millis(args.max_hold_ms);
+    let kill_after = Duration::from_millis(args.kill_after_ms);
+    let mut opts = LockOptions::new().max_hold(
+        max_hold
+            .saturating_add(kill_after)
+            .saturating_add(BACKSTOP_MARGIN),
+    );
+    if let Some(t) = args.timeout_ms {
+        opts = opts.timeout(Duration::from_millis(t));
+    }
+    if let Some(l) = &args.label {
+        opts = opts.label(l.clone());
+    }
+    let file = &args.file;
     let acquired = if args.nonblock {
-        session_lock::try_acquire(file, opts)
+        session_lock::try_acquire(file, &opts)
     } else {
-        acquire_announcing(file, opts)
+        acquire_announcing(file, &opts)
     };
     let guard = match acquired {
         Ok(g) => g,
         Err(e) => {
             let code = fail(&e);
-            return if code == crate::EXIT_NOT_OBTAINED {
+            return if code == EXIT_NOT_OBTAINED {
                 args.conflict_exit_code
             } else {
                 code
@@ -56,13 +287,25 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
         }
     };
     if args.verbose {
-        eprintln!("session-lock: got the lock on {}", file.display());
+        eprintln!(
+            "session-lock: holding the lock on {} (pid {})",
+            guard.lock_path().display(),
+            std::process::id()
+        );
     }
-    let _ = args.kill_after; // TODO(issue 10): SIGTERM, then SIGKILL after this grace
-    let mut child = match std::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
+    if let Err(e) = guard.share_with_children() {
+        return fail(&e);
+    }
+    started.store(true, std::sync::atomic::Ordering::Release);
+    let spawned = std::process::Command::new(&args.cmd[0])
+        .args(&args.cmd[1..])
+        .process_group(0)
+        .spawn();
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("session-lock: cannot run {:?}: {e}", cmd[0]);
+            eprintln!("session-lock: cannot run {:?}: {e}", args.cmd[0]);
+            drop(guard);
             return if e.kind() == std::io::ErrorKind::NotFound {
                 EXIT_NOT_FOUND
             } else {
@@ -70,44 +313,303 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
             };
         }
     };
-    let child_pid = child.id();
-    // If the lock is lost (watchdog, replaced), the command is no longer
-    // protected: terminate it rather than let it write unguarded.
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (status, reason) = std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                if let Some(reason) = guard.wait_lost(Some(Duration::from_millis(50))) {
-                    eprintln!(
-                        "session-lock: lost the lock on {} ({reason}); terminating the command",
-                        file.display()
-                    );
-                    // SAFETY: plain kill(2) on our own child's pid.
-                    unsafe { libc::kill(child_pid as libc::pid_t, libc::SIGTERM) };
-                    return Some(reason);
+    let _ = guard.keep_from_children();
+    let Some(group) = Pid::from_raw(child.id() as i32) else {
+        return EXIT_IO;
+    };
+    // The child is reaped by the reaper thread below (wait for any child),
+    // never through `Child`.
+    drop(child);
+    spawn_reaper(group, tx.clone());
+    spawn_loss_watch(guard.lock_path(), tx.clone());
+    let code = supervise(&args, &guard, group, max_hold, kill_after, &rx);
+    sig_handle.close();
+    let released = guard.release();
+    match (code, released) {
+        (Supervised::Lost, _) => EXIT_LOST,
+        (Supervised::MaxHold, Ok(())) => EXIT_LOST,
+        (_, Err(e)) => {
+            fail(&e);
+            EXIT_LOST
+        }
+        (Supervised::Exited(status), Ok(())) => {
+            if args.verbose {
+                eprintln!("session-lock: released the lock on {}", file.display());
+            }
+            match (status.code(), status.signal()) {
+                (Some(c), _) => c as u8,
+                (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+                _ => 1,
+            }
+        }
+    }
+}
+
+enum Supervised {
+    Exited(std::process::ExitStatus),
+    MaxHold,
+    Lost,
+}
+
+/// Wait for the command's tree to end, stopping it on max hold, loss or
+/// signal. Returns once every process of the tree has been reaped.
+fn supervise(
+    args: &HolderArgs,
+    guard: &LockGuard,
+    group: Pid,
+    max_hold: Duration,
+    kill_after: Duration,
+    rx: &mpsc::Receiver<Event>,
+) -> Supervised {
+    let deadline = Instant::now() + max_hold;
+    let mut stopping: Option<(Stop, Instant)> = None;
+    let mut killing = false;
+    let mut status = None;
+    let mut notice_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let wake = match (stopping, killing) {
+            (_, true) => now + KILL_REPEAT,
+            (Some((_, kill_at)), false) => kill_at,
+            (None, _) => notice_at.map_or(deadline, |n| n.min(deadline)),
+        };
+        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(Event::CommandExited(s)) => {
+                status = Some(s);
+                if stopping.is_none() {
+                    notice_at = Some(Instant::now() + LEFTOVER_NOTICE);
                 }
             }
-            None
-        });
-        let status = child.wait();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        (status, watcher.join().ok().flatten())
-    });
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("session-lock: waiting for the command failed: {e}");
-            return EXIT_IO;
+            Ok(Event::TreeGone) => break,
+            Ok(Event::Lost(reason)) => {
+                if stopping.is_none_or(|(why, _)| why != Stop::Lost) {
+                    eprintln!(
+                        "session-lock: lost the lock on {} ({reason}); stopping the command",
+                        guard.lock_path().display()
+                    );
+                    signal_tree(group, Signal::TERM);
+                    stopping = Some((Stop::Lost, Instant::now() + kill_after));
+                }
+            }
+            Ok(Event::Signal(sig)) => {
+                if let Some(sig) = Signal::from_named_raw(sig) {
+                    signal_tree(group, sig);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if killing {
+                    signal_tree(group, Signal::KILL);
+                } else if let Some((_, kill_at)) = stopping {
+                    if now >= kill_at {
+                        eprintln!(
+                            "session-lock: the command did not stop within {}; killing it",
+                            human(kill_after)
+                        );
+                        signal_tree(group, Signal::KILL);
+                        killing = true;
+                    }
+                } else if now >= deadline {
+                    eprintln!(
+                        "session-lock: max hold {} reached on {}; stopping the command",
+                        human(max_hold),
+                        guard.lock_path().display()
+                    );
+                    signal_tree(group, Signal::TERM);
+                    stopping = Some((Stop::MaxHold, now + kill_after));
+                } else if notice_at.is_some_and(|n| now >= n) {
+                    notice_at = None;
+                    eprintln!(
+                        "session-lock: {:?} exited; waiting for the processes it started (they may still write, so they keep the lock on {})",
+                        args.cmd[0],
+                        guard.lock_path().display()
+                    );
+                }
+            }
         }
-    };
-    if reason.is_some() {
-        return EXIT_LOST;
     }
-    drop(guard);
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
-        _ => 1,
+    match stopping {
+        Some((Stop::Lost, _)) => Supervised::Lost,
+        Some((Stop::MaxHold, _)) => Supervised::MaxHold,
+        None => match status {
+            Some(s) => Supervised::Exited(s),
+            None => Supervised::Lost,
+        },
+    }
+}
+
+/// Signal the command's process group and every other process of the tree:
+/// the holder's children that are not in that group (reparented orphans, or
+/// processes that left the group with `setsid`). Their own descendants are
+/// reached on a later round, once they are reparented in turn.
+fn signal_tree(group: Pid, sig: Signal) {
+    let _ = rustix::process::kill_process_group(group, sig);
+    for pid in children_of(std::process::id()) {
+        if let Some(pid) = Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+}
+
+/// Pids whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| {
+                    // The command name may hold spaces and ')'.
+                    let after = t.get(t.rfind(')')? + 1..)?;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Reap every child (we are a subreaper, so that includes orphaned
+/// descendants of the command); report the command's own status, then
+/// `TreeGone` when no child is left.
+fn spawn_reaper(command: Pid, tx: mpsc::Sender<Event>) {
+    std::thread::spawn(move || {
+        loop {
+            match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+                Ok(Some((pid, status))) => {
+                    if pid == command {
+                        let raw = std::process::ExitStatus::from_raw(status.as_raw());
+                        let _ = tx.send(Event::CommandExited(raw));
+                    }
+                }
+                Ok(None) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    // ECHILD: nothing left to wait for.
+                    let _ = tx.send(Event::TreeGone);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Watch the lock's directory (inotify) and report a loss as soon as the
+/// lock path is removed or names another file; without events, look every
+/// [`LOSS_RECHECK`]. It judges by the file's identity alone, so it needs no
+/// access to the guard (the main loop confirms with `check`). A forced
+/// release by the library's watchdog (the backstop) unlinks the file and is
+/// seen here too.
+fn spawn_loss_watch(lock: &Path, tx: mpsc::Sender<Event>) {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let lock = lock.to_owned();
+    let Ok(ours) = std::fs::symlink_metadata(&lock).map(|m| identity(&m)) else {
+        let _ = tx.send(Event::Lost(LostReason::Removed));
+        return;
+    };
+    std::thread::spawn(move || {
+        let watch = LockDirWatch::new(&lock);
+        loop {
+            let now = match std::fs::symlink_metadata(&lock) {
+                Ok(m) if identity(&m) == ours => None,
+                Ok(_) => Some(LostReason::Replaced),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(LostReason::Removed),
+                // Cannot tell (EACCES, EIO): keep holding, as `check` does.
+                Err(_) => None,
+            };
+            if let Some(reason) = now {
+                let _ = tx.send(Event::Lost(reason));
+                return;
+            }
+            match &watch {
+                Some(w) => w.wait(LOSS_RECHECK),
+                None => std::thread::sleep(LOSS_RECHECK),
+            }
+        }
+    });
+}
+
+/// The lock's directory under inotify, filtered to the lock's own name.
+struct LockDirWatch {
+    fd: rustix::fd::OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl LockDirWatch {
+    fn new(lock: &Path) -> Option<LockDirWatch> {
+        use rustix::fs::inotify;
+        let dir = lock.parent()?;
+        let name = lock.file_name()?.to_owned();
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC).ok()?;
+        let mask = inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::MOVED_FROM
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::DELETE_SELF
+            | inotify::WatchFlags::MOVE_SELF
+            | inotify::WatchFlags::ONLYDIR;
+        inotify::add_watch(&fd, dir, mask).ok()?;
+        Some(LockDirWatch { fd, name })
+    }
+
+    /// Sleep until an event about the lock's name (or the directory itself)
+    /// arrives, or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let ts = Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(n) if n > 0 => {
+                    if self.relevant() {
+                        return;
+                    }
+                }
+                Ok(_) => return,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Read the queued events; whether one concerns our name or the
+    /// directory itself.
+    fn relevant(&self) -> bool {
+        use rustix::fs::inotify;
+        use std::os::unix::ffi::OsStrExt;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&self.fd, &mut buf);
+        let mut relevant = false;
+        // One read's worth: `poll` said at least one event is queued.
+        while let Ok(ev) = reader.next() {
+            let name_matches = ev
+                .file_name()
+                .is_some_and(|n| n.to_bytes() == self.name.as_bytes());
+            if name_matches
+                || ev.events().intersects(
+                    inotify::ReadFlags::DELETE_SELF
+                        | inotify::ReadFlags::MOVE_SELF
+                        | inotify::ReadFlags::IGNORED
+                        | inotify::ReadFlags::QUEUE_OVERFLOW,
+                )
+            {
+                relevant = true;
+            }
+            if reader.is_buffer_empty() {
+                break;
+            }
+        }
+        relevant
     }
 }

@@ -61,6 +61,9 @@ enum Command {
         /// Free text recorded in the lock's owner record.
         #[arg(long)]
         label: Option<String>,
+        /// Grace between SIGTERM and SIGKILL when the command must stop (default 5s).
+        #[arg(long, value_parser = session_lock::parse_duration)]
+        kill_after: Option<Duration>,
         /// The transcript to guard.
         file: PathBuf,
         /// The command and its arguments.
@@ -110,6 +113,22 @@ enum Command {
     },
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
     Bench(bench::BenchArgs),
+    /// Test helper (tests/exec.rs): one chaos section run *under* `exec`:
+    /// marker in, lines to FILE (plain appends: the lock is exec's), marker out.
+    #[command(name = "__chaos_section", hide = true)]
+    ChaosSection {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        seq: u64,
+        #[arg(long)]
+        dir: PathBuf,
+        file: PathBuf,
+    },
+    /// Internal to `exec`: the process that holds the lock while the command
+    /// runs (see `docs/cli.md`).
+    #[command(name = "__exec-holder", hide = true)]
+    ExecHolder { args: String },
     /// Test helper: hold the lock until stdin closes (prints `ready` when held).
     #[command(name = "__hold", hide = true)]
     Hold {
@@ -157,10 +176,7 @@ fn main() -> ExitCode {
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
     // `signals` module docs).
     #[cfg(all(feature = "signals", target_os = "linux"))]
-    if matches!(
-        cli.command,
-        Command::Exec { .. } | Command::Append { .. } | Command::Hold { .. }
-    ) {
+    if matches!(cli.command, Command::Append { .. } | Command::Hold { .. }) {
         if let Err(e) = session_lock::signals::install() {
             eprintln!("session-lock: could not install signal cleanup: {e}");
         }
@@ -170,13 +186,15 @@ fn main() -> ExitCode {
             timeout,
             max_hold,
             label,
+            kill_after,
             file,
             cmd,
         } => exec::run(&exec::ExecArgs {
             file,
-            opts: options(timeout, None, label),
+            timeout,
+            label,
             max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
-            kill_after: exec::DEFAULT_KILL_AFTER,
+            kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
             nonblock: false,
             conflict_exit_code: EXIT_NOT_OBTAINED,
             verbose: false,
@@ -218,6 +236,8 @@ fn main() -> ExitCode {
             file,
         } => worker(&file, &marker, id, count),
         Command::ChaosWorker { id, dir, file } => chaos_worker(&file, &dir, id),
+        Command::ExecHolder { args } => exec::holder(&args),
+        Command::ChaosSection { id, seq, dir, file } => chaos_section(&file, &dir, id, seq),
     };
     ExitCode::from(code)
 }
@@ -803,6 +823,60 @@ fn chaos_worker(file: &Path, dir: &Path, id: u64) -> u8 {
             return fail(&e);
         }
         seq += 1;
+    }
+    0
+}
+
+/// One section under `exec` (see `Command::ChaosSection`): the marker names
+/// this process's pid and start time, so neither a killed `exec` front nor a
+/// recycled pid can hide an overlap.
+fn chaos_section(file: &Path, dir: &Path, id: u64, seq: u64) -> u8 {
+    let pid = std::process::id();
+    let Some((_, starttime)) = chaos_proc(pid) else {
+        eprintln!("session-lock: cannot read /proc/{pid}/stat");
+        return EXIT_IO;
+    };
+    let open_append = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+    };
+    let (mut log, mut out) = match (open_append(&dir.join("witness.log")), open_append(file)) {
+        (Ok(l), Ok(o)) => (l, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("session-lock: chaos section: {e}");
+            return EXIT_IO;
+        }
+    };
+    let me = format!("{pid} {starttime} {id} {seq}");
+    if let Err(msg) = chaos_enter(dir, &me, &mut log, id) {
+        eprintln!("session-lock: chaos section {id}/{seq}: {msg}");
+        return 99;
+    }
+    let n = 1 + (u64::from(pid) + seq) % 3;
+    if log
+        .write_all(format!("E {id} {seq} {n}\n").as_bytes())
+        .is_err()
+    {
+        return EXIT_IO;
+    }
+    for k in 0..n {
+        if out
+            .write_all(format!("{id} {seq} {k} {n}\n").as_bytes())
+            .is_err()
+        {
+            return EXIT_IO;
+        }
+        // Widen the window in which the killer may strike the front.
+        std::thread::sleep(Duration::from_micros(200 + (u64::from(pid) * 7 + k) % 1500));
+    }
+    if log.write_all(format!("X {id} {seq}\n").as_bytes()).is_err() {
+        return EXIT_IO;
+    }
+    if let Err(msg) = chaos_leave(dir, &me) {
+        eprintln!("session-lock: chaos section {id}/{seq}: {msg}");
+        return 99;
     }
     0
 }

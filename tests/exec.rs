@@ -1,0 +1,394 @@
+//! `session-lock exec` holds the lock for exactly as long as anything the
+//! command started can write: real processes, SIGKILL of the `exec` front,
+//! max hold, a removed lock file, forwarded signals, and a chaos run that
+//! kills fronts at random.
+
+mod common;
+
+use common::*;
+use session_lock::{ErrorKind, LockOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `session-lock exec ARGS` with its stderr in `err` (a file: a pipe would
+/// stay open as long as the command's tree).
+fn spawn_exec(args: &[&str], err: &Path) -> Child {
+    bin()
+        .arg("exec")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(err).unwrap())
+        .spawn()
+        .expect("spawn session-lock exec")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn read_pid(p: &Path) -> u32 {
+    wait_for_path(p, WAIT, "pid file");
+    let start = Instant::now();
+    loop {
+        if let Ok(pid) = read(p).trim().parse() {
+            return pid;
+        }
+        assert!(start.elapsed() < WAIT, "{} never held a pid", p.display());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Alive and not a zombie, from /proc.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| {
+        let after = &t[t.rfind(')').unwrap() + 1..];
+        !matches!(after.split_whitespace().next(), Some("Z" | "X"))
+    })
+}
+
+/// What a client of the reference protocol concludes from the record
+/// alone: it may enter iff the lock file is gone or its pid is dead (or
+/// recycled: another start time).
+fn reference_may_enter(lock: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(lock) else {
+        return true;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).expect("a complete record");
+    let pid = v["pid"].as_u64().expect("record pid") as u32;
+    if !alive(pid) {
+        return true;
+    }
+    v["starttime"]
+        .as_u64()
+        .is_some_and(|st| st != starttime(pid))
+}
+
+/// Our own contender's view: `try_acquire` must say Busy.
+fn assert_busy(t: &Path, when: &str) {
+    match session_lock::try_acquire(t, &LockOptions::new()) {
+        Err(e) if e.kind() == ErrorKind::Busy => {}
+        Ok(_) => panic!("{when}: our contender got the lock"),
+        Err(e) => panic!("{when}: unexpected error {e}"),
+    }
+    assert!(
+        !reference_may_enter(&lock_of(t)),
+        "{when}: a pid-judging client would enter"
+    );
+}
+
+fn wait_gone(pid: u32, what: &str) {
+    let start = Instant::now();
+    while alive(pid) {
+        assert!(start.elapsed() < WAIT, "{what} (pid {pid}) still alive");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_killed_exec_keeps_the_lock_until_its_whole_tree_has_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    // The command starts a grandchild that outlives it, then waits for
+    // cmd-go; the grandchild waits for gc-go and then writes its last line.
+    let script = format!(
+        "cd '{d}' || exit 1; (sh -c 'echo $$ > gc.pid; while [ ! -e gc-go ]; do sleep 0.01; done; echo grandchild-last >> {t}') & \
+         echo $$ > cmd.pid; while [ ! -e cmd-go ]; do sleep 0.01; done; echo command-last >> {t}",
+        d = d.display(),
+        t = t.display()
+    );
+    let mut front = spawn_exec(&[s(&t), "--", "sh", "-c", &script], &d.join("err"));
+    let cmd = read_pid(&d.join("cmd.pid"));
+    let gc = read_pid(&d.join("gc.pid"));
+    front.kill().unwrap();
+    wait_child(&mut front, WAIT, "killed exec front");
+    assert_busy(&t, "front killed, command running");
+    std::fs::write(d.join("cmd-go"), "").unwrap();
+    wait_gone(cmd, "command");
+    assert_busy(&t, "command exited, grandchild running");
+    std::fs::write(d.join("gc-go"), "").unwrap();
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+        .expect("lock free once the tree has exited");
+    assert!(
+        !alive(gc),
+        "grandchild still alive after the lock was freed"
+    );
+    assert_eq!(read(&t), "command-last\ngrandchild-last\n");
+    guard.release().unwrap();
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn max_hold_stops_the_whole_tree_before_the_next_holder_enters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let ts = d.join("ts");
+    // A grandchild that ignores SIGTERM and writes timestamps until killed.
+    let script = format!(
+        "sh -c 'trap \"\" TERM; echo $$ > {gc}; while :; do date +%s%N >> {ts}; sleep 0.005; done' & wait",
+        gc = d.join("gc.pid").display(),
+        ts = ts.display()
+    );
+    let mut front = spawn_exec(
+        &[
+            "--max-hold",
+            "300ms",
+            "--kill-after",
+            "300ms",
+            s(&t),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &d.join("err"),
+    );
+    let gc = read_pid(&d.join("gc.pid"));
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+        .expect("the next holder enters once the tree is gone");
+    let entered = now_ns();
+    assert!(!alive(gc), "a process of the first tree outlived its lock");
+    let status = wait_child(&mut front, WAIT, "exec front");
+    assert_eq!(status.code(), Some(4), "{}", read(&d.join("err")));
+    assert!(
+        read(&d.join("err")).contains("max hold"),
+        "{}",
+        read(&d.join("err"))
+    );
+    let stamps: Vec<u128> = read(&ts).lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        stamps.len() > 3,
+        "the grandchild wrote too little: {stamps:?}"
+    );
+    let last = *stamps.iter().max().unwrap();
+    assert!(
+        last < entered,
+        "a timestamp {last} was written after the next holder entered at {entered}"
+    );
+    guard.release().unwrap();
+}
+
+#[test]
+fn a_removed_lock_file_stops_the_command_and_exec_exits_4_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let script = format!("echo $$ > {}; exec sleep 60", d.join("cmd.pid").display());
+    let mut front = spawn_exec(&[s(&t), "--", "sh", "-c", &script], &d.join("err"));
+    let cmd = read_pid(&d.join("cmd.pid"));
+    std::fs::remove_file(lock_of(&t)).unwrap();
+    let removed = Instant::now();
+    let status = wait_child(&mut front, WAIT, "exec front");
+    let took = removed.elapsed();
+    assert_eq!(status.code(), Some(4), "{}", read(&d.join("err")));
+    assert!(
+        took < Duration::from_secs(1),
+        "exec took {took:?} to notice the removal"
+    );
+    let err = read(&d.join("err"));
+    assert!(
+        err.contains("lost the lock") && err.contains(s(&lock_of(&t))),
+        "{err}"
+    );
+    assert!(!alive(cmd), "the command still runs without the lock");
+}
+
+#[test]
+fn sigterm_to_exec_reaches_the_command_and_the_lock_stays_until_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let script = format!(
+        "cd '{}' && trap 'echo > got-term; while [ ! -e go ]; do sleep 0.01; done; exit 7' TERM; echo $$ > cmd.pid; while :; do sleep 0.01; done",
+        d.display()
+    );
+    let mut front = spawn_exec(&[s(&t), "--", "sh", "-c", &script], &d.join("err"));
+    read_pid(&d.join("cmd.pid"));
+    let front_pid = rustix::process::Pid::from_raw(front.id() as i32).unwrap();
+    rustix::process::kill_process(front_pid, rustix::process::Signal::TERM).unwrap();
+    wait_for_path(&d.join("got-term"), WAIT, "the command's TERM trap");
+    assert_busy(&t, "command handling SIGTERM");
+    std::fs::write(d.join("go"), "").unwrap();
+    let status = wait_child(&mut front, WAIT, "exec front");
+    assert_eq!(status.code(), Some(7), "{}", read(&d.join("err")));
+    assert!(!lock_of(&t).exists(), "lock left behind");
+}
+
+/// Replay `witness.log`: sections never interleave. Returns the number of
+/// sections and the number of transcript lines they wrote.
+fn replay(log: &str) -> (u64, u64) {
+    let mut inside: Option<(String, String)> = None;
+    let (mut sections, mut lines) = (0, 0);
+    for l in log.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match f[..] {
+            ["E", id, seq, n] => {
+                assert!(
+                    inside.is_none(),
+                    "OVERLAP: {id}/{seq} entered while {inside:?} was inside"
+                );
+                inside = Some((id.into(), seq.into()));
+                lines += n.parse::<u64>().unwrap();
+            }
+            ["X", id, seq] => {
+                assert_eq!(
+                    inside.take(),
+                    Some((id.into(), seq.into())),
+                    "exit without entry"
+                );
+                sections += 1;
+            }
+            ["R", ..] => panic!("a section's marker was left by a dead process: {l}"),
+            _ => panic!("bad witness line {l:?}"),
+        }
+    }
+    assert!(inside.is_none(), "a section never left: {inside:?}");
+    (sections, lines)
+}
+
+#[test]
+fn chaos_killing_exec_fronts_never_lets_two_sections_overlap() {
+    const WORKERS: u64 = 3;
+    let (want_sections, want_kills) = if std::env::var_os("CHAOS_LONG").is_some() {
+        (5000, 2000)
+    } else {
+        (500, 200)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d: PathBuf = dir.path().to_owned();
+    let t = d.join("s.jsonl");
+    let started = Instant::now();
+    let limit = Duration::from_secs(240);
+    let slots: Vec<Arc<Mutex<Option<Child>>>> =
+        (0..WORKERS).map(|_| Arc::new(Mutex::new(None))).collect();
+    let kills = Arc::new(AtomicU64::new(0));
+    let spawned = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|id| {
+            let (slot, d, t, stop, spawned) = (
+                slots[id as usize].clone(),
+                d.clone(),
+                t.clone(),
+                stop.clone(),
+                spawned.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let child = bin()
+                        .args(["exec", "--label", "chaos", "--timeout", "60s"])
+                        .arg(&t)
+                        .arg("--")
+                        .arg(BIN)
+                        .args(["__chaos_section", "--id", &id.to_string()])
+                        .args(["--seq", &seq.to_string(), "--dir"])
+                        .arg(&d)
+                        .arg(&t)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(
+                            std::fs::OpenOptions::new()
+                                .append(true)
+                                .create(true)
+                                .open(d.join(format!("err-{id}")))
+                                .unwrap(),
+                        )
+                        .spawn()
+                        .expect("spawn exec");
+                    spawned.fetch_add(1, Ordering::Relaxed);
+                    *slot.lock().unwrap() = Some(child);
+                    let begun = Instant::now();
+                    loop {
+                        let mut g = slot.lock().unwrap();
+                        let c = g.as_mut().unwrap();
+                        if let Some(st) = c.try_wait().unwrap() {
+                            // Killed by the killer (SIGKILL), or the section's status.
+                            assert!(
+                                st.success() || st.code().is_none(),
+                                "exec {id}/{seq} failed: {st:?}"
+                            );
+                            *g = None;
+                            break;
+                        }
+                        drop(g);
+                        assert!(begun.elapsed() < WAIT, "exec {id}/{seq} hangs");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    loop {
+        let done = read(&d.join("witness.log"))
+            .lines()
+            .filter(|l| l.starts_with('X'))
+            .count() as u64;
+        if done >= want_sections && kills.load(Ordering::Relaxed) >= want_kills {
+            break;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "chaos: only {done} sections and {} kills in {limit:?}",
+            kills.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(10 + next() % 40));
+        let slot = &slots[(next() % WORKERS) as usize];
+        let mut g = slot.lock().unwrap();
+        // Only a child not yet reaped: its pid cannot have been recycled.
+        if let Some(c) = g.as_mut()
+            && c.try_wait().unwrap().is_none()
+        {
+            c.kill().unwrap();
+            kills.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    // Every holder left (killed fronts' holders finish their section first).
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+        .expect("lock free at the end");
+    let (sections, lines) = replay(&read(&d.join("witness.log")));
+    let transcript = read(&t);
+    for l in transcript.lines() {
+        let f: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f.len(), 4, "torn line {l:?}");
+    }
+    assert_eq!(transcript.lines().count() as u64, lines);
+    for id in 0..WORKERS {
+        let err = read(&d.join(format!("err-{id}")));
+        assert!(!err.contains("OVERLAP"), "worker {id}: {err}");
+    }
+    guard.release().unwrap();
+    eprintln!(
+        "exec chaos: {sections} sections, {} fronts started, {} killed, {lines} lines, 0 overlaps, {:?}",
+        spawned.load(Ordering::Relaxed),
+        kills.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+}

@@ -210,7 +210,7 @@ impl Recovery {
                     o
                 }
                 // Someone else reclaimed or replaced it meanwhile.
-                Reclaim::Changed | Reclaim::Busy => {
+                Reclaim::Changed | Reclaim::Busy | Reclaim::Guarded => {
                     RecoveryOutcome::new(key, S::Skipped, A::ObserveOnly, "lock_changed")
                 }
             },

@@ -177,7 +177,7 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
                                 .unwrap_or_default()
                         );
                     }
-                    Ok(Reclaim::Changed) | Ok(Reclaim::Busy) => {}
+                    Ok(Reclaim::Changed | Reclaim::Busy | Reclaim::Guarded) => {}
                     Err(e) => report.error = Some(e.to_string()),
                 }
             }

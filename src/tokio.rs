@@ -88,7 +88,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                 return Err(lock::timeout_error(&paths, &opts, acq.last_inspection()));
             }
             Step::Retry => {}
-            Step::Backoff => tokio::time::sleep(lock::RECLAIM_BACKOFF).await,
+            Step::Backoff => tokio::time::sleep(acq.backoff_delay()).await,
             Step::Wait => {
                 let now = Instant::now();
                 acq.check_wait(deadline.map(Instant::into_std), now.into_std())?;

@@ -146,6 +146,119 @@ pub(crate) enum Reclaim {
     /// Someone else holds the stale inode's lock right now (another
     /// reclaimer or an inspector); try again shortly.
     Busy,
+    /// A live reclaim guard (`<lock>.reclaim`) of another reclaimer exists:
+    /// nothing removed; look again after [`GUARD_RECHECK`].
+    Guarded,
+}
+
+/// Suffix of the reclaim guard, the directory the reference's lock engine
+/// creates with `mkdir` next to the lock file while it re-checks and deletes
+/// a stale lock (see `docs/reclaim.md`, "Next to the reference").
+pub(crate) const RECLAIM_GUARD_SUFFIX: &str = ".reclaim";
+
+/// A reclaim guard whose mtime is older than this is abandoned (its
+/// reclaimer died between `mkdir` and `rmdir`) and may be removed. A live
+/// guard lives for a re-read, a policy callback and an unlink: milliseconds
+/// (the reference's slowest callback, a PowerShell argv read on Windows,
+/// takes about a second). 30 s leaves a wide margin for a paused event loop
+/// and still unwedges the directory without a human.
+pub const RECLAIM_GUARD_ABANDONED: Duration = Duration::from_secs(30);
+
+/// While another reclaimer's guard is live, look again this often (guards
+/// live for milliseconds; an abandoned one for [`RECLAIM_GUARD_ABANDONED`]).
+pub(crate) const GUARD_RECHECK: Duration = Duration::from_millis(10);
+
+/// `<lock>.reclaim`.
+pub(crate) fn reclaim_guard_path(lock: &Path) -> PathBuf {
+    let mut s = lock.as_os_str().to_owned();
+    s.push(RECLAIM_GUARD_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// A reclaim guard we created; dropping it removes it if the path still
+/// names the directory we made.
+struct ReclaimGuard {
+    path: PathBuf,
+    id: FileId,
+}
+
+impl Drop for ReclaimGuard {
+    fn drop(&mut self) {
+        crate::fault::hit("reclaim.before_guard_rmdir");
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| sys::file_id(&m) == self.id)
+            && let Err(e) = std::fs::remove_dir(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(guard = %self.path.display(), error = %e, "could not remove our reclaim guard");
+        }
+    }
+}
+
+/// Take the reclaim guard of `lock` the way the reference does (`mkdir`),
+/// removing an abandoned one first. `Ok(None)`: another reclaimer's guard
+/// is live. Callers hold the stale inode's exclusive flock, so our own
+/// reclaimers never break each other's guards; a guard is broken only when
+/// older than [`RECLAIM_GUARD_ABANDONED`].
+fn take_reclaim_guard(lock: &Path) -> Result<Option<ReclaimGuard>> {
+    let path = reclaim_guard_path(lock);
+    for _ in 0..3 {
+        match std::fs::DirBuilder::new().mode_private().create(&path) {
+            Ok(()) => {
+                let meta = std::fs::symlink_metadata(&path)
+                    .map_err(|e| Error::io("stat reclaim guard", &path, e))?;
+                return Ok(Some(ReclaimGuard {
+                    id: sys::file_id(&meta),
+                    path,
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create reclaim guard", &path, e)),
+        }
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat reclaim guard", &path, e)),
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < RECLAIM_GUARD_ABANDONED {
+            return Ok(None);
+        }
+        // Abandoned. A directory is removed only if empty; a file or
+        // symlink there (not the reference's, but no one else's guard
+        // either) is unlinked without being followed.
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::warn!(
+                guard = %path.display(),
+                age_s = age.as_secs(),
+                "removed an abandoned reclaim guard"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Not empty, or not ours to remove: treat it as live.
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// `DirBuilder` with mode 0700 where the platform has modes.
+trait PrivateDir {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateDir for std::fs::DirBuilder {
+    fn mode_private(&mut self) -> &mut Self {
+        sys::dir_builder_private(self);
+        self
+    }
 }
 
 /// Outcome of [`lock_for_removal`].
@@ -220,6 +333,13 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
             RemovalLock::Changed => return Ok(Reclaim::Changed),
         }
     }
+    // The reference's reclaimer holds `<lock>.reclaim` from its last re-read
+    // to its delete by path: publishing while it is there would let it delete
+    // our fresh lock. Take the same guard (so it waits for us), or wait for
+    // its guard to go.
+    let Some(guard) = take_reclaim_guard(path)? else {
+        return Ok(Reclaim::Guarded);
+    };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() && sys::file_id(&meta) == inspection.id => {}
         Ok(_) => return Ok(Reclaim::Changed),
@@ -235,6 +355,7 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
                 owner = %inspection.owner(),
                 "reclaimed stale session lock"
             );
+            drop(guard);
             drop(file);
             Ok(Reclaim::Removed)
         }
@@ -300,6 +421,9 @@ pub(crate) struct Acquirer<'a> {
     rewaited: bool,
     /// Short re-checks left after a close event on a still-held lock.
     settle: u32,
+    /// The last step found a reclaimable lock under another reclaimer's
+    /// live guard (the lock as judged then).
+    guarded: Option<Box<Inspection>>,
 }
 
 impl<'a> Acquirer<'a> {
@@ -316,6 +440,7 @@ impl<'a> Acquirer<'a> {
             woken_by_event: false,
             rewaited: false,
             settle: 0,
+            guarded: None,
         }
     }
 
@@ -328,13 +453,34 @@ impl<'a> Acquirer<'a> {
         self
     }
 
-    /// The inspection behind the last [`Step::Wait`].
+    /// The inspection behind the last [`Step::Wait`] (or the reclaimable
+    /// lock another reclaimer's guard kept us from removing).
     pub(crate) fn last_inspection(&self) -> Option<&Inspection> {
-        self.last.as_ref().map(|(_, i)| &**i)
+        self.last
+            .as_ref()
+            .map(|(_, i)| &**i)
+            .or(self.guarded.as_deref())
+    }
+
+    /// How long to sleep after [`Step::Backoff`]: another reclaimer of ours
+    /// needs microseconds; a live reclaim guard (see [`Reclaim::Guarded`])
+    /// is looked at again every [`GUARD_RECHECK`].
+    pub(crate) fn backoff_delay(&self) -> Duration {
+        if self.guarded.is_some() {
+            GUARD_RECHECK
+        } else {
+            RECLAIM_BACKOFF
+        }
+    }
+
+    /// The last step backed off because of another reclaimer's guard.
+    pub(crate) fn guarded(&self) -> bool {
+        self.guarded.is_some()
     }
 
     pub(crate) fn step(&mut self) -> Result<Step> {
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.guarded = None;
         let woken = std::mem::take(&mut self.woken_by_event);
         if !self.look_first || !self.lock_exists(woken)? {
             match publish::publish(self.paths, self.opts, self.prepared.take())? {
@@ -361,9 +507,14 @@ impl<'a> Acquirer<'a> {
         match observed.inspection.verdict {
             Verdict::Reclaimable => {
                 self.look_first = false;
+                let judged = observed.inspection.clone();
                 Ok(match reclaim(observed)? {
                     Reclaim::Removed | Reclaim::Changed => Step::Retry,
                     Reclaim::Busy => Step::Backoff,
+                    Reclaim::Guarded => {
+                        self.guarded = Some(Box::new(judged));
+                        Step::Backoff
+                    }
                 })
             }
             Verdict::Held | Verdict::Stale => {
@@ -523,7 +674,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 return Err(timeout_error(&paths, opts, acq.last_inspection()));
             }
             Step::Retry => {}
-            Step::Backoff => std::thread::sleep(RECLAIM_BACKOFF),
+            Step::Backoff => std::thread::sleep(acq.backoff_delay()),
             Step::Wait => {
                 let now = Instant::now();
                 acq.check_wait(deadline, now)?;
@@ -581,6 +732,8 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry => continue,
+            // Another reclaimer's guard: someone is reclaiming right now.
+            Step::Backoff if acq.guarded() => break,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
             Step::Wait => break,

@@ -416,6 +416,12 @@ pub(crate) fn set_inheritable(file: &File, inherit: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Mode 0700 for directories we create (the reclaim guard).
+pub(crate) fn dir_builder_private(b: &mut std::fs::DirBuilder) {
+    use std::os::unix::fs::DirBuilderExt;
+    b.mode(0o700);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

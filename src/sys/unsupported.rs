@@ -100,3 +100,5 @@ pub(crate) fn write_all_at(_file: &File, _buf: &[u8], _offset: u64) -> io::Resul
 pub(crate) fn set_inheritable(_file: &File, _inherit: bool) -> io::Result<()> {
     Err(unsupported())
 }
+
+pub(crate) fn dir_builder_private(_b: &mut std::fs::DirBuilder) {}

@@ -1,0 +1,213 @@
+//! Next to the reference's lock engine: its reclaimer guards a stale lock
+//! with `mkdir <lock>.reclaim`, re-reads it, then deletes it by path. Our
+//! reclaim must respect that guard, or we publish a fresh lock that the
+//! foreign reclaimer then deletes. A simulated client follows the
+//! reference's protocol step by step and pauses at the worst moment.
+
+mod common;
+
+use common::*;
+use session_lock::{ErrorKind, LockOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn guard_of(lock: &Path) -> PathBuf {
+    let mut s = lock.as_os_str().to_owned();
+    s.push(".reclaim");
+    PathBuf::from(s)
+}
+
+/// What the reference's reclaimer compares before it deletes: the bytes and
+/// the file identity.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    raw: Vec<u8>,
+    dev: u64,
+    ino: u64,
+}
+
+fn snapshot(lock: &Path) -> Option<Snapshot> {
+    let meta = std::fs::symlink_metadata(lock).ok()?;
+    let raw = std::fs::read(lock).ok()?;
+    Some(Snapshot {
+        raw,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// A dead holder's lock: ours (witness released by SIGKILL) or the
+/// reference's (a dead pid, no witness field).
+fn dead_lock(t: &Path, ours: bool) {
+    if ours {
+        Holder::start(t, &[]).kill9();
+    } else {
+        write_reference_lock(&lock_of(t), dead_pid(), 1_000, None);
+    }
+    assert!(lock_of(t).exists());
+}
+
+/// The foreign reclaimer holds its guard and has re-read the stale lock
+/// (its last check before `rm`); it pauses there. None of our contenders may
+/// change the lock meanwhile: not `try_acquire`, not a blocking waiter that
+/// keeps looking, not `clean`. Then it deletes by path, as the reference
+/// does, and the lock it deletes must be the dead one: our waiter then gets
+/// the lock and keeps it.
+fn foreign_reclaimer_paused_before_its_delete(ours: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    dead_lock(&t, ours);
+    // The reference: mkdir guard, re-read (unchanged), ... pause ...
+    std::fs::create_dir(guard_of(&lock)).unwrap();
+    let seen = snapshot(&lock).expect("stale lock present");
+
+    // Our contenders during the pause.
+    match session_lock::try_acquire(&t, &LockOptions::new()) {
+        Err(e) if e.kind() == ErrorKind::Busy => {}
+        other => panic!("try_acquire under a live reclaim guard: {other:?}"),
+    }
+    let before = session_lock::__private::acquire_steps();
+    let waiter = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+                .expect("the waiter gets the lock after the foreign reclaim");
+            g.append_line("ours")
+                .expect("still ours after the foreign delete");
+            g.release().expect("released cleanly: nobody deleted it");
+        })
+    };
+    // Let the waiter look at the guarded lock several times (a handshake on
+    // its step counter, not a sleep).
+    let start = Instant::now();
+    while session_lock::__private::acquire_steps() < before + 5 {
+        assert!(start.elapsed() < WAIT, "the waiter never looked");
+        std::thread::yield_now();
+    }
+    let swept = bin()
+        .args(["clean", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(swept.status.success(), "{swept:?}");
+    assert_eq!(
+        snapshot(&lock).as_ref(),
+        Some(&seen),
+        "the lock changed under the foreign reclaimer's guard"
+    );
+
+    // ... rm by path (what it re-read is what it deletes), then its create
+    // (exclusive; on EEXIST it would just wait), then rmdir of its guard.
+    std::fs::remove_file(&lock).unwrap();
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock);
+    let mine = match created {
+        Ok(mut f) => {
+            let rec = serde_json::json!({"pid": std::process::id(), "createdAt": iso(now_ms())});
+            f.write_all(rec.to_string().as_bytes()).unwrap();
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => panic!("create: {e}"),
+    };
+    std::fs::remove_dir(guard_of(&lock)).unwrap();
+    if mine {
+        // The reference holder works, then releases by deleting its file.
+        std::fs::remove_file(&lock).unwrap();
+    }
+    within(WAIT, "our waiter", move || waiter.join().unwrap());
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "ours\n");
+    assert!(!lock.exists());
+    assert!(!guard_of(&lock).exists());
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn a_paused_foreign_reclaimer_never_deletes_our_fresh_lock_reference_record() {
+    foreign_reclaimer_paused_before_its_delete(false);
+}
+
+#[test]
+fn a_paused_foreign_reclaimer_never_deletes_our_fresh_lock_our_record() {
+    foreign_reclaimer_paused_before_its_delete(true);
+}
+
+/// Age a file or directory's mtime.
+fn age(path: &Path, by: Duration) {
+    let f = std::fs::File::open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - by).unwrap();
+}
+
+#[test]
+fn an_abandoned_reclaim_guard_is_cleared_after_30_s_and_never_sooner() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    dead_lock(&t, false);
+    // A reclaimer that died between its mkdir and its rmdir.
+    let mut c = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir '{}' && kill -KILL $$",
+            guard_of(&lock).display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_child(&mut c, WAIT, "crashed reclaimer");
+    assert!(guard_of(&lock).is_dir());
+    // 29 s old: still counts as live.
+    age(&guard_of(&lock), Duration::from_secs(29));
+    match session_lock::try_acquire(&t, &LockOptions::new()) {
+        Err(e) if e.kind() == ErrorKind::Busy => {}
+        other => panic!("a 29 s old guard was not respected: {other:?}"),
+    }
+    assert!(lock.exists() && guard_of(&lock).exists());
+    // 31 s old: abandoned; the next contender clears it and takes over.
+    age(&guard_of(&lock), Duration::from_secs(31));
+    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("takeover");
+    assert!(!guard_of(&lock).exists(), "abandoned guard left behind");
+    g.release().unwrap();
+}
+
+#[test]
+fn a_waiter_blocked_by_a_guard_enters_once_the_guard_goes() {
+    // The foreign reclaimer decides not to delete after all ("not
+    // approved"): it removes its guard and the stale lock stays. Our waiter
+    // must then reclaim it itself, without waiting for a safety re-check.
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    dead_lock(&t, false);
+    std::fs::create_dir(guard_of(&lock)).unwrap();
+    let before = session_lock::__private::acquire_steps();
+    let waiter = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+            drop(g);
+            start.elapsed()
+        })
+    };
+    let start = Instant::now();
+    while session_lock::__private::acquire_steps() < before + 2 {
+        assert!(start.elapsed() < WAIT, "the waiter never looked");
+        std::thread::yield_now();
+    }
+    assert!(lock.exists(), "reclaimed under a live guard");
+    std::fs::remove_dir(guard_of(&lock)).unwrap();
+    let took = within(WAIT, "waiter", move || waiter.join().unwrap());
+    // A correctness bound (the 2 s safety re-check would miss it), not a
+    // benchmark.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}

@@ -32,46 +32,103 @@ pub(crate) const EXIT_NOT_FOUND: u8 = 127;
     version,
     about = "Cross-process write lock for append-only session transcripts",
     after_help = "Examples:
-  session-lock exec --timeout 30s sessions/a.jsonl -- ./append-turn.sh
+  session-lock exec -w 30 sessions/a.jsonl ./append-turn.sh --turn 3
   session-lock append sessions/a.jsonl '{\"role\":\"user\",\"text\":\"hi\"}'
   printf '%s\\n' one two | session-lock append sessions/a.jsonl -
   session-lock status sessions/
   session-lock clean --dry-run sessions/
 
+Durations: a number of seconds (5, 1.5) or a number with ms, s, m or h
+(500ms, 1.5s, 5m, 1h).
+
 Exit codes: 0 success (exec: the command's status), 2 usage error,
-3 lock not obtained (busy or timeout), 4 lock lost while held,
-5 bad path / permission / I/O error, 126 command could not run,
-127 command not found, 128+N command killed by signal N."
+3 lock not obtained (busy or timeout; exec -E changes it), 4 lock lost
+while held, 5 bad path / permission / I/O error, 126 command could not
+run, 127 command not found, 128+N command killed by signal N."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const EXEC_EXAMPLES: &str = "Examples:
+  session-lock exec sessions/a.jsonl ./append-turn.sh --turn 3
+  session-lock exec -w 30 sessions/a.jsonl -- ./append-turn.sh
+  session-lock exec -w 0.5 -c 'echo \"$(date)\" >> notes.txt' sessions/a.jsonl
+  session-lock exec -n -E 75 sessions/a.jsonl ./compact.sh || echo \"busy: $?\"
+  session-lock exec --max-hold 20m --kill-after 30s --label nightly sessions/a.jsonl ./compact.sh
+  session-lock exec sessions/a.jsonl -- -cmd-starting-with-a-dash
+
+Options go before the command: everything from CMD on is the command's
+(`--` is needed only when CMD itself starts with `-`).";
+
+const APPEND_EXAMPLES: &str = "Examples:
+  session-lock append sessions/a.jsonl '{\"role\":\"user\",\"text\":\"hi\"}' '{\"role\":\"assistant\",\"text\":\"hello\"}'
+  printf '%s\\n' one two | session-lock append sessions/a.jsonl -
+  generate-turns | session-lock append --sync -w 10 sessions/a.jsonl -";
+
+const STATUS_EXAMPLES: &str = "Examples:
+  session-lock status sessions/
+  session-lock status sessions/a.jsonl sessions/b.jsonl.lock
+  session-lock status --noheadings sessions/ | awk '$1 == \"reclaimable\" {print $NF}'
+  session-lock status --json sessions/ | jq -c 'select(.verdict != \"held\")'";
+
+const CLEAN_EXAMPLES: &str = "Examples:
+  session-lock clean --dry-run sessions/
+  session-lock clean sessions/ archive/sessions/
+  session-lock clean --json sessions/ | jq -r 'select(.removed) | .lockPath'";
+
+const BENCH_EXAMPLES: &str = "Examples:
+  session-lock bench --quick
+  session-lock bench --json --dir /var/tmp > bench.json";
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Hold the lock on FILE while CMD runs (like flock(1)); exit with CMD's status.
+    /// Hold the lock on FILE while a command runs (like flock(1)); exit with its status.
+    #[command(
+        after_help = EXEC_EXAMPLES,
+        override_usage = "session-lock exec [OPTIONS] <FILE> <CMD> [ARGS]...\n       session-lock exec [OPTIONS] <FILE> -c <SHELL_COMMAND>",
+        group(clap::ArgGroup::new("what_to_run").required(true).args(["command", "cmd"])),
+    )]
     Exec {
-        /// How long to wait for the lock (500ms, 30s, 5m; default 60s).
-        #[arg(long, value_parser = session_lock::parse_duration)]
-        timeout: Option<Duration>,
-        /// Max hold before the watchdog releases the lock and CMD is terminated (default 5m).
-        #[arg(long, value_parser = session_lock::parse_duration)]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock) [default: 60s]
+        #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
+              value_parser = session_lock::parse_duration)]
+        wait: Option<Duration>,
+        /// Fail at once if the lock is held (exit 3, or the -E code).
+        #[arg(short = 'n', long, conflicts_with = "wait")]
+        nonblock: bool,
+        /// Exit code when the lock is not obtained (busy with -n, or the wait ran out) [default: 3]
+        #[arg(short = 'E', long, value_name = "N")]
+        conflict_exit_code: Option<u8>,
+        /// Run SHELL_COMMAND with `/bin/sh -c` instead of CMD [ARGS]...
+        #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
+        command: Option<String>,
+        /// Say on stderr when the lock is obtained and released.
+        #[arg(long)]
+        verbose: bool,
+        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after) [default: 5m]
+        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
         max_hold: Option<Duration>,
+        /// Grace between SIGTERM and SIGKILL when the command must stop [default: 5s]
+        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        kill_after: Option<Duration>,
         /// Free text recorded in the lock's owner record.
         #[arg(long)]
         label: Option<String>,
         /// The transcript to guard.
         file: PathBuf,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments (everything from here on is the command's).
+        #[arg(trailing_var_arg = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
     /// Append each LINE (or each line of stdin with `-`) to FILE under the lock, whole lines only.
+    #[command(after_help = APPEND_EXAMPLES)]
     Append {
-        /// How long to wait for the lock (default 60s).
-        #[arg(long, value_parser = session_lock::parse_duration)]
-        timeout: Option<Duration>,
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m) [default: 60s]
+        #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
+              value_parser = session_lock::parse_duration)]
+        wait: Option<Duration>,
         /// fdatasync the transcript before releasing.
         #[arg(long)]
         sync: bool,
@@ -80,11 +137,15 @@ enum Command {
         /// Lines to append; `-` reads lines from stdin.
         lines: Vec<String>,
     },
-    /// Show every lock under DIRs / of FILEs: owner, liveness, age, verdict, reasons, attention.
+    /// Show every lock under DIRs / of FILEs: verdict, owner, liveness, age, reasons, path.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Leave out the header row.
+        #[arg(long)]
+        noheadings: bool,
         /// In directories, consider lock files whose names end with this.
         #[arg(long, default_value = DEFAULT_SUFFIX)]
         suffix: String,
@@ -93,6 +154,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Remove only what acquire itself would reclaim (dead owners, old orphans), race-free.
+    #[command(after_help = CLEAN_EXAMPLES)]
     Clean {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
@@ -100,6 +162,9 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Leave out the header row.
+        #[arg(long)]
+        noheadings: bool,
         /// Consider lock files whose names end with this (never a bare
         /// `.lock`: other software's lock files must not be judged).
         #[arg(long, default_value = DEFAULT_SUFFIX)]
@@ -109,6 +174,7 @@ enum Command {
         dirs: Vec<PathBuf>,
     },
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
     /// Test helper: hold the lock until stdin closes (prints `ready` when held).
     #[command(name = "__hold", hide = true)]
@@ -167,43 +233,54 @@ fn main() -> ExitCode {
     }
     let code = match cli.command {
         Command::Exec {
-            timeout,
+            wait,
+            nonblock,
+            conflict_exit_code,
+            command,
+            verbose,
             max_hold,
+            kill_after,
             label,
             file,
             cmd,
         } => exec::run(&exec::ExecArgs {
             file,
-            opts: options(timeout, None, label),
+            opts: options(wait, None, label),
             max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
-            kill_after: exec::DEFAULT_KILL_AFTER,
-            nonblock: false,
-            conflict_exit_code: EXIT_NOT_OBTAINED,
-            verbose: false,
-            cmd,
+            kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
+            // `-w 0` is `-n`, as in flock(1).
+            nonblock: nonblock || wait == Some(Duration::ZERO),
+            conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
+            verbose,
+            cmd: match command {
+                Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
+                None => cmd,
+            },
         }),
         Command::Append {
-            timeout,
+            wait,
             sync,
             file,
             lines,
         } => append(
             &file,
-            &options(timeout, None, Some("session-lock append".into())),
+            &options(wait, None, Some("session-lock append".into())),
             &lines,
             sync,
         ),
         Command::Status {
             json,
+            noheadings,
             suffix,
             paths,
-        } => status(&paths, json, &suffix),
+        } => status(&paths, json, !noheadings, &suffix),
         Command::Clean {
             dry_run,
             json,
+            noheadings,
             suffix,
             dirs,
-        } => clean(&dirs, dry_run, json, &suffix),
+        } => clean(&dirs, dry_run, json, !noheadings, &suffix),
         Command::Bench(args) => return ExitCode::from(bench::run(&args) as u8),
         Command::Hold {
             max_hold,
@@ -399,7 +476,7 @@ fn ms(d: Option<Duration>) -> String {
     }
 }
 
-fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
+fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     if !valid_suffix(suffix) {
         return 2;
     }
@@ -481,7 +558,7 @@ fn valid_suffix(suffix: &str) -> bool {
     false
 }
 
-fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
+fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &str) -> u8 {
     if !valid_suffix(suffix) {
         return 2;
     }

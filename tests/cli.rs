@@ -305,3 +305,219 @@ fn bad_input_gets_one_clear_line_and_the_documented_code() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(holder.release().success());
 }
+
+/// Run the binary in `dir` (so relative paths in commands stay inside it).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    let child = bin()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn session-lock");
+    within(WAIT, "session-lock", move || {
+        child.wait_with_output().unwrap()
+    })
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// How `exec` and `append` read their command lines: what the command
+/// receives, or the usage error (exit 2) and what it says.
+#[test]
+fn exec_options_follow_flock_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "s.jsonl";
+    // (arguments, exit code, stdout, a piece of stderr)
+    let table: &[(&[&str], i32, &str, &str)] = &[
+        // `--` is optional; what follows the command is the command's.
+        (&["exec", t, "printf", "%s|", "a"], 0, "a|", ""),
+        (
+            &["exec", t, "printf", "%s|", "-w", "3", "--verbose", "-n"],
+            0,
+            "-w|3|--verbose|-n|",
+            "",
+        ),
+        (&["exec", "-w", "5", t, "printf", "%s|", "x"], 0, "x|", ""),
+        (&["exec", t, "--", "printf", "%s|", "y"], 0, "y|", ""),
+        (&["exec", t, "printf", "%s|", "--", "z"], 0, "--|z|", ""),
+        (&["exec", "--", t, "printf", "%s|", "q"], 0, "q|", ""),
+        // Options between FILE and CMD are still exec's.
+        (&["exec", t, "-w", "2", "printf", "%s|", "r"], 0, "r|", ""),
+        // `--timeout` is an alias of `-w`; durations in seconds or with units.
+        (
+            &["exec", "--timeout", "1.5", t, "printf", "ok"],
+            0,
+            "ok",
+            "",
+        ),
+        (&["exec", "--wait=2s", t, "printf", "ok"], 0, "ok", ""),
+        (&["exec", "-w", "500ms", t, "printf", "ok"], 0, "ok", ""),
+        (
+            &[
+                "exec",
+                "--max-hold",
+                "1.5m",
+                "--kill-after",
+                "0.5",
+                t,
+                "printf",
+                "ok",
+            ],
+            0,
+            "ok",
+            "",
+        ),
+        // `-c` is `/bin/sh -c`, after FILE or before it; its status passes through.
+        (
+            &["exec", t, "-c", "printf '%s|' \"$0\" ok; exit 7"],
+            7,
+            "/bin/sh|ok|",
+            "",
+        ),
+        (&["exec", "-c", "printf c", t], 0, "c", ""),
+        (&["exec", "--command", "printf c", t], 0, "c", ""),
+        // -E only changes the code of a lock not obtained, not the command's.
+        (&["exec", "-E", "42", t, "sh", "-c", "exit 1"], 1, "", ""),
+        // A command starting with `-` needs `--`; otherwise a usage error says so.
+        (&["exec", t, "-x"], 2, "", "'-- -x'"),
+        (&["exec", t, "--", "-x"], 127, "", "cannot run \"-x\""),
+        // Usage errors.
+        (&["exec", t], 2, "", "required"),
+        (
+            &["exec", t, "-c", "true", "extra"],
+            2,
+            "",
+            "cannot be used with",
+        ),
+        (
+            &["exec", "-n", "-w", "1", t, "true"],
+            2,
+            "",
+            "cannot be used with",
+        ),
+        (&["exec", "-E", "256", t, "true"], 2, "", "0..=255"),
+        (&["exec", "-E", "x", t, "true"], 2, "", "invalid value"),
+        (
+            &["exec", "-w", "5x", t, "true"],
+            2,
+            "",
+            "500ms, 1.5s, 5m, 1h",
+        ),
+        (&["exec", "-w", "-1", t, "true"], 2, "", ""),
+        (
+            &["exec", "--kill-after", "soon", t, "true"],
+            2,
+            "",
+            "invalid duration \"soon\"",
+        ),
+        (
+            &["exec", "--max-hold", "1.5x", t, "true"],
+            2,
+            "",
+            "invalid duration",
+        ),
+        // append: -w and its alias.
+        (&["append", "-w", "1.5", t, "l1"], 0, "", ""),
+        (&["append", "--timeout", "2", t, "l2"], 0, "", ""),
+        (
+            &["append", "--wait", "5x", t, "l3"],
+            2,
+            "",
+            "invalid duration",
+        ),
+    ];
+    let mut fails = Vec::new();
+    for (args, code, out, err) in table {
+        let o = run_in(dir.path(), args);
+        if o.status.code() != Some(*code) || stdout(&o) != *out || !stderr(&o).contains(err) {
+            fails.push(format!(
+                "{args:?}: want {code} {out:?} stderr ~ {err:?}; got {:?} {:?} stderr {:?}",
+                o.status.code(),
+                stdout(&o),
+                stderr(&o)
+            ));
+        }
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    // Only the valid appends wrote, and exec never created the transcript.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(t)).unwrap(),
+        "l1\nl2\n"
+    );
+}
+
+/// -n, -w 0, -w N and -E against a live holder: the command never runs, the
+/// code is the conflict code, and -n / -w 0 do not wait (no waiting notice,
+/// which a wait would print after 1 s).
+#[test]
+fn exec_nonblock_wait_and_conflict_exit_code_against_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let ran = dir.path().join("ran");
+    let mark = format!("touch '{}'", ran.display());
+    let holder = Holder::start(&t, &[]);
+    // (arguments before FILE, exit code, a piece of stderr)
+    let table: &[(&[&str], i32, &str)] = &[
+        (&["-n"], 3, "session file locked"),
+        (&["--nonblock", "-E", "75"], 75, "session file locked"),
+        (&["-w", "0", "-E", "9"], 9, "session file locked"),
+        (&["-w", "0.2", "-E", "42"], 42, "timeout 200ms"),
+        (&["-w", "1.2"], 3, "timeout 1200ms"),
+        (&["--timeout", "0.3s", "-E", "0"], 0, "timeout 300ms"),
+    ];
+    for (opts, code, err) in table {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[s(&t), "-c", &mark]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(err), "{args:?}: {}", stderr(&o));
+        let waited = stderr(&o).contains("waiting for the lock");
+        let nonblock = opts.contains(&"-n") || opts.contains(&"--nonblock") || opts[1] == "0";
+        assert_eq!(waited, opts.contains(&"1.2"), "{args:?}: {}", stderr(&o));
+        assert!(!(nonblock && waited), "{args:?} waited");
+        assert!(!ran.exists(), "{args:?}: the command ran without the lock");
+    }
+    let o = run(&["append", "-w", "0.3", s(&t), "x"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timeout 300ms"), "{}", stderr(&o));
+    assert!(holder.release().success());
+    // Free now: -n gets it at once and the command runs.
+    let o = run(&["exec", "-n", "-E", "75", s(&t), "-c", &mark]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(ran.exists());
+    assert_eq!(std::fs::read_to_string(&t).unwrap_or_default(), "");
+}
+
+#[test]
+fn exec_verbose_says_so_and_is_quiet_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let o = run(&["exec", s(&t), "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o), "", "exec without --verbose printed something");
+    let o = run(&["exec", "--verbose", s(&t), "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(s(&t)), "{}", stderr(&o));
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    for sub in ["exec", "append", "status", "clean", "bench"] {
+        let o = run(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub}");
+        let help = stdout(&o);
+        let examples = help
+            .split_once("Examples:\n")
+            .unwrap_or_else(|| panic!("{sub} --help has no Examples section:\n{help}"))
+            .1;
+        assert!(
+            examples.contains(&format!("  session-lock {sub} ")),
+            "{sub}: {examples}"
+        );
+    }
+}

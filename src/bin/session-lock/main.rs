@@ -467,12 +467,97 @@ fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::io(op, path, e)
 }
 
-fn ms(d: Option<Duration>) -> String {
-    match d {
-        Some(d) if d.as_secs() >= 120 => format!("{}m", d.as_secs() / 60),
-        Some(d) if d.as_millis() >= 10_000 => format!("{}s", d.as_secs()),
-        Some(d) => format!("{}ms", d.as_millis()),
-        None => "-".into(),
+/// An age as `status` and `clean` print it: the two largest units of
+/// d/h/m/s, floored, the second left out when it is zero (`3d4h`, `2h`,
+/// `2h5m`, `4m10s`, `12s`); under 10 s, seconds with one decimal (`9.9s`,
+/// `0.3s`, `0.0s`). `-` when unknown.
+fn age(d: Option<Duration>) -> String {
+    let Some(d) = d else {
+        return "-".into();
+    };
+    let secs = d.as_secs();
+    if secs < 10 {
+        return format!("{secs}.{}s", d.subsec_millis() / 100);
+    }
+    let units = [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')];
+    let i = units.iter().position(|(n, _)| secs >= *n).unwrap_or(3);
+    let (big, big_unit) = units[i];
+    let mut out = format!("{}{big_unit}", secs / big);
+    if let Some((small, small_unit)) = units.get(i + 1) {
+        let rest = secs % big / small;
+        if rest > 0 {
+            out.push_str(&format!("{rest}{small_unit}"));
+        }
+    }
+    out
+}
+
+/// Print rows as left-aligned columns (each as wide as its widest cell, two
+/// spaces apart), the header first unless `headings` is false. The last
+/// column (the path) is not padded.
+fn print_table(header: &[&str], rows: &[Vec<String>], headings: bool) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    if !headings {
+        widths.iter_mut().for_each(|w| *w = 0);
+    }
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{out}");
+    };
+    if headings {
+        line(&mut header.iter().copied());
+    }
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
+/// The table cells shared by `status` and `clean`: VERDICT PID ALIVE AGE REASONS.
+fn lock_cells(insp: Option<&Inspection>) -> Vec<String> {
+    let Some(insp) = insp else {
+        return ["absent", "-", "-", "-", "-"].map(String::from).to_vec();
+    };
+    let reasons: Vec<&str> = insp.reasons.iter().map(|r| r.as_str()).collect();
+    vec![
+        format!("{:?}", insp.verdict).to_lowercase(),
+        insp.record
+            .as_ref()
+            .and_then(|r| r.pid)
+            .map_or("-".into(), |p| p.to_string()),
+        insp.pid_alive.map_or("?".into(), |a| a.to_string()),
+        age(insp.age.or(insp.file_age)),
+        if reasons.is_empty() {
+            "-".into()
+        } else {
+            reasons.join(",")
+        },
+    ]
+}
+
+/// A lock as JSON: the library's [`Inspection`] fields (camelCase), or just
+/// `lockPath` and `verdict: "absent"`: what `status --json` and
+/// `clean --json` print for a lock, before their own fields.
+fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, serde_json::Value> {
+    let v = match insp {
+        Some(i) => serde_json::to_value(i).unwrap_or_default(),
+        None => serde_json::json!({"lockPath": path, "verdict": "absent"}),
+    };
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
     }
 }
 
@@ -486,62 +571,44 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     };
     let opts = LockOptions::new();
     let mut code = 0;
-    if !json {
-        println!(
-            "{:<40} {:<12} {:>8} {:<6} {:>8} {:<28} ATTENTION",
-            "LOCK", "VERDICT", "PID", "ALIVE", "AGE", "REASONS"
-        );
-    }
+    let mut rows = Vec::new();
     for f in files {
-        match session_lock::inspect(&f, &opts) {
-            Ok(Some(insp)) => {
-                let attention = session_lock::lock_attention(&insp);
-                if json {
-                    let mut v = serde_json::to_value(&insp).unwrap_or_default();
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert(
-                            "attention".into(),
-                            serde_json::to_value(attention).unwrap_or_default(),
-                        );
-                    }
-                    println!("{v}");
-                } else {
-                    let reasons: Vec<&str> = insp.reasons.iter().map(|r| r.as_str()).collect();
-                    println!(
-                        "{:<40} {:<12} {:>8} {:<6} {:>8} {:<28} {}",
-                        f.display(),
-                        format!("{:?}", insp.verdict).to_lowercase(),
-                        insp.record
-                            .as_ref()
-                            .and_then(|r| r.pid)
-                            .map_or("-".into(), |p| p.to_string()),
-                        insp.pid_alive.map_or("?".into(), |a| a.to_string()),
-                        ms(insp.age.or(insp.file_age)),
-                        if reasons.is_empty() {
-                            "-".into()
-                        } else {
-                            reasons.join(",")
-                        },
-                        attention
-                            .as_ref()
-                            .map_or("-".into(), |a| a.event_type.as_str().to_owned()),
-                    );
-                }
-            }
-            Ok(None) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"lockPath": f, "verdict": "absent"})
-                    );
-                } else {
-                    println!("{:<40} absent", f.display());
-                }
-            }
+        let insp = match session_lock::inspect(&f, &opts) {
+            Ok(i) => i,
             Err(e) => {
                 code = fail(&e);
+                continue;
             }
+        };
+        let attention = insp.as_ref().and_then(session_lock::lock_attention);
+        if json {
+            let mut v = lock_json(&f, insp.as_ref());
+            v.insert(
+                "attention".into(),
+                serde_json::to_value(attention).unwrap_or_default(),
+            );
+            println!("{}", serde_json::Value::Object(v));
+        } else {
+            let mut row = lock_cells(insp.as_ref());
+            row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
+            row.push(f.display().to_string());
+            rows.push(row);
         }
+    }
+    if !json {
+        print_table(
+            &[
+                "VERDICT",
+                "PID",
+                "ALIVE",
+                "AGE",
+                "REASONS",
+                "ATTENTION",
+                "PATH",
+            ],
+            &rows,
+            headings,
+        );
     }
     code
 }
@@ -563,6 +630,7 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
         return 2;
     }
     let mut code = 0;
+    let mut rows = Vec::new();
     for dir in dirs {
         if !dir.is_dir() {
             eprintln!("session-lock: {} is not a directory", dir.display());
@@ -582,78 +650,74 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
             }
         };
         for r in &result.locks {
-            let (verdict, reasons) = match &r.inspection {
-                Some(i) => (
-                    format!("{:?}", i.verdict).to_lowercase(),
-                    i.reasons
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                None => ("absent".into(), String::new()),
-            };
-            let action = if r.removed {
-                "removed"
-            } else if r
+            let reclaimable = r
                 .inspection
                 .as_ref()
-                .is_some_and(|i| i.verdict == Verdict::Reclaimable)
-            {
-                if dry_run {
-                    "would-remove"
-                } else {
-                    "kept (changed)"
-                }
+                .is_some_and(|i| i.verdict == Verdict::Reclaimable);
+            let action = if r.removed {
+                "removed"
+            } else if r.error.is_some() {
+                "error"
+            } else if reclaimable && dry_run {
+                "would-remove"
+            } else if reclaimable {
+                "kept-changed"
             } else {
                 "kept"
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "lockPath": r.lock_path, "verdict": verdict, "reasons": reasons.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
-                        "action": action, "removed": r.removed, "error": r.error,
-                        "owner": r.inspection.as_ref().map(|i| i.owner()),
-                    })
-                );
-            } else {
-                println!(
-                    "{:<14} {:<12} {:<28} {}{}",
-                    action,
-                    verdict,
-                    if reasons.is_empty() { "-" } else { &reasons },
-                    r.lock_path.display(),
-                    r.error
-                        .as_ref()
-                        .map(|e| format!("  error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-            if r.error.is_some() {
+            if let Some(e) = &r.error {
                 code = EXIT_IO;
+                eprintln!("session-lock: {}: {e}", r.lock_path.display());
+            }
+            if json {
+                // The library's report: the lock's fields, `removed`, `error`.
+                let mut v = match serde_json::to_value(r) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => lock_json(&r.lock_path, None),
+                };
+                v.insert("action".into(), action.into());
+                println!("{}", serde_json::Value::Object(v));
+            } else {
+                let mut row = vec![action.to_owned()];
+                row.extend(lock_cells(r.inspection.as_ref()));
+                if r.inspection.is_none() && r.error.is_some() {
+                    row[1] = "unknown".into();
+                }
+                row.push(r.lock_path.display().to_string());
+                rows.push(row);
             }
         }
         let temps = result
             .temps_removed
             .iter()
-            .map(|t| (t, "removed", "removed-temp"))
-            .chain(
-                result
-                    .temps_removable
-                    .iter()
-                    .map(|t| (t, "would-remove", "would-remove-temp")),
-            );
-        for (t, action, json_action) in temps {
+            .map(|t| (t, true))
+            .chain(result.temps_removable.iter().map(|t| (t, false)));
+        for (t, removed) in temps {
+            let action = if removed { "removed" } else { "would-remove" };
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"lockPath": t, "action": json_action, "removed": action == "removed"})
+                    serde_json::json!({
+                        "lockPath": t, "verdict": "temp", "removed": removed,
+                        "error": null, "action": action,
+                    })
                 );
             } else {
-                println!("{:<14} {:<12} {:<28} {}", action, "temp", "-", t.display());
+                let mut row = vec![action.to_owned(), "temp".to_owned()];
+                row.extend(["-", "-", "-", "-"].map(String::from));
+                row.push(t.display().to_string());
+                rows.push(row);
             }
         }
+    }
+    if !json {
+        print_table(
+            &[
+                "ACTION", "VERDICT", "PID", "ALIVE", "AGE", "REASONS", "PATH",
+            ],
+            &rows,
+            headings,
+        );
     }
     code
 }
@@ -882,4 +946,38 @@ fn chaos_worker(file: &Path, dir: &Path, id: u64) -> u8 {
         seq += 1;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+    use std::time::Duration;
+
+    #[test]
+    fn ages_are_compact() {
+        let ms = |n| Some(Duration::from_millis(n));
+        let s = |n| Some(Duration::from_secs(n));
+        for (d, want) in [
+            (None, "-"),
+            (ms(0), "0.0s"),
+            (ms(99), "0.0s"),
+            (ms(300), "0.3s"),
+            (ms(1_999), "1.9s"),
+            (ms(9_999), "9.9s"),
+            (s(10), "10s"),
+            (s(59), "59s"),
+            (s(60), "1m"),
+            (s(250), "4m10s"),
+            (s(3_599), "59m59s"),
+            (s(3_600), "1h"),
+            (s(3_600 + 59), "1h"),
+            (s(7_500), "2h5m"),
+            (s(86_399), "23h59m"),
+            (s(86_400), "1d"),
+            (s(3 * 86_400 + 4 * 3_600 + 59 * 60), "3d4h"),
+            (s(400 * 86_400 + 3_600), "400d1h"),
+        ] {
+            assert_eq!(age(d), want, "{d:?}");
+        }
+    }
 }

@@ -526,3 +526,252 @@ fn every_subcommand_help_has_examples() {
         );
     }
 }
+
+/// Lines of a command's stdout.
+fn lines(o: &Output) -> Vec<String> {
+    stdout(o).lines().map(str::to_owned).collect()
+}
+
+/// Where each whitespace-separated field of `line` starts (in chars).
+fn field_starts(line: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in line.chars().enumerate() {
+        if !c.is_whitespace() && prev_space {
+            starts.push(i);
+        }
+        prev_space = c.is_whitespace();
+    }
+    starts
+}
+
+/// `status` and `clean` tables as an administrator reads them (compare
+/// lslocks): a header row, aligned columns, the path last, compact ages,
+/// `--noheadings`; ATTENTION only for a live lock held past 120 s.
+#[test]
+fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &[]);
+    // A live owner (the holder) for 200 s; a dead one for 3 days 4 hours.
+    write_reference_lock(&d.join("b.jsonl.lock"), holder.pid(), 200_000, None);
+    write_reference_lock(
+        &d.join("c.jsonl.lock"),
+        1 << 30,
+        (76 * 3600 + 60) * 1000,
+        None,
+    );
+    let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    let out = run(&["status", s(d)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = lines(&out);
+    let cells: Vec<Vec<&str>> = table
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        cells[0],
+        [
+            "VERDICT",
+            "PID",
+            "ALIVE",
+            "AGE",
+            "REASONS",
+            "ATTENTION",
+            "PATH"
+        ],
+        "{table:#?}"
+    );
+    assert_eq!(cells.len(), 4, "{table:#?}");
+    let pid = holder.pid().to_string();
+    assert_eq!(cells[1][..3], ["held", pid.as_str(), "true"], "{table:#?}");
+    assert!(
+        cells[1][3].ends_with('s') && cells[1][3].contains('.'),
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[1][5..],
+        ["-", path("a.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    // 200 s (plus the test's own time, well under 10 s).
+    assert!(cells[2][3].starts_with("3m2"), "{table:#?}");
+    assert_eq!(
+        cells[2][4..],
+        ["-", "session.long_running", path("b.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][..4],
+        ["reclaimable", "1073741824", "false", "3d4h"],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][4..],
+        ["dead-pid,too-old", "-", path("c.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    // Aligned: every field starts in its header's column.
+    let starts = field_starts(&table[0]);
+    for l in &table {
+        assert_eq!(field_starts(l), starts, "misaligned: {table:#?}");
+    }
+    let bare = lines(&run(&["status", "--noheadings", s(d)]));
+    assert_eq!(bare.len(), 3, "{bare:#?}");
+    assert!(bare[0].starts_with("held "), "{bare:#?}");
+
+    let out = run(&["clean", "--dry-run", s(d)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = lines(&out);
+    let cells: Vec<Vec<&str>> = table
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        cells[0],
+        [
+            "ACTION", "VERDICT", "PID", "ALIVE", "AGE", "REASONS", "PATH"
+        ],
+        "{table:#?}"
+    );
+    let actions: Vec<(&str, &str)> = cells[1..]
+        .iter()
+        .map(|c| (c[0], *c.last().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("kept", path("a.jsonl.lock").as_str()),
+            ("kept", path("b.jsonl.lock").as_str()),
+            ("would-remove", path("c.jsonl.lock").as_str()),
+        ],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][1..6],
+        [
+            "reclaimable",
+            "1073741824",
+            "false",
+            "3d4h",
+            "dead-pid,too-old"
+        ]
+    );
+    let starts = field_starts(&table[0]);
+    for l in &table {
+        assert_eq!(field_starts(l), starts, "misaligned: {table:#?}");
+    }
+    let bare = lines(&run(&["clean", "--dry-run", "--noheadings", s(d)]));
+    assert_eq!(bare.len(), 3, "{bare:#?}");
+    assert!(bare[0].starts_with("kept "), "{bare:#?}");
+    assert!(d.join("c.jsonl.lock").exists(), "dry run removed a file");
+    assert!(holder.release().success());
+}
+
+/// One JSON shape for a lock: `status --json`, `clean --json` and the
+/// library's serialised `Inspection` and `SweepReport` carry the same
+/// camelCase fields with the same values; each adds only its own.
+#[test]
+fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &["--label", "gw"]);
+    write_reference_lock(&d.join("c.jsonl.lock"), 1 << 30, 60_000, None);
+    let json_lines = |o: Output| -> Vec<Value> {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        lines(&o)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let status = json_lines(run(&["status", "--json", s(d)]));
+    let clean = json_lines(run(&["clean", "--dry-run", "--json", s(d)]));
+    let opts = session_lock::sweep::SweepOptions {
+        remove: false,
+        ..Default::default()
+    };
+    let swept = session_lock::sweep::sweep(d, &opts).unwrap();
+    let lib_sweep: Vec<Value> = swept
+        .locks
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    let lib_inspect: Vec<Value> = ["a.jsonl", "c.jsonl"]
+        .iter()
+        .map(|t| {
+            let i = session_lock::inspect(d.join(t), &session_lock::LockOptions::new())
+                .unwrap()
+                .unwrap();
+            serde_json::to_value(&i).unwrap()
+        })
+        .collect();
+    let keys = |v: &Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let lock_keys: BTreeSet<String> = [
+        "lockPath",
+        "verdict",
+        "reasons",
+        "contents",
+        "record",
+        "witness",
+        "pidAlive",
+        "ageMs",
+        "fileAgeMs",
+    ]
+    .map(String::from)
+    .into();
+    let plus = |extra: &[&str]| -> BTreeSet<String> {
+        lock_keys
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    for i in 0..2 {
+        assert_eq!(keys(&lib_inspect[i]), lock_keys, "{}", lib_inspect[i]);
+        assert_eq!(keys(&status[i]), plus(&["attention"]), "{}", status[i]);
+        assert_eq!(
+            keys(&clean[i]),
+            plus(&["action", "removed", "error"]),
+            "{}",
+            clean[i]
+        );
+        assert_eq!(
+            keys(&lib_sweep[i]),
+            plus(&["removed", "error"]),
+            "{}",
+            lib_sweep[i]
+        );
+        for k in [
+            "lockPath", "verdict", "reasons", "contents", "record", "witness", "pidAlive",
+        ] {
+            for (name, v) in [
+                ("status", &status[i]),
+                ("clean", &clean[i]),
+                ("sweep", &lib_sweep[i]),
+            ] {
+                assert_eq!(
+                    v[k], lib_inspect[i][k],
+                    "{name} {k}: {v} vs {}",
+                    lib_inspect[i]
+                );
+            }
+        }
+    }
+    assert_eq!(status[0]["record"]["label"], "gw");
+    assert_eq!(status[1]["verdict"], "reclaimable");
+    assert_eq!(clean[1]["action"], "would-remove");
+    assert_eq!(lib_sweep[1]["removed"], false);
+    // An absent lock: the same two fields everywhere it can occur.
+    let absent = json_lines(run(&["status", "--json", s(&d.join("zz.jsonl"))]));
+    assert_eq!(absent[0]["verdict"], "absent");
+    assert_eq!(
+        keys(&absent[0]),
+        ["attention", "lockPath", "verdict"]
+            .map(String::from)
+            .into()
+    );
+    assert!(holder.release().success());
+}

@@ -775,3 +775,40 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     );
     assert!(holder.release().success());
 }
+
+/// `status | head`: a closed stdout ends status and clean quietly (141, as
+/// SIGPIPE would), not with a panic and a backtrace.
+#[test]
+fn status_and_clean_end_quietly_on_a_closed_pipe() {
+    use std::os::fd::FromRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl.lock"), b"").unwrap();
+    for args in [
+        vec!["status", s(dir.path())],
+        vec!["clean", "--dry-run", "--json", s(dir.path())],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read, write) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read); // every write to the pipe now fails with EPIPE
+        let child = bin()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(write)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = within(WAIT, "session-lock", move || {
+            child.wait_with_output().unwrap()
+        });
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}

@@ -492,6 +492,20 @@ fn age(d: Option<Duration>) -> String {
     out
 }
 
+/// Print one line of `status` / `clean` output. A closed pipe
+/// (`status | head`) ends the process quietly with 141, as SIGPIPE would
+/// end a C tool; any other write error is exit 5.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(128 + 13);
+        }
+        eprintln!("session-lock: writing to stdout: {e}");
+        std::process::exit(i32::from(EXIT_IO));
+    }
+}
+
 /// Print rows as left-aligned columns (each as wide as its widest cell, two
 /// spaces apart), the header first unless `headings` is false. The last
 /// column (the path) is not padded.
@@ -515,7 +529,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>], headings: bool) {
                 out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{out}");
+        emit(&out);
     };
     if headings {
         line(&mut header.iter().copied());
@@ -587,7 +601,7 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
                 "attention".into(),
                 serde_json::to_value(attention).unwrap_or_default(),
             );
-            println!("{}", serde_json::Value::Object(v));
+            emit(&serde_json::Value::Object(v).to_string());
         } else {
             let mut row = lock_cells(insp.as_ref());
             row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
@@ -676,7 +690,7 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
                     _ => lock_json(&r.lock_path, None),
                 };
                 v.insert("action".into(), action.into());
-                println!("{}", serde_json::Value::Object(v));
+                emit(&serde_json::Value::Object(v).to_string());
             } else {
                 let mut row = vec![action.to_owned()];
                 row.extend(lock_cells(r.inspection.as_ref()));
@@ -695,12 +709,12 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
         for (t, removed) in temps {
             let action = if removed { "removed" } else { "would-remove" };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
+                emit(
+                    &serde_json::json!({
                         "lockPath": t, "verdict": "temp", "removed": removed,
                         "error": null, "action": action,
                     })
+                    .to_string(),
                 );
             } else {
                 let mut row = vec![action.to_owned(), "temp".to_owned()];

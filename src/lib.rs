@@ -119,7 +119,7 @@ pub use options::{
 };
 pub use recovery::{lock_activity, lock_attention};
 pub use sys::PidState;
-pub use time::parse_duration;
+pub use time::{DURATION_SYNTAX, parse_duration};
 
 /// Raw primitives used by the benchmark baselines (`session-lock bench`).
 /// Not part of the lock protocol.

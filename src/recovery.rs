@@ -20,7 +20,7 @@
 //! Lock ownership maps to classifier activity as documented in
 //! [`crate::classify`]: see [`lock_activity`].
 
-use crate::classify::{self, ActivitySnapshot, Attention, LockActivity, SessionState};
+use crate::classify::{self, Attention, LockActivity, SessionState};
 use crate::inspect::{Inspection, Verdict};
 use crate::lock::{self, LockPaths, Reclaim};
 use crate::monitor::{RecoveryAction, RecoveryStatus};
@@ -43,17 +43,38 @@ pub fn lock_activity(insp: &Inspection) -> LockActivity {
     }
 }
 
-/// Attention derived from the lock alone, as `session-lock status` shows it:
-/// the session is assumed idle with one queued writer (someone wants the
-/// lock), judged against the monitor's default warn threshold (120 s).
+/// Attention from the lock alone, as `session-lock status` shows it.
+///
+/// A lock file tells who holds it, whether that owner is alive and since
+/// when; it says nothing about the session's state, its queue or its
+/// progress. So this returns `Some` only for what the lock alone supports:
+/// a lock held by a live owner ([`LockActivity::is_live_owner`]) for longer
+/// than the monitor's default warn threshold
+/// ([`DEFAULT_STUCK_WARN_MS`](crate::monitor::DEFAULT_STUCK_WARN_MS),
+/// 120 s) is `session.long_running` / `active_work` (kind `embedded_run`,
+/// never recovery eligible). Everything else is `None`:
+///
+/// * a younger live lock is ordinary work;
+/// * a reclaimable lock (dead or gone owner, old orphan) is no work at all:
+///   the next acquire or `clean` removes it, and its verdict already says so;
+/// * whether a session is stuck, stalled or has work queued behind its lock
+///   takes the session's state, queue depth and progress, which only the
+///   caller has: merge [`lock_activity`] into an
+///   [`ActivitySnapshot`](classify::ActivitySnapshot) and
+///   call [`classify::classify`] with them, as the monitor does.
 pub fn lock_attention(insp: &Inspection) -> Option<Attention> {
-    let activity = ActivitySnapshot::default().merge_lock(Some(&lock_activity(insp)));
-    Some(classify::classify(
-        SessionState::Idle,
-        1,
-        &activity,
-        crate::monitor::DEFAULT_STUCK_WARN_MS,
-    ))
+    let lock = lock_activity(insp);
+    let age_ms = lock.lock_age_ms?;
+    if !lock.is_live_owner() || age_ms <= crate::monitor::DEFAULT_STUCK_WARN_MS {
+        return None;
+    }
+    Some(Attention {
+        event_type: classify::EventType::LongRunning,
+        reason: classify::Reason::ActiveWork,
+        classification: classify::Classification::LongRunning,
+        active_work_kind: Some(classify::ActiveWorkKind::EmbeddedRun),
+        recovery_eligible: false,
+    })
 }
 
 /// What the classifier observed, handed to [`Recovery::recover`].

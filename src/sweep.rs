@@ -42,8 +42,27 @@ impl Default for SweepOptions {
 }
 
 /// One lock file's report.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Serialised as the lock's [`Inspection`] fields at the top level
+/// (`lockPath`, `verdict`, `reasons`, `contents`, `record`, `witness`,
+/// `pidAlive`, `ageMs`, `fileAgeMs`; without an inspection just `lockPath`
+/// and `verdict`: `"unknown"` with an `error`, else `"absent"`) followed
+/// by `removed` and `error`: the
+/// shape `session-lock status --json` and `clean --json` print for a lock.
+///
+/// ```
+/// use session_lock::sweep::{sweep, SweepOptions};
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("a.jsonl.lock"), b"")?;
+/// let result = sweep(dir.path(), &SweepOptions::default())?;
+/// let v = serde_json::to_value(&result.locks[0])?;
+/// assert_eq!(v["verdict"], "held");
+/// assert_eq!(v["reasons"][0], "missing-pid");
+/// assert_eq!(v["removed"], false);
+/// assert!(v.get("inspection").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
 pub struct SweepReport {
     /// The lock file.
     pub lock_path: PathBuf,
@@ -53,6 +72,46 @@ pub struct SweepReport {
     pub removed: bool,
     /// What went wrong with this file, if anything (the sweep goes on).
     pub error: Option<String>,
+}
+
+impl Serialize for SweepReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Absent<'a> {
+            lock_path: &'a Path,
+            verdict: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Report<'a, L: Serialize> {
+            #[serde(flatten)]
+            lock: L,
+            removed: bool,
+            error: &'a Option<String>,
+        }
+        match &self.inspection {
+            Some(lock) => Report {
+                lock,
+                removed: self.removed,
+                error: &self.error,
+            }
+            .serialize(s),
+            None => Report {
+                lock: Absent {
+                    lock_path: &self.lock_path,
+                    // Vanished, or could not be inspected (then `error` says why).
+                    verdict: if self.error.is_some() {
+                        "unknown"
+                    } else {
+                        "absent"
+                    },
+                },
+                removed: self.removed,
+                error: &self.error,
+            }
+            .serialize(s),
+        }
+    }
 }
 
 /// The sweep's result.

@@ -1,5 +1,5 @@
 //! Wall-clock helpers: RFC 3339 timestamps for the owner record's `createdAt`
-//! and human durations (`500ms`, `30s`, `5m`) for the CLI.
+//! and human durations (`5`, `1.5s`, `500ms`, `5m`) for the CLI.
 //!
 //! Wall-clock time is only ever a *hint* here: reclaim decisions for our own
 //! records rest on the kernel witness, budgets use `Instant`, and the ages we
@@ -131,30 +131,66 @@ fn days_in_month(y: i64, m: u32) -> i64 {
     }
 }
 
-/// Parse a human duration: a whole number followed by `ms`, `s`, `m` or `h`
-/// (`500ms`, `30s`, `5m`, `1h`). A bare number is milliseconds.
+/// What [`parse_duration`] accepts, for messages and help texts.
+pub const DURATION_SYNTAX: &str =
+    "a number of seconds (5, 1.5) or a number with ms, s, m or h (500ms, 1.5s, 5m, 1h)";
+
+/// Parse a human duration: a number of seconds (`5`, `1.5`), or a number
+/// followed by `ms`, `s`, `m` or `h` (`500ms`, `1.5s`, `5m`, `0.5h`). The
+/// number is decimal digits with an optional fraction (`1.5`; not `.5`,
+/// `1.`, `1e3`, `-1` or `+1`); no space before the unit. A bare number is
+/// seconds, as in `flock -w` and `timeout(1)`. A fraction finer than a
+/// nanosecond is truncated.
 ///
 /// # Errors
-/// Returns a message naming the input when the text is not such a duration.
+/// Returns a message naming the input and saying what is accepted
+/// ([`DURATION_SYNTAX`]) when the text is not such a duration, or when it
+/// is longer than `u64::MAX` milliseconds.
+///
+/// # Examples
+/// ```
+/// use session_lock::parse_duration;
+/// use std::time::Duration;
+/// assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert!(parse_duration("5x").unwrap_err().contains("500ms, 1.5s, 5m, 1h"));
+/// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: expected {DURATION_SYNTAX}");
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let bad = || {
-        format!(
-            "invalid duration {text:?}: expected a whole number with ms, s, m or h (e.g. 500ms, 30s, 5m)"
-        )
+    let int_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (int, rest) = t.split_at(int_end);
+    let (frac, unit) = match rest.strip_prefix('.') {
+        Some(r) => r.split_at(r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())),
+        None => ("", rest),
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let ms = match unit {
-        "" | "ms" => Some(n),
-        "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => None,
+    if int.is_empty() || (rest.starts_with('.') && frac.is_empty()) {
+        return Err(bad());
     }
-    .ok_or_else(bad)?;
-    Ok(Duration::from_millis(ms))
+    let unit_ns: u128 = match unit {
+        "ms" => 1_000_000,
+        "" | "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return Err(bad()),
+    };
+    // Integer arithmetic throughout: 0.1s is exactly 100ms.
+    let int: u128 = int.parse().map_err(|_| bad())?;
+    let mut ns = int.checked_mul(unit_ns).ok_or_else(bad)?;
+    let mut scale = unit_ns;
+    for d in frac.bytes() {
+        if scale < 10 {
+            break; // below a nanosecond
+        }
+        scale /= 10;
+        ns += u128::from(d - b'0') * scale;
+    }
+    if ns / 1_000_000 > u128::from(u64::MAX) {
+        return Err(bad());
+    }
+    let secs = u64::try_from(ns / 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, (ns % 1_000_000_000) as u32))
 }
 
 #[cfg(test)]
@@ -217,13 +253,64 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
-        for bad in ["", "s", "5x", "-1s", "1.5s", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("5", ms(5_000)),
+            ("0", ms(0)),
+            ("1.5", ms(1_500)),
+            ("0.25", ms(250)),
+            ("1.5s", ms(1_500)),
+            ("30s", ms(30_000)),
+            ("500ms", ms(500)),
+            ("0.5ms", Duration::from_micros(500)),
+            ("5m", ms(300_000)),
+            ("1.5m", ms(90_000)),
+            ("2h", ms(7_200_000)),
+            ("0.5h", ms(1_800_000)),
+            (" 7s ", ms(7_000)),
+            ("0.1", ms(100)),
+            ("1.0000000009", Duration::new(1, 0)),
+            ("007", ms(7_000)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_accepted() {
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "5x",
+            "5 s",
+            "5S",
+            "-1s",
+            "+1",
+            ".5",
+            "1.",
+            "1.s",
+            "1..5",
+            "1.5.5",
+            "1e3",
+            "1_000",
+            "inf",
+            "NaN",
+            "5sec",
+            "1m30s",
+            "99999999999999999999h",
+            "18446744073709551616ms",
+            "18446744073709552s",
+            "１s",
+        ] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+            assert!(err.contains(DURATION_SYNTAX), "{err}");
+        }
+        // The largest accepted: u64::MAX milliseconds.
+        assert_eq!(
+            parse_duration("18446744073709551615ms"),
+            Ok(Duration::from_millis(u64::MAX))
+        );
     }
 }

@@ -167,3 +167,49 @@ fn two_recoveries_at_once_release_once() {
     assert_eq!(first.status, RecoveryStatus::Released);
     assert!(!lock_of(&t).exists());
 }
+
+/// `lock_attention` reports only what a lock file alone supports: a live
+/// owner holding it past the warn threshold (120 s). A young lock, a dead
+/// owner's lock, and anything about queues or progress give `None`
+/// (issue 10: a lock held for 0.3 s used to be `session.long_running`).
+#[test]
+fn lock_attention_reports_only_what_the_lock_alone_supports() {
+    use session_lock::classify::{ActiveWorkKind, Classification};
+    let dir = tempfile::tempdir().unwrap();
+    let attention = |t: &Path| {
+        let insp = session_lock::inspect(t, &LockOptions::new())
+            .unwrap()
+            .expect("a lock file");
+        session_lock::lock_attention(&insp)
+    };
+    let young = dir.path().join("young.jsonl");
+    let holder = Holder::start(&young, &[]);
+    assert_eq!(attention(&young), None, "a lock held a moment ago");
+    // Reference-format records of a live process (the holder), below and
+    // past the threshold.
+    let (under, over) = (
+        dir.path().join("under.jsonl"),
+        dir.path().join("over.jsonl"),
+    );
+    write_reference_lock(&lock_of(&under), holder.pid(), 100_000, None);
+    write_reference_lock(&lock_of(&over), holder.pid(), 200_000, None);
+    assert_eq!(
+        attention(&under),
+        None,
+        "100 s is under the 120 s threshold"
+    );
+    let a = attention(&over).expect("a live lock held for 200 s");
+    assert_eq!(a.event_type, EventType::LongRunning, "{a:?}");
+    assert_eq!(a.reason, AttnReason::ActiveWork, "{a:?}");
+    assert_eq!(a.classification, Classification::LongRunning, "{a:?}");
+    assert_eq!(a.active_work_kind, Some(ActiveWorkKind::EmbeddedRun));
+    assert!(!a.recovery_eligible);
+    // Dead owners: reclaimable, no work at all, whatever the age.
+    let dead = dir.path().join("dead.jsonl");
+    write_reference_lock(&lock_of(&dead), 1 << 30, 200_000, None);
+    assert_eq!(attention(&dead), None, "a dead owner's old lock");
+    let killed = dir.path().join("killed.jsonl");
+    Holder::start(&killed, &[]).kill9();
+    assert_eq!(attention(&killed), None, "a killed holder's lock");
+    assert!(holder.release().success());
+}

@@ -212,7 +212,7 @@ fn clean_dry_run_removes_nothing_clean_removes_only_dead() {
 }
 
 #[test]
-fn status_shows_owner_verdict_and_attention() {
+fn status_shows_owner_verdict_and_no_attention_the_lock_cannot_justify() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "gw"]);
@@ -224,14 +224,19 @@ fn status_shows_owner_verdict_and_attention() {
     assert_eq!(v["pidAlive"], true);
     assert_eq!(v["record"]["pid"], holder.pid());
     assert_eq!(v["record"]["label"], "gw");
-    assert_eq!(v["attention"]["eventType"], "session.long_running", "{v}");
-    assert_eq!(v["attention"]["recoveryEligible"], false, "{v}");
+    // A lock held for a moment is not `long_running` (issue 10): the lock
+    // alone says nothing about queues or progress.
+    assert_eq!(v["attention"], serde_json::Value::Null, "{v}");
     let out = run(&["status", s(&t)]);
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        table.contains("held") && table.contains(&holder.pid().to_string()),
+    let row = table.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..3],
+        ["held", &holder.pid().to_string(), "true"],
         "{table}"
     );
+    assert_eq!(cells[5], "-", "ATTENTION of a young lock: {table}");
     assert!(holder.release().success());
     let out = run(&["status", s(&t)]);
     assert!(String::from_utf8(out.stdout).unwrap().contains("absent"));
@@ -304,4 +309,506 @@ fn bad_input_gets_one_clear_line_and_the_documented_code() {
     let out = run(&["append", "--timeout", "100ms", s(&t), "x"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(holder.release().success());
+}
+
+/// Run the binary in `dir` (so relative paths in commands stay inside it).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    let child = bin()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn session-lock");
+    within(WAIT, "session-lock", move || {
+        child.wait_with_output().unwrap()
+    })
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// How `exec` and `append` read their command lines: what the command
+/// receives, or the usage error (exit 2) and what it says.
+#[test]
+fn exec_options_follow_flock_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "s.jsonl";
+    // (arguments, exit code, stdout, a piece of stderr)
+    let table: &[(&[&str], i32, &str, &str)] = &[
+        // `--` is optional; what follows the command is the command's.
+        (&["exec", t, "printf", "%s|", "a"], 0, "a|", ""),
+        (
+            &["exec", t, "printf", "%s|", "-w", "3", "--verbose", "-n"],
+            0,
+            "-w|3|--verbose|-n|",
+            "",
+        ),
+        (&["exec", "-w", "5", t, "printf", "%s|", "x"], 0, "x|", ""),
+        (&["exec", t, "--", "printf", "%s|", "y"], 0, "y|", ""),
+        (&["exec", t, "printf", "%s|", "--", "z"], 0, "--|z|", ""),
+        (&["exec", "--", t, "printf", "%s|", "q"], 0, "q|", ""),
+        // Options between FILE and CMD are still exec's.
+        (&["exec", t, "-w", "2", "printf", "%s|", "r"], 0, "r|", ""),
+        // `--timeout` is an alias of `-w`; durations in seconds or with units.
+        (
+            &["exec", "--timeout", "1.5", t, "printf", "ok"],
+            0,
+            "ok",
+            "",
+        ),
+        (&["exec", "--wait=2s", t, "printf", "ok"], 0, "ok", ""),
+        (&["exec", "-w", "500ms", t, "printf", "ok"], 0, "ok", ""),
+        (
+            &[
+                "exec",
+                "--max-hold",
+                "1.5m",
+                "--kill-after",
+                "0.5",
+                t,
+                "printf",
+                "ok",
+            ],
+            0,
+            "ok",
+            "",
+        ),
+        // `-c` is `/bin/sh -c`, after FILE or before it; its status passes through.
+        (
+            &["exec", t, "-c", "printf '%s|' \"$0\" ok; exit 7"],
+            7,
+            "/bin/sh|ok|",
+            "",
+        ),
+        (&["exec", "-c", "printf c", t], 0, "c", ""),
+        (&["exec", "--command", "printf c", t], 0, "c", ""),
+        // -E only changes the code of a lock not obtained, not the command's.
+        (&["exec", "-E", "42", t, "sh", "-c", "exit 1"], 1, "", ""),
+        // A command starting with `-` needs `--`; otherwise a usage error says so.
+        (&["exec", t, "-x"], 2, "", "'-- -x'"),
+        (&["exec", t, "--", "-x"], 127, "", "cannot run \"-x\""),
+        // Usage errors.
+        (&["exec", t], 2, "", "required"),
+        (
+            &["exec", t, "-c", "true", "extra"],
+            2,
+            "",
+            "cannot be used with",
+        ),
+        (
+            &["exec", "-n", "-w", "1", t, "true"],
+            2,
+            "",
+            "cannot be used with",
+        ),
+        (&["exec", "-E", "256", t, "true"], 2, "", "0..=255"),
+        (&["exec", "-E", "x", t, "true"], 2, "", "invalid value"),
+        (
+            &["exec", "-w", "5x", t, "true"],
+            2,
+            "",
+            "500ms, 1.5s, 5m, 1h",
+        ),
+        (&["exec", "-w", "-1", t, "true"], 2, "", ""),
+        (
+            &["exec", "--kill-after", "soon", t, "true"],
+            2,
+            "",
+            "invalid duration \"soon\"",
+        ),
+        (
+            &["exec", "--max-hold", "1.5x", t, "true"],
+            2,
+            "",
+            "invalid duration",
+        ),
+        // append: -w and its alias.
+        (&["append", "-w", "1.5", t, "l1"], 0, "", ""),
+        (&["append", "--timeout", "2", t, "l2"], 0, "", ""),
+        (
+            &["append", "--wait", "5x", t, "l3"],
+            2,
+            "",
+            "invalid duration",
+        ),
+    ];
+    let mut fails = Vec::new();
+    for (args, code, out, err) in table {
+        let o = run_in(dir.path(), args);
+        if o.status.code() != Some(*code) || stdout(&o) != *out || !stderr(&o).contains(err) {
+            fails.push(format!(
+                "{args:?}: want {code} {out:?} stderr ~ {err:?}; got {:?} {:?} stderr {:?}",
+                o.status.code(),
+                stdout(&o),
+                stderr(&o)
+            ));
+        }
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    // Only the valid appends wrote, and exec never created the transcript.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(t)).unwrap(),
+        "l1\nl2\n"
+    );
+}
+
+/// -n, -w 0, -w N and -E against a live holder: the command never runs, the
+/// code is the conflict code, and -n / -w 0 do not wait (no waiting notice,
+/// which a wait would print after 1 s).
+#[test]
+fn exec_nonblock_wait_and_conflict_exit_code_against_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let ran = dir.path().join("ran");
+    let mark = format!("touch '{}'", ran.display());
+    let holder = Holder::start(&t, &[]);
+    // (arguments before FILE, exit code, a piece of stderr)
+    let table: &[(&[&str], i32, &str)] = &[
+        (&["-n"], 3, "session file locked"),
+        (&["--nonblock", "-E", "75"], 75, "session file locked"),
+        (&["-w", "0", "-E", "9"], 9, "session file locked"),
+        (&["-w", "0.2", "-E", "42"], 42, "timeout 200ms"),
+        (&["-w", "1.2"], 3, "timeout 1200ms"),
+        (&["--timeout", "0.3s", "-E", "0"], 0, "timeout 300ms"),
+    ];
+    for (opts, code, err) in table {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[s(&t), "-c", &mark]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(err), "{args:?}: {}", stderr(&o));
+        let waited = stderr(&o).contains("waiting for the lock");
+        let nonblock = opts.contains(&"-n") || opts.contains(&"--nonblock") || opts[1] == "0";
+        assert_eq!(waited, opts.contains(&"1.2"), "{args:?}: {}", stderr(&o));
+        assert!(!(nonblock && waited), "{args:?} waited");
+        assert!(!ran.exists(), "{args:?}: the command ran without the lock");
+    }
+    let o = run(&["append", "-w", "0.3", s(&t), "x"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timeout 300ms"), "{}", stderr(&o));
+    assert!(holder.release().success());
+    // Free now: -n gets it at once and the command runs.
+    let o = run(&["exec", "-n", "-E", "75", s(&t), "-c", &mark]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(ran.exists());
+    assert_eq!(std::fs::read_to_string(&t).unwrap_or_default(), "");
+}
+
+#[test]
+fn exec_verbose_says_so_and_is_quiet_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let o = run(&["exec", s(&t), "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o), "", "exec without --verbose printed something");
+    let o = run(&["exec", "--verbose", s(&t), "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(s(&t)), "{}", stderr(&o));
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    for sub in ["exec", "append", "status", "clean", "bench"] {
+        let o = run(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub}");
+        let help = stdout(&o);
+        let examples = help
+            .split_once("Examples:\n")
+            .unwrap_or_else(|| panic!("{sub} --help has no Examples section:\n{help}"))
+            .1;
+        assert!(
+            examples.contains(&format!("  session-lock {sub} ")),
+            "{sub}: {examples}"
+        );
+    }
+}
+
+/// Lines of a command's stdout.
+fn lines(o: &Output) -> Vec<String> {
+    stdout(o).lines().map(str::to_owned).collect()
+}
+
+/// Where each whitespace-separated field of `line` starts (in chars).
+fn field_starts(line: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut prev_space = true;
+    for (i, c) in line.chars().enumerate() {
+        if !c.is_whitespace() && prev_space {
+            starts.push(i);
+        }
+        prev_space = c.is_whitespace();
+    }
+    starts
+}
+
+/// `status` and `clean` tables as an administrator reads them (compare
+/// lslocks): a header row, aligned columns, the path last, compact ages,
+/// `--noheadings`; ATTENTION only for a live lock held past 120 s.
+#[test]
+fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &[]);
+    // A live owner (the holder) for 200 s; a dead one for 3 days 4 hours.
+    write_reference_lock(&d.join("b.jsonl.lock"), holder.pid(), 200_000, None);
+    write_reference_lock(
+        &d.join("c.jsonl.lock"),
+        1 << 30,
+        (76 * 3600 + 60) * 1000,
+        None,
+    );
+    let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
+
+    let out = run(&["status", s(d)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = lines(&out);
+    let cells: Vec<Vec<&str>> = table
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        cells[0],
+        [
+            "VERDICT",
+            "PID",
+            "ALIVE",
+            "AGE",
+            "REASONS",
+            "ATTENTION",
+            "PATH"
+        ],
+        "{table:#?}"
+    );
+    assert_eq!(cells.len(), 4, "{table:#?}");
+    let pid = holder.pid().to_string();
+    assert_eq!(cells[1][..3], ["held", pid.as_str(), "true"], "{table:#?}");
+    assert!(
+        cells[1][3].ends_with('s') && cells[1][3].contains('.'),
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[1][5..],
+        ["-", path("a.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    // 200 s (plus the test's own time, well under 10 s).
+    assert!(cells[2][3].starts_with("3m2"), "{table:#?}");
+    assert_eq!(
+        cells[2][4..],
+        ["-", "session.long_running", path("b.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][..4],
+        ["reclaimable", "1073741824", "false", "3d4h"],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][4..],
+        ["dead-pid,too-old", "-", path("c.jsonl.lock").as_str()],
+        "{table:#?}"
+    );
+    // Aligned: every field starts in its header's column.
+    let starts = field_starts(&table[0]);
+    for l in &table {
+        assert_eq!(field_starts(l), starts, "misaligned: {table:#?}");
+    }
+    let bare = lines(&run(&["status", "--noheadings", s(d)]));
+    assert_eq!(bare.len(), 3, "{bare:#?}");
+    assert!(bare[0].starts_with("held "), "{bare:#?}");
+
+    let out = run(&["clean", "--dry-run", s(d)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = lines(&out);
+    let cells: Vec<Vec<&str>> = table
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        cells[0],
+        [
+            "ACTION", "VERDICT", "PID", "ALIVE", "AGE", "REASONS", "PATH"
+        ],
+        "{table:#?}"
+    );
+    let actions: Vec<(&str, &str)> = cells[1..]
+        .iter()
+        .map(|c| (c[0], *c.last().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("kept", path("a.jsonl.lock").as_str()),
+            ("kept", path("b.jsonl.lock").as_str()),
+            ("would-remove", path("c.jsonl.lock").as_str()),
+        ],
+        "{table:#?}"
+    );
+    assert_eq!(
+        cells[3][1..6],
+        [
+            "reclaimable",
+            "1073741824",
+            "false",
+            "3d4h",
+            "dead-pid,too-old"
+        ]
+    );
+    let starts = field_starts(&table[0]);
+    for l in &table {
+        assert_eq!(field_starts(l), starts, "misaligned: {table:#?}");
+    }
+    let bare = lines(&run(&["clean", "--dry-run", "--noheadings", s(d)]));
+    assert_eq!(bare.len(), 3, "{bare:#?}");
+    assert!(bare[0].starts_with("kept "), "{bare:#?}");
+    assert!(d.join("c.jsonl.lock").exists(), "dry run removed a file");
+    assert!(holder.release().success());
+}
+
+/// One JSON shape for a lock: `status --json`, `clean --json` and the
+/// library's serialised `Inspection` and `SweepReport` carry the same
+/// camelCase fields with the same values; each adds only its own.
+#[test]
+fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &["--label", "gw"]);
+    write_reference_lock(&d.join("c.jsonl.lock"), 1 << 30, 60_000, None);
+    let json_lines = |o: Output| -> Vec<Value> {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        lines(&o)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let status = json_lines(run(&["status", "--json", s(d)]));
+    let clean = json_lines(run(&["clean", "--dry-run", "--json", s(d)]));
+    let opts = session_lock::sweep::SweepOptions {
+        remove: false,
+        ..Default::default()
+    };
+    let swept = session_lock::sweep::sweep(d, &opts).unwrap();
+    let lib_sweep: Vec<Value> = swept
+        .locks
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    let lib_inspect: Vec<Value> = ["a.jsonl", "c.jsonl"]
+        .iter()
+        .map(|t| {
+            let i = session_lock::inspect(d.join(t), &session_lock::LockOptions::new())
+                .unwrap()
+                .unwrap();
+            serde_json::to_value(&i).unwrap()
+        })
+        .collect();
+    let keys = |v: &Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let lock_keys: BTreeSet<String> = [
+        "lockPath",
+        "verdict",
+        "reasons",
+        "contents",
+        "record",
+        "witness",
+        "pidAlive",
+        "ageMs",
+        "fileAgeMs",
+    ]
+    .map(String::from)
+    .into();
+    let plus = |extra: &[&str]| -> BTreeSet<String> {
+        lock_keys
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    for i in 0..2 {
+        assert_eq!(keys(&lib_inspect[i]), lock_keys, "{}", lib_inspect[i]);
+        assert_eq!(keys(&status[i]), plus(&["attention"]), "{}", status[i]);
+        assert_eq!(
+            keys(&clean[i]),
+            plus(&["action", "removed", "error"]),
+            "{}",
+            clean[i]
+        );
+        assert_eq!(
+            keys(&lib_sweep[i]),
+            plus(&["removed", "error"]),
+            "{}",
+            lib_sweep[i]
+        );
+        for k in [
+            "lockPath", "verdict", "reasons", "contents", "record", "witness", "pidAlive",
+        ] {
+            for (name, v) in [
+                ("status", &status[i]),
+                ("clean", &clean[i]),
+                ("sweep", &lib_sweep[i]),
+            ] {
+                assert_eq!(
+                    v[k], lib_inspect[i][k],
+                    "{name} {k}: {v} vs {}",
+                    lib_inspect[i]
+                );
+            }
+        }
+    }
+    assert_eq!(status[0]["record"]["label"], "gw");
+    assert_eq!(status[1]["verdict"], "reclaimable");
+    assert_eq!(clean[1]["action"], "would-remove");
+    assert_eq!(lib_sweep[1]["removed"], false);
+    // An absent lock: the same two fields everywhere it can occur.
+    let absent = json_lines(run(&["status", "--json", s(&d.join("zz.jsonl"))]));
+    assert_eq!(absent[0]["verdict"], "absent");
+    assert_eq!(
+        keys(&absent[0]),
+        ["attention", "lockPath", "verdict"]
+            .map(String::from)
+            .into()
+    );
+    assert!(holder.release().success());
+}
+
+/// `status | head`: a closed stdout ends status and clean quietly (141, as
+/// SIGPIPE would), not with a panic and a backtrace.
+#[test]
+fn status_and_clean_end_quietly_on_a_closed_pipe() {
+    use std::os::fd::FromRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl.lock"), b"").unwrap();
+    for args in [
+        vec!["status", s(dir.path())],
+        vec!["clean", "--dry-run", "--json", s(dir.path())],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read, write) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read); // every write to the pipe now fails with EPIPE
+        let child = bin()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(write)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = within(WAIT, "session-lock", move || {
+            child.wait_with_output().unwrap()
+        });
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
 }

@@ -117,8 +117,20 @@ fn status_and_clean_never_follow_a_symlink_at_the_lock_path() {
     let dry = cli(&[os("clean"), os("--dry-run"), os(&sessions)]);
     let clean = cli(&[os("clean"), os(&sessions)]);
     assert_eq!(clean.status.code(), Some(5), "{clean:?}");
+    // The table keeps the path last: the error goes to stderr, one line
+    // naming the path, and the row's action is `error`.
+    let err = String::from_utf8_lossy(&clean.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("symlink") && l.contains("x.jsonl.lock")),
+        "{err}"
+    );
     let text = String::from_utf8_lossy(&clean.stdout);
-    assert!(text.contains("symlink"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error ") && l.ends_with("x.jsonl.lock")),
+        "{text}"
+    );
     for out in [&dry, &clean] {
         assert!(
             !String::from_utf8_lossy(&out.stdout).contains("removed "),

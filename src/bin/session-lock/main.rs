@@ -32,49 +32,103 @@ pub(crate) const EXIT_NOT_FOUND: u8 = 127;
     version,
     about = "Cross-process write lock for append-only session transcripts",
     after_help = "Examples:
-  session-lock exec --timeout 30s sessions/a.jsonl -- ./append-turn.sh
+  session-lock exec -w 30 sessions/a.jsonl ./append-turn.sh --turn 3
   session-lock append sessions/a.jsonl '{\"role\":\"user\",\"text\":\"hi\"}'
   printf '%s\\n' one two | session-lock append sessions/a.jsonl -
   session-lock status sessions/
   session-lock clean --dry-run sessions/
 
+Durations: a number of seconds (5, 1.5) or a number with ms, s, m or h
+(500ms, 1.5s, 5m, 1h).
+
 Exit codes: 0 success (exec: the command's status), 2 usage error,
-3 lock not obtained (busy or timeout), 4 lock lost while held,
-5 bad path / permission / I/O error, 126 command could not run,
-127 command not found, 128+N command killed by signal N."
+3 lock not obtained (busy or timeout; exec -E changes it), 4 lock lost
+while held, 5 bad path / permission / I/O error, 126 command could not
+run, 127 command not found, 128+N command killed by signal N."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const EXEC_EXAMPLES: &str = "Examples:
+  session-lock exec sessions/a.jsonl ./append-turn.sh --turn 3
+  session-lock exec -w 30 sessions/a.jsonl -- ./append-turn.sh
+  session-lock exec -w 0.5 -c 'echo \"$(date)\" >> notes.txt' sessions/a.jsonl
+  session-lock exec -n -E 75 sessions/a.jsonl ./compact.sh || echo \"busy: $?\"
+  session-lock exec --max-hold 20m --kill-after 30s --label nightly sessions/a.jsonl ./compact.sh
+  session-lock exec sessions/a.jsonl -- -cmd-starting-with-a-dash
+
+Options go before the command: everything from CMD on is the command's
+(`--` is needed only when CMD itself starts with `-`).";
+
+const APPEND_EXAMPLES: &str = "Examples:
+  session-lock append sessions/a.jsonl '{\"role\":\"user\",\"text\":\"hi\"}' '{\"role\":\"assistant\",\"text\":\"hello\"}'
+  printf '%s\\n' one two | session-lock append sessions/a.jsonl -
+  generate-turns | session-lock append --sync -w 10 sessions/a.jsonl -";
+
+const STATUS_EXAMPLES: &str = "Examples:
+  session-lock status sessions/
+  session-lock status sessions/a.jsonl sessions/b.jsonl.lock
+  session-lock status --noheadings sessions/ | awk '$1 == \"reclaimable\" {print $NF}'
+  session-lock status --json sessions/ | jq -c 'select(.verdict != \"held\")'";
+
+const CLEAN_EXAMPLES: &str = "Examples:
+  session-lock clean --dry-run sessions/
+  session-lock clean sessions/ archive/sessions/
+  session-lock clean --json sessions/ | jq -r 'select(.removed) | .lockPath'";
+
+const BENCH_EXAMPLES: &str = "Examples:
+  session-lock bench --quick
+  session-lock bench --json --dir /var/tmp > bench.json";
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Hold the lock on FILE while CMD runs (like flock(1)); exit with CMD's status.
+    /// Hold the lock on FILE while a command runs (like flock(1)); exit with its status.
+    #[command(
+        after_help = EXEC_EXAMPLES,
+        override_usage = "session-lock exec [OPTIONS] <FILE> <CMD> [ARGS]...\n       session-lock exec [OPTIONS] <FILE> -c <SHELL_COMMAND>",
+        group(clap::ArgGroup::new("what_to_run").required(true).args(["command", "cmd"])),
+    )]
     Exec {
-        /// How long to wait for the lock (500ms, 30s, 5m; default 60s).
-        #[arg(long, value_parser = session_lock::parse_duration)]
-        timeout: Option<Duration>,
-        /// Max hold before the watchdog releases the lock and CMD is terminated (default 5m).
-        #[arg(long, value_parser = session_lock::parse_duration)]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock) [default: 60s]
+        #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
+              value_parser = session_lock::parse_duration)]
+        wait: Option<Duration>,
+        /// Fail at once if the lock is held (exit 3, or the -E code).
+        #[arg(short = 'n', long, conflicts_with = "wait")]
+        nonblock: bool,
+        /// Exit code when the lock is not obtained (busy with -n, or the wait ran out) [default: 3]
+        #[arg(short = 'E', long, value_name = "N")]
+        conflict_exit_code: Option<u8>,
+        /// Run SHELL_COMMAND with `/bin/sh -c` instead of CMD [ARGS]...
+        #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
+        command: Option<String>,
+        /// Say on stderr when the lock is obtained and released.
+        #[arg(long)]
+        verbose: bool,
+        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after) [default: 5m]
+        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
         max_hold: Option<Duration>,
+        /// Grace between SIGTERM and SIGKILL when the command must stop [default: 5s]
+        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        kill_after: Option<Duration>,
         /// Free text recorded in the lock's owner record.
         #[arg(long)]
         label: Option<String>,
-        /// Grace between SIGTERM and SIGKILL when the command must stop (default 5s).
-        #[arg(long, value_parser = session_lock::parse_duration)]
-        kill_after: Option<Duration>,
         /// The transcript to guard.
         file: PathBuf,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments (everything from here on is the command's).
+        #[arg(trailing_var_arg = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
     /// Append each LINE (or each line of stdin with `-`) to FILE under the lock, whole lines only.
+    #[command(after_help = APPEND_EXAMPLES)]
     Append {
-        /// How long to wait for the lock (default 60s).
-        #[arg(long, value_parser = session_lock::parse_duration)]
-        timeout: Option<Duration>,
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m) [default: 60s]
+        #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
+              value_parser = session_lock::parse_duration)]
+        wait: Option<Duration>,
         /// fdatasync the transcript before releasing.
         #[arg(long)]
         sync: bool,
@@ -83,11 +137,15 @@ enum Command {
         /// Lines to append; `-` reads lines from stdin.
         lines: Vec<String>,
     },
-    /// Show every lock under DIRs / of FILEs: owner, liveness, age, verdict, reasons, attention.
+    /// Show every lock under DIRs / of FILEs: verdict, owner, liveness, age, reasons, path.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Leave out the header row.
+        #[arg(long)]
+        noheadings: bool,
         /// In directories, consider lock files whose names end with this.
         #[arg(long, default_value = DEFAULT_SUFFIX)]
         suffix: String,
@@ -96,6 +154,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Remove only what acquire itself would reclaim (dead owners, old orphans), race-free.
+    #[command(after_help = CLEAN_EXAMPLES)]
     Clean {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
@@ -103,6 +162,9 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Leave out the header row.
+        #[arg(long)]
+        noheadings: bool,
         /// Consider lock files whose names end with this (never a bare
         /// `.lock`: other software's lock files must not be judged).
         #[arg(long, default_value = DEFAULT_SUFFIX)]
@@ -112,6 +174,7 @@ enum Command {
         dirs: Vec<PathBuf>,
     },
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
     /// Test helper (tests/exec.rs): one chaos section run *under* `exec`:
     /// marker in, lines to FILE (plain appends: the lock is exec's), marker out.
@@ -183,7 +246,11 @@ fn main() -> ExitCode {
     }
     let code = match cli.command {
         Command::Exec {
-            timeout,
+            wait,
+            nonblock,
+            conflict_exit_code,
+            command,
+            verbose,
             max_hold,
             label,
             kill_after,
@@ -191,37 +258,43 @@ fn main() -> ExitCode {
             cmd,
         } => exec::run(&exec::ExecArgs {
             file,
-            timeout,
+            timeout: wait,
             label,
             max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
             kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
-            nonblock: false,
-            conflict_exit_code: EXIT_NOT_OBTAINED,
-            verbose: false,
-            cmd,
+            // `-w 0` is `-n`, as in flock(1).
+            nonblock: nonblock || wait == Some(Duration::ZERO),
+            conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
+            verbose,
+            cmd: match command {
+                Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
+                None => cmd,
+            },
         }),
         Command::Append {
-            timeout,
+            wait,
             sync,
             file,
             lines,
         } => append(
             &file,
-            &options(timeout, None, Some("session-lock append".into())),
+            &options(wait, None, Some("session-lock append".into())),
             &lines,
             sync,
         ),
         Command::Status {
             json,
+            noheadings,
             suffix,
             paths,
-        } => status(&paths, json, &suffix),
+        } => status(&paths, json, !noheadings, &suffix),
         Command::Clean {
             dry_run,
             json,
+            noheadings,
             suffix,
             dirs,
-        } => clean(&dirs, dry_run, json, &suffix),
+        } => clean(&dirs, dry_run, json, !noheadings, &suffix),
         Command::Bench(args) => return ExitCode::from(bench::run(&args) as u8),
         Command::Hold {
             max_hold,
@@ -410,16 +483,115 @@ fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::io(op, path, e)
 }
 
-fn ms(d: Option<Duration>) -> String {
-    match d {
-        Some(d) if d.as_secs() >= 120 => format!("{}m", d.as_secs() / 60),
-        Some(d) if d.as_millis() >= 10_000 => format!("{}s", d.as_secs()),
-        Some(d) => format!("{}ms", d.as_millis()),
-        None => "-".into(),
+/// An age as `status` and `clean` print it: the two largest units of
+/// d/h/m/s, floored, the second left out when it is zero (`3d4h`, `2h`,
+/// `2h5m`, `4m10s`, `12s`); under 10 s, seconds with one decimal (`9.9s`,
+/// `0.3s`, `0.0s`). `-` when unknown.
+fn age(d: Option<Duration>) -> String {
+    let Some(d) = d else {
+        return "-".into();
+    };
+    let secs = d.as_secs();
+    if secs < 10 {
+        return format!("{secs}.{}s", d.subsec_millis() / 100);
+    }
+    let units = [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')];
+    let i = units.iter().position(|(n, _)| secs >= *n).unwrap_or(3);
+    let (big, big_unit) = units[i];
+    let mut out = format!("{}{big_unit}", secs / big);
+    if let Some((small, small_unit)) = units.get(i + 1) {
+        let rest = secs % big / small;
+        if rest > 0 {
+            out.push_str(&format!("{rest}{small_unit}"));
+        }
+    }
+    out
+}
+
+/// Print one line of `status` / `clean` output. A closed pipe
+/// (`status | head`) ends the process quietly with 141, as SIGPIPE would
+/// end a C tool; any other write error is exit 5.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(128 + 13);
+        }
+        eprintln!("session-lock: writing to stdout: {e}");
+        std::process::exit(i32::from(EXIT_IO));
     }
 }
 
-fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
+/// Print rows as left-aligned columns (each as wide as its widest cell, two
+/// spaces apart), the header first unless `headings` is false. The last
+/// column (the path) is not padded.
+fn print_table(header: &[&str], rows: &[Vec<String>], headings: bool) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    if !headings {
+        widths.iter_mut().for_each(|w| *w = 0);
+    }
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        emit(&out);
+    };
+    if headings {
+        line(&mut header.iter().copied());
+    }
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
+/// The table cells shared by `status` and `clean`: VERDICT PID ALIVE AGE REASONS.
+fn lock_cells(insp: Option<&Inspection>) -> Vec<String> {
+    let Some(insp) = insp else {
+        return ["absent", "-", "-", "-", "-"].map(String::from).to_vec();
+    };
+    let reasons: Vec<&str> = insp.reasons.iter().map(|r| r.as_str()).collect();
+    vec![
+        format!("{:?}", insp.verdict).to_lowercase(),
+        insp.record
+            .as_ref()
+            .and_then(|r| r.pid)
+            .map_or("-".into(), |p| p.to_string()),
+        insp.pid_alive.map_or("?".into(), |a| a.to_string()),
+        age(insp.age.or(insp.file_age)),
+        if reasons.is_empty() {
+            "-".into()
+        } else {
+            reasons.join(",")
+        },
+    ]
+}
+
+/// A lock as JSON: the library's [`Inspection`] fields (camelCase), or just
+/// `lockPath` and `verdict: "absent"`: what `status --json` and
+/// `clean --json` print for a lock, before their own fields.
+fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, serde_json::Value> {
+    let v = match insp {
+        Some(i) => serde_json::to_value(i).unwrap_or_default(),
+        None => serde_json::json!({"lockPath": path, "verdict": "absent"}),
+    };
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     if !valid_suffix(suffix) {
         return 2;
     }
@@ -429,62 +601,44 @@ fn status(paths: &[PathBuf], json: bool, suffix: &str) -> u8 {
     };
     let opts = LockOptions::new();
     let mut code = 0;
-    if !json {
-        println!(
-            "{:<40} {:<12} {:>8} {:<6} {:>8} {:<28} ATTENTION",
-            "LOCK", "VERDICT", "PID", "ALIVE", "AGE", "REASONS"
-        );
-    }
+    let mut rows = Vec::new();
     for f in files {
-        match session_lock::inspect(&f, &opts) {
-            Ok(Some(insp)) => {
-                let attention = session_lock::lock_attention(&insp);
-                if json {
-                    let mut v = serde_json::to_value(&insp).unwrap_or_default();
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert(
-                            "attention".into(),
-                            serde_json::to_value(attention).unwrap_or_default(),
-                        );
-                    }
-                    println!("{v}");
-                } else {
-                    let reasons: Vec<&str> = insp.reasons.iter().map(|r| r.as_str()).collect();
-                    println!(
-                        "{:<40} {:<12} {:>8} {:<6} {:>8} {:<28} {}",
-                        f.display(),
-                        format!("{:?}", insp.verdict).to_lowercase(),
-                        insp.record
-                            .as_ref()
-                            .and_then(|r| r.pid)
-                            .map_or("-".into(), |p| p.to_string()),
-                        insp.pid_alive.map_or("?".into(), |a| a.to_string()),
-                        ms(insp.age.or(insp.file_age)),
-                        if reasons.is_empty() {
-                            "-".into()
-                        } else {
-                            reasons.join(",")
-                        },
-                        attention
-                            .as_ref()
-                            .map_or("-".into(), |a| a.event_type.as_str().to_owned()),
-                    );
-                }
-            }
-            Ok(None) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"lockPath": f, "verdict": "absent"})
-                    );
-                } else {
-                    println!("{:<40} absent", f.display());
-                }
-            }
+        let insp = match session_lock::inspect(&f, &opts) {
+            Ok(i) => i,
             Err(e) => {
                 code = fail(&e);
+                continue;
             }
+        };
+        let attention = insp.as_ref().and_then(session_lock::lock_attention);
+        if json {
+            let mut v = lock_json(&f, insp.as_ref());
+            v.insert(
+                "attention".into(),
+                serde_json::to_value(attention).unwrap_or_default(),
+            );
+            emit(&serde_json::Value::Object(v).to_string());
+        } else {
+            let mut row = lock_cells(insp.as_ref());
+            row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
+            row.push(f.display().to_string());
+            rows.push(row);
         }
+    }
+    if !json {
+        print_table(
+            &[
+                "VERDICT",
+                "PID",
+                "ALIVE",
+                "AGE",
+                "REASONS",
+                "ATTENTION",
+                "PATH",
+            ],
+            &rows,
+            headings,
+        );
     }
     code
 }
@@ -501,11 +655,12 @@ fn valid_suffix(suffix: &str) -> bool {
     false
 }
 
-fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
+fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &str) -> u8 {
     if !valid_suffix(suffix) {
         return 2;
     }
     let mut code = 0;
+    let mut rows = Vec::new();
     for dir in dirs {
         if !dir.is_dir() {
             eprintln!("session-lock: {} is not a directory", dir.display());
@@ -525,78 +680,74 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, suffix: &str) -> u8 {
             }
         };
         for r in &result.locks {
-            let (verdict, reasons) = match &r.inspection {
-                Some(i) => (
-                    format!("{:?}", i.verdict).to_lowercase(),
-                    i.reasons
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                None => ("absent".into(), String::new()),
-            };
-            let action = if r.removed {
-                "removed"
-            } else if r
+            let reclaimable = r
                 .inspection
                 .as_ref()
-                .is_some_and(|i| i.verdict == Verdict::Reclaimable)
-            {
-                if dry_run {
-                    "would-remove"
-                } else {
-                    "kept (changed)"
-                }
+                .is_some_and(|i| i.verdict == Verdict::Reclaimable);
+            let action = if r.removed {
+                "removed"
+            } else if r.error.is_some() {
+                "error"
+            } else if reclaimable && dry_run {
+                "would-remove"
+            } else if reclaimable {
+                "kept-changed"
             } else {
                 "kept"
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "lockPath": r.lock_path, "verdict": verdict, "reasons": reasons.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
-                        "action": action, "removed": r.removed, "error": r.error,
-                        "owner": r.inspection.as_ref().map(|i| i.owner()),
-                    })
-                );
-            } else {
-                println!(
-                    "{:<14} {:<12} {:<28} {}{}",
-                    action,
-                    verdict,
-                    if reasons.is_empty() { "-" } else { &reasons },
-                    r.lock_path.display(),
-                    r.error
-                        .as_ref()
-                        .map(|e| format!("  error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-            if r.error.is_some() {
+            if let Some(e) = &r.error {
                 code = EXIT_IO;
+                eprintln!("session-lock: {}: {e}", r.lock_path.display());
+            }
+            if json {
+                // The library's report: the lock's fields, `removed`, `error`.
+                let mut v = match serde_json::to_value(r) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => lock_json(&r.lock_path, None),
+                };
+                v.insert("action".into(), action.into());
+                emit(&serde_json::Value::Object(v).to_string());
+            } else {
+                let mut row = vec![action.to_owned()];
+                row.extend(lock_cells(r.inspection.as_ref()));
+                if r.inspection.is_none() && r.error.is_some() {
+                    row[1] = "unknown".into();
+                }
+                row.push(r.lock_path.display().to_string());
+                rows.push(row);
             }
         }
         let temps = result
             .temps_removed
             .iter()
-            .map(|t| (t, "removed", "removed-temp"))
-            .chain(
-                result
-                    .temps_removable
-                    .iter()
-                    .map(|t| (t, "would-remove", "would-remove-temp")),
-            );
-        for (t, action, json_action) in temps {
+            .map(|t| (t, true))
+            .chain(result.temps_removable.iter().map(|t| (t, false)));
+        for (t, removed) in temps {
+            let action = if removed { "removed" } else { "would-remove" };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"lockPath": t, "action": json_action, "removed": action == "removed"})
+                emit(
+                    &serde_json::json!({
+                        "lockPath": t, "verdict": "temp", "removed": removed,
+                        "error": null, "action": action,
+                    })
+                    .to_string(),
                 );
             } else {
-                println!("{:<14} {:<12} {:<28} {}", action, "temp", "-", t.display());
+                let mut row = vec![action.to_owned(), "temp".to_owned()];
+                row.extend(["-", "-", "-", "-"].map(String::from));
+                row.push(t.display().to_string());
+                rows.push(row);
             }
         }
+    }
+    if !json {
+        print_table(
+            &[
+                "ACTION", "VERDICT", "PID", "ALIVE", "AGE", "REASONS", "PATH",
+            ],
+            &rows,
+            headings,
+        );
     }
     code
 }
@@ -879,4 +1030,38 @@ fn chaos_section(file: &Path, dir: &Path, id: u64, seq: u64) -> u8 {
         return 99;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+    use std::time::Duration;
+
+    #[test]
+    fn ages_are_compact() {
+        let ms = |n| Some(Duration::from_millis(n));
+        let s = |n| Some(Duration::from_secs(n));
+        for (d, want) in [
+            (None, "-"),
+            (ms(0), "0.0s"),
+            (ms(99), "0.0s"),
+            (ms(300), "0.3s"),
+            (ms(1_999), "1.9s"),
+            (ms(9_999), "9.9s"),
+            (s(10), "10s"),
+            (s(59), "59s"),
+            (s(60), "1m"),
+            (s(250), "4m10s"),
+            (s(3_599), "59m59s"),
+            (s(3_600), "1h"),
+            (s(3_600 + 59), "1h"),
+            (s(7_500), "2h5m"),
+            (s(86_399), "23h59m"),
+            (s(86_400), "1d"),
+            (s(3 * 86_400 + 4 * 3_600 + 59 * 60), "3d4h"),
+            (s(400 * 86_400 + 3_600), "400d1h"),
+        ] {
+            assert_eq!(age(d), want, "{d:?}");
+        }
+    }
 }

@@ -392,3 +392,48 @@ fn chaos_killing_exec_fronts_never_lets_two_sections_overlap() {
         started.elapsed()
     );
 }
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| {
+                    let after = t.get(t.rfind(')')? + 1..)?;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+#[test]
+fn an_exec_killed_while_it_waits_never_runs_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let ran = d.join("ran");
+    let mut front = spawn_exec(&["-w", "30", s(&t), "--", "touch", s(&ran)], &d.join("err"));
+    // The holder process exists (it may or may not be waiting yet: either
+    // way the command must never run).
+    let start = Instant::now();
+    let waiting = loop {
+        if let Some(&pid) = children_of(front.id()).first() {
+            break pid;
+        }
+        assert!(start.elapsed() < WAIT, "exec never started its holder");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    front.kill().unwrap();
+    wait_child(&mut front, WAIT, "killed exec front");
+    wait_gone(waiting, "the holder of a killed front");
+    assert!(holder.release().success());
+    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    assert!(!ran.exists(), "the command ran after its exec was killed");
+    g.release().unwrap();
+}

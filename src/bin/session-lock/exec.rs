@@ -87,6 +87,9 @@ pub(crate) struct ExecArgs {
 /// What the front hands the holder (one JSON argument).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct HolderArgs {
+    /// The front's pid: while the lock is not yet ours, the holder follows
+    /// the front into death (a front killed while waiting cancels the run).
+    front: u32,
     file: PathBuf,
     timeout_ms: Option<u64>,
     label: Option<String>,
@@ -128,6 +131,7 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
         }
     };
     let handoff = HolderArgs {
+        front: std::process::id(),
         file: args.file.clone(),
         timeout_ms: args.timeout.map(ms),
         label: args.label.clone(),
@@ -222,6 +226,15 @@ pub(crate) fn holder(json: &str) -> u8 {
             return 2;
         }
     };
+    // Until the command starts, the front's death cancels the run (a
+    // `timeout -s KILL` around a waiting `exec` must not run the command
+    // later); from the start on, the holder outlives the front.
+    let follow_front = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    if follow_front.is_err()
+        || rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(args.front)
+    {
+        return 128 + 9;
+    }
     // Orphans of the command's tree are reparented to us, so we can wait
     // for all of them before letting the lock go.
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
@@ -297,6 +310,14 @@ pub(crate) fn holder(json: &str) -> u8 {
         return fail(&e);
     }
     started.store(true, std::sync::atomic::Ordering::Release);
+    if let Err(e) = rustix::process::set_parent_process_death_signal(None) {
+        eprintln!("session-lock: cannot detach the holder from the front: {e}");
+        return EXIT_IO;
+    }
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(args.front) {
+        // The front died before we detached: the run is cancelled.
+        return 128 + 9;
+    }
     let spawned = std::process::Command::new(&args.cmd[0])
         .args(&args.cmd[1..])
         .process_group(0)

@@ -90,6 +90,7 @@
 //! Unix-only. See `docs/platforms.md`.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod classify;
 mod error;
@@ -101,11 +102,13 @@ mod options;
 pub mod record;
 pub mod recovery;
 #[cfg(all(feature = "signals", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;
 pub mod sweep;
 mod sys;
 mod time;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 pub mod watchdog;
 

@@ -105,7 +105,7 @@ struct HolderArgs {
 fn human(d: Duration) -> String {
     if d.as_millis() < 1000 {
         format!("{}ms", d.as_millis())
-    } else if d.as_secs() >= 120 && d.as_secs() % 60 == 0 {
+    } else if d.as_secs() >= 120 && d.as_secs().is_multiple_of(60) {
         format!("{}m", d.as_secs() / 60)
     } else if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())

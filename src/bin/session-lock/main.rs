@@ -239,10 +239,10 @@ fn main() -> ExitCode {
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
     // `signals` module docs).
     #[cfg(all(feature = "signals", target_os = "linux"))]
-    if matches!(cli.command, Command::Append { .. } | Command::Hold { .. }) {
-        if let Err(e) = session_lock::signals::install() {
-            eprintln!("session-lock: could not install signal cleanup: {e}");
-        }
+    if matches!(cli.command, Command::Append { .. } | Command::Hold { .. })
+        && let Err(e) = session_lock::signals::install()
+    {
+        eprintln!("session-lock: could not install signal cleanup: {e}");
     }
     let code = match cli.command {
         Command::Exec {

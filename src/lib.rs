@@ -90,6 +90,7 @@
 //! Unix-only. See `docs/platforms.md`.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod classify;
 mod error;
@@ -100,7 +101,7 @@ pub mod monitor;
 mod options;
 pub mod record;
 pub mod recovery;
-#[cfg(all(feature = "signals", target_os = "linux"))]
+#[cfg(feature = "signals")]
 pub mod signals;
 pub mod sweep;
 mod sys;

@@ -96,3 +96,14 @@ pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
 pub(crate) fn write_all_at(_file: &File, _buf: &[u8], _offset: u64) -> io::Result<()> {
     Err(unsupported())
 }
+
+/// No signal handling here: `install` answers `Unsupported`.
+#[cfg(feature = "signals")]
+pub(crate) mod signals {
+    /// SIGINT, SIGTERM, SIGQUIT, SIGHUP by their traditional numbers.
+    pub(crate) const SIGNALS: [i32; 4] = [2, 15, 3, 1];
+
+    pub(crate) fn install(_cleanup: fn(i32)) -> std::io::Result<()> {
+        Err(super::unsupported())
+    }
+}

@@ -102,18 +102,18 @@ pub(crate) fn install(cleanup: fn(i32)) -> io::Result<()> {
         .spawn(move || signal_thread(read, cleanup))?;
     let write = NOTIFY.get_or_init(|| write);
     NOTIFY_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-    let mut taken = Vec::new();
+    // Recorded as we go, so that a failure half-way still hands on the
+    // signals already taken over.
+    let taken = previous.insert(Vec::new());
     let ours = our_action();
     for sig in SIGNALS {
-        let old = sigaction(sig, None)?;
-        if old.sa_sigaction == libc::SIG_IGN {
+        if sigaction(sig, None)?.sa_sigaction == libc::SIG_IGN {
             // nohup, or ignored on purpose: leave it so.
             continue;
         }
-        sigaction(sig, Some(&ours))?;
+        let old = sigaction(sig, Some(&ours))?;
         taken.push((sig, old));
     }
-    *previous = Some(taken);
     Ok(())
 }
 

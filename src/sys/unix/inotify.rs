@@ -102,3 +102,55 @@ impl DirEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything queued now, as (kind, name) pairs.
+    fn drain(events: &DirEvents) -> Vec<(&'static str, String)> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut seen = Vec::new();
+        while events
+            .read(&mut buf, |ev| {
+                seen.push(match ev {
+                    DirEvent::Overflow => ("overflow", String::new()),
+                    DirEvent::WatchGone(_) => ("gone", String::new()),
+                    DirEvent::Entry(_, name) => ("entry", name.to_string_lossy().into_owned()),
+                })
+            })
+            .unwrap()
+        {}
+        seen
+    }
+
+    #[test]
+    fn reports_the_events_that_end_a_hold_and_a_vanished_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let watched = dir.path().join("sessions");
+        std::fs::create_dir(&watched).unwrap();
+        let events = DirEvents::new(false).unwrap();
+        events.add_watch(&watched).unwrap();
+        assert!(!events.wait_readable(Duration::ZERO).unwrap());
+        assert_eq!(drain(&events), []);
+
+        // Appearing is no event; closing after a write, renaming away and
+        // unlinking are.
+        let a = watched.join("a.lock");
+        std::fs::write(&a, b"x").unwrap();
+        assert!(events.wait_readable(Duration::from_secs(10)).unwrap());
+        assert_eq!(drain(&events), [("entry", "a.lock".to_owned())]);
+        std::fs::rename(&a, watched.join("b.lock")).unwrap();
+        std::fs::remove_file(watched.join("b.lock")).unwrap();
+        assert_eq!(
+            drain(&events),
+            [
+                ("entry", "a.lock".to_owned()),
+                ("entry", "b.lock".to_owned())
+            ]
+        );
+
+        std::fs::remove_dir(&watched).unwrap();
+        assert_eq!(drain(&events), [("gone", String::new())]);
+    }
+}

@@ -2,7 +2,7 @@
 //! `O_TMPFILE`, `renameat2`, inotify, boot id) are gated inside; other
 //! Unixes fall back to what POSIX gives (link(2) publish, no start time, no
 //! boot id, no directory events). System calls go through `rustix`; the
-//! only `unsafe` of the library is in [`signals`] (see its docs).
+//! only `unsafe` of the library is in `unix/signals.rs` (see its docs).
 
 use super::{FileId, PidState};
 use rustix::fs::{AtFlags, CWD, FlockOperation, OFlags};

@@ -88,9 +88,27 @@
 //! verified: no target other than Linux is installed on the build machine,
 //! so they are not even known to compile, and the `session-lock` binary is
 //! Unix-only. See `docs/platforms.md`.
+//!
+//! Everything OS-specific is behind one internal seam (`src/sys/`, one
+//! module per platform); the rest of the crate is platform-independent.
+//!
+//! ## Unsafe code
+//!
+//! The library denies `unsafe_code` and makes its system calls through
+//! `rustix` and `std`. One module is exempt: the `sigaction(2)` code of
+//! the `signals` feature (`src/sys/unix/signals.rs`, three `unsafe` blocks:
+//! building a `sigaction`, calling `sigaction(2)`, borrowing the
+//! notification socket's descriptor inside the signal handler). It exists
+//! because the cleanup must know whether a handler was installed after its
+//! own (then the signal is left to it) and `signal-hook`, the safe
+//! alternative, cannot tell; see the `signals` module docs. Without the
+//! `signals` feature the library is `#![forbid(unsafe_code)]`.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The one exemption is `sys/unix/signals.rs` (see "Unsafe code" above).
+#![cfg_attr(feature = "signals", deny(unsafe_code))]
+#![cfg_attr(not(feature = "signals"), forbid(unsafe_code))]
 
 pub mod classify;
 mod error;
@@ -101,7 +119,7 @@ pub mod monitor;
 mod options;
 pub mod record;
 pub mod recovery;
-#[cfg(all(feature = "signals", target_os = "linux"))]
+#[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;
 pub mod sweep;

@@ -9,109 +9,52 @@
 //! the witness (the reference implementation judges by pid).
 //!
 //! How it works: [`install`] puts a minimal async-signal-safe handler on the
-//! four signals that only writes the signal number to a pipe. A dedicated
-//! thread reads it, calls [`crate::release_all`] (every guard learns
-//! [`crate::LostReason::ReleasedAll`]), then puts back the disposition that
-//! was there before and raises the signal again, so that its default effect
-//! (terminate, or core dump for SIGQUIT) or the application's own handler
-//! runs as if we had not been there. Signals that were ignored when
-//! `install` ran (`nohup`, `SIG_IGN`) are left alone. Unlike the reference,
-//! which re-raises only when its handler is the sole listener, we always
-//! hand the signal on to the previous disposition: an application handler
-//! that wants to drain gracefully gets the signal after our cleanup.
+//! four signals that only writes the signal number to a socket. A dedicated
+//! thread reads it and calls [`crate::release_all`] (every guard learns
+//! [`crate::LostReason::ReleasedAll`]). What happens to the signal next
+//! depends on who else listens for it:
+//!
+//! * **Nobody installed a handler after `install`** (a plain program): the
+//!   thread puts back the disposition that was there before and raises the
+//!   signal again, so its default effect (terminate, or core dump for
+//!   SIGQUIT; the exit status says "killed by the signal") or a handler
+//!   installed *before* `install` runs as if we had not been there.
+//! * **A handler was installed after `install`**, for instance tokio's
+//!   `signal::ctrl_c` or anything else built on `signal-hook`: that handler
+//!   saved ours and calls it, so the locks are still released, and the
+//!   signal is then left to it. The process is not terminated and the
+//!   listener receives the signal: the application decides what a Ctrl-C
+//!   means. (Like the reference, which hands the signal on only when its
+//!   handler is the sole listener.)
+//!
+//! Signals that were ignored when `install` ran (`nohup`, `SIG_IGN`) are
+//! left alone. After a signal was handed on to a handler installed before
+//! `install`, that handler is the disposition again: later signals reach
+//! it directly, without the cleanup. A call to `install` while a signal is
+//! being handled returns once the handling is done.
+//!
+//! On platforms without an implementation, [`install`] fails with
+//! [`std::io::ErrorKind::Unsupported`].
 
 use std::io;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The signals handled.
-pub const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP];
-
-static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
-static PREVIOUS: Mutex<Vec<(libc::c_int, libc::sigaction)>> = Mutex::new(Vec::new());
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = PIPE_WRITE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; a full pipe drops the byte,
-        // which only loses a duplicate notification.
-        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-    }
-}
+pub const SIGNALS: [std::ffi::c_int; 4] = crate::sys::signals::SIGNALS;
 
 /// Install the handlers (idempotent).
 ///
 /// # Errors
-/// The OS error if the pipe, the thread or a `sigaction` call fails.
+/// The OS error if the socket, the thread or a `sigaction` call fails;
+/// [`std::io::ErrorKind::Unsupported`] where signals are not implemented.
 pub fn install() -> io::Result<()> {
-    let mut previous = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-    if PIPE_WRITE.load(Ordering::Relaxed) >= 0 {
-        return Ok(());
-    }
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is valid for two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let read_fd = fds[0];
-    // The reader blocks; only the write end stays non-blocking.
-    // SAFETY: valid fd; clearing O_NONBLOCK.
-    unsafe { libc::fcntl(read_fd, libc::F_SETFL, 0) };
-    std::thread::Builder::new()
-        .name("session-lock-signals".into())
-        .spawn(move || signal_thread(read_fd))?;
-    PIPE_WRITE.store(fds[1], Ordering::Relaxed);
-    for sig in SIGNALS {
-        // SAFETY: zeroed sigaction is a valid "no flags, empty mask" value;
-        // we fill in the handler and query the previous disposition.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if old.sa_sigaction == libc::SIG_IGN {
-                continue;
-            }
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            new.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut new.sa_mask);
-            if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            previous.push((sig, old));
-        }
-    }
-    Ok(())
+    crate::sys::signals::install(cleanup)
 }
 
-fn signal_thread(read_fd: libc::c_int) {
-    loop {
-        let mut b = 0u8;
-        // SAFETY: reading one byte into a valid buffer.
-        let n = unsafe { libc::read(read_fd, (&mut b as *mut u8).cast(), 1) };
-        if n != 1 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
-        }
-        let sig = libc::c_int::from(b);
-        let released = crate::release_all();
-        tracing::info!(
-            signal = sig,
-            released,
-            "released held session locks on signal"
-        );
-        let previous = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, old)) = previous.iter().find(|(s, _)| *s == sig) {
-            // SAFETY: restoring the disposition we saved, then re-raising so
-            // it takes effect (default action or the application's handler).
-            unsafe {
-                libc::sigaction(sig, old, std::ptr::null_mut());
-                libc::kill(libc::getpid(), sig);
-            }
-        }
-    }
+fn cleanup(sig: i32) {
+    let released = crate::release_all();
+    tracing::info!(
+        signal = sig,
+        released,
+        "released held session locks on signal"
+    );
 }

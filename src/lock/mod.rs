@@ -60,10 +60,11 @@ impl LockPaths {
         };
         // "dir/" names a directory, not a transcript in it: its lock would
         // land beside the directory, outside it.
-        let trailing_slash = {
-            use std::os::unix::ffi::OsStrExt;
-            target.as_os_str().as_bytes().ends_with(b"/")
-        };
+        let trailing_slash = target
+            .as_os_str()
+            .as_encoded_bytes()
+            .last()
+            .is_some_and(|&b| std::path::is_separator(char::from(b)));
         let name = match abs.file_name() {
             Some(n) if n != ".." && n != "." && !trailing_slash => n.to_owned(),
             _ => {

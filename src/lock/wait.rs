@@ -9,7 +9,9 @@
 //! still linked, which is what the kernel does when a holder dies) or its
 //! deadline passes. A lock file appearing (`IN_CREATE`, `IN_MOVED_TO`) wakes
 //! nobody. Because the registration comes before the look, an event between
-//! the look and the sleep is never lost.
+//! the look and the sleep is never lost. The kernel side (inotify on Linux)
+//! is `sys::DirEvents`; a platform without it answers `Unsupported` there
+//! and its waiters use the fallback below.
 //!
 //! Two ways in:
 //!
@@ -37,8 +39,10 @@
 //! and watch can be had), waiters fall back to a short exponential backoff:
 //! 1 ms doubling to 100 ms.
 
+use crate::sys::{DirEvent, DirEvents};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
@@ -50,37 +54,6 @@ use std::time::{Duration, Instant};
 /// events for remote changes (NFS, SMB, FUSE) and foreign owners that die
 /// without their lock file open are still noticed.
 pub const SAFETY_RECHECK: Duration = Duration::from_secs(2);
-
-/// What ends a hold: the lock file unlinked or renamed away (release,
-/// reclaim), or closed by its last writer while still linked (the kernel
-/// closing a dead holder's descriptors). A lock file appearing (IN_MOVED_TO,
-/// IN_CREATE) means someone else got it: no wake-up. IN_EXCL_UNLINK drops
-/// the holder's own close after its unlink.
-#[cfg(target_os = "linux")]
-const WATCH_MASK: u32 = libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_ONLYDIR
-    | libc::IN_EXCL_UNLINK;
-
-/// Call `f` with each event in `buf` (what one `read` of an inotify
-/// descriptor returned) and its name, NUL padding stripped.
-#[cfg(target_os = "linux")]
-fn for_each_event(buf: &[u8], mut f: impl FnMut(&libc::inotify_event, &[u8])) {
-    let header = std::mem::size_of::<libc::inotify_event>();
-    let mut off = 0;
-    while off + header <= buf.len() {
-        // SAFETY: the kernel writes whole events; read_unaligned copes with
-        // the byte buffer's alignment and the bound is checked above.
-        let ev: libc::inotify_event =
-            unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
-        let end = (off + header + ev.len as usize).min(buf.len());
-        let name = &buf[off + header..end];
-        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-        f(&ev, name);
-        off = end;
-    }
-}
 
 /// Directories whose watch stays open with no waiter.
 pub const MAX_IDLE_WATCHES: usize = 32;
@@ -116,8 +89,7 @@ struct Inner {
 }
 
 pub(crate) struct Hub {
-    #[cfg(target_os = "linux")]
-    fd: std::os::fd::OwnedFd,
+    events: DirEvents,
     inner: Mutex<Inner>,
 }
 
@@ -142,58 +114,40 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    #[cfg(target_os = "linux")]
     fn create() -> Option<Hub> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain syscall; the returned fd is owned below.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-        if fd < 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "inotify unavailable; lock waits fall back to re-checking"
-            );
-            return None;
-        }
-        Some(Hub {
-            // SAFETY: fd is a fresh descriptor we own.
-            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-            inner: Mutex::new(Inner::default()),
-        })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn create() -> Option<Hub> {
-        None
-    }
-
-    #[cfg(target_os = "linux")]
-    fn read_loop(&self) {
-        use std::os::fd::AsRawFd;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: buf is valid for buf.len() bytes; blocking read on our fd.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                tracing::warn!(error = %err, "inotify read failed; lock waits fall back to re-checking");
-                return;
+        match DirEvents::new(true) {
+            Ok(events) => Some(Hub {
+                events,
+                inner: Mutex::new(Inner::default()),
+            }),
+            Err(e) => {
+                tracing::debug!(
+                    error = %e,
+                    "inotify unavailable; lock waits fall back to re-checking"
+                );
+                None
             }
+        }
+    }
+
+    fn read_loop(&self) {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        loop {
             let mut events: Vec<(i32, Option<OsString>)> = Vec::new();
             let mut all = false;
-            for_each_event(&buf[..n as usize], |ev, name| {
-                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
-                    all = true;
-                } else if ev.mask & libc::IN_IGNORED != 0 {
-                    // The directory (or its watch) went away: everyone there re-checks.
-                    events.push((ev.wd, None));
-                } else if name.ends_with(b".lock") {
-                    use std::os::unix::ffi::OsStrExt;
-                    events.push((ev.wd, Some(std::ffi::OsStr::from_bytes(name).to_owned())));
+            let read = self.events.read(&mut buf, |ev| match ev {
+                DirEvent::Overflow => all = true,
+                // The directory (or its watch) went away: everyone there re-checks.
+                DirEvent::WatchGone(wd) => events.push((wd, None)),
+                DirEvent::Entry(wd, name) if name.as_encoded_bytes().ends_with(b".lock") => {
+                    events.push((wd, Some(name.to_owned())));
                 }
+                DirEvent::Entry(..) => {}
             });
+            if let Err(e) = read {
+                tracing::warn!(error = %e, "inotify read failed; lock waits fall back to re-checking");
+                return;
+            }
             if !all && events.is_empty() {
                 continue;
             }
@@ -244,34 +198,13 @@ impl Hub {
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn read_loop(&self) {}
-
-    #[cfg(target_os = "linux")]
     fn add_watch(&self, dir: &Path) -> Option<i32> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: valid fd and NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), WATCH_MASK) };
-        (wd >= 0).then_some(wd)
+        self.events.add_watch(dir).ok()
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn add_watch(&self, _dir: &Path) -> Option<i32> {
-        None
-    }
-
-    #[cfg(target_os = "linux")]
     fn rm_watch(&self, wd: i32) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: valid fd; a stale wd only yields EINVAL, which we ignore
-        // because the watch is gone either way.
-        unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+        self.events.remove_watch(wd);
     }
-
-    #[cfg(not(target_os = "linux"))]
-    fn rm_watch(&self, _wd: i32) {}
 }
 
 /// A registration of interest in one lock file. Dropping it releases the
@@ -474,7 +407,6 @@ impl Drop for Watch {
 /// reader thread. Falls back to the shared hub where a thread-local
 /// instance cannot be had (instance limit, no inotify).
 pub(crate) enum BlockingWatch {
-    #[cfg(target_os = "linux")]
     Local(local::LocalWatch),
     Hub(Watch, u64),
 }
@@ -482,7 +414,6 @@ pub(crate) enum BlockingWatch {
 impl BlockingWatch {
     pub(crate) fn new(paths: &crate::lock::LockPaths) -> BlockingWatch {
         let name = paths.lock.file_name().unwrap_or_default();
-        #[cfg(target_os = "linux")]
         if let Some(w) = local::LocalWatch::new(&paths.dir, name) {
             return BlockingWatch::Local(w);
         }
@@ -492,7 +423,6 @@ impl BlockingWatch {
     /// Call before each look at the lock.
     pub(crate) fn arm(&mut self) {
         match self {
-            #[cfg(target_os = "linux")]
             BlockingWatch::Local(w) => w.drain(),
             BlockingWatch::Hub(w, seen) => *seen = w.generation(),
         }
@@ -500,7 +430,6 @@ impl BlockingWatch {
 
     pub(crate) fn recheck_interval(&mut self) -> Duration {
         match self {
-            #[cfg(target_os = "linux")]
             BlockingWatch::Local(_) => SAFETY_RECHECK,
             BlockingWatch::Hub(w, _) => w.recheck_interval(),
         }
@@ -509,24 +438,23 @@ impl BlockingWatch {
     /// Sleep until an event on the lock file (true) or `until` (false).
     pub(crate) fn wait(&mut self, until: Instant) -> bool {
         match self {
-            #[cfg(target_os = "linux")]
             BlockingWatch::Local(w) => w.wait(until),
             BlockingWatch::Hub(w, seen) => w.wait_blocking(*seen, until),
         }
     }
 }
 
-#[cfg(target_os = "linux")]
 mod local {
+    use crate::sys::{DirEvent, DirEvents};
     use std::cell::RefCell;
     use std::ffi::{OsStr, OsString};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
+    use std::mem::MaybeUninit;
     use std::path::{Path, PathBuf};
+    use std::rc::Rc;
     use std::time::Instant;
 
     struct Local {
-        fd: OwnedFd,
+        events: Rc<DirEvents>,
         watched: Option<(PathBuf, i32)>,
     }
 
@@ -550,13 +478,13 @@ mod local {
     }
 
     /// A wait on one lock name through this thread's inotify instance.
-    /// Not `Send`: it belongs to the thread whose instance it uses.
+    /// Not `Send` (it holds an `Rc`): it belongs to the thread whose
+    /// instance it uses.
     pub(crate) struct LocalWatch {
         name: OsString,
-        fd: i32,
+        events: Rc<DirEvents>,
         /// The queue was just read empty by `wait`: `drain` can skip a read.
         drained: std::cell::Cell<bool>,
-        _not_send: std::marker::PhantomData<*const ()>,
     }
 
     impl LocalWatch {
@@ -569,39 +497,27 @@ mod local {
                         INSTANCES.fetch_sub(1, Relaxed);
                         return None;
                     }
-                    // SAFETY: plain syscall; the fd is owned below.
-                    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-                    if fd < 0 {
+                    let Ok(events) = DirEvents::new(false) else {
                         INSTANCES.fetch_sub(1, Relaxed);
                         return None;
-                    }
+                    };
                     *slot = Some(Local {
-                        // SAFETY: fresh descriptor we own.
-                        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                        events: Rc::new(events),
                         watched: None,
                     });
                 }
                 let local = slot.as_mut()?;
                 if local.watched.as_ref().is_none_or(|(d, _)| d != dir) {
                     if let Some((_, wd)) = local.watched.take() {
-                        // SAFETY: valid fd; a stale wd only gives EINVAL.
-                        unsafe { libc::inotify_rm_watch(local.fd.as_raw_fd(), wd) };
+                        local.events.remove_watch(wd);
                     }
-                    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-                    // SAFETY: valid fd and NUL-terminated path.
-                    let wd = unsafe {
-                        libc::inotify_add_watch(local.fd.as_raw_fd(), c.as_ptr(), super::WATCH_MASK)
-                    };
-                    if wd < 0 {
-                        return None;
-                    }
+                    let wd = local.events.add_watch(dir).ok()?;
                     local.watched = Some((dir.to_owned(), wd));
                 }
                 Some(LocalWatch {
                     name: name.to_owned(),
-                    fd: local.fd.as_raw_fd(),
+                    events: local.events.clone(),
                     drained: std::cell::Cell::new(false),
-                    _not_send: std::marker::PhantomData,
                 })
             })
         }
@@ -609,16 +525,12 @@ mod local {
         /// Read everything queued; true if any event concerns our name (or
         /// the watch itself: overflow, directory gone).
         fn read_events(&self) -> bool {
-            let mut buf = [0u8; 8192];
+            let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
             let mut relevant = false;
             loop {
-                // SAFETY: buf is valid for its length; non-blocking fd.
-                let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    return relevant;
-                }
-                super::for_each_event(&buf[..n as usize], |ev, name| {
-                    if ev.mask & libc::IN_IGNORED != 0 {
+                let read = self.events.read(&mut buf, |ev| match ev {
+                    DirEvent::Overflow => relevant = true,
+                    DirEvent::WatchGone(_) => {
                         LOCAL.with(|c| {
                             if let Some(l) = c.borrow_mut().as_mut() {
                                 l.watched = None;
@@ -626,10 +538,11 @@ mod local {
                         });
                         relevant = true;
                     }
-                    if ev.mask & libc::IN_Q_OVERFLOW != 0 || name == self.name.as_bytes() {
-                        relevant = true;
-                    }
+                    DirEvent::Entry(_, name) => relevant |= name == self.name,
                 });
+                if !matches!(read, Ok(true)) {
+                    return relevant;
+                }
             }
         }
 
@@ -646,22 +559,19 @@ mod local {
                 if now >= until {
                     return false;
                 }
-                let left = until - now;
-                let ts = libc::timespec {
-                    tv_sec: left.as_secs() as libc::time_t,
-                    tv_nsec: left.subsec_nanos() as libc::c_long,
-                };
-                let mut pfd = libc::pollfd {
-                    fd: self.fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd; ppoll takes a nanosecond timeout.
-                let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-                if r > 0 && self.read_events() {
-                    // read_events stops at EAGAIN: the queue is empty now.
-                    self.drained.set(true);
-                    return true;
+                match self.events.wait_readable(until - now) {
+                    Ok(true) if self.read_events() => {
+                        // read_events stops at EAGAIN: the queue is empty now.
+                        self.drained.set(true);
+                        return true;
+                    }
+                    Ok(_) => {}
+                    // Not expected from poll on one valid descriptor; sleep
+                    // out the wait rather than spin.
+                    Err(_) => {
+                        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                        return false;
+                    }
                 }
             }
         }

@@ -1,27 +1,32 @@
 //! Unix implementation of the platform seam. Linux-only pieces (`/proc`,
-//! `renameat2`, boot id) are gated inside; other Unixes fall back to what
-//! POSIX gives (link(2) publish, no start time, no boot id).
+//! `O_TMPFILE`, `renameat2`, inotify, boot id) are gated inside; other
+//! Unixes fall back to what POSIX gives (link(2) publish, no start time, no
+//! boot id, no directory events). System calls go through `rustix`; the
+//! only `unsafe` of the library is in `unix/signals.rs` (see its docs).
 
 use super::{FileId, PidState};
-use std::ffi::CString;
+use rustix::fs::{AtFlags, CWD, FlockOperation, OFlags};
+use rustix::io::Errno;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+#[cfg(target_os = "linux")]
+mod inotify;
+#[cfg(target_os = "linux")]
+pub(crate) use inotify::DirEvents;
+
+#[cfg(feature = "signals")]
+pub(crate) mod signals;
+
+/// `custom_flags` takes the C `int` value of the open flags.
+fn oflags(flags: OFlags) -> i32 {
+    flags.bits() as i32
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+fn is(e: &io::Error, errno: Errno) -> bool {
+    e.raw_os_error() == Some(errno.raw_os_error())
 }
 
 /// Exclusive create, mode 0600, never following a symlink, close-on-exec
@@ -31,7 +36,7 @@ pub(crate) fn create_private_exclusive(path: &Path) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(oflags(OFlags::NOFOLLOW))
         .open(path)
 }
 
@@ -40,7 +45,7 @@ pub(crate) fn create_private_exclusive(path: &Path) -> io::Result<File> {
 pub(crate) fn open_for_inspection(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(oflags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
         .open(path)
 }
 
@@ -51,7 +56,7 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(oflags(OFlags::NOFOLLOW))
         .open(path)
 }
 
@@ -67,21 +72,16 @@ pub(crate) fn file_id(meta: &Metadata) -> FileId {
 /// support flock (ENOLCK, EOPNOTSUPP) or another failure.
 pub(crate) fn flock_try(file: &File, exclusive: bool) -> io::Result<bool> {
     let op = if exclusive {
-        libc::LOCK_EX
+        FlockOperation::NonBlockingLockExclusive
     } else {
-        libc::LOCK_SH
-    } | libc::LOCK_NB;
+        FlockOperation::NonBlockingLockShared
+    };
     loop {
-        // SAFETY: flock on a valid open descriptor owned by `file`.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if ret == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(err),
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(true),
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -89,14 +89,9 @@ pub(crate) fn flock_try(file: &File, exclusive: bool) -> io::Result<bool> {
 /// Blocking exclusive flock (used only by the raw baselines in the bench).
 pub fn flock_blocking(file: &File) -> io::Result<()> {
     loop {
-        // SAFETY: flock on a valid open descriptor owned by `file`.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
+        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
         }
     }
 }
@@ -104,8 +99,7 @@ pub fn flock_blocking(file: &File) -> io::Result<()> {
 /// Drop a flock (used only by the raw baselines in the bench; the crate
 /// itself drops its witness by closing the descriptor).
 pub fn flock_unlock(file: &File) -> io::Result<()> {
-    // SAFETY: flock on a valid open descriptor owned by `file`.
-    cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) }).map(|_| ())
+    Ok(rustix::fs::flock(file, FlockOperation::Unlock)?)
 }
 
 /// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has
@@ -117,7 +111,7 @@ pub(crate) fn open_tmpfile(dir: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
+        .custom_flags(oflags(OFlags::TMPFILE))
         .open(dir)
 }
 
@@ -131,30 +125,16 @@ pub(crate) fn open_tmpfile(_dir: &Path) -> io::Result<File> {
 /// privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
 #[cfg(target_os = "linux")]
 pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<Publish> {
-    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let to_c = cstr(to)?;
-    // SAFETY: two valid NUL-terminated paths.
-    let ret = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if ret == 0 {
-        return Ok(Publish::Done { renamed: true });
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Ok(Publish::Exists),
+    use std::os::fd::AsRawFd;
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match rustix::fs::linkat(CWD, from.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW) {
+        Ok(()) => Ok(Publish::Done { renamed: true }),
+        Err(Errno::EXIST) => Ok(Publish::Exists),
         // No /proc mounted (a missing target directory is a real error).
-        Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => Ok(Publish::Unsupported),
+        Err(Errno::NOENT) if !Path::new("/proc/self/fd").exists() => Ok(Publish::Unsupported),
         // A filesystem without hard links for such files.
-        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) => Ok(Publish::Unsupported),
-        _ => Err(err),
+        Err(Errno::PERM | Errno::OPNOTSUPP | Errno::XDEV) => Ok(Publish::Unsupported),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -171,27 +151,27 @@ pub(crate) fn link_tmpfile(_file: &File, _to: &Path) -> io::Result<Publish> {
 pub(crate) fn open_death_sentinel(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(oflags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
         .open(path)
 }
 
 /// ELOOP: `O_NOFOLLOW` met a symlink.
 pub(crate) fn is_symlink_error(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ELOOP)
+    is(e, Errno::LOOP)
 }
 
 /// EBADF from `flock(LOCK_EX)` on a read-only descriptor: NFS emulates
 /// flock with POSIX locks, whose exclusive form needs write access.
 pub(crate) fn is_needs_writable_fd(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EBADF)
+    is(e, Errno::BADF)
 }
 
 /// What `open(O_TMPFILE)` answers where the filesystem or kernel lacks it.
 pub(crate) fn is_tmpfile_unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-    ) || e.kind() == io::ErrorKind::Unsupported
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL]
+        .into_iter()
+        .any(|errno| is(e, errno))
+        || e.kind() == io::ErrorKind::Unsupported
 }
 
 /// Kind of a non-regular file, for messages.
@@ -233,65 +213,43 @@ pub(crate) enum Publish {
 /// `to`: `renameat2(RENAME_NOREPLACE)` where the kernel and filesystem have it
 /// (Linux >= 3.15 on ext4, xfs, btrfs, tmpfs), else `link(2)`.
 pub(crate) fn publish_noreplace(from: &Path, to: &Path) -> io::Result<Publish> {
-    let from_c = cstr(from)?;
-    let to_c = cstr(to)?;
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: two valid NUL-terminated paths; AT_FDCWD for relative
-        // resolution (our paths are absolute anyway).
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                libc::AT_FDCWD,
-                from_c.as_ptr(),
-                libc::AT_FDCWD,
-                to_c.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if ret == 0 {
-            return Ok(Publish::Done { renamed: true });
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EEXIST) => return Ok(Publish::Exists),
+        use rustix::fs::RenameFlags;
+        match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(Publish::Done { renamed: true }),
+            Err(Errno::EXIST) => return Ok(Publish::Exists),
             // Not supported by this kernel or filesystem: try link(2).
-            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {}
-            _ => return Err(err),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    // SAFETY: two valid NUL-terminated paths.
-    let ret = unsafe { libc::link(from_c.as_ptr(), to_c.as_ptr()) };
-    if ret == 0 {
-        return Ok(Publish::Done { renamed: false });
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Ok(Publish::Exists),
+    // linkat without AT_SYMLINK_FOLLOW is link(2) as Linux does it.
+    match rustix::fs::linkat(CWD, from, CWD, to, AtFlags::empty()) {
+        Ok(()) => Ok(Publish::Done { renamed: false }),
+        Err(Errno::EXIST) => Ok(Publish::Exists),
         // Filesystems without hard links (some FUSE, SMB, vfat) answer
         // EPERM or EOPNOTSUPP; see link(2).
-        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EMLINK) => Ok(Publish::Unsupported),
-        _ => Err(err),
+        Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK) => Ok(Publish::Unsupported),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// `kill(pid, 0)` plus a zombie check. EPERM means the process exists under
 /// another user: alive (the reference counted it dead until its PR #110235).
 pub(crate) fn probe_pid(pid: u32) -> PidState {
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+    let Some(pid_t) = i32::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return PidState::Dead;
     };
-    if pid_t <= 0 {
-        return PidState::Dead;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let ret = unsafe { libc::kill(pid_t, 0) };
-    if ret != 0 {
-        return match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => PidState::Dead,
-            Some(libc::EPERM) => PidState::Alive,
-            _ => PidState::Unknown,
-        };
+    match rustix::process::test_kill_process(pid_t) {
+        Ok(()) => {}
+        Err(Errno::SRCH) => return PidState::Dead,
+        Err(Errno::PERM) => return PidState::Alive,
+        Err(_) => return PidState::Unknown,
     }
     match proc_stat(pid) {
         Some(stat) if stat.state == b'Z' || stat.state == b'X' => PidState::Dead,
@@ -358,16 +316,10 @@ pub(crate) fn pid_namespace() -> Option<String> {
     None
 }
 
+/// The node name from uname(2), which is what gethostname(2) answers.
 pub(crate) fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates
-    // when the name fits, and we stop at the first NUL or the end.
-    let ret = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if ret != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_owned();
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().trim().to_owned();
     (!name.is_empty()).then_some(name)
 }
 
@@ -378,9 +330,8 @@ pub(crate) fn random_bytes() -> [u8; 16] {
     let mut buf = [0u8; 16];
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: buf is valid for 16 bytes.
-        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n == buf.len() as isize {
+        use rustix::rand::{GetRandomFlags, getrandom};
+        if getrandom(&mut buf, GetRandomFlags::empty()).ok() == Some(buf.len()) {
             return buf;
         }
     }

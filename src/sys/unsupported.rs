@@ -102,3 +102,14 @@ pub(crate) fn set_inheritable(_file: &File, _inherit: bool) -> io::Result<()> {
 }
 
 pub(crate) fn dir_builder_private(_b: &mut std::fs::DirBuilder) {}
+
+/// No signal handling here: `install` answers `Unsupported`.
+#[cfg(feature = "signals")]
+pub(crate) mod signals {
+    /// SIGINT, SIGTERM, SIGQUIT, SIGHUP by their traditional numbers.
+    pub(crate) const SIGNALS: [i32; 4] = [2, 15, 3, 1];
+
+    pub(crate) fn install(_cleanup: fn(i32)) -> std::io::Result<()> {
+        Err(super::unsupported())
+    }
+}

@@ -121,10 +121,10 @@ mod imp {
     impl PingLock for Flock {
         type Held = ();
         fn lock(&mut self) {
-            session_lock::raw::flock_blocking(&self.0).expect("flock");
+            rustix::fs::flock(&self.0, rustix::fs::FlockOperation::LockExclusive).expect("flock");
         }
         fn unlock(&mut self, (): ()) {
-            session_lock::raw::flock_unlock(&self.0).expect("unlock");
+            rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock).expect("unlock");
         }
     }
 
@@ -305,9 +305,10 @@ mod imp {
                     let (lock, out) = &files[id as usize];
                     let mut l = line(id, seq);
                     l.push('\n');
-                    session_lock::raw::flock_blocking(lock).expect("flock");
+                    rustix::fs::flock(lock, rustix::fs::FlockOperation::LockExclusive)
+                        .expect("flock");
                     (&*out).write_all(l.as_bytes()).expect("append");
-                    session_lock::raw::flock_unlock(lock).expect("unlock");
+                    rustix::fs::flock(lock, rustix::fs::FlockOperation::Unlock).expect("unlock");
                 })
             })
         });

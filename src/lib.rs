@@ -142,13 +142,6 @@ pub use recovery::{lock_activity, lock_attention};
 pub use sys::PidState;
 pub use time::{DURATION_SYNTAX, parse_duration};
 
-/// Raw primitives used by the benchmark baselines (`session-lock bench`).
-/// Not part of the lock protocol.
-#[doc(hidden)]
-pub mod raw {
-    pub use crate::sys::{flock_blocking, flock_unlock};
-}
-
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lock::wait::SAFETY_RECHECK;

@@ -825,8 +825,7 @@ fn as_user() -> Option<(u32, Box<dyn Fn() -> Command>)> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return None;
     }
     if has("setpriv") {

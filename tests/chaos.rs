@@ -119,7 +119,7 @@ impl Run {
     fn spawn(&mut self) {
         let id = self.next_id;
         self.next_id += 1;
-        let child = bin()
+        let child = helper()
             .args(["__chaos_worker", "--id", &id.to_string(), "--dir"])
             .arg(&self.witness)
             .arg(&self.target)

@@ -14,7 +14,7 @@ fn eight_processes_append_1600_whole_lines_without_overlap() {
     let marker = dir.path().join("critical-section.marker");
     let mut children: Vec<_> = (0..8)
         .map(|id| {
-            bin()
+            helper()
                 .args([
                     "__worker",
                     "--count",

@@ -295,7 +295,7 @@ fn chaos_killing_exec_fronts_never_lets_two_sections_overlap() {
                         .args(["exec", "--label", "chaos", "--timeout", "60s"])
                         .arg(&t)
                         .arg("--")
-                        .arg(BIN)
+                        .arg(HELPER)
                         .args(["__chaos_section", "--id", &id.to_string()])
                         .args(["--seq", &seq.to_string(), "--dir"])
                         .arg(&d)

@@ -273,7 +273,7 @@ impl Peer {
 }
 
 fn our_worker(t: &Path, marker: &Path, id: u32, count: u32) -> std::process::Child {
-    bin()
+    helper()
         .args([
             "__worker",
             "--count",

@@ -49,7 +49,7 @@ fn lock_and_transcript_are_private_even_with_umask_000() {
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("umask 000; exec \"$0\" __hold \"$1\"")
-        .arg(BIN)
+        .arg(HELPER)
         .arg(&t)
         .env("SESSION_LOCK_LOG", "warn")
         .stdin(Stdio::piped())

@@ -11,16 +11,16 @@
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub(crate) use unix::*;
+pub use unix::flock_unlock;
 #[cfg(unix)]
-pub use unix::{flock_blocking, flock_unlock};
+pub(crate) use unix::*;
 
 #[cfg(not(unix))]
 mod unsupported;
 #[cfg(not(unix))]
-pub(crate) use unsupported::*;
+pub use unsupported::flock_unlock;
 #[cfg(not(unix))]
-pub use unsupported::{flock_blocking, flock_unlock};
+pub(crate) use unsupported::*;
 
 /// Identity of a file: device and inode. Two paths naming the same identity
 /// name the same file.

@@ -86,16 +86,6 @@ pub(crate) fn flock_try(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
-/// Blocking exclusive flock (used only by the raw baselines in the bench).
-pub fn flock_blocking(file: &File) -> io::Result<()> {
-    loop {
-        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
-            Err(Errno::INTR) => continue,
-            r => return r.map_err(Into::into),
-        }
-    }
-}
-
 /// Drop a flock (used only by the raw baselines in the bench; the crate
 /// itself drops its witness by closing the descriptor).
 pub fn flock_unlock(file: &File) -> io::Result<()> {

@@ -30,9 +30,6 @@ pub(crate) fn file_id(_meta: &Metadata) -> FileId {
 pub(crate) fn flock_try(_file: &File, _exclusive: bool) -> io::Result<bool> {
     Err(unsupported())
 }
-pub fn flock_blocking(_file: &File) -> io::Result<()> {
-    Err(unsupported())
-}
 pub fn flock_unlock(_file: &File) -> io::Result<()> {
     Err(unsupported())
 }

@@ -9,7 +9,27 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_session-lock");
+/// The `session-lock` binary (feature `cli`).
+/// (Tests that run it need `required-features = ["test-helpers"]` in
+/// Cargo.toml; the others still compile without it.)
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_session-lock") {
+    Some(p) => p,
+    None => "session-lock (built only with --features cli)",
+};
+
+/// The test-helper binary (`__hold`, `__worker`, `__chaos_worker`,
+/// `__chaos_section`; feature `test-helpers`), not part of the shipped CLI.
+pub const HELPER: &str = match option_env!("CARGO_BIN_EXE_session-lock-test-helper") {
+    Some(p) => p,
+    None => "session-lock-test-helper (built only with --features test-helpers)",
+};
+
+/// A child running the test helper.
+pub fn helper() -> Command {
+    let mut c = Command::new(HELPER);
+    c.env("SESSION_LOCK_LOG", "warn");
+    c
+}
 
 /// Generous bound for any wait in a test: a deadlock fails after this.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -199,7 +219,7 @@ impl Holder {
     /// fault point through `SESSION_LOCK_FAULT_PAUSE`); `envs` are added to
     /// its environment. Call [`Holder::wait_ready`] later.
     pub fn spawn_unready(file: &Path, extra: &[&str], envs: &[(&str, &Path)]) -> Holder {
-        let mut cmd = bin();
+        let mut cmd = helper();
         cmd.arg("__hold").args(extra).arg(file);
         for (k, v) in envs {
             cmd.env(k, v);

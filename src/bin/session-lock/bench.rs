@@ -366,12 +366,14 @@ fn open_append(path: &Path) -> Result<File, String> {
 }
 
 fn flock(file: &File, path: &Path) -> Result<(), String> {
-    session_lock::raw::flock_blocking(file)
+    rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(std::io::Error::from)
         .map_err(|e| err_str(&format!("flock {}", path.display()), e))
 }
 
 fn funlock(file: &File, path: &Path) -> Result<(), String> {
-    session_lock::raw::flock_unlock(file)
+    rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock)
+        .map_err(std::io::Error::from)
         .map_err(|e| err_str(&format!("unlock {}", path.display()), e))
 }
 

@@ -91,8 +91,11 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 pub mod classify;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod fault;
 pub mod inspect;
 mod lock;
@@ -109,6 +112,7 @@ mod time;
 pub mod tokio;
 pub mod watchdog;
 
+pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use inspect::{Inspection, Reason, Verdict, Witness};
 pub use lock::held::{LockGuard, Lost, release_all};

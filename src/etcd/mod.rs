@@ -564,6 +564,24 @@ async fn holder(
 }
 
 async fn acquire(req: Request) -> Result<Arc<EtcdHold>> {
+    let mut revoker = None;
+    let out = acquire_inner(req, &mut revoker).await;
+    if out.is_err()
+        && let Some(mut r) = revoker.take()
+        && r.armed
+    {
+        // Revoke before answering: a CLI that exits right after a timeout
+        // must not leave its key queued until the lease expires.
+        r.armed = false;
+        if let Some(s) = &r.shared {
+            s.finish();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.client.lease_revoke(r.lease)).await;
+    }
+    out
+}
+
+async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<EtcdHold>> {
     let Request {
         cfg,
         key,
@@ -596,12 +614,12 @@ async fn acquire(req: Request) -> Result<Arc<EtcdHold>> {
     let granted_ttl = Duration::from_secs(grant.ttl().max(1) as u64);
     // Counted from before the grant was asked for: conservative.
     let lease_start = started;
-    let mut revoker = Revoker {
+    let revoker = slot.insert(Revoker {
         client: client.clone(),
         lease,
         armed: true,
         shared: None,
-    };
+    });
     let my_key = format!("{dir}{lease:016x}");
     let record = crate::lock::publish::build_record(&opts, format!("{lease:016x}"), false);
     let value = serde_json::to_vec(&Value {
@@ -665,8 +683,8 @@ async fn acquire(req: Request) -> Result<Arc<EtcdHold>> {
         let (pred, read_rev) = if first.as_ref().is_some_and(|f| f.key == my_key) {
             (None, my_rev)
         } else if try_only {
-            // Someone got in between our look and our put.
-            drop(revoker);
+            // Someone got in between our look and our put (the caller
+            // revokes our lease).
             return Err(Error::Busy {
                 lock_path,
                 owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),

@@ -257,6 +257,11 @@ enum Command {
         timeout: Option<Duration>,
         #[arg(long)]
         label: Option<String>,
+        /// Append each stdin line through the guard, answering `appended`
+        /// or `refused <error>`; a loss is reported (`lost ...`) but does
+        /// not end the process.
+        #[arg(long)]
+        append: bool,
         file: PathBuf,
     },
     /// Test helper: COUNT guarded cycles, each proving exclusivity with a marker file.
@@ -372,7 +377,15 @@ fn main() -> ExitCode {
             max_hold,
             timeout,
             label,
+            append,
             file,
+        } if append => hold_appending(&file, &options(timeout, max_hold, label)),
+        Command::Hold {
+            max_hold,
+            timeout,
+            label,
+            file,
+            ..
         } => hold(&file, &options(timeout, max_hold, label)),
         Command::Worker {
             count,
@@ -908,6 +921,57 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
         );
     }
     code
+}
+
+/// `__hold --append`: hold, append each stdin line through the guard and
+/// say what happened; print `lost <reason>` when the guard learns of a loss.
+fn hold_appending(file: &Path, opts: &LockOptions) -> u8 {
+    let guard = match session_lock::acquire_with(file, opts) {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    let say = |s: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    };
+    say(&format!(
+        "ready {} token={}",
+        std::process::id(),
+        guard.fencing_token().map_or("-".into(), |t| t.to_string())
+    ));
+    let lost = guard.lost();
+    std::thread::spawn(move || {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut lost = std::pin::pin!(lost);
+        loop {
+            if let std::task::Poll::Ready(r) = std::future::Future::poll(lost.as_mut(), &mut cx) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "lost {r}");
+                let _ = out.flush();
+                return;
+            }
+            std::thread::park();
+        }
+    });
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match guard.append_line(&line) {
+            Ok(()) => say("appended"),
+            Err(e) => say(&format!("refused {e}")),
+        }
+    }
+    match guard.release() {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
 }
 
 fn hold(file: &Path, opts: &LockOptions) -> u8 {

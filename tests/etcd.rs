@@ -350,13 +350,19 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
     // Kill a second member: no quorum.
     let second = (0..3).find(|&i| members[i].is_running()).unwrap();
     members[second].kill();
-    let t = Instant::now();
-    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(3)))
-        .expect_err("no lock without quorum");
-    let took = t.elapsed();
+    let (f, o) = (file.clone(), opts(&cfg, Duration::from_secs(3)));
+    let (err, took) = std::thread::spawn(move || {
+        let t = Instant::now();
+        let err = session_lock::acquire_with(&f, &o).expect_err("no lock without quorum");
+        (err, t.elapsed())
+    })
+    .join()
+    .unwrap();
     eprintln!("acquire without quorum failed after {took:?}: {err}");
     assert!(took < Duration::from_secs(5), "bounded by the timeout: {took:?}");
-    assert!(!err.to_string().is_empty());
+    assert_ne!(err.kind(), ErrorKind::WouldDeadlock, "{err}");
+    assert!(err.to_string().contains("etcd"), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
     // The old guard learns it can no longer count on its lease.
     let reason = guard
         .wait_lost(Some(Duration::from_secs(8)))

@@ -637,13 +637,15 @@ impl EtcdHold {
     /// Revoke our lease (deletes our key; the next waiter's watch fires).
     /// Blocks for the answer, except on the etcd thread itself.
     fn revoke(&self) -> Result<()> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let lease = self.lease;
         let cfg = self.cfg.clone();
         let fut = async move {
-            super::rpc(&cfg, None, client.lease_revoke(lease))
-                .await
-                .map(|_| ())
+            super::rpc(&cfg, None, &client, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+            .map(|_| ())
         };
         if on_etcd_thread() {
             tokio::spawn(async move {

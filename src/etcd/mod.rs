@@ -346,15 +346,27 @@ mod tonic_code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-fn unreachable_error(url: &str, within: Duration) -> Error {
+fn unreachable_error(url: &str, within: Duration, last: Option<Error>) -> Error {
+    let why = match last {
+        Some(Error::Io { source, .. }) => format!(" (last error: {source})"),
+        Some(e) => format!(" (last error: {e})"),
+        None => String::new(),
+    };
     Error::io(
         "cannot reach etcd at",
         std::path::Path::new(url),
         io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no answer within {}ms", within.as_millis()),
+            format!("no usable answer within {}ms{why}", within.as_millis()),
         ),
     )
+}
+
+/// Errors worth trying again on another connection or after an election:
+/// everything but a refusal of access and a missing lease.
+fn retryable(e: &Error) -> bool {
+    let text = e.to_string();
+    e.kind() != crate::ErrorKind::PermissionDenied && !text.contains("lease not found")
 }
 
 fn foreign_error(key: &str, why: &str) -> Error {
@@ -374,19 +386,42 @@ fn rpc_bound(cfg: &EtcdBackend) -> Duration {
     cfg.lease_ttl.max(Duration::from_secs(2))
 }
 
-/// Run one request with a bound: the acquire deadline, or [`rpc_bound`].
-async fn rpc<T>(
+/// Run one request with a bound (the acquire deadline, or [`rpc_bound`]),
+/// trying again every 50 ms while the cluster answers with a connection
+/// error or "no leader" (a dead member, an election in progress). The
+/// requests given here are idempotent, or checked by the caller.
+async fn rpc<T, F, Fut>(
     cfg: &EtcdBackend,
     deadline: Option<Instant>,
-    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-) -> Result<T> {
+    client: &Client,
+    mut f: F,
+) -> Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
     let now = Instant::now();
     let bound = now + rpc_bound(cfg);
     let until = deadline.map_or(bound, |d| d.min(bound));
-    match tokio::time::timeout_at(until, fut).await {
-        Ok(r) => r.map_err(|e| map_err(&cfg.url(), e)),
-        Err(_) => Err(unreachable_error(&cfg.url(), until - now)),
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(until, f(client.clone())).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => {
+                let err = map_err(&cfg.url(), e);
+                if !retryable(&err) {
+                    return Err(err);
+                }
+                last = Some(err);
+                let pause = tokio::time::sleep(Duration::from_millis(50));
+                if tokio::time::timeout_at(until, pause).await.is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
     }
+    Err(unreachable_error(&cfg.url(), until - now, last))
 }
 
 // ----------------------------------------------------------------- values
@@ -556,7 +591,10 @@ async fn holder(
     dir: &str,
     deadline: Option<Instant>,
 ) -> Result<Option<Contender>> {
-    let resp = rpc(cfg, deadline, client.get(dir, Some(first_by_create()))).await?;
+    let resp = rpc(cfg, deadline, client, |mut c| async move {
+        c.get(dir, Some(first_by_create())).await
+    })
+    .await?;
     resp.kvs()
         .first()
         .map(|kv| Contender::from_kv(kv, dir))
@@ -609,7 +647,10 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
     }
 
     let ttl_s = cfg.lease_ttl.as_secs() as i64;
-    let grant = rpc(&cfg, deadline, client.lease_grant(ttl_s, None)).await?;
+    let grant = rpc(&cfg, deadline, &client, |mut c| async move {
+        c.lease_grant(ttl_s, None).await
+    })
+    .await?;
     let lease = grant.id();
     let granted_ttl = Duration::from_secs(grant.ttl().max(1) as u64);
     // Counted from before the grant was asked for: conservative.
@@ -646,19 +687,35 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             ),
             TxnOp::get(dir.as_str(), Some(first_by_create())),
         ]);
-    let resp = rpc(&cfg, deadline, client.txn(put)).await?;
-    if !resp.succeeded() {
-        return Err(foreign_error(&my_key, "our own lease's key already exists"));
-    }
-    let my_rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+    let resp = rpc(&cfg, deadline, &client, |mut c| {
+        let put = put.clone();
+        async move { c.txn(put).await }
+    })
+    .await?;
     let mut first: Option<Contender> = None;
-    for op in resp.op_responses() {
-        if let TxnOpResponse::Get(g) = op
-            && let Some(kv) = g.kvs().first()
-        {
-            first = Some(Contender::from_kv(kv, &dir)?);
+    let my_rev = if resp.succeeded() {
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+            {
+                first = Some(Contender::from_kv(kv, &dir)?);
+            }
         }
-    }
+        resp.header().map(|h| h.revision()).unwrap_or_default()
+    } else {
+        // Our key exists already: a retried transaction whose first try
+        // was applied (then it carries our lease), or not ours at all.
+        let k = my_key.clone();
+        let g = rpc(&cfg, deadline, &client, |mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })
+        .await?;
+        match g.kvs().first() {
+            Some(kv) if kv.lease() == lease => kv.create_revision(),
+            _ => return Err(foreign_error(&my_key, "our own lease's key already exists")),
+        }
+    };
 
     let shared = Shared::new(lease_start + granted_ttl - hold::margin(granted_ttl));
     revoker.shared = Some(shared.clone());
@@ -691,7 +748,12 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                 reasons: vec![],
             });
         } else {
-            let g = rpc(&cfg, deadline, client.get(dir.as_str(), Some(pred_opts))).await?;
+            let d = dir.clone();
+            let g = rpc(&cfg, deadline, &client, |mut c| {
+                let (d, o) = (d.clone(), pred_opts.clone());
+                async move { c.get(d, Some(o)).await }
+            })
+            .await?;
             let rev = g.header().map(|h| h.revision()).unwrap_or_default();
             let kvs = g.kvs();
             if kvs.first().is_none_or(|kv| kv.key() != my_key.as_bytes()) {
@@ -738,7 +800,13 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             }
         };
         tokio::select! {
-            r = wait => r?,
+            r = wait => {
+                if let Err(e) = r {
+                    // A broken watch: look again (the reads are bounded).
+                    tracing::debug!(error = %e, "watch of the predecessor failed; looking again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             _ = expired => {
                 if let Ok(Some(h)) = holder(&mut client, &cfg, &dir, Some(Instant::now() + Duration::from_millis(500))).await {
                     last_holder = Some(h);
@@ -770,7 +838,12 @@ async fn wait_deleted(
     let opts = WatchOptions::new()
         .with_start_revision(from_rev)
         .with_filters([WatchFilterType::NoPut]);
-    let mut stream = rpc(cfg, None, client.watch(key, Some(opts))).await?;
+    let k = key.to_owned();
+    let mut stream = rpc(cfg, None, client, |mut c| {
+        let (k, o) = (k.clone(), opts.clone());
+        async move { c.watch(k, Some(o)).await }
+    })
+    .await?;
     loop {
         match stream.message().await {
             Ok(Some(resp)) => {
@@ -831,11 +904,16 @@ pub struct LockStatus {
 pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
     let cfg = cfg.clone();
     block(async move {
-        let mut client = client_async(&cfg).await?;
+        let client = client_async(&cfg).await?;
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
-        let resp = rpc(&cfg, None, client.get(cfg.prefix.as_str(), Some(opts))).await?;
+        let prefix = cfg.prefix.clone();
+        let resp = rpc(&cfg, None, &client, |mut c| {
+            let (p, o) = (prefix.clone(), opts.clone());
+            async move { c.get(p, Some(o)).await }
+        })
+        .await?;
         let mut by_lock: std::collections::BTreeMap<String, (Vec<Contender>, Vec<String>)> =
             Default::default();
         for kv in resp.kvs() {
@@ -866,8 +944,11 @@ pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
                 });
                 continue;
             };
-            let ttl = rpc(&cfg, None, client.lease_time_to_live(h.lease, None))
-                .await
+            let lease = h.lease;
+            let ttl = rpc(&cfg, None, &client, |mut c| async move {
+                c.lease_time_to_live(lease, None).await
+            })
+            .await
                 .ok()
                 .map(|r| r.ttl());
             out.push(LockStatus {
@@ -891,12 +972,22 @@ pub fn raw_txn_roundtrip(cfg: &EtcdBackend, key: &str) -> Result<()> {
     let cfg = cfg.clone();
     let key = key.to_owned();
     block(async move {
-        let mut client = client_async(&cfg).await?;
+        let client = client_async(&cfg).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.as_str(), "x", None)]);
-        rpc(&cfg, None, client.txn(txn)).await?;
-        rpc(&cfg, None, client.delete(key.as_str(), None)).await?;
+        let t = txn.clone();
+        rpc(&cfg, None, &client, |mut c| {
+            let t = t.clone();
+            async move { c.txn(t).await }
+        })
+        .await?;
+        let k = key.clone();
+        rpc(&cfg, None, &client, |mut c| {
+            let k = k.clone();
+            async move { c.delete(k, None).await }
+        })
+        .await?;
         Ok(())
     })
 }

@@ -54,11 +54,20 @@ struct Holder {
 impl Holder {
     fn start(url: &str, ttl: &str, file: &Path, extra: &[&str], own_group: bool) -> Holder {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--backend", url, "--lease-ttl", ttl, "__hold", "--append", "--timeout", "30"])
-            .args(extra)
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+        cmd.args([
+            "--backend",
+            url,
+            "--lease-ttl",
+            ttl,
+            "__hold",
+            "--append",
+            "--timeout",
+            "30",
+        ])
+        .args(extra)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
         if own_group {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
@@ -94,7 +103,10 @@ impl Holder {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(l) => self.seen.push(l),
-                Err(e) => panic!("no {prefix:?} line within {within:?} (other lines: {:?}): {e}", self.seen),
+                Err(e) => panic!(
+                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}",
+                    self.seen
+                ),
             }
         }
     }
@@ -158,7 +170,10 @@ fn eight_processes_two_hundred_appends_each_whole_lines_no_overlap() {
         .collect();
     for mut w in workers {
         let st = w.wait().expect("wait worker");
-        assert!(st.success(), "a worker failed: {st} (99 = overlap seen by the marker)");
+        assert!(
+            st.success(),
+            "a worker failed: {st} (99 = overlap seen by the marker)"
+        );
     }
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -215,9 +230,11 @@ fn killed_holder_frees_within_ttl_plus_1s_and_release_hands_over_at_once() {
 
     // Clean release: the next waiter enters at once.
     let mut c = Holder::start(&url(&etcd), "2s", &file, &[], false);
-    wait_for("the second waiter to queue", Duration::from_secs(10), || {
-        (waiters(&cfg, &key) == 1).then_some(())
-    });
+    wait_for(
+        "the second waiter to queue",
+        Duration::from_secs(10),
+        || (waiters(&cfg, &key) == 1).then_some(()),
+    );
     let released = Instant::now();
     b.close();
     c.expect("ready", Duration::from_secs(5));
@@ -253,7 +270,8 @@ fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
         threads.push(std::thread::spawn(move || {
             let g = session_lock::acquire_with(&file, &o).expect("waiter acquires");
             entered_tx.send(i).unwrap();
-            rrx.recv_timeout(Duration::from_secs(30)).expect("release order");
+            rrx.recv_timeout(Duration::from_secs(30))
+                .expect("release order");
             g.release().expect("release");
         }));
         // Arrival order: the next waiter starts once this one's key exists.
@@ -269,7 +287,11 @@ fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
             .expect("a waiter enters");
         assert_eq!(got, want, "waiters enter in arrival order");
         let wakes = session_lock::etcd::wakes();
-        assert_eq!(wakes - wakes_before, 1, "one release woke exactly one waiter");
+        assert_eq!(
+            wakes - wakes_before,
+            1,
+            "one release woke exactly one waiter"
+        );
         // Nobody else got in or woke up meanwhile.
         assert!(entered.try_recv().is_err());
         wakes_before = wakes;
@@ -278,7 +300,11 @@ fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(session_lock::etcd::wakes(), wakes_before, "no stray wake-ups");
+    assert_eq!(
+        session_lock::etcd::wakes(),
+        wakes_before,
+        "no stray wake-ups"
+    );
 }
 
 #[test]
@@ -311,7 +337,10 @@ fn stopped_holder_past_its_ttl_loses_and_its_late_write_is_refused() {
     b.send("b2");
     b.expect("appended", Duration::from_secs(5));
     let text = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(text, "a1\nb1\nb2\n", "no write of the paused holder after the new holder's first");
+    assert_eq!(
+        text, "a1\nb1\nb2\n",
+        "no write of the paused holder after the new holder's first"
+    );
     let ta: i64 = ready_a.rsplit('=').next().unwrap().parse().unwrap();
     let tb: i64 = ready_b.rsplit('=').next().unwrap().parse().unwrap();
     assert!(tb > ta, "fencing tokens grow: {ta} then {tb}");
@@ -359,7 +388,10 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
     .join()
     .unwrap();
     eprintln!("acquire without quorum failed after {took:?}: {err}");
-    assert!(took < Duration::from_secs(5), "bounded by the timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "bounded by the timeout: {took:?}"
+    );
     assert_ne!(err.kind(), ErrorKind::WouldDeadlock, "{err}");
     assert!(err.to_string().contains("etcd"), "{err}");
     assert_eq!(err.to_string().lines().count(), 1, "{err}");
@@ -367,7 +399,10 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
     let reason = guard
         .wait_lost(Some(Duration::from_secs(8)))
         .expect("the old holder counts itself lost");
-    assert!(matches!(reason, LostReason::LeaseExpired { .. }), "{reason:?}");
+    assert!(
+        matches!(reason, LostReason::LeaseExpired { .. }),
+        "{reason:?}"
+    );
     assert!(guard.append_line("x").is_err());
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text, "before\nafter leader loss\n");
@@ -410,10 +445,16 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
     eprintln!("wrong port: {err} after {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(4));
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert_eq!(err.to_string().lines().count(), 1);
     let err = session_lock::try_acquire(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
 
     // Stopped while a waiter waits and a holder holds.
     let mut etcd = single();
@@ -424,7 +465,11 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
         let t = Instant::now();
         (session_lock::acquire_with(&f, &o), t.elapsed())
     });
-    let key = session_lock::LockPaths::resolve(&file).unwrap().target.to_string_lossy().into_owned();
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
     wait_for("waiter to queue", Duration::from_secs(10), || {
         (waiters(&cfg, &key) == 1).then_some(())
     });
@@ -436,7 +481,10 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
     let reason = guard
         .wait_lost(Some(Duration::from_secs(4)))
         .expect("holder counts itself lost");
-    assert!(matches!(reason, LostReason::LeaseExpired { .. }), "{reason:?}");
+    assert!(
+        matches!(reason, LostReason::LeaseExpired { .. }),
+        "{reason:?}"
+    );
     let rel = guard.release().unwrap_err();
     assert_eq!(rel.kind(), ErrorKind::LockLost);
 }
@@ -461,7 +509,10 @@ fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
     let (o2, f2) = (o.clone(), file.clone());
     let (err, took) = std::thread::spawn(move || {
         let t = Instant::now();
-        (session_lock::try_acquire(&f2, &o2).unwrap_err(), t.elapsed())
+        (
+            session_lock::try_acquire(&f2, &o2).unwrap_err(),
+            t.elapsed(),
+        )
     })
     .join()
     .unwrap();
@@ -512,14 +563,21 @@ fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
         g.append_line("one").unwrap();
         let waiting = session_lock::tokio::acquire_with(&file, &o);
         let r = tokio::time::timeout(Duration::from_millis(300), waiting).await;
-        assert!(r.is_err(), "still held: the acquire is cancelled by the timeout");
-        let busy = session_lock::tokio::try_acquire(&file, &o).await.unwrap_err();
+        assert!(
+            r.is_err(),
+            "still held: the acquire is cancelled by the timeout"
+        );
+        let busy = session_lock::tokio::try_acquire(&file, &o)
+            .await
+            .unwrap_err();
         assert_eq!(busy.kind(), ErrorKind::Busy);
         drop(g);
     });
-    wait_for("the cancelled waiter's key to go", Duration::from_secs(3), || {
-        row(&cfg, "async").is_none().then_some(())
-    });
+    wait_for(
+        "the cancelled waiter's key to go",
+        Duration::from_secs(3),
+        || row(&cfg, "async").is_none().then_some(()),
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\n");
 }
 
@@ -549,7 +607,10 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
         })
         .collect();
     for mut e in execs {
-        assert!(e.wait().unwrap().success(), "exec under etcd failed or overlapped");
+        assert!(
+            e.wait().unwrap().success(),
+            "exec under etcd failed or overlapped"
+        );
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n".repeat(6));
 
@@ -567,7 +628,11 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
                 .unwrap()
         })
         .collect();
-    let key = session_lock::LockPaths::resolve(&file).unwrap().target.to_string_lossy().into_owned();
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
     let json = wait_for("status to show 2 waiters", Duration::from_secs(10), || {
         let out = Command::new(BIN)
             .args(["--backend", &url(&etcd), "status", "--json"])
@@ -590,7 +655,10 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
         .unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.starts_with("PID"), "{table}");
-    assert!(table.contains(&key) && table.contains("cli-holder"), "{table}");
+    assert!(
+        table.contains(&key) && table.contains("cli-holder"),
+        "{table}"
+    );
     h.close();
     for mut w in waiters_p {
         assert!(w.wait().unwrap().success());
@@ -600,12 +668,19 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
         .args(["--backend", &url(&etcd), "bench", "--quick", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     for r in rows {
-        assert!(r["n"].as_u64().unwrap() > 0 && r["p50_us"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            r["n"].as_u64().unwrap() > 0 && r["p50_us"].as_u64().unwrap() > 0,
+            "{r}"
+        );
     }
     eprintln!("bench: {v}");
 }

@@ -318,21 +318,16 @@ async fn next_delete(watch: &mut Option<WatchStream>) -> bool {
     let Some(w) = watch.as_mut() else {
         return std::future::pending().await;
     };
-    loop {
-        match w.message().await {
-            Ok(Some(resp)) => {
-                if resp
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Delete)
-                {
-                    return true;
-                }
-                if resp.canceled() {
-                    break;
-                }
-            }
-            _ => break,
+    while let Ok(Some(resp)) = w.message().await {
+        if resp
+            .events()
+            .iter()
+            .any(|e| e.event_type() == EventType::Delete)
+        {
+            return true;
+        }
+        if resp.canceled() {
+            break;
         }
     }
     *watch = None;
@@ -433,9 +428,7 @@ impl EtcdHold {
         opts: &LockOptions,
     ) -> Arc<EtcdHold> {
         let acquired = Instant::now();
-        shared.state().max_hold_at = acquired
-            .checked_add(opts.max_hold)
-            .map(|at| (acquired, at));
+        shared.state().max_hold_at = acquired.checked_add(opts.max_hold).map(|at| (acquired, at));
         // Wake the keep-alive so it sleeps until max hold too.
         shared.notify.notify_waiters();
         Arc::new(EtcdHold {
@@ -551,7 +544,9 @@ impl EtcdHold {
                 }
                 wake = wake.min(u);
             }
-            let d = wake.saturating_duration_since(now).max(Duration::from_millis(1));
+            let d = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             st = self
                 .shared
                 .cv

@@ -30,8 +30,8 @@
 
 mod hold;
 
-pub use hold::{EtcdHold, wakes};
 pub(crate) use hold::release_all;
+pub use hold::{EtcdHold, wakes};
 
 use crate::error::{Error, Owner, Result};
 use crate::options::LockOptions;
@@ -174,7 +174,9 @@ pub fn encode_key(key: &str) -> String {
 
 /// Undo [`encode_key`].
 pub fn decode_key(enc: &str) -> String {
-    enc.replace("%2F", "/").replace("%2f", "/").replace("%25", "%")
+    enc.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%25", "%")
 }
 
 // ---------------------------------------------------------------- runtime
@@ -569,8 +571,8 @@ impl Drop for Revoker {
             // We run on the etcd thread (acquire futures live there).
             if let Ok(h) = tokio::runtime::Handle::try_current() {
                 h.spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
                 });
             }
         }
@@ -949,8 +951,8 @@ pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
                 c.lease_time_to_live(lease, None).await
             })
             .await
-                .ok()
-                .map(|r| r.ttl());
+            .ok()
+            .map(|r| r.ttl());
             out.push(LockStatus {
                 key,
                 holder_key: h.key.clone(),

@@ -300,14 +300,23 @@ enum Inner {
 }
 
 /// Bind the file hold of `$self`, or return `$etcd` for an etcd hold.
+#[cfg(feature = "etcd")]
 macro_rules! file_or_etcd {
     ($self:expr, $e:ident => $etcd:expr) => {
         match &$self.inner {
             Inner::File(h) => h,
-            #[cfg(feature = "etcd")]
             Inner::Etcd($e) => return $etcd,
         }
     };
+}
+
+/// Bind the file hold of `$self` (the only kind without the `etcd` feature).
+#[cfg(not(feature = "etcd"))]
+macro_rules! file_or_etcd {
+    ($self:expr, $e:ident => $etcd:expr) => {{
+        let Inner::File(h) = &$self.inner;
+        h
+    }};
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -419,10 +428,7 @@ impl LockGuard {
             }
             match deadline {
                 None => {
-                    st = held
-                        .lost_cv
-                        .wait(st)
-                        .unwrap_or_else(|p| p.into_inner());
+                    st = held.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
                 Some(d) => {
                     let now = Instant::now();

@@ -22,9 +22,13 @@ pub fn skip(test: &str) -> bool {
         return false;
     }
     if std::env::var("SESSION_LOCK_REQUIRE_ETCD").as_deref() == Ok("1") {
-        panic!("{test}: no `etcd` binary on PATH and SESSION_LOCK_REQUIRE_ETCD=1 (apt-get install etcd-server)");
+        panic!(
+            "{test}: no `etcd` binary on PATH and SESSION_LOCK_REQUIRE_ETCD=1 (apt-get install etcd-server)"
+        );
     }
-    eprintln!("SKIPPED {test}: no `etcd` binary on PATH (Debian: apt-get install etcd-server; set SESSION_LOCK_REQUIRE_ETCD=1 to fail instead)");
+    eprintln!(
+        "SKIPPED {test}: no `etcd` binary on PATH (Debian: apt-get install etcd-server; set SESSION_LOCK_REQUIRE_ETCD=1 to fail instead)"
+    );
     true
 }
 
@@ -76,7 +80,9 @@ fn spawn_member(name: &str, client: u16, peer: u16, cluster: &str, token: &str) 
         .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
         .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
         .arg(format!("--initial-cluster={cluster}"))
         .arg(format!("--initial-cluster-token={token}"))
         .args(["--initial-cluster-state", "new"])
@@ -102,7 +108,9 @@ pub fn wait_ready(endpoints: &[String]) {
     loop {
         match session_lock::etcd::status(&cfg) {
             Ok(_) => return,
-            Err(e) if Instant::now() > until => panic!("etcd at {endpoints:?} not ready in 20 s: {e}"),
+            Err(e) if Instant::now() > until => {
+                panic!("etcd at {endpoints:?} not ready in 20 s: {e}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -151,7 +159,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < until, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

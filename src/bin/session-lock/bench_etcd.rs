@@ -49,8 +49,15 @@ pub(crate) fn run(args: &BenchArgs, cfg: &EtcdBackend) -> i32 {
                 let v = serde_json::json!({"backend": cfg.url(), "rows": rows});
                 println!("{v}");
             } else {
-                println!("etcd backend {} (lease TTL {}s)", cfg.url(), cfg.get_lease_ttl().as_secs());
-                println!("{:<28} {:>6} {:>10} {:>10} {:>10}", "case", "n", "p50 us", "p99 us", "max us");
+                println!(
+                    "etcd backend {} (lease TTL {}s)",
+                    cfg.url(),
+                    cfg.get_lease_ttl().as_secs()
+                );
+                println!(
+                    "{:<28} {:>6} {:>10} {:>10} {:>10}",
+                    "case", "n", "p50 us", "p99 us", "max us"
+                );
                 for r in &rows {
                     println!(
                         "{:<28} {:>6} {:>10} {:>10} {:>10}",
@@ -117,7 +124,10 @@ fn measure(args: &BenchArgs, cfg: &EtcdBackend) -> Result<Vec<Row>, String> {
         let queued_by = Instant::now() + Duration::from_secs(10);
         loop {
             let st = session_lock::etcd::status(&hand_cfg).map_err(|e| e.to_string())?;
-            if st.iter().any(|l| l.key == format!("{tag}-handoff") && l.waiters >= 1) {
+            if st
+                .iter()
+                .any(|l| l.key == format!("{tag}-handoff") && l.waiters >= 1)
+            {
                 break;
             }
             if Instant::now() > queued_by {

@@ -93,7 +93,9 @@ impl BackendArgs {
             return Ok(backend);
         }
         if self.lease_ttl.is_some() || self.key.is_some() {
-            return Err("--lease-ttl and --key need an etcd backend (--backend etcd://HOST:PORT)".into());
+            return Err(
+                "--lease-ttl and --key need an etcd backend (--backend etcd://HOST:PORT)".into(),
+            );
         }
         Ok(backend)
     }
@@ -453,7 +455,9 @@ pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<Lock
         let name = file.display().to_string();
         let backend = opts.get_backend().describe();
         let announcer = std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(ANNOUNCE_AFTER) {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(ANNOUNCE_AFTER)
+            {
                 eprintln!("session-lock: waiting for the lock on {name} ({backend})");
             }
         });

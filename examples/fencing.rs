@@ -67,9 +67,13 @@ fn holder(endpoint: &str, transcript: &str) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-fn start_etcd(dir: &std::path::Path) -> Result<(std::process::Child, String), Box<dyn std::error::Error>> {
+fn start_etcd(
+    dir: &std::path::Path,
+) -> Result<(std::process::Child, String), Box<dyn std::error::Error>> {
     let port = |_: ()| -> std::io::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
     };
     let (c, p) = (port(())?, port(())?);
     let child = Command::new("etcd")
@@ -78,13 +82,19 @@ fn start_etcd(dir: &std::path::Path) -> Result<(std::process::Child, String), Bo
         .arg(format!("--listen-client-urls=http://127.0.0.1:{c}"))
         .arg(format!("--advertise-client-urls=http://127.0.0.1:{c}"))
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{p}"))
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{p}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{p}"
+        ))
         .arg(format!("--initial-cluster=fx=http://127.0.0.1:{p}"))
         .args(["--log-level", "error", "--logger", "zap"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start etcd ({e}); install it (Debian: etcd-server) or set ETCD_ENDPOINT"))?;
+        .map_err(|e| {
+            format!(
+                "cannot start etcd ({e}); install it (Debian: etcd-server) or set ETCD_ENDPOINT"
+            )
+        })?;
     let endpoint = format!("127.0.0.1:{c}");
     let cfg = EtcdBackend::new([endpoint.as_str()]);
     for _ in 0..200 {
@@ -122,7 +132,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = a_out.next().ok_or("holder ended")??;
     let ta: i64 = first.trim_start_matches("token ").parse()?;
     println!("A holds the lock with token {ta}; pausing A (SIGSTOP) before its write");
-    Command::new("kill").args(["-STOP", &a.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-STOP", &a.id().to_string()])
+        .status()?;
 
     let guard = session_lock::acquire_with(&transcript, &backend(&endpoint))?;
     let tb = guard.fencing_token().ok_or("no token")?;
@@ -130,7 +142,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.write(tb, "b1")?;
     println!("store accepted B's write with token {tb}");
 
-    Command::new("kill").args(["-CONT", &a.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-CONT", &a.id().to_string()])
+        .status()?;
     writeln!(a.stdin.as_mut().ok_or("no stdin")?, "go")?;
     let late = a_out.next().ok_or("holder ended")??;
     let token: i64 = late.split_whitespace().nth(1).ok_or("bad line")?.parse()?;

@@ -86,6 +86,17 @@ pub enum LostReason {
     Replaced,
     /// `release_all` force-released every lock of this process.
     ReleasedAll,
+    /// etcd backend: the lease may have expired (no renewal acknowledged
+    /// before the local deadline) or the server says it is gone.
+    LeaseExpired {
+        /// What was seen.
+        detail: String,
+    },
+    /// etcd backend: our contender key was deleted by someone else.
+    KeyDeleted {
+        /// The etcd key.
+        key: String,
+    },
 }
 
 impl fmt::Display for LostReason {
@@ -103,6 +114,10 @@ impl fmt::Display for LostReason {
                 f.write_str("the lock file was replaced by someone else's lock")
             }
             LostReason::ReleasedAll => f.write_str("release_all() released it"),
+            LostReason::LeaseExpired { detail } => write!(f, "the etcd lease expired: {detail}"),
+            LostReason::KeyDeleted { key } => {
+                write!(f, "our etcd key {key} was deleted by someone else")
+            }
         }
     }
 }

@@ -110,8 +110,11 @@
 #![cfg_attr(feature = "signals", deny(unsafe_code))]
 #![cfg_attr(not(feature = "signals"), forbid(unsafe_code))]
 
+mod backend;
 pub mod classify;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod fault;
 pub mod inspect;
 mod lock;
@@ -130,6 +133,7 @@ mod time;
 pub mod tokio;
 pub mod watchdog;
 
+pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use inspect::{Inspection, Reason, Verdict, Witness};
 pub use lock::held::{LockGuard, Lost, release_all};

@@ -64,6 +64,8 @@ pub struct LockOptions {
     /// Set by the async front door: the hold belongs to a task, not to the
     /// thread that happened to run it (no same-thread deadlock detection).
     pub(crate) from_async: bool,
+    /// Where the lock lives (default: the lock file).
+    pub(crate) backend: crate::Backend,
 }
 
 impl Default for LockOptions {
@@ -76,6 +78,7 @@ impl Default for LockOptions {
             label: None,
             fail_on_stale: false,
             from_async: false,
+            backend: crate::Backend::File,
         }
     }
 }
@@ -123,6 +126,16 @@ impl LockOptions {
     pub fn fail_on_stale(mut self, yes: bool) -> Self {
         self.fail_on_stale = yes;
         self
+    }
+    /// Where the lock lives: [`crate::Backend::File`] (the default) or,
+    /// with the `etcd` feature, an etcd cluster (see `docs/distributed.md`).
+    pub fn backend(mut self, backend: crate::Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// The configured backend.
+    pub fn get_backend(&self) -> &crate::Backend {
+        &self.backend
     }
     /// The configured timeout (`None`: unbounded).
     pub fn get_timeout(&self) -> Option<Duration> {

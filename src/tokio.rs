@@ -74,6 +74,10 @@ pub async fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     let mut opts = opts.clone();
     opts.from_async = true;
+    #[cfg(feature = "etcd")]
+    if let crate::Backend::Etcd(cfg) = &opts.backend {
+        return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, false).await;
+    }
     tokio::task::yield_now().await;
     let paths = LockPaths::resolve(target)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
@@ -130,6 +134,10 @@ pub async fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result
     tokio::task::yield_now().await;
     let mut opts = opts.clone();
     opts.from_async = true;
+    #[cfg(feature = "etcd")]
+    if let crate::Backend::Etcd(cfg) = &opts.backend {
+        return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, true).await;
+    }
     let paths = LockPaths::resolve(target)?;
     lock::try_once(&paths, &opts)
 }

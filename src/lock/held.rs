@@ -287,47 +287,109 @@ impl Held {
 /// [`LockGuard::release`] to see them.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
-    held: Arc<Held>,
+    inner: Inner,
     done: bool,
+}
+
+/// What a guard holds: a lock file, or (feature `etcd`) an etcd lease and key.
+#[derive(Clone)]
+enum Inner {
+    File(Arc<Held>),
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<crate::etcd::EtcdHold>),
+}
+
+/// Bind the file hold of `$self`, or return `$etcd` for an etcd hold.
+#[cfg(feature = "etcd")]
+macro_rules! file_or_etcd {
+    ($self:expr, $e:ident => $etcd:expr) => {
+        match &$self.inner {
+            Inner::File(h) => h,
+            Inner::Etcd($e) => return $etcd,
+        }
+    };
+}
+
+/// Bind the file hold of `$self` (the only kind without the `etcd` feature).
+#[cfg(not(feature = "etcd"))]
+macro_rules! file_or_etcd {
+    ($self:expr, $e:ident => $etcd:expr) => {{
+        let Inner::File(h) = &$self.inner;
+        h
+    }};
 }
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = file_or_etcd!(self, e => f.debug_struct("LockGuard").field("etcd", e).finish());
         f.debug_struct("LockGuard")
-            .field("lock_path", &self.held.paths.lock)
-            .field("token", &self.held.record.token)
+            .field("lock_path", &held.paths.lock)
+            .field("token", &held.record.token)
             .finish()
     }
 }
 
 impl LockGuard {
     pub(crate) fn new(held: Arc<Held>) -> LockGuard {
-        LockGuard { held, done: false }
+        LockGuard {
+            inner: Inner::File(held),
+            done: false,
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(crate) fn from_etcd(hold: Arc<crate::etcd::EtcdHold>) -> LockGuard {
+        LockGuard {
+            inner: Inner::Etcd(hold),
+            done: false,
+        }
+    }
+
+    /// The fencing token of this acquisition: with the etcd backend, the
+    /// create revision of our key (larger for every later holder; see
+    /// `docs/distributed.md`); `None` with the file backend.
+    pub fn fencing_token(&self) -> Option<i64> {
+        let _held = file_or_etcd!(self, e => Some(e.fencing_token()));
+        None
+    }
+
+    /// The etcd hold behind this guard (lease, keys), if it is one.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(&self) -> Option<&crate::etcd::EtcdHold> {
+        match &self.inner {
+            Inner::Etcd(e) => Some(e),
+            Inner::File(_) => None,
+        }
     }
 
     /// The transcript this lock guards.
     pub fn target(&self) -> &Path {
-        &self.held.paths.target
+        let held = file_or_etcd!(self, e => e.target());
+        &held.paths.target
     }
 
-    /// The lock file (`<target>.lock`).
+    /// The lock file (`<target>.lock`); with etcd, the lock's key prefix.
     pub fn lock_path(&self) -> &Path {
-        &self.held.paths.lock
+        let held = file_or_etcd!(self, e => e.lock_path());
+        &held.paths.lock
     }
 
     /// The owner record this guard published.
     pub fn record(&self) -> &OwnerRecord {
-        &self.held.record
+        let held = file_or_etcd!(self, e => e.record());
+        &held.record
     }
 
     /// How long the lock has been held.
     pub fn held_for(&self) -> Duration {
-        self.held.acquired.elapsed()
+        let held = file_or_etcd!(self, e => e.acquired().elapsed());
+        held.acquired.elapsed()
     }
 
     /// The max hold the watchdog enforces for this lock.
     pub fn max_hold(&self) -> Duration {
-        self.held.max_hold
+        let held = file_or_etcd!(self, e => e.max_hold());
+        held.max_hold
     }
 
     /// Whether this guard still holds the lock: not force-released, and the
@@ -342,40 +404,38 @@ impl LockGuard {
     /// [`crate::ErrorKind::LockLost`] saying why (max hold exceeded, lock
     /// file removed or replaced by someone else, `release_all`).
     pub fn check(&self) -> Result<()> {
-        let mut st = self.held.state();
-        self.held.check_locked(&mut st)
+        let held = file_or_etcd!(self, e => e.check());
+        let mut st = held.state();
+        held.check_locked(&mut st)
     }
 
     /// Why the lock was lost, if it was (does not touch the filesystem).
     pub fn lost_reason(&self) -> Option<LostReason> {
-        self.held.state().lost.clone()
+        let held = file_or_etcd!(self, e => e.lost_reason());
+        held.state().lost.clone()
     }
 
     /// Block until the lock is lost or `timeout` passes (`None`: forever).
     /// Returns the reason, or `None` on timeout. Only forced releases and
     /// losses seen by [`LockGuard::check`] wake it.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        let held = file_or_etcd!(self, e => e.wait_lost(timeout));
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.held.state();
+        let mut st = held.state();
         loop {
             if let Some(r) = &st.lost {
                 return Some(r.clone());
             }
             match deadline {
                 None => {
-                    st = self
-                        .held
-                        .lost_cv
-                        .wait(st)
-                        .unwrap_or_else(|p| p.into_inner());
+                    st = held.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
-                    st = self
-                        .held
+                    st = held
                         .lost_cv
                         .wait_timeout(st, d - now)
                         .unwrap_or_else(|p| p.into_inner())
@@ -397,6 +457,11 @@ impl LockGuard {
     /// # Errors
     /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
     /// the descriptor flags cannot be changed.
+    ///
+    /// With the etcd backend this is a no-op (after checking the hold):
+    /// there is no descriptor to share; the process holding the guard keeps
+    /// the lease alive, and if it is killed the lock frees itself when the
+    /// lease expires, whatever its children still do.
     pub fn share_with_children(&self) -> Result<()> {
         self.set_inheritable(true)
     }
@@ -410,23 +475,24 @@ impl LockGuard {
     }
 
     fn set_inheritable(&self, inherit: bool) -> Result<()> {
-        let mut st = self.held.state();
-        self.held.check_locked(&mut st)?;
+        let held = file_or_etcd!(self, e => e.check());
+        let mut st = held.state();
+        held.check_locked(&mut st)?;
         let Some(witness) = st.witness.as_ref() else {
             return Err(Error::LockLost {
-                lock_path: self.held.paths.lock.clone(),
+                lock_path: held.paths.lock.clone(),
                 reason: LostReason::ReleasedAll,
             });
         };
         sys::set_inheritable(witness, inherit)
-            .map_err(|e| Error::io("set witness inheritance", &self.held.paths.lock, e))
+            .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))
     }
 
     /// A future that resolves with the reason when the lock is lost (usable
     /// from any async runtime; it needs no timer).
     pub fn lost(&self) -> Lost {
         Lost {
-            held: self.held.clone(),
+            inner: self.inner.clone(),
         }
     }
 
@@ -436,8 +502,15 @@ impl LockGuard {
     /// # Errors
     /// [`crate::ErrorKind::LockLost`] if the lock was already lost.
     pub fn nested(&self) -> Result<LockGuard> {
-        self.held.add_ref()?;
-        Ok(LockGuard::new(self.held.clone()))
+        match &self.inner {
+            Inner::File(held) => held.add_ref()?,
+            #[cfg(feature = "etcd")]
+            Inner::Etcd(e) => e.add_ref()?,
+        }
+        Ok(LockGuard {
+            inner: self.inner.clone(),
+            done: false,
+        })
     }
 
     /// Append one whole line to the guarded transcript: ownership is checked
@@ -463,9 +536,10 @@ impl LockGuard {
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,
     {
-        let target = &self.held.paths.target;
-        let mut st = self.held.state();
-        self.held.check_locked(&mut st)?;
+        let held = file_or_etcd!(self, e => e.append_lines(lines, sync));
+        let target = &held.paths.target;
+        let mut st = held.state();
+        held.check_locked(&mut st)?;
         if st.transcript.is_none() {
             let f =
                 sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
@@ -511,7 +585,15 @@ impl LockGuard {
     /// removed), or an I/O error from removing the file.
     pub fn release(mut self) -> Result<()> {
         self.done = true;
-        self.held.release_ref()
+        self.release_ref()
+    }
+
+    fn release_ref(&self) -> Result<()> {
+        match &self.inner {
+            Inner::File(held) => held.release_ref(),
+            #[cfg(feature = "etcd")]
+            Inner::Etcd(e) => e.release_ref(),
+        }
     }
 }
 
@@ -520,7 +602,7 @@ impl Drop for LockGuard {
         if self.done {
             return;
         }
-        match self.held.release_ref() {
+        match self.release_ref() {
             Ok(()) => {}
             Err(Error::LockLost { .. }) => {
                 // Already reported when it happened (watchdog warning or a
@@ -533,7 +615,7 @@ impl Drop for LockGuard {
 
 /// Future returned by [`LockGuard::lost`].
 pub struct Lost {
-    held: Arc<Held>,
+    inner: Inner,
 }
 
 impl std::future::Future for Lost {
@@ -542,7 +624,8 @@ impl std::future::Future for Lost {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<LostReason> {
-        let mut st = self.held.state();
+        let held = file_or_etcd!(self, e => e.poll_lost(cx));
+        let mut st = held.state();
         if let Some(r) = &st.lost {
             return std::task::Poll::Ready(r.clone());
         }
@@ -557,8 +640,11 @@ impl std::future::Future for Lost {
 /// guard learns it lost the lock ([`LostReason::ReleasedAll`]). Returns how
 /// many locks were released.
 pub fn release_all() -> usize {
-    all_held()
+    let files = all_held()
         .into_iter()
         .filter(|h| h.force_release(LostReason::ReleasedAll))
-        .count()
+        .count();
+    #[cfg(feature = "etcd")]
+    let files = files + crate::etcd::release_all();
+    files
 }

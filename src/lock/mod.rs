@@ -658,6 +658,10 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    #[cfg(feature = "etcd")]
+    if let crate::Backend::Etcd(cfg) = &opts.backend {
+        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, false);
+    }
     let paths = LockPaths::resolve(target)?;
     held::check_deadlock(&paths)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
@@ -719,6 +723,10 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    #[cfg(feature = "etcd")]
+    if let crate::Backend::Etcd(cfg) = &opts.backend {
+        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, true);
+    }
     let paths = LockPaths::resolve(target)?;
     held::check_deadlock(&paths)?;
     try_once(&paths, opts)

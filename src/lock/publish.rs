@@ -64,7 +64,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
+pub(crate) fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
     let me = SelfIdentity::current();
     OwnerRecord {
         pid: Some(me.pid),

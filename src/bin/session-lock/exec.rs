@@ -31,6 +31,7 @@ use crate::{
 use rustix::process::{Pid, Signal};
 use session_lock::{LockGuard, LockOptions, LostReason};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::future::Future;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -64,6 +65,8 @@ const LEFTOVER_NOTICE: Duration = Duration::from_secs(1);
 /// Everything `exec` needs, resolved from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecArgs {
+    /// `--backend`, `--lease-ttl`, `--key`, passed on to the holder.
+    pub backend: crate::BackendArgs,
     /// The transcript to guard.
     pub file: PathBuf,
     /// How long to wait for the lock (`-w`); `None`: the library default.
@@ -90,6 +93,8 @@ struct HolderArgs {
     /// The front's pid: while the lock is not yet ours, the holder follows
     /// the front into death (a front killed while waiting cancels the run).
     front: u32,
+    #[serde(default)]
+    backend: crate::BackendArgs,
     file: PathBuf,
     timeout_ms: Option<u64>,
     label: Option<String>,
@@ -132,6 +137,7 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
     };
     let handoff = HolderArgs {
         front: std::process::id(),
+        backend: args.backend.clone(),
         file: args.file.clone(),
         timeout_ms: args.timeout.map(ms),
         label: args.label.clone(),
@@ -271,7 +277,14 @@ pub(crate) fn holder(json: &str) -> u8 {
     }
     let max_hold = Duration::from_millis(args.max_hold_ms);
     let kill_after = Duration::from_millis(args.kill_after_ms);
-    let mut opts = LockOptions::new().max_hold(
+    let backend = match args.backend.resolve() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("session-lock: {e}");
+            return 2;
+        }
+    };
+    let mut opts = LockOptions::new().backend(backend).max_hold(
         max_hold
             .saturating_add(kill_after)
             .saturating_add(BACKSTOP_MARGIN),
@@ -342,7 +355,13 @@ pub(crate) fn holder(json: &str) -> u8 {
     // never through `Child`.
     drop(child);
     spawn_reaper(group, tx.clone());
-    spawn_loss_watch(guard.lock_path(), tx.clone());
+    if guard.fencing_token().is_some() {
+        // etcd: no lock file to watch; the guard itself learns of a loss
+        // (lease past its local deadline, key deleted, max hold).
+        spawn_lost_wait(guard.lost(), tx.clone());
+    } else {
+        spawn_loss_watch(guard.lock_path(), tx.clone());
+    }
     let code = supervise(&args, &guard, group, max_hold, kill_after, &rx);
     sig_handle.close();
     let released = guard.release();
@@ -551,6 +570,29 @@ fn spawn_loss_watch(lock: &Path, tx: mpsc::Sender<Event>) {
                 None => std::thread::sleep(LOSS_RECHECK),
             }
         }
+    });
+}
+
+/// Report the guard's loss (etcd backend): block this thread on
+/// [`LockGuard::lost`] with a waker that unparks it.
+fn spawn_lost_wait(lost: session_lock::Lost, tx: mpsc::Sender<Event>) {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    std::thread::spawn(move || {
+        let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut lost = std::pin::pin!(lost);
+        let reason = loop {
+            if let std::task::Poll::Ready(r) = lost.as_mut().poll(&mut cx) {
+                break r;
+            }
+            std::thread::park();
+        };
+        let _ = tx.send(Event::Lost(reason));
     });
 }
 

@@ -1,9 +1,13 @@
 //! `session-lock`: guard a session transcript from the shell, inspect and
 //! clean lock directories, measure. See `docs/cli.md`.
 
+mod backend_args;
 mod bench;
+#[cfg(feature = "etcd")]
+mod bench_etcd;
 mod exec;
 
+use backend_args::{BACKEND, BackendArgs, backend};
 use clap::{Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
@@ -47,6 +51,8 @@ while held, 5 bad path / permission / I/O error, 126 command could not
 run, 127 command not found, 128+N command killed by signal N."
 )]
 struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,8 +155,8 @@ enum Command {
         /// In directories, consider lock files whose names end with this.
         #[arg(long, default_value = DEFAULT_SUFFIX)]
         suffix: String,
-        /// Directories (every *.jsonl.lock inside) or transcripts / lock files.
-        #[arg(required = true)]
+        /// Directories (every *.jsonl.lock inside) or transcripts / lock
+        /// files (file backend; with etcd every lock under the prefix is shown).
         paths: Vec<PathBuf>,
     },
     /// Remove only what acquire itself would reclaim (dead owners, old orphans), race-free.
@@ -192,6 +198,15 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    match cli.backend.resolve() {
+        Ok(b) => {
+            let _ = BACKEND.set(b);
+        }
+        Err(e) => {
+            eprintln!("session-lock: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
     // `signals` module docs).
     #[cfg(all(feature = "signals", target_os = "linux"))]
@@ -213,6 +228,7 @@ fn main() -> ExitCode {
             file,
             cmd,
         } => exec::run(&exec::ExecArgs {
+            backend: cli.backend.clone(),
             file,
             timeout: wait,
             label,
@@ -251,7 +267,13 @@ fn main() -> ExitCode {
             suffix,
             dirs,
         } => clean(&dirs, dry_run, json, !noheadings, &suffix),
-        Command::Bench(args) => return ExitCode::from(bench::run(&args) as u8),
+        Command::Bench(args) => {
+            #[cfg(feature = "etcd")]
+            if let session_lock::Backend::Etcd(cfg) = backend() {
+                return ExitCode::from(bench_etcd::run(&args, &cfg) as u8);
+            }
+            return ExitCode::from(bench::run(&args) as u8);
+        }
         Command::ExecHolder { args } => exec::holder(&args),
     };
     ExitCode::from(code)
@@ -262,7 +284,7 @@ fn options(
     max_hold: Option<Duration>,
     label: Option<String>,
 ) -> LockOptions {
-    let mut o = LockOptions::new();
+    let mut o = LockOptions::new().backend(backend());
     if let Some(t) = timeout {
         o = o.timeout(t);
     }
@@ -303,6 +325,24 @@ fn describe_owner(insp: &Inspection) -> String {
 /// waiting (as cargo does for its own lock).
 pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Error> {
     const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
+    if opts.get_backend() != &session_lock::Backend::File {
+        // One acquisition (re-queueing after the announcement would lose
+        // our place in the FIFO); the announcement comes from a timer.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let name = file.display().to_string();
+        let backend = opts.get_backend().describe();
+        let announcer = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(ANNOUNCE_AFTER)
+            {
+                eprintln!("session-lock: waiting for the lock on {name} ({backend})");
+            }
+        });
+        let out = session_lock::acquire_with(file, opts);
+        drop(done);
+        let _ = announcer.join();
+        return out;
+    }
     let start = Instant::now();
     let first = match opts.get_timeout() {
         Some(t) if t <= ANNOUNCE_AFTER => return session_lock::acquire_with(file, opts),
@@ -534,6 +574,14 @@ fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, 
 }
 
 fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
+    #[cfg(feature = "etcd")]
+    if let session_lock::Backend::Etcd(cfg) = backend() {
+        return etcd_status(&cfg, json, headings);
+    }
+    if paths.is_empty() {
+        eprintln!("session-lock: status needs at least one directory, transcript or lock file");
+        return 2;
+    }
     if !valid_suffix(suffix) {
         return 2;
     }
@@ -583,6 +631,68 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
         );
     }
     code
+}
+
+/// `status` with an etcd backend: every lock under the prefix.
+#[cfg(feature = "etcd")]
+fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool) -> u8 {
+    let locks = match session_lock::etcd::status(cfg) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    let mut code = 0;
+    let mut rows = Vec::new();
+    for l in &locks {
+        for f in &l.foreign {
+            eprintln!(
+                "session-lock: a key written by something else is under the lock prefix: {f}"
+            );
+            code = EXIT_IO;
+        }
+        if l.holder_key.is_empty() {
+            continue;
+        }
+        if json {
+            emit(&serde_json::to_string(l).unwrap_or_default());
+        } else {
+            let age = l
+                .owner
+                .created_at_ms()
+                .map(|c| Duration::from_millis((session_lock_now_ms() - c).max(0) as u64));
+            rows.push(vec![
+                l.owner.pid.map_or("-".into(), |p| p.to_string()),
+                l.owner.hostname.clone().unwrap_or_else(|| "-".into()),
+                age_cell(age),
+                l.lease_ttl_left_s.map_or("-".into(), |t| format!("{t}s")),
+                l.token.to_string(),
+                l.waiters.to_string(),
+                l.owner.label.clone().unwrap_or_else(|| "-".into()),
+                l.key.clone(),
+            ]);
+        }
+    }
+    if !json {
+        print_table(
+            &[
+                "PID", "HOST", "AGE", "TTL", "TOKEN", "WAITERS", "LABEL", "KEY",
+            ],
+            &rows,
+            headings,
+        );
+    }
+    code
+}
+
+#[cfg(feature = "etcd")]
+fn age_cell(d: Option<Duration>) -> String {
+    age(d)
+}
+
+#[cfg(feature = "etcd")]
+fn session_lock_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `--suffix` must end with `.lock` and say more than that: a bare `.lock`

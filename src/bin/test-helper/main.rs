@@ -2,9 +2,13 @@
 //! (never installed: the binary needs the `test-helpers` feature). Each
 //! subcommand takes the lock through the library exactly as a user would.
 
+#[path = "../session-lock/backend_args.rs"]
+mod backend_args;
+
+use backend_args::{BACKEND, BackendArgs, backend};
 use clap::{Parser, Subcommand};
 use session_lock::{Error, ErrorKind, LockOptions};
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,6 +23,8 @@ const EXIT_IO: u8 = 5;
 #[derive(Parser, Debug)]
 #[command(name = "session-lock-test-helper")]
 struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +52,11 @@ enum Command {
         timeout: Option<Duration>,
         #[arg(long)]
         label: Option<String>,
+        /// Append each stdin line through the guard, answering `appended`
+        /// or `refused <error>`; a loss is reported (`lost ...`) but does
+        /// not end the process.
+        #[arg(long)]
+        append: bool,
         file: PathBuf,
     },
     /// Test helper: COUNT guarded cycles, each proving exclusivity with a marker file.
@@ -73,6 +84,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.backend.resolve() {
+        Ok(b) => {
+            let _ = BACKEND.set(b);
+        }
+        Err(e) => {
+            eprintln!("session-lock-test-helper: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
     // `signals` module docs); tests/signals.rs checks it through `__hold`.
     #[cfg(feature = "signals")]
@@ -86,7 +106,15 @@ fn main() -> ExitCode {
             max_hold,
             timeout,
             label,
+            append: true,
             file,
+        } => hold_appending(&file, &options(timeout, max_hold, label)),
+        Command::Hold {
+            max_hold,
+            timeout,
+            label,
+            file,
+            ..
         } => hold(&file, &options(timeout, max_hold, label)),
         Command::Worker {
             count,
@@ -105,7 +133,7 @@ fn options(
     max_hold: Option<Duration>,
     label: Option<String>,
 ) -> LockOptions {
-    let mut o = LockOptions::new();
+    let mut o = LockOptions::new().backend(backend());
     if let Some(t) = timeout {
         o = o.timeout(t);
     }
@@ -127,6 +155,57 @@ fn fail(err: &Error) -> u8 {
         }
         ErrorKind::LockLost => EXIT_LOST,
         _ => EXIT_IO,
+    }
+}
+
+/// `__hold --append`: hold, append each stdin line through the guard and
+/// say what happened; print `lost <reason>` when the guard learns of a loss.
+fn hold_appending(file: &Path, opts: &LockOptions) -> u8 {
+    let guard = match session_lock::acquire_with(file, opts) {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    let say = |s: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    };
+    say(&format!(
+        "ready {} token={}",
+        std::process::id(),
+        guard.fencing_token().map_or("-".into(), |t| t.to_string())
+    ));
+    let lost = guard.lost();
+    std::thread::spawn(move || {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut lost = std::pin::pin!(lost);
+        loop {
+            if let std::task::Poll::Ready(r) = std::future::Future::poll(lost.as_mut(), &mut cx) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "lost {r}");
+                let _ = out.flush();
+                return;
+            }
+            std::thread::park();
+        }
+    });
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match guard.append_line(&line) {
+            Ok(()) => say("appended"),
+            Err(e) => say(&format!("refused {e}")),
+        }
+    }
+    match guard.release() {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
     }
 }
 
@@ -168,7 +247,9 @@ fn hold(file: &Path, opts: &LockOptions) -> u8 {
 }
 
 fn worker(file: &Path, marker: &Path, id: u64, count: u64) -> u8 {
-    let opts = LockOptions::new().timeout(Duration::from_secs(120));
+    let opts = LockOptions::new()
+        .timeout(Duration::from_secs(120))
+        .backend(backend());
     for i in 0..count {
         let guard = match session_lock::acquire_with(file, &opts) {
             Ok(g) => g,

@@ -1,0 +1,62 @@
+//! Which coordination backend a lock uses: the lock-file protocol of
+//! `docs/protocol.md` (the default), or an etcd v3 cluster (feature `etcd`,
+//! see `docs/distributed.md`).
+
+/// Where locks live. Choose with [`crate::LockOptions::backend`].
+///
+/// ```
+/// use session_lock::{Backend, LockOptions};
+/// assert_eq!(Backend::parse("file").unwrap(), Backend::File);
+/// let opts = LockOptions::new().backend(Backend::File);
+/// assert_eq!(opts.get_backend(), &Backend::File);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A sidecar lock file `<transcript>.lock` with a kernel witness (this
+    /// host, or a shared filesystem with the caveats of `docs/platforms.md`).
+    #[default]
+    File,
+    /// Leases, the lock recipe and fencing tokens of an etcd v3 cluster.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdBackend),
+}
+
+impl Backend {
+    /// Parse the CLI's `--backend` value: `file`, or
+    /// `etcd://HOST:PORT[,HOST:PORT...]` (needs the `etcd` feature).
+    ///
+    /// # Errors
+    /// A one-line message for anything else.
+    pub fn parse(text: &str) -> Result<Backend, String> {
+        let text = text.trim();
+        if text.is_empty() || text == "file" {
+            return Ok(Backend::File);
+        }
+        if let Some(rest) = text.strip_prefix("etcd://") {
+            #[cfg(feature = "etcd")]
+            {
+                return crate::etcd::EtcdBackend::from_hosts(rest).map(Backend::Etcd);
+            }
+            #[cfg(not(feature = "etcd"))]
+            {
+                let _ = rest;
+                return Err(format!(
+                    "backend {text:?}: this build has no etcd backend (rebuild with the cargo feature `etcd`)"
+                ));
+            }
+        }
+        Err(format!(
+            "backend {text:?}: expected `file` or `etcd://HOST:PORT[,HOST:PORT...]`"
+        ))
+    }
+
+    /// `file` or the etcd URL.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::File => "file".into(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.url(),
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! An etcd hold: the lease, its keep-alive on the etcd thread, the local
+//! deadline, loss, append and release. [`crate::LockGuard`] wraps it the
+//! way it wraps a lock-file hold.
+
+use super::{EtcdBackend, block, map_err, on_etcd_thread};
+use crate::error::{Error, LostReason, Result};
+use crate::options::LockOptions;
+use crate::record::OwnerRecord;
+use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::Waker;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// The safety margin between the local deadline and the server's lease
+/// expiry: a fifth of the TTL, at least 200 ms, at most half the TTL.
+pub(crate) fn margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(200)).min(ttl / 2)
+}
+
+/// Watch deliveries that ended a wait (tests: one per release).
+static WAKES: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn count_wake() {
+    WAKES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Predecessor deletions that woke a waiter in this process so far.
+pub fn wakes() -> u64 {
+    WAKES.load(Ordering::Relaxed)
+}
+
+struct State {
+    /// Past this instant the lease may have expired on the server.
+    deadline: Instant,
+    /// When the lock was acquired and when max hold runs out (set once
+    /// acquired).
+    max_hold_at: Option<(Instant, Instant)>,
+    lost: Option<LostReason>,
+    /// Released or abandoned: the keep-alive stops.
+    finished: bool,
+    refs: usize,
+    transcript: Option<File>,
+    wakers: Vec<Waker>,
+}
+
+/// State shared by a hold and its keep-alive task.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub(crate) fn new(deadline: tokio::time::Instant) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                deadline: deadline.into_std(),
+                max_hold_at: None,
+                lost: None,
+                finished: false,
+                refs: 1,
+                transcript: None,
+                wakers: Vec::new(),
+            }),
+            cv: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lost(&self) -> Option<LostReason> {
+        self.state().lost.clone()
+    }
+
+    fn wake_all(&self, st: &mut State) {
+        for w in st.wakers.drain(..) {
+            w.wake();
+        }
+        self.cv.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// Mark lost (first reason wins); wakes every waiter.
+    pub(crate) fn mark_lost(&self, reason: LostReason) {
+        let mut st = self.state();
+        if st.lost.is_none() && !st.finished {
+            st.lost = Some(reason);
+            st.transcript = None;
+        }
+        self.wake_all(&mut st);
+    }
+
+    /// Stop the keep-alive (released, or the acquisition was abandoned).
+    pub(crate) fn finish(&self) {
+        let mut st = self.state();
+        st.finished = true;
+        st.transcript = None;
+        self.wake_all(&mut st);
+    }
+
+    fn done(&self) -> bool {
+        let st = self.state();
+        st.finished || st.lost.is_some()
+    }
+
+    /// Resolves once lost.
+    pub(crate) async fn wait_lost(&self) -> LostReason {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.lost() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    async fn wait_done(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The lost reason, judging the local deadline now (caller holds the
+    /// state lock).
+    fn check_locked(&self, st: &mut State) -> std::result::Result<(), LostReason> {
+        if let Some(r) = &st.lost {
+            return Err(r.clone());
+        }
+        if st.finished {
+            return Err(LostReason::ReleasedAll);
+        }
+        let now = Instant::now();
+        if now >= st.deadline {
+            let late = now - st.deadline;
+            let reason = LostReason::LeaseExpired {
+                detail: format!(
+                    "no renewal acknowledged in time (local deadline passed {}ms ago)",
+                    late.as_millis()
+                ),
+            };
+            st.lost = Some(reason.clone());
+            st.transcript = None;
+            self.wake_all(st);
+            return Err(reason);
+        }
+        Ok(())
+    }
+}
+
+/// The keep-alive of one lease, on the etcd thread: renew every TTL/3,
+/// move the local deadline on each acknowledged renewal, watch our own key
+/// for deletion, enforce max hold, and mark the hold lost when any of them
+/// says so.
+pub(crate) fn spawn_keep_alive(
+    client: Client,
+    cfg: EtcdBackend,
+    shared: Arc<Shared>,
+    lease: i64,
+    ttl: Duration,
+    key: String,
+    rev: i64,
+) {
+    tokio::spawn(keep_alive(client, cfg, shared, lease, ttl, key, rev));
+}
+
+async fn keep_alive(
+    mut client: Client,
+    cfg: EtcdBackend,
+    shared: Arc<Shared>,
+    lease: i64,
+    ttl: Duration,
+    key: String,
+    rev: i64,
+) {
+    let interval = ttl / 3;
+    let margin = margin(ttl);
+    let mut keeper = None;
+    let mut watch: Option<WatchStream> = None;
+    let mut next = tokio::time::Instant::now() + interval;
+    let revoke = |mut c: Client| async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
+    };
+    loop {
+        if watch.is_none() {
+            let opts = WatchOptions::new()
+                .with_start_revision(rev + 1)
+                .with_filters([WatchFilterType::NoPut]);
+            watch = tokio::time::timeout(interval, client.watch(key.as_str(), Some(opts)))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+        }
+        let (deadline, max_hold_at) = {
+            let st = shared.state();
+            (st.deadline, st.max_hold_at)
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut wake = next.min(deadline);
+        if let Some((_, m)) = max_hold_at {
+            wake = wake.min(tokio::time::Instant::from_std(m));
+        }
+        let deleted = tokio::select! {
+            _ = tokio::time::sleep_until(wake) => false,
+            _ = shared.wait_done() => return,
+            d = next_delete(&mut watch) => d,
+        };
+        if deleted {
+            shared.mark_lost(LostReason::KeyDeleted { key: key.clone() });
+            revoke(client.clone()).await;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some((since, m)) = max_hold_at
+            && now.into_std() >= m
+        {
+            let held_ms = now.into_std().duration_since(since).as_millis() as u64;
+            let max_hold_ms = m.duration_since(since).as_millis() as u64;
+            tracing::warn!(
+                key = %key,
+                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {key}"
+            );
+            shared.mark_lost(LostReason::MaxHoldExceeded {
+                held_ms,
+                max_hold_ms,
+            });
+            revoke(client.clone()).await;
+            return;
+        }
+        if now >= deadline {
+            shared.mark_lost(LostReason::LeaseExpired {
+                detail: format!(
+                    "no renewal acknowledged by {} within the TTL minus {}ms",
+                    cfg.url(),
+                    margin.as_millis()
+                ),
+            });
+            revoke(client.clone()).await;
+            return;
+        }
+        if now < next {
+            continue;
+        }
+        // Renew. The new deadline counts from when we asked, not from the
+        // answer: the server restarted its TTL no earlier than that.
+        let sent = tokio::time::Instant::now();
+        let renewed = tokio::time::timeout_at(deadline, async {
+            if keeper.is_none() {
+                keeper = Some(client.lease_keep_alive(lease).await?);
+            }
+            let Some((k, s)) = keeper.as_mut() else {
+                unreachable!("set above");
+            };
+            k.keep_alive().await?;
+            s.message().await
+        })
+        .await;
+        match renewed {
+            Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                let granted = Duration::from_secs(resp.ttl() as u64);
+                let mut st = shared.state();
+                st.deadline = (sent + granted - margin).into_std();
+                drop(st);
+                next = sent + interval;
+            }
+            Ok(Ok(Some(_))) => {
+                shared.mark_lost(LostReason::LeaseExpired {
+                    detail: format!("{} says the lease no longer exists", cfg.url()),
+                });
+                return;
+            }
+            Ok(Err(e)) if is_lease_not_found(&e) => {
+                shared.mark_lost(LostReason::LeaseExpired {
+                    detail: format!("{} says the lease no longer exists", cfg.url()),
+                });
+                return;
+            }
+            other => {
+                // Stream broken or no answer yet: reconnect and retry soon
+                // (the deadline check above ends this).
+                if let Ok(Err(e)) = &other {
+                    tracing::debug!(error = %map_err(&cfg.url(), clone_err(e)), "lease keep-alive failed; retrying");
+                }
+                keeper = None;
+                next = tokio::time::Instant::now() + Duration::from_millis(100);
+            }
+        }
+    }
+}
+
+fn clone_err(e: &etcd_client::Error) -> etcd_client::Error {
+    etcd_client::Error::InvalidArgs(e.to_string())
+}
+
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+/// The next deletion on our key's watch; `false` never (a broken stream is
+/// dropped and pends until re-created by the loop).
+async fn next_delete(watch: &mut Option<WatchStream>) -> bool {
+    let Some(w) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    while let Ok(Some(resp)) = w.message().await {
+        if resp
+            .events()
+            .iter()
+            .any(|e| e.event_type() == EventType::Delete)
+        {
+            return true;
+        }
+        if resp.canceled() {
+            break;
+        }
+    }
+    *watch = None;
+    // Let the loop re-create it after the next renewal.
+    std::future::pending().await
+}
+
+// ------------------------------------------------------------------ hold
+
+/// A held etcd lock. Shared by its guards (nested) and the registry.
+pub struct EtcdHold {
+    cfg: EtcdBackend,
+    client: Client,
+    shared: Arc<Shared>,
+    /// The lock's key (decoded).
+    key: String,
+    /// Our contender key.
+    my_key: String,
+    lock_path: PathBuf,
+    target: PathBuf,
+    record: OwnerRecord,
+    lease: i64,
+    token: i64,
+    ttl: Duration,
+    acquired: Instant,
+    max_hold: Duration,
+    thread: OnceLock<Option<ThreadId>>,
+}
+
+impl std::fmt::Debug for EtcdHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdHold")
+            .field("key", &self.my_key)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+type RegKey = (Vec<String>, String, String);
+
+fn registry() -> MutexGuard<'static, HashMap<RegKey, Weak<EtcdHold>>> {
+    static REG: OnceLock<Mutex<HashMap<RegKey, Weak<EtcdHold>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn reg_key(cfg: &EtcdBackend, key: &str) -> RegKey {
+    (cfg.endpoints.clone(), cfg.prefix.clone(), key.to_owned())
+}
+
+/// Fail at once if this thread holds the same etcd lock.
+pub(crate) fn check_deadlock(cfg: &EtcdBackend, key: &str, opts: &LockOptions) -> Result<()> {
+    if opts.from_async {
+        return Ok(());
+    }
+    let held = registry().get(&reg_key(cfg, key)).and_then(Weak::upgrade);
+    if let Some(h) = held
+        && h.thread.get().copied().flatten() == Some(std::thread::current().id())
+        && h.shared.lost().is_none()
+        && !h.shared.state().finished
+    {
+        return Err(Error::WouldDeadlock {
+            lock_path: h.lock_path.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Release every etcd lock of this process (see [`crate::release_all`]).
+pub(crate) fn release_all() -> usize {
+    let holds: Vec<Arc<EtcdHold>> = registry().values().filter_map(Weak::upgrade).collect();
+    let mut n = 0;
+    for h in holds {
+        if h.shared.lost().is_none() && !h.shared.state().finished {
+            h.shared.mark_lost(LostReason::ReleasedAll);
+            let _ = h.revoke();
+            n += 1;
+        }
+    }
+    n
+}
+
+impl EtcdHold {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: EtcdBackend,
+        client: Client,
+        shared: Arc<Shared>,
+        key: String,
+        my_key: String,
+        lock_path: PathBuf,
+        target: PathBuf,
+        record: OwnerRecord,
+        lease: i64,
+        token: i64,
+        ttl: Duration,
+        opts: &LockOptions,
+    ) -> Arc<EtcdHold> {
+        let acquired = Instant::now();
+        shared.state().max_hold_at = acquired.checked_add(opts.max_hold).map(|at| (acquired, at));
+        // Wake the keep-alive so it sleeps until max hold too.
+        shared.notify.notify_waiters();
+        Arc::new(EtcdHold {
+            cfg,
+            client,
+            shared,
+            key,
+            my_key,
+            lock_path,
+            target,
+            record,
+            lease,
+            token,
+            ttl,
+            acquired,
+            max_hold: opts.max_hold,
+            thread: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn into_guard(self: Arc<Self>, thread: Option<ThreadId>) -> crate::LockGuard {
+        let _ = self.thread.set(thread);
+        registry().insert(reg_key(&self.cfg, &self.key), Arc::downgrade(&self));
+        crate::LockGuard::from_etcd(self)
+    }
+
+    /// The transcript.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The lock's etcd prefix, as a path (errors name it).
+    pub fn lock_path(&self) -> &Path {
+        &self.lock_path
+    }
+
+    /// Our contender key.
+    pub fn etcd_key(&self) -> &str {
+        &self.my_key
+    }
+
+    /// The lock's key (the transcript's canonical path unless set).
+    pub fn lock_key(&self) -> &str {
+        &self.key
+    }
+
+    /// The owner record in our key's value.
+    pub fn record(&self) -> &OwnerRecord {
+        &self.record
+    }
+
+    /// The lease id.
+    pub fn lease_id(&self) -> i64 {
+        self.lease
+    }
+
+    /// The lease TTL granted.
+    pub fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The fencing token: our key's create revision.
+    pub fn fencing_token(&self) -> i64 {
+        self.token
+    }
+
+    pub(crate) fn acquired(&self) -> Instant {
+        self.acquired
+    }
+
+    pub(crate) fn max_hold(&self) -> Duration {
+        self.max_hold
+    }
+
+    fn lost_error(&self, reason: LostReason) -> Error {
+        Error::LockLost {
+            lock_path: self.lock_path.clone(),
+            reason,
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        let mut st = self.shared.state();
+        self.shared
+            .check_locked(&mut st)
+            .map_err(|r| self.lost_error(r))
+    }
+
+    pub(crate) fn lost_reason(&self) -> Option<LostReason> {
+        let mut st = self.shared.state();
+        if st.lost.is_none() && !st.finished {
+            let _ = self.shared.check_locked(&mut st);
+        }
+        st.lost.clone()
+    }
+
+    pub(crate) fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        let until = timeout.map(|t| Instant::now() + t);
+        let mut st = self.shared.state();
+        loop {
+            if st.lost.is_none() && !st.finished {
+                let _ = self.shared.check_locked(&mut st);
+            }
+            if let Some(r) = &st.lost {
+                return Some(r.clone());
+            }
+            let now = Instant::now();
+            // Also wake at the local deadline, which no event announces.
+            let mut wake = st.deadline;
+            if let Some(u) = until {
+                if now >= u {
+                    return None;
+                }
+                wake = wake.min(u);
+            }
+            let d = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, d)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub(crate) fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
+        let mut st = self.shared.state();
+        if st.lost.is_none() && !st.finished {
+            let _ = self.shared.check_locked(&mut st);
+        }
+        if let Some(r) = &st.lost {
+            return std::task::Poll::Ready(r.clone());
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        // The local deadline passes without an event: the keep-alive task
+        // marks it (and wakes us) when it gets there.
+        std::task::Poll::Pending
+    }
+
+    pub(crate) fn add_ref(&self) -> Result<()> {
+        let mut st = self.shared.state();
+        self.shared
+            .check_locked(&mut st)
+            .map_err(|r| self.lost_error(r))?;
+        st.refs += 1;
+        Ok(())
+    }
+
+    /// Append under the lock: the hold is checked (lost flag, local
+    /// deadline) under the state lock, then each line goes out in one
+    /// `write` on an `O_APPEND` descriptor.
+    pub(crate) fn append_lines<I, L>(&self, lines: I, sync: bool) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
+        let target = &self.target;
+        let mut st = self.shared.state();
+        self.shared
+            .check_locked(&mut st)
+            .map_err(|r| self.lost_error(r))?;
+        if st.transcript.is_none() {
+            let f = crate::sys::open_append(target)
+                .map_err(|e| Error::io("open transcript", target, e))?;
+            st.transcript = Some(f);
+        }
+        let Some(file) = st.transcript.as_mut() else {
+            unreachable!("transcript opened above");
+        };
+        let mut buf = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            if body.contains(&b'\n') {
+                return Err(Error::io(
+                    "append to transcript",
+                    target,
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a line must not contain a newline",
+                    ),
+                ));
+            }
+            buf.clear();
+            buf.extend_from_slice(body);
+            buf.push(b'\n');
+            file.write_all(&buf)
+                .map_err(|e| Error::io("append to transcript", target, e))?;
+        }
+        if sync {
+            file.sync_data()
+                .map_err(|e| Error::io("sync transcript", target, e))?;
+        }
+        Ok(())
+    }
+
+    /// Revoke our lease (deletes our key; the next waiter's watch fires).
+    /// Blocks for the answer, except on the etcd thread itself.
+    fn revoke(&self) -> Result<()> {
+        let client = self.client.clone();
+        let lease = self.lease;
+        let cfg = self.cfg.clone();
+        let fut = async move {
+            super::rpc(&cfg, None, &client, |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+            .map(|_| ())
+        };
+        if on_etcd_thread() {
+            tokio::spawn(async move {
+                let _ = fut.await;
+            });
+            return Ok(());
+        }
+        block(fut)
+    }
+
+    /// Drop one guard's reference; the last one releases (revokes).
+    pub(crate) fn release_ref(&self) -> Result<()> {
+        let mut st = self.shared.state();
+        st.refs = st.refs.saturating_sub(1);
+        if st.refs > 0 {
+            return Ok(());
+        }
+        let lost = st.lost.clone();
+        st.finished = true;
+        st.transcript = None;
+        self.shared.wake_all(&mut st);
+        drop(st);
+        self.unregister();
+        if let Some(reason) = lost {
+            // Best effort: the lease may still exist (max hold, key deleted).
+            let _ = self.revoke();
+            return Err(self.lost_error(reason));
+        }
+        self.revoke().map_err(|e| {
+            Error::io(
+                "release: could not revoke the lease (the lock frees itself when the lease expires) at",
+                Path::new(&self.cfg.url()),
+                io::Error::other(e.to_string()),
+            )
+        })
+    }
+
+    fn unregister(&self) {
+        let mut reg = registry();
+        let k = reg_key(&self.cfg, &self.key);
+        if reg
+            .get(&k)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const EtcdHold))
+        {
+            reg.remove(&k);
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! The etcd backend against real etcd servers that each test starts
+//! (`tests/etcd_support`). Skipped with a line on stderr when there is no
+//! `etcd` binary, unless `SESSION_LOCK_REQUIRE_ETCD=1`.
+#![cfg(feature = "etcd")]
+
+mod etcd_support;
+
+use etcd_support::{Etcd, cluster3, single, skip, wait_for};
+use session_lock::etcd::EtcdBackend;
+use session_lock::{Backend, ErrorKind, LockOptions, LostReason};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-lock");
+/// `__hold` and `__worker` live in the test helper, not in the CLI.
+const HELPER: &str = env!("CARGO_BIN_EXE_session-lock-test-helper");
+
+fn backend(eps: &[String], ttl_s: u64) -> EtcdBackend {
+    EtcdBackend::new(eps.to_vec()).lease_ttl(Duration::from_secs(ttl_s))
+}
+
+fn opts(cfg: &EtcdBackend, timeout: Duration) -> LockOptions {
+    LockOptions::new()
+        .timeout(timeout)
+        .backend(Backend::Etcd(cfg.clone()))
+}
+
+fn url(e: &Etcd) -> String {
+    format!("etcd://{}", e.endpoint())
+}
+
+/// The status row of `key` (holder, waiters), if it is held.
+fn row(cfg: &EtcdBackend, key: &str) -> Option<session_lock::etcd::LockStatus> {
+    session_lock::etcd::status(cfg)
+        .expect("status")
+        .into_iter()
+        .find(|l| l.key == key && !l.holder_key.is_empty())
+}
+
+fn waiters(cfg: &EtcdBackend, key: &str) -> usize {
+    row(cfg, key).map_or(0, |r| r.waiters)
+}
+
+/// A `__hold --append` process: its stdin, and its stdout lines on a channel.
+struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Lines received but not yet matched by `expect`.
+    seen: Vec<String>,
+}
+
+impl Holder {
+    fn start(url: &str, ttl: &str, file: &Path, extra: &[&str], own_group: bool) -> Holder {
+        let mut cmd = Command::new(HELPER);
+        cmd.args([
+            "--backend",
+            url,
+            "--lease-ttl",
+            ttl,
+            "__hold",
+            "--append",
+            "--timeout",
+            "30",
+        ])
+        .args(extra)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+        if own_group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().expect("spawn holder");
+        let stdin = child.stdin.take();
+        let out: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Holder {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line starting with `prefix`, among those seen or to come.
+    fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
+            return self.seen.remove(i);
+        }
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(l) => self.seen.push(l),
+                Err(e) => panic!(
+                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to holder");
+        stdin.flush().expect("flush");
+    }
+
+    fn close(&mut self) {
+        self.stdin = None;
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &format!("-{}", self.pid())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill(sig: &str, target: &str) {
+    let ok = Command::new("kill")
+        .args([sig, "--", target])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {target} failed");
+}
+
+#[test]
+fn eight_processes_two_hundred_appends_each_whole_lines_no_overlap() {
+    if skip("eight_processes_two_hundred_appends") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let marker = dir.path().join("inside");
+    let start = Instant::now();
+    let workers: Vec<Child> = (0..8)
+        .map(|id| {
+            Command::new(HELPER)
+                .args(["--backend", &url(&etcd), "__worker", "--count", "200"])
+                .arg("--marker")
+                .arg(&marker)
+                .args(["--id", &id.to_string()])
+                .arg(&file)
+                .spawn()
+                .expect("spawn worker")
+        })
+        .collect();
+    for mut w in workers {
+        let st = w.wait().expect("wait worker");
+        assert!(
+            st.success(),
+            "a worker failed: {st} (99 = overlap seen by the marker)"
+        );
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1600, "exactly 1600 lines");
+    assert!(text.ends_with('\n'));
+    let mut next = [0u64; 8];
+    for l in &lines {
+        let mut it = l.split(' ');
+        let (id, i): (usize, u64) = (
+            it.next().unwrap().parse().unwrap(),
+            it.next().unwrap().parse().unwrap(),
+        );
+        assert!(it.next().is_none(), "whole lines only: {l:?}");
+        assert_eq!(i, next[id], "worker {id}'s lines in order");
+        next[id] += 1;
+    }
+    eprintln!(
+        "8 x 200 guarded appends over etcd: 1600 whole lines in {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn killed_holder_frees_within_ttl_plus_1s_and_release_hands_over_at_once() {
+    if skip("killed_holder_frees") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.jsonl");
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+
+    // SIGKILL of the holder: the next waiter enters within TTL + 1 s.
+    let mut a = Holder::start(&url(&etcd), "2s", &file, &[], false);
+    a.expect("ready", Duration::from_secs(10));
+    let mut b = Holder::start(&url(&etcd), "2s", &file, &[], false);
+    wait_for("the waiter to queue", Duration::from_secs(10), || {
+        (waiters(&cfg, &key) == 1).then_some(())
+    });
+    let killed = Instant::now();
+    kill("-KILL", &a.pid().to_string());
+    let _ = a.child.wait();
+    b.expect("ready", Duration::from_secs(5));
+    let after_kill = killed.elapsed();
+    assert!(
+        after_kill <= Duration::from_secs(3),
+        "takeover after SIGKILL took {after_kill:?} (TTL 2 s + 1 s allowed)"
+    );
+
+    // Clean release: the next waiter enters at once.
+    let mut c = Holder::start(&url(&etcd), "2s", &file, &[], false);
+    wait_for(
+        "the second waiter to queue",
+        Duration::from_secs(10),
+        || (waiters(&cfg, &key) == 1).then_some(()),
+    );
+    let released = Instant::now();
+    b.close();
+    c.expect("ready", Duration::from_secs(5));
+    let after_release = released.elapsed();
+    eprintln!(
+        "etcd takeover: after SIGKILL (TTL 2 s) {after_kill:?}; after a clean release {after_release:?} (includes the holder process's exit path and pipe latency)"
+    );
+    assert!(
+        after_release < Duration::from_millis(500),
+        "takeover after release took {after_release:?}"
+    );
+}
+
+#[test]
+fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
+    if skip("fifo") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("fifo");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.jsonl");
+    let o = opts(&cfg, Duration::from_secs(30));
+    let first = session_lock::acquire_with(&file, &o).expect("first holder");
+    let (entered_tx, entered) = mpsc::channel::<usize>();
+    let mut release_txs = Vec::new();
+    let mut threads = Vec::new();
+    const N: usize = 4;
+    for i in 0..N {
+        let (rtx, rrx) = mpsc::channel::<()>();
+        release_txs.push(rtx);
+        let (o, file, entered_tx) = (o.clone(), file.clone(), entered_tx.clone());
+        threads.push(std::thread::spawn(move || {
+            let g = session_lock::acquire_with(&file, &o).expect("waiter acquires");
+            entered_tx.send(i).unwrap();
+            rrx.recv_timeout(Duration::from_secs(30))
+                .expect("release order");
+            g.release().expect("release");
+        }));
+        // Arrival order: the next waiter starts once this one's key exists.
+        wait_for("waiter to queue", Duration::from_secs(10), || {
+            (waiters(&cfg, "fifo") == i + 1).then_some(())
+        });
+    }
+    let mut wakes_before = session_lock::etcd::wakes();
+    first.release().expect("release first");
+    for (want, release) in release_txs.iter().enumerate() {
+        let got = entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a waiter enters");
+        assert_eq!(got, want, "waiters enter in arrival order");
+        let wakes = session_lock::etcd::wakes();
+        assert_eq!(
+            wakes - wakes_before,
+            1,
+            "one release woke exactly one waiter"
+        );
+        // Nobody else got in or woke up meanwhile.
+        assert!(entered.try_recv().is_err());
+        wakes_before = wakes;
+        release.send(()).unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        session_lock::etcd::wakes(),
+        wakes_before,
+        "no stray wake-ups"
+    );
+}
+
+#[test]
+fn stopped_holder_past_its_ttl_loses_and_its_late_write_is_refused() {
+    if skip("sigstop") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let mut a = Holder::start(&url(&etcd), "2s", &file, &[], true);
+    let ready_a = a.expect("ready", Duration::from_secs(10));
+    a.send("a1");
+    a.expect("appended", Duration::from_secs(5));
+    kill("-STOP", &format!("-{}", a.pid()));
+    let stopped = Instant::now();
+    let mut b = Holder::start(&url(&etcd), "2s", &file, &[], false);
+    let ready_b = b.expect("ready", Duration::from_secs(10));
+    eprintln!(
+        "SIGSTOPped holder ({ready_a}) lost to {ready_b} after {:?}",
+        stopped.elapsed()
+    );
+    b.send("b1");
+    b.expect("appended", Duration::from_secs(5));
+    kill("-CONT", &format!("-{}", a.pid()));
+    a.send("a2-late");
+    let answer = a.expect("refused", Duration::from_secs(5));
+    assert!(answer.contains("lock lost"), "{answer}");
+    a.expect("lost", Duration::from_secs(5));
+    b.send("b2");
+    b.expect("appended", Duration::from_secs(5));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text, "a1\nb1\nb2\n",
+        "no write of the paused holder after the new holder's first"
+    );
+    let ta: i64 = ready_a.rsplit('=').next().unwrap().parse().unwrap();
+    let tb: i64 = ready_b.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(tb > ta, "fencing tokens grow: {ta} then {tb}");
+}
+
+#[test]
+fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly() {
+    if skip("cluster") {
+        return;
+    }
+    let mut members = cluster3();
+    let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
+    let cfg = backend(&eps, 4).key("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.jsonl");
+    let guard = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(10))).unwrap();
+    guard.append_line("before").unwrap();
+
+    // Find and kill the leader while the lock is held.
+    let leader = leader_index(&eps);
+    members[leader].kill();
+    let killed = Instant::now();
+    // Hold on for longer than the TTL: renewals go to the survivors.
+    while killed.elapsed() < Duration::from_secs(6) {
+        guard.check().expect("the lock survives the leader's loss");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    guard.append_line("after leader loss").unwrap();
+    // Someone else (another thread) still cannot get it.
+    let (f, o) = (file.clone(), opts(&cfg, Duration::from_secs(1)));
+    let busy = std::thread::spawn(move || session_lock::try_acquire(&f, &o).unwrap_err())
+        .join()
+        .unwrap();
+    assert_eq!(busy.kind(), ErrorKind::Busy, "{busy}");
+
+    // Kill a second member: no quorum.
+    let second = (0..3).find(|&i| members[i].is_running()).unwrap();
+    members[second].kill();
+    let (f, o) = (file.clone(), opts(&cfg, Duration::from_secs(3)));
+    let (err, took) = std::thread::spawn(move || {
+        let t = Instant::now();
+        let err = session_lock::acquire_with(&f, &o).expect_err("no lock without quorum");
+        (err, t.elapsed())
+    })
+    .join()
+    .unwrap();
+    eprintln!("acquire without quorum failed after {took:?}: {err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "bounded by the timeout: {took:?}"
+    );
+    assert_ne!(err.kind(), ErrorKind::WouldDeadlock, "{err}");
+    assert!(err.to_string().contains("etcd"), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    // The old guard learns it can no longer count on its lease.
+    let reason = guard
+        .wait_lost(Some(Duration::from_secs(8)))
+        .expect("the old holder counts itself lost");
+    assert!(
+        matches!(reason, LostReason::LeaseExpired { .. }),
+        "{reason:?}"
+    );
+    assert!(guard.append_line("x").is_err());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, "before\nafter leader loss\n");
+}
+
+fn leader_index(eps: &[String]) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (i, ep) in eps.iter().enumerate() {
+            let mut c = etcd_client::Client::connect([format!("http://{ep}")], None)
+                .await
+                .unwrap();
+            let st = c.status().await.unwrap();
+            if st.leader() == st.header().unwrap().member_id() {
+                return i;
+            }
+        }
+        panic!("no leader among {eps:?}");
+    })
+}
+
+#[test]
+fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
+    if skip("unreachable") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("u.jsonl");
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = backend(&[format!("127.0.0.1:{port}")], 2);
+    let t = Instant::now();
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
+    eprintln!("wrong port: {err} after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(4));
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert_eq!(err.to_string().lines().count(), 1);
+    let err = session_lock::try_acquire(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    // Stopped while a waiter waits and a holder holds.
+    let mut etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 2);
+    let guard = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
+    let (o, f) = (opts(&cfg, Duration::from_secs(3)), file.clone());
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        (session_lock::acquire_with(&f, &o), t.elapsed())
+    });
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+    wait_for("waiter to queue", Duration::from_secs(10), || {
+        (waiters(&cfg, &key) == 1).then_some(())
+    });
+    etcd.kill();
+    let (res, took) = waiter.join().unwrap();
+    let err = res.expect_err("no lock from a stopped etcd");
+    eprintln!("stopped mid-wait: {err} after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let reason = guard
+        .wait_lost(Some(Duration::from_secs(4)))
+        .expect("holder counts itself lost");
+    assert!(
+        matches!(reason, LostReason::LeaseExpired { .. }),
+        "{reason:?}"
+    );
+    let rel = guard.release().unwrap_err();
+    assert_eq!(rel.kind(), ErrorKind::LockLost);
+}
+
+#[test]
+fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
+    if skip("try_acquire") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("try");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let o = opts(&cfg, Duration::from_secs(5)).label("first");
+    let g = session_lock::try_acquire(&file, &o).unwrap();
+    assert!(g.fencing_token().unwrap() > 0);
+    assert!(g.share_with_children().is_ok(), "a no-op on etcd");
+    let nested = g.nested().unwrap();
+    // Same thread, same lock: WouldDeadlock, as with files.
+    let e = session_lock::acquire_with(&file, &o).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldDeadlock);
+    let (o2, f2) = (o.clone(), file.clone());
+    let (err, took) = std::thread::spawn(move || {
+        let t = Instant::now();
+        (
+            session_lock::try_acquire(&f2, &o2).unwrap_err(),
+            t.elapsed(),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert_eq!(err.owner().unwrap().pid, Some(std::process::id()));
+    assert_eq!(err.owner().unwrap().label.as_deref(), Some("first"));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // try_acquire left nothing queued.
+    assert_eq!(waiters(&cfg, "try"), 0);
+    nested.release().unwrap();
+    assert!(g.is_held(), "the last guard releases");
+    g.release().unwrap();
+    assert!(row(&cfg, "try").is_none(), "release revoked the key");
+
+    // A key under our prefix that is not ours: one line naming it.
+    let foreign = format!("{}x", cfg.lock_dir("try"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([format!("http://{}", etcd.endpoint())], None)
+            .await
+            .unwrap();
+        c.put(foreign.as_str(), "not a record", None).await.unwrap();
+    });
+    let err = session_lock::acquire_with(&file, &o).unwrap_err();
+    assert!(err.to_string().contains(&foreign), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1);
+}
+
+#[test]
+fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
+    if skip("async") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("async");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.jsonl");
+    let o = opts(&cfg, Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let g = session_lock::tokio::acquire_with(&file, &o).await.unwrap();
+        g.append_line("one").unwrap();
+        let waiting = session_lock::tokio::acquire_with(&file, &o);
+        let r = tokio::time::timeout(Duration::from_millis(300), waiting).await;
+        assert!(
+            r.is_err(),
+            "still held: the acquire is cancelled by the timeout"
+        );
+        let busy = session_lock::tokio::try_acquire(&file, &o)
+            .await
+            .unwrap_err();
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        drop(g);
+    });
+    wait_for(
+        "the cancelled waiter's key to go",
+        Duration::from_secs(3),
+        || row(&cfg, "async").is_none().then_some(()),
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\n");
+}
+
+#[test]
+fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
+    if skip("cli") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.jsonl");
+    let marker = dir.path().join("inside");
+    let script = format!(
+        "if [ -e {m} ]; then echo OVERLAP >&2; exit 9; fi; : > {m}; echo line >> {f}; sleep 0.05; rm {m}",
+        m = marker.display(),
+        f = file.display()
+    );
+    let execs: Vec<Child> = (0..6)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["exec", "-w", "30", "--lease-ttl", "3"])
+                .arg(&file)
+                .args(["-c", &script])
+                .env("SESSION_LOCK_BACKEND", url(&etcd))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut e in execs {
+        assert!(
+            e.wait().unwrap().success(),
+            "exec under etcd failed or overlapped"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n".repeat(6));
+
+    // status: the holder and two waiters.
+    let mut h = Holder::start(&url(&etcd), "5s", &file, &["--label", "cli-holder"], false);
+    let ready = h.expect("ready", Duration::from_secs(10));
+    let waiters_p: Vec<Child> = (0..2)
+        .map(|i| {
+            Command::new(BIN)
+                .args(["--backend", &url(&etcd), "append", "-w", "20"])
+                .arg(&file)
+                .arg(format!("w{i}"))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+    let json = wait_for("status to show 2 waiters", Duration::from_secs(10), || {
+        let out = Command::new(BIN)
+            .args(["--backend", &url(&etcd), "status", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["key"] == key.as_str() && v["waiters"] == 2)
+    });
+    let pid: u64 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(json["owner"]["pid"], pid);
+    assert_eq!(json["owner"]["label"], "cli-holder");
+    assert!(json["token"].as_i64().unwrap() > 0);
+    assert!(json["leaseTtlLeftS"].as_i64().unwrap() > 0);
+    let table = Command::new(BIN)
+        .args(["--backend", &url(&etcd), "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.starts_with("PID"), "{table}");
+    assert!(
+        table.contains(&key) && table.contains("cli-holder"),
+        "{table}"
+    );
+    h.close();
+    for mut w in waiters_p {
+        assert!(w.wait().unwrap().success());
+    }
+
+    let out = Command::new(BIN)
+        .args(["--backend", &url(&etcd), "bench", "--quick", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert!(
+            r["n"].as_u64().unwrap() > 0 && r["p50_us"].as_u64().unwrap() > 0,
+            "{r}"
+        );
+    }
+    eprintln!("bench: {v}");
+}

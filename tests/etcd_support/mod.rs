@@ -1,0 +1,168 @@
+//! Real etcd servers for the etcd backend's tests: free 127.0.0.1 ports,
+//! a temp data dir, killed (and reaped) on drop.
+//!
+//! Without an `etcd` binary on PATH the tests print a skip line and pass,
+//! unless `SESSION_LOCK_REQUIRE_ETCD=1` is set (CI), where they fail.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether etcd is missing and the test should be skipped (prints why).
+/// Panics instead when `SESSION_LOCK_REQUIRE_ETCD=1`.
+pub fn skip(test: &str) -> bool {
+    let found = Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return false;
+    }
+    if std::env::var("SESSION_LOCK_REQUIRE_ETCD").as_deref() == Ok("1") {
+        panic!(
+            "{test}: no `etcd` binary on PATH and SESSION_LOCK_REQUIRE_ETCD=1 (apt-get install etcd-server)"
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: no `etcd` binary on PATH (Debian: apt-get install etcd-server; set SESSION_LOCK_REQUIRE_ETCD=1 to fail instead)"
+    );
+    true
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One etcd member.
+pub struct Etcd {
+    child: Option<Child>,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// `127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kill it now (SIGKILL) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_member(name: &str, client: u16, peer: u16, cluster: &str, token: &str) -> Etcd {
+    let dir = tempfile::tempdir().expect("temp dir for etcd");
+    let child = Command::new("etcd")
+        .args(["--name", name])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster={cluster}"))
+        .arg(format!("--initial-cluster-token={token}"))
+        .args(["--initial-cluster-state", "new"])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    Etcd {
+        child: Some(child),
+        name: name.to_owned(),
+        client_port: client,
+        peer_port: peer,
+        _dir: dir,
+    }
+}
+
+/// Wait until the cluster answers a request through the library (at most 20 s).
+pub fn wait_ready(endpoints: &[String]) {
+    let cfg = session_lock::etcd::EtcdBackend::new(endpoints.to_vec());
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        match session_lock::etcd::status(&cfg) {
+            Ok(_) => return,
+            Err(e) if Instant::now() > until => {
+                panic!("etcd at {endpoints:?} not ready in 20 s: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// One single-member etcd, ready.
+pub fn single() -> Etcd {
+    let (c, p) = (free_port(), free_port());
+    let name = format!("s{c}");
+    let e = spawn_member(
+        &name,
+        c,
+        p,
+        &format!("{name}=http://127.0.0.1:{p}"),
+        &format!("t{c}"),
+    );
+    wait_ready(&[e.endpoint()]);
+    e
+}
+
+/// A 3-member cluster, ready.
+pub fn cluster3() -> Vec<Etcd> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let names: Vec<String> = ports.iter().map(|(c, _)| format!("m{c}")).collect();
+    let cluster = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (_, p))| format!("{n}=http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let token = format!("c{}", ports[0].0);
+    let members: Vec<Etcd> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (c, p))| spawn_member(n, *c, *p, &cluster, &token))
+        .collect();
+    let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
+    wait_ready(&eps);
+    members
+}
+
+/// Poll `f` every 10 ms until it returns Some, failing after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

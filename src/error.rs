@@ -122,11 +122,19 @@ impl fmt::Display for LostReason {
     }
 }
 
-/// The crate's error. See [`Error::kind`], [`Error::lock_path`] and
-/// [`Error::owner`].
+/// The crate's error: opaque, with a [`kind`](Error::kind) to match on and
+/// accessors for what the message says ([`Error::lock_path`],
+/// [`Error::owner`], [`Error::reasons`], [`Error::lost_reason`],
+/// [`Error::timeout`], [`Error::io_error`]). Every message names the lock
+/// path, and the owner where one is known.
+///
+/// Converts into [`std::io::Error`] (`?` in a function returning
+/// `io::Result`), keeping this error as the source.
+pub struct Error(Box<Repr>);
+
+/// What an [`Error`] holds (private: match on [`Error::kind`]).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
+pub(crate) enum Repr {
     /// See [`ErrorKind::Busy`].
     #[error("session file locked: {owner} {}", lock_path.display())]
     Busy {
@@ -209,26 +217,72 @@ fn join_reasons(reasons: &[Reason]) -> String {
         .join(", ")
 }
 
+impl From<Repr> for Error {
+    fn from(r: Repr) -> Error {
+        Error(Box::new(r))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            Repr::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// `Busy` becomes `WouldBlock`, `Timeout` `TimedOut`, `NotAFile`
+    /// `InvalidInput`, `PermissionDenied` and `Unsupported` keep their kind,
+    /// an I/O error keeps its OS kind; the rest are `Other`. The message and
+    /// the source are this error.
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind() {
+            ErrorKind::Busy => io::ErrorKind::WouldBlock,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::NotAFile => io::ErrorKind::InvalidInput,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::Io => e.io_error().map_or(io::ErrorKind::Other, io::Error::kind),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 impl Error {
     /// An I/O error about `path` while doing `op` ("create lock file", ...).
     pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
-        Error::Io {
+        Error::from(Repr::Io {
             op,
             path: path.to_owned(),
             source,
-        }
+        })
     }
 
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Busy { .. } => ErrorKind::Busy,
-            Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::Stale { .. } => ErrorKind::Stale,
-            Error::WouldDeadlock { .. } => ErrorKind::WouldDeadlock,
-            Error::NotAFile { .. } => ErrorKind::NotAFile,
-            Error::LockLost { .. } => ErrorKind::LockLost,
-            Error::Io { source, .. } => match source.kind() {
+        match &*self.0 {
+            Repr::Busy { .. } => ErrorKind::Busy,
+            Repr::Timeout { .. } => ErrorKind::Timeout,
+            Repr::Stale { .. } => ErrorKind::Stale,
+            Repr::WouldDeadlock { .. } => ErrorKind::WouldDeadlock,
+            Repr::NotAFile { .. } => ErrorKind::NotAFile,
+            Repr::LockLost { .. } => ErrorKind::LockLost,
+            Repr::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
                 io::ErrorKind::Unsupported => ErrorKind::Unsupported,
                 _ => ErrorKind::Io,
@@ -239,23 +293,68 @@ impl Error {
     /// The path the error is about (the lock file, or the transcript for
     /// errors while appending to it).
     pub fn lock_path(&self) -> &Path {
-        match self {
-            Error::Busy { lock_path, .. }
-            | Error::Timeout { lock_path, .. }
-            | Error::Stale { lock_path, .. }
-            | Error::WouldDeadlock { lock_path }
-            | Error::NotAFile { lock_path, .. }
-            | Error::LockLost { lock_path, .. } => lock_path,
-            Error::Io { path, .. } => path,
+        match &*self.0 {
+            Repr::Busy { lock_path, .. }
+            | Repr::Timeout { lock_path, .. }
+            | Repr::Stale { lock_path, .. }
+            | Repr::WouldDeadlock { lock_path }
+            | Repr::NotAFile { lock_path, .. }
+            | Repr::LockLost { lock_path, .. } => lock_path,
+            Repr::Io { path, .. } => path,
         }
     }
 
     /// The owner of the lock, where the error is about someone else holding it.
     pub fn owner(&self) -> Option<&Owner> {
-        match self {
-            Error::Busy { owner, .. }
-            | Error::Timeout { owner, .. }
-            | Error::Stale { owner, .. } => Some(owner),
+        match &*self.0 {
+            Repr::Busy { owner, .. } | Repr::Timeout { owner, .. } | Repr::Stale { owner, .. } => {
+                Some(owner)
+            }
+            _ => None,
+        }
+    }
+
+    /// The reasons reported with `Busy`, `Timeout` (report-only ones such as
+    /// `too-old`) and `Stale`; empty otherwise.
+    pub fn reasons(&self) -> &[Reason] {
+        match &*self.0 {
+            Repr::Busy { reasons, .. }
+            | Repr::Timeout { reasons, .. }
+            | Repr::Stale { reasons, .. } => reasons,
+            _ => &[],
+        }
+    }
+
+    /// Why the lock was lost, for [`ErrorKind::LockLost`].
+    pub fn lost_reason(&self) -> Option<&LostReason> {
+        match &*self.0 {
+            Repr::LockLost { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The timeout that ran out, for [`ErrorKind::Timeout`].
+    pub fn timeout(&self) -> Option<Duration> {
+        match &*self.0 {
+            Repr::Timeout { timeout, .. } => Some(*timeout),
+            _ => None,
+        }
+    }
+
+    /// The operating system's error, for `Io`, `PermissionDenied` and
+    /// `Unsupported`.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match &*self.0 {
+            Repr::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// What was found at the lock path, for [`ErrorKind::NotAFile`]
+    /// (`"directory"`, `"symlink"`, `"FIFO"` ...).
+    pub fn found(&self) -> Option<&'static str> {
+        match &*self.0 {
+            Repr::NotAFile { what, .. } => Some(what),
             _ => None,
         }
     }
@@ -273,7 +372,7 @@ mod tests {
 
     #[test]
     fn timeout_message_keeps_the_reference_shape() {
-        let err = Error::Timeout {
+        let err = Error::from(Repr::Timeout {
             lock_path: PathBuf::from("/path/to/s.jsonl.lock"),
             timeout: Duration::from_secs(60),
             owner: Box::new(Owner {
@@ -283,7 +382,7 @@ mod tests {
                 ..Owner::default()
             }),
             reasons: vec![],
-        };
+        });
         assert_eq!(
             err.to_string(),
             "session file locked (timeout 60000ms): pid=1234 alive=true ageMs=5021 /path/to/s.jsonl.lock"
@@ -294,11 +393,11 @@ mod tests {
 
     #[test]
     fn unknown_owner_and_stale_reasons() {
-        let err = Error::Stale {
+        let err = Error::from(Repr::Stale {
             lock_path: PathBuf::from("/x.lock"),
             owner: Box::default(),
             reasons: vec![Reason::TooOld, Reason::HoldExceeded],
-        };
+        });
         assert_eq!(
             err.to_string(),
             "session file lock stale (too-old, hold-exceeded): owner=unknown /x.lock"
@@ -315,5 +414,27 @@ mod tests {
         );
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
         assert_eq!(e.lock_path(), Path::new("/x"));
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+        assert!(io.to_string().contains("/x"), "{io}");
+    }
+
+    #[test]
+    fn contention_converts_to_the_io_kinds_callers_expect() {
+        let busy = Error::from(Repr::Busy {
+            lock_path: PathBuf::from("/x.lock"),
+            owner: Box::default(),
+            reasons: vec![],
+        });
+        assert_eq!(io::Error::from(busy).kind(), io::ErrorKind::WouldBlock);
+        let lost = Error::from(Repr::LockLost {
+            lock_path: PathBuf::from("/x.lock"),
+            reason: LostReason::Removed,
+        });
+        assert_eq!(lost.lost_reason(), Some(&LostReason::Removed));
+        let io = io::Error::from(lost);
+        assert_eq!(io.kind(), io::ErrorKind::Other);
+        let inner = io.into_inner().expect("the error itself");
+        assert!(inner.downcast_ref::<Error>().is_some());
     }
 }

@@ -42,7 +42,7 @@
 //!    `invalid-createdAt`); no valid pid: by mtime only, as in rule 2;
 //!    anything else (dead, recycled, our own orphan): **reclaimable**.
 
-use crate::error::{Error, Owner, Result};
+use crate::error::{Error, Owner, Repr, Result};
 use crate::record::{MAX_RECORD_BYTES, OwnerRecord, ParsedRecord, RECORD_VERSION};
 use crate::sys::{self, FileId, PidState};
 use serde::Serialize;
@@ -513,10 +513,10 @@ pub(crate) struct Observed {
 }
 
 fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> Error {
-    Error::NotAFile {
+    Error::from(Repr::NotAFile {
         lock_path: path.to_owned(),
         what: sys::file_kind(meta.file_type()),
-    }
+    })
 }
 
 /// Open, probe and judge the lock file at `lock_path`. `Ok(None)`: it does

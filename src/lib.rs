@@ -163,3 +163,13 @@ pub mod __private {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+// The guard may move to another thread or task and be shared; options and
+// errors cross threads too. Checked at compile time.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LockGuard>();
+    send_sync::<LockOptions>();
+    send_sync::<Error>();
+    send_sync::<Inspection>();
+};

@@ -66,7 +66,32 @@ pub struct LockOptions {
     pub(crate) from_async: bool,
     /// Where the lock lives (default: the lock file).
     pub(crate) backend: crate::Backend,
+    /// Called once when a wait has lasted this long (see `on_wait`).
+    pub(crate) on_wait: Option<WaitHook>,
 }
+
+/// The contention hook of [`LockOptions::on_wait`].
+#[derive(Clone)]
+pub(crate) struct WaitHook {
+    pub(crate) after: Duration,
+    pub(crate) call: std::sync::Arc<dyn Fn(&crate::Inspection) + Send + Sync>,
+}
+
+impl std::fmt::Debug for WaitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitHook")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for WaitHook {
+    fn eq(&self, other: &Self) -> bool {
+        self.after == other.after && std::sync::Arc::ptr_eq(&self.call, &other.call)
+    }
+}
+
+impl Eq for WaitHook {}
 
 impl Default for LockOptions {
     fn default() -> Self {
@@ -79,43 +104,51 @@ impl Default for LockOptions {
             fail_on_stale: false,
             from_async: false,
             backend: crate::Backend::File,
+            on_wait: None,
         }
     }
 }
 
 impl LockOptions {
     /// The defaults: timeout 60 s, stale 30 min, max hold 5 min, orphan grace 5 s.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
     /// How long `acquire` waits in total.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
     /// Wait without a time limit.
+    #[must_use]
     pub fn no_timeout(mut self) -> Self {
         self.timeout = None;
         self
     }
     /// Age past which a live holder is reported `too-old` (never removed for it).
+    #[must_use]
     pub fn stale(mut self, stale: Duration) -> Self {
         self.stale = stale;
         self
     }
     /// How long the lock may be held before the watchdog force-releases it.
     /// Capped at [`MAX_HOLD_CAP`].
+    #[must_use]
     pub fn max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = max_hold.min(MAX_HOLD_CAP);
         self
     }
     /// Grace for empty or malformed lock files (judged by mtime); the
     /// effective grace is `min(stale, orphan_grace)`, as in the reference.
+    #[must_use]
     pub fn orphan_grace(mut self, grace: Duration) -> Self {
         self.orphan_grace = grace;
         self
     }
     /// Free text stored in the owner record (who and why), at most 1 KiB.
+    #[must_use]
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(crate::record::clip_label(&label.into()));
         self
@@ -123,14 +156,42 @@ impl LockOptions {
     /// Fail at once with [`crate::ErrorKind::Stale`] when the holder is alive
     /// but past the stale threshold or its own max hold, instead of waiting
     /// (the reference's behaviour). Default: wait.
+    #[must_use]
     pub fn fail_on_stale(mut self, yes: bool) -> Self {
         self.fail_on_stale = yes;
         self
     }
     /// Where the lock lives: [`crate::Backend::File`] (the default) or,
     /// with the `etcd` feature, an etcd cluster (see `docs/distributed.md`).
+    #[must_use]
     pub fn backend(mut self, backend: crate::Backend) -> Self {
         self.backend = backend;
+        self
+    }
+    /// Call `hook` once, with the holder's inspection, when `acquire` (blocking
+    /// or async) has waited `after` for the lock; it runs on the waiting
+    /// thread or task, so it should be quick (print a line, bump a metric).
+    /// The command line prints its "waiting for the lock held by ..." line
+    /// this way (cargo does the same for its own lock).
+    ///
+    /// ```
+    /// use session_lock::LockOptions;
+    /// use std::time::Duration;
+    /// let opts = LockOptions::new().on_wait(Duration::from_secs(1), |insp| {
+    ///     eprintln!("waiting for the lock held by {}", insp.owner());
+    /// });
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn on_wait(
+        mut self,
+        after: Duration,
+        hook: impl Fn(&crate::Inspection) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_wait = Some(WaitHook {
+            after,
+            call: std::sync::Arc::new(hook),
+        });
         self
     }
     /// The configured backend.

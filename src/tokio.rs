@@ -107,6 +107,9 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                         // the record after its wake-up.
                         let recheck =
                             now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                        let recheck = acq
+                            .wait_hook(now.into_std())
+                            .map_or(recheck, |h| recheck.min(h.into()));
                         let until = deadline.map_or(recheck, |d| d.min(recheck));
                         acq.woken_by_event = tokio::select! {
                             _ = Changed { watch: w, seen, slot: None } => true,

@@ -409,3 +409,29 @@ fn read_only_directory_is_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let first = session_lock::acquire_with(&t, &LockOptions::new().label("first")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let opts = {
+        let calls = calls.clone();
+        let tx = std::sync::Mutex::new(tx);
+        LockOptions::new()
+            .timeout(WAIT)
+            .on_wait(Duration::from_millis(50), move |insp| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.lock().unwrap().send(insp.owner().label.clone());
+            })
+    };
+    let t2 = t.clone();
+    let waiter = std::thread::spawn(move || session_lock::acquire_with(&t2, &opts).map(drop));
+    let label = rx.recv_timeout(WAIT).expect("the hook never ran");
+    assert_eq!(label.as_deref(), Some("first"));
+    first.release().unwrap();
+    within(WAIT, "waiter", move || waiter.join().unwrap()).expect("acquired after the hook");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

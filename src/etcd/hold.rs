@@ -3,7 +3,7 @@
 //! way it wraps a lock-file hold.
 
 use super::{EtcdBackend, block, map_err, on_etcd_thread};
-use crate::error::{Error, LostReason, Result};
+use crate::error::{Error, LostReason, Repr, Result};
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
@@ -390,9 +390,9 @@ pub(crate) fn check_deadlock(cfg: &EtcdBackend, key: &str, opts: &LockOptions) -
         && h.shared.lost().is_none()
         && !h.shared.state().finished
     {
-        return Err(Error::WouldDeadlock {
+        return Err(Error::from(Repr::WouldDeadlock {
             lock_path: h.lock_path.clone(),
-        });
+        }));
     }
     Ok(())
 }
@@ -504,10 +504,10 @@ impl EtcdHold {
     }
 
     fn lost_error(&self, reason: LostReason) -> Error {
-        Error::LockLost {
+        Error::from(Repr::LockLost {
             lock_path: self.lock_path.clone(),
             reason,
-        }
+        })
     }
 
     pub(crate) fn check(&self) -> Result<()> {

@@ -33,7 +33,7 @@ mod hold;
 pub(crate) use hold::release_all;
 pub use hold::{EtcdHold, wakes};
 
-use crate::error::{Error, Owner, Result};
+use crate::error::{Error, Owner, Repr, Result};
 use crate::options::LockOptions;
 use crate::record::{OwnerRecord, ParsedRecord};
 use etcd_client::{
@@ -350,7 +350,9 @@ mod tonic_code {
 
 fn unreachable_error(url: &str, within: Duration, last: Option<Error>) -> Error {
     let why = match last {
-        Some(Error::Io { source, .. }) => format!(" (last error: {source})"),
+        Some(e) if e.io_error().is_some() => {
+            format!(" (last error: {})", e.io_error().expect("checked"))
+        }
         Some(e) => format!(" (last error: {e})"),
         None => String::new(),
     };
@@ -641,11 +643,11 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
 
     // try_acquire: if someone holds it, say who without creating anything.
     if try_only && let Some(h) = holder(&mut client, &cfg, &dir, None).await? {
-        return Err(Error::Busy {
+        return Err(Error::from(Repr::Busy {
             lock_path,
             owner: Box::new(h.owner()),
             reasons: vec![],
-        });
+        }));
     }
 
     let ttl_s = cfg.lease_ttl.as_secs() as i64;
@@ -744,11 +746,11 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         } else if try_only {
             // Someone got in between our look and our put (the caller
             // revokes our lease).
-            return Err(Error::Busy {
+            return Err(Error::from(Repr::Busy {
                 lock_path,
                 owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
                 reasons: vec![],
-            });
+            }));
         } else {
             let d = dir.clone();
             let g = rpc(&cfg, deadline, &client, |mut c| {
@@ -759,12 +761,12 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             let rev = g.header().map(|h| h.revision()).unwrap_or_default();
             let kvs = g.kvs();
             if kvs.first().is_none_or(|kv| kv.key() != my_key.as_bytes()) {
-                return Err(Error::LockLost {
+                return Err(Error::from(Repr::LockLost {
                     lock_path,
                     reason: crate::LostReason::LeaseExpired {
                         detail: "our contender key vanished while we waited".into(),
                     },
-                });
+                }));
             }
             match kvs.get(1) {
                 Some(kv) => (Some(Contender::from_kv(kv, &dir)?), rev),
@@ -774,7 +776,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         let Some(pred) = pred else {
             // Nobody created before us is left: we hold the lock.
             if let Some(reason) = shared.lost() {
-                return Err(Error::LockLost { lock_path, reason });
+                return Err(Error::from(Repr::LockLost { lock_path, reason }));
             }
             revoker.armed = false;
             return Ok(EtcdHold::new(
@@ -813,15 +815,15 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                 if let Ok(Some(h)) = holder(&mut client, &cfg, &dir, Some(Instant::now() + Duration::from_millis(500))).await {
                     last_holder = Some(h);
                 }
-                return Err(Error::Timeout {
+                return Err(Error::from(Repr::Timeout {
                     lock_path,
                     timeout: opts.timeout.unwrap_or(Duration::MAX),
                     owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
                     reasons: vec![],
-                });
+                }));
             }
             reason = shared.wait_lost() => {
-                return Err(Error::LockLost { lock_path, reason });
+                return Err(Error::from(Repr::LockLost { lock_path, reason }));
             }
         }
         first = None;

@@ -6,7 +6,7 @@
 //! inspection in this process can ask "held by us?" without waiting for a
 //! release or append in progress; a lost hold is never "held by us".
 
-use crate::error::{Error, LostReason, Result};
+use crate::error::{Error, LostReason, Repr, Result};
 use crate::lock::LockPaths;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
@@ -81,9 +81,9 @@ pub(crate) fn check_deadlock(paths: &LockPaths) -> Result<()> {
         && h.thread == Some(std::thread::current().id())
         && h.is_live()
     {
-        return Err(Error::WouldDeadlock {
+        return Err(Error::from(Repr::WouldDeadlock {
             lock_path: paths.lock.clone(),
-        });
+        }));
     }
     Ok(())
 }
@@ -163,10 +163,10 @@ impl Held {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(Error::io("remove lock file", &self.paths.lock, e)),
             },
-            Err(reason) => Err(Error::LockLost {
+            Err(reason) => Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason,
-            }),
+            })),
         };
         // Closing drops the flock only now, after the unlink: a contender
         // can never see our path with the witness free while we hold it.
@@ -220,10 +220,10 @@ impl Held {
     fn add_ref(&self) -> Result<()> {
         let mut st = self.state();
         if let Some(reason) = &st.lost {
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason: reason.clone(),
-            });
+            }));
         }
         st.refs += 1;
         Ok(())
@@ -239,13 +239,13 @@ impl Held {
         if let Some(reason) = st.lost.clone() {
             drop(st);
             self.unregister();
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason,
-            });
+            }));
         }
         let outcome = self.remove_file(&mut st);
-        if let Err(Error::LockLost { reason, .. }) = &outcome {
+        if let Some(reason) = outcome.as_ref().err().and_then(Error::lost_reason) {
             self.mark_lost(&mut st, reason.clone());
         }
         drop(st);
@@ -255,16 +255,16 @@ impl Held {
 
     fn check_locked(&self, st: &mut HeldState) -> Result<()> {
         if let Some(reason) = &st.lost {
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason: reason.clone(),
-            });
+            }));
         }
         if st.witness.is_none() {
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason: LostReason::ReleasedAll,
-            });
+            }));
         }
         if let Err(reason) = self.verify_path() {
             // Someone removed or replaced our file: we no longer hold it.
@@ -273,10 +273,10 @@ impl Held {
             st.sentinel = None;
             st.transcript = None;
             self.mark_lost(st, reason.clone());
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason,
-            });
+            }));
         }
         Ok(())
     }
@@ -479,10 +479,10 @@ impl LockGuard {
         let mut st = held.state();
         held.check_locked(&mut st)?;
         let Some(witness) = st.witness.as_ref() else {
-            return Err(Error::LockLost {
+            return Err(Error::from(Repr::LockLost {
                 lock_path: held.paths.lock.clone(),
                 reason: LostReason::ReleasedAll,
-            });
+            }));
         };
         sys::set_inheritable(witness, inherit)
             .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))
@@ -604,7 +604,7 @@ impl Drop for LockGuard {
         }
         match self.release_ref() {
             Ok(()) => {}
-            Err(Error::LockLost { .. }) => {
+            Err(e) if e.kind() == crate::ErrorKind::LockLost => {
                 // Already reported when it happened (watchdog warning or a
                 // failed check); nothing of ours is left to remove.
             }

@@ -10,7 +10,7 @@ pub(crate) mod held;
 pub(crate) mod publish;
 pub(crate) mod wait;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Repr, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};
 use crate::options::LockOptions;
 use crate::sys::{self, FileId};
@@ -425,6 +425,10 @@ pub(crate) struct Acquirer<'a> {
     /// The last step found a reclaimable lock under another reclaimer's
     /// live guard (the lock as judged then).
     guarded: Option<Box<Inspection>>,
+    /// When this acquire began (for `LockOptions::on_wait`).
+    started: Instant,
+    /// The `on_wait` hook has run.
+    hooked: bool,
 }
 
 impl<'a> Acquirer<'a> {
@@ -442,6 +446,8 @@ impl<'a> Acquirer<'a> {
             rewaited: false,
             settle: 0,
             guarded: None,
+            started: Instant::now(),
+            hooked: false,
         }
     }
 
@@ -582,6 +588,21 @@ impl<'a> Acquirer<'a> {
         Ok(())
     }
 
+    /// Run the `on_wait` hook once the wait has lasted long enough; until
+    /// then, the instant at which the caller must wake up to run it.
+    pub(crate) fn wait_hook(&mut self, now: Instant) -> Option<Instant> {
+        let hook = self.opts.on_wait.as_ref().filter(|_| !self.hooked)?;
+        let at = self.started.checked_add(hook.after)?;
+        if now < at {
+            return Some(at);
+        }
+        if let Some(insp) = self.last_inspection() {
+            (hook.call)(insp);
+            self.hooked = true;
+        }
+        None
+    }
+
     /// The error for a `Wait` that may not wait: `Stale` with
     /// `fail_on_stale`, `Timeout` past the deadline.
     pub(crate) fn check_wait(&self, deadline: Option<Instant>, now: Instant) -> Result<()> {
@@ -603,20 +624,20 @@ pub(crate) fn timeout_error(
     opts: &LockOptions,
     last: Option<&Inspection>,
 ) -> Error {
-    Error::Timeout {
+    Error::from(Repr::Timeout {
         lock_path: paths.lock.clone(),
         timeout: opts.timeout.unwrap_or(Duration::MAX),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
-    }
+    })
 }
 
 pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
-    Error::Stale {
+    Error::from(Repr::Stale {
         lock_path: paths.lock.clone(),
         owner: Box::new(insp.owner()),
         reasons: insp.reasons.clone(),
-    }
+    })
 }
 
 /// Acquire the lock on `target` with the default options (timeout 60 s).
@@ -691,6 +712,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 };
                 acq.prepare()?;
                 let recheck = now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
                 acq.woken_by_event = w.wait(until);
                 count_wake(
@@ -755,11 +777,11 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         return Err(stale_error(paths, insp));
     }
     let last = acq.last_inspection();
-    Err(Error::Busy {
+    Err(Error::from(Repr::Busy {
         lock_path: paths.lock.clone(),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
-    })
+    }))
 }
 
 /// Inspect the lock of `target` (or a lock file path ending in `.lock`)

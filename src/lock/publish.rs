@@ -31,7 +31,7 @@
 //! creation. The blocking API also prepares its record before it sleeps;
 //! the async API does not (see `src/tokio.rs`).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Repr, Result};
 use crate::inspect::SelfIdentity;
 use crate::lock::LockPaths;
 use crate::lock::held::Held;
@@ -83,10 +83,10 @@ pub(crate) fn build_record(opts: &LockOptions, token: String, witness: bool) -> 
 
 pub(crate) fn create_error(path: &Path, e: io::Error) -> Error {
     if sys::is_symlink_error(&e) {
-        return Error::NotAFile {
+        return Error::from(Repr::NotAFile {
             lock_path: path.to_owned(),
             what: "symlink",
-        };
+        });
     }
     Error::io("create lock file", path, e)
 }
@@ -114,7 +114,10 @@ impl Prepared {
     pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
         match Self::create_in(paths, opts) {
             // The (cached, canonical) directory vanished: recreate it, once.
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|s| s.kind() == io::ErrorKind::NotFound) =>
+            {
                 std::fs::create_dir_all(&paths.dir)
                     .map_err(|e| Error::io("create directory", &paths.dir, e))?;
                 Self::create_in(paths, opts)

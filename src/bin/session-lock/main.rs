@@ -14,7 +14,7 @@ use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPat
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Lock files considered in a directory: the transcripts' (`*.jsonl.lock`).
 const DEFAULT_SUFFIX: &str = ".jsonl.lock";
@@ -343,44 +343,16 @@ pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<Lock
         let _ = announcer.join();
         return out;
     }
-    let start = Instant::now();
-    let first = match opts.get_timeout() {
-        Some(t) if t <= ANNOUNCE_AFTER => return session_lock::acquire_with(file, opts),
-        _ => opts.clone().timeout(ANNOUNCE_AFTER),
-    };
-    match session_lock::acquire_with(file, &first) {
-        Err(e) if e.kind() == ErrorKind::Timeout => {
-            let who = session_lock::inspect(file, opts)
-                .ok()
-                .flatten()
-                .map(|i| describe_owner(&i))
-                .unwrap_or_else(|| "another process".into());
-            eprintln!(
-                "session-lock: waiting for the lock on {} (held by {who})",
-                file.display()
-            );
-            let rest = match opts.get_timeout() {
-                Some(t) => opts.clone().timeout(t.saturating_sub(start.elapsed())),
-                None => opts.clone(),
-            };
-            match session_lock::acquire_with(file, &rest) {
-                // Report the timeout the user asked for, not what was left.
-                Err(Error::Timeout {
-                    lock_path,
-                    owner,
-                    reasons,
-                    ..
-                }) => Err(Error::Timeout {
-                    lock_path,
-                    timeout: opts.get_timeout().unwrap_or(Duration::MAX),
-                    owner,
-                    reasons,
-                }),
-                other => other,
-            }
-        }
-        other => other,
-    }
+    // One acquisition: the library calls back once the wait has lasted a
+    // second, with the holder it is waiting for.
+    let name = file.display().to_string();
+    let opts = opts.clone().on_wait(ANNOUNCE_AFTER, move |insp| {
+        eprintln!(
+            "session-lock: waiting for the lock on {name} (held by {})",
+            describe_owner(insp)
+        );
+    });
+    session_lock::acquire_with(file, &opts)
 }
 
 /// A transcript argument must name a file: a directory there would put

@@ -2,7 +2,7 @@
 //! where one is known, the owner, so that a person reading the message knows
 //! what to do next.
 
-use crate::inspect::Reason;
+use crate::verdict::Reason;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -110,18 +110,20 @@
 #![cfg_attr(feature = "signals", deny(unsafe_code))]
 #![cfg_attr(not(feature = "signals"), forbid(unsafe_code))]
 
+pub mod attention;
 mod backend;
-pub mod classify;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod inspect;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
+mod identity;
+mod inspect;
 mod lock;
-pub mod monitor;
 mod options;
 pub mod record;
-pub mod recovery;
 #[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;
@@ -131,8 +133,10 @@ mod time;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
-pub mod watchdog;
+mod verdict;
+mod watchdog;
 
+pub use attention::recovery::{lock_activity, lock_attention};
 pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use inspect::{Inspection, Reason, Verdict, Witness};
@@ -142,13 +146,20 @@ pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
 };
-pub use recovery::{lock_activity, lock_attention};
-pub use sys::PidState;
 pub use time::{DURATION_SYNTAX, parse_duration};
 
+/// Testing only (feature `fault-injection`, never in production builds):
+/// the pure decision function and its inputs, for property tests, and
+/// counters that prove waits are woken by the kernel.
+#[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::inspect::{
+        Facts, PidFacts, Policy, SelfIdentity, decide, needs_pid_probe, record_age,
+    };
     pub use crate::lock::wait::SAFETY_RECHECK;
+    pub use crate::sys::PidState;
+    pub use crate::watchdog::armed_count;
     /// Waits ended (by an event, by the timer) so far on this thread.
     pub fn wait_wakeups() -> (u64, u64) {
         crate::lock::WAKES.with(|w| w.get())

@@ -10,17 +10,23 @@
 //! [`crate::LockGuard::wait_lost`] or [`crate::LockGuard::lost`], and logs
 //! a warning with the reference's wording.
 
-use crate::error::LostReason;
-use crate::lock::held::Held;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
-type Key = (Instant, u64);
+/// Something with a deadline: the watchdog calls [`Expire::expire`] on it
+/// once the deadline passes (the watchdog knows nothing else about it).
+pub(crate) trait Expire: Send + Sync {
+    /// The deadline passed: force-release, mark lost, say so.
+    fn expire(self: std::sync::Arc<Self>);
+}
+
+/// A deadline armed with [`arm`], for [`disarm`].
+pub(crate) type Key = (Instant, u64);
 
 struct State {
-    deadlines: BTreeMap<Key, Weak<Held>>,
+    deadlines: BTreeMap<Key, Weak<dyn Expire>>,
     /// When the thread will wake by itself (`None`: it waits for a notify).
     /// Arming a later deadline needs no wake-up: on an uncontended
     /// acquire/release loop that saves a futex wake per acquisition.
@@ -79,8 +85,8 @@ impl Watchdog {
                 Some(key) => {
                     let weak = st.deadlines.remove(&key);
                     drop(st);
-                    if let Some(held) = weak.and_then(|w| w.upgrade()) {
-                        expire(&held);
+                    if let Some(target) = weak.and_then(|w| w.upgrade()) {
+                        target.expire();
                     }
                     st = self.lock();
                 }
@@ -89,37 +95,15 @@ impl Watchdog {
     }
 }
 
-fn expire(held: &Arc<Held>) {
-    let held_ms = held.acquired.elapsed().as_millis() as u64;
-    let max_hold_ms = held.max_hold.as_millis() as u64;
-    let reason = LostReason::MaxHoldExceeded {
-        held_ms,
-        max_hold_ms,
-    };
-    if held.force_release(reason) {
-        // The reference's wording, so existing log alerts keep matching.
-        tracing::warn!(
-            lock_path = %held.paths.lock.display(),
-            held_ms,
-            max_hold_ms,
-            "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {}",
-            held.paths.lock.display()
-        );
-    }
-}
-
-/// Start watching `held`'s max hold.
-pub(crate) fn arm(held: &Arc<Held>) {
+/// Call `target.expire()` at `deadline` unless disarmed first. The
+/// watchdog keeps only a weak reference: a target dropped without
+/// disarming is simply skipped.
+pub(crate) fn arm(deadline: Instant, target: Weak<dyn Expire>) -> Key {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let deadline = held
-        .acquired
-        .checked_add(held.max_hold)
-        .unwrap_or_else(|| held.acquired + crate::options::MAX_HOLD_CAP);
     let key = (deadline, SEQ.fetch_add(1, Ordering::Relaxed));
-    *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
     let wd = watchdog();
     let mut st = wd.lock();
-    st.deadlines.insert(key, Arc::downgrade(held));
+    st.deadlines.insert(key, target);
     let notify = st.wakes_at.is_none_or(|at| deadline < at);
     if notify {
         // The thread recomputes `wakes_at` when it runs; until then, treat
@@ -130,21 +114,16 @@ pub(crate) fn arm(held: &Arc<Held>) {
     if notify {
         wd.cv.notify_one();
     }
+    key
 }
 
-/// Stop watching `held` (released or lost).
-pub(crate) fn disarm(held: &Held) {
-    let key = held
-        .watchdog_key
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    if let Some(key) = key {
-        watchdog().lock().deadlines.remove(&key);
-    }
+/// Stop watching the deadline `key` (released or lost).
+pub(crate) fn disarm(key: Key) {
+    watchdog().lock().deadlines.remove(&key);
 }
 
 /// How many deadlines the watchdog is tracking (for tests and `status`).
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 pub fn armed_count() -> usize {
     watchdog().lock().deadlines.len()
 }

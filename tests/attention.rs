@@ -4,15 +4,15 @@
 mod common;
 
 use common::*;
-use session_lock::classify::{
-    ActivitySnapshot, EventType, Reason as AttnReason, SessionState, classify,
+use session_lock::attention::classify::{
+    ActivitySnapshot, AttentionReason as AttnReason, EventType, SessionState, classify,
 };
-use session_lock::monitor::{RecoveryAction, RecoveryStatus};
-use session_lock::recovery::{Recovery, RecoveryRequest};
+use session_lock::attention::monitor::{RecoveryAction, RecoveryStatus};
+use session_lock::attention::recovery::{Recovery, RecoveryRequest};
 use session_lock::{LockOptions, lock_activity};
 use std::path::Path;
 
-fn attention_from_lock(t: &Path, stale_ms: u64) -> session_lock::classify::Attention {
+fn attention_from_lock(t: &Path, stale_ms: u64) -> session_lock::attention::classify::Attention {
     let insp = session_lock::inspect(t, &LockOptions::new())
         .unwrap()
         .expect("a lock file");
@@ -174,7 +174,7 @@ fn two_recoveries_at_once_release_once() {
 /// (issue 10: a lock held for 0.3 s used to be `session.long_running`).
 #[test]
 fn lock_attention_reports_only_what_the_lock_alone_supports() {
-    use session_lock::classify::{ActiveWorkKind, Classification};
+    use session_lock::attention::classify::{ActiveWorkKind, Classification};
     let dir = tempfile::tempdir().unwrap();
     let attention = |t: &Path| {
         let insp = session_lock::inspect(t, &LockOptions::new())

@@ -10,9 +10,11 @@ mod common;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use session_lock::inspect::{Facts, PidFacts, Policy, SelfIdentity, decide, record_age};
+use session_lock::__private::{
+    Facts, PidFacts, PidState, Policy, SelfIdentity, decide, record_age,
+};
 use session_lock::record::{MAX_RECORD_BYTES, OwnerRecord, ParsedRecord, RECORD_VERSION};
-use session_lock::{PidState, Reason, Verdict, Witness};
+use session_lock::{Reason, Verdict, Witness};
 use std::time::Duration;
 
 const NOW: i64 = 1_796_032_447_000;

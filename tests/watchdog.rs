@@ -116,7 +116,7 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
-    let base = session_lock::watchdog::armed_count();
+    let base = session_lock::__private::armed_count();
     let handles: Vec<_> = [450u64, 150, 300]
         .into_iter()
         .map(|ms| {
@@ -135,9 +135,9 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
         &LockOptions::new().max_hold(Duration::from_millis(100)),
     )
     .unwrap();
-    assert_eq!(session_lock::watchdog::armed_count(), base + 4);
+    assert_eq!(session_lock::__private::armed_count(), base + 4);
     drop(dropped);
-    assert_eq!(session_lock::watchdog::armed_count(), base + 3);
+    assert_eq!(session_lock::__private::armed_count(), base + 3);
     for h in handles {
         assert!(matches!(
             h.join().unwrap(),
@@ -145,7 +145,7 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
         ));
     }
     assert_eq!(*order.lock().unwrap(), vec![150, 300, 450]);
-    assert_eq!(session_lock::watchdog::armed_count(), base);
+    assert_eq!(session_lock::__private::armed_count(), base);
     assert!(!dir.path().join("dropped.jsonl.lock").exists());
 }
 

@@ -88,6 +88,27 @@ pub(crate) fn check_deadlock(paths: &LockPaths) -> Result<()> {
     Ok(())
 }
 
+impl crate::watchdog::Expire for Held {
+    /// Max hold reached: force-release and warn with the reference's wording.
+    fn expire(self: Arc<Self>) {
+        let held_ms = self.acquired.elapsed().as_millis() as u64;
+        let max_hold_ms = self.max_hold.as_millis() as u64;
+        let reason = LostReason::MaxHoldExceeded {
+            held_ms,
+            max_hold_ms,
+        };
+        if self.force_release(reason) {
+            tracing::warn!(
+                lock_path = %self.paths.lock.display(),
+                held_ms,
+                max_hold_ms,
+                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {}",
+                self.paths.lock.display()
+            );
+        }
+    }
+}
+
 impl Held {
     pub(crate) fn new(
         paths: LockPaths,
@@ -118,7 +139,13 @@ impl Held {
             lost_cv: Condvar::new(),
         });
         lock_registry().insert(held.paths.lock.clone(), held.clone());
-        crate::watchdog::arm(&held);
+        let deadline = held
+            .acquired
+            .checked_add(held.max_hold)
+            .unwrap_or_else(|| held.acquired + crate::options::MAX_HOLD_CAP);
+        let weak: std::sync::Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&held) as _;
+        let key = crate::watchdog::arm(deadline, weak);
+        *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
         held
     }
 
@@ -186,7 +213,14 @@ impl Held {
             reg.remove(&self.paths.lock);
         }
         drop(reg);
-        crate::watchdog::disarm(self);
+        let key = self
+            .watchdog_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(key) = key {
+            crate::watchdog::disarm(key);
+        }
     }
 
     fn mark_lost(&self, st: &mut HeldState, reason: LostReason) {

@@ -386,6 +386,7 @@ pub(crate) const RECLAIM_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Steps taken by acquire loops in this process (tests count them to prove
 /// that waiting does not poll).
+#[cfg(feature = "fault-injection")]
 pub(crate) static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Short re-checks after a close event on a still-held lock (1+2+...+128 ms).
@@ -400,6 +401,10 @@ thread_local! {
 
 /// Count how a wait ended: `by_event`, or by the safety re-check (`recheck`).
 pub(crate) fn count_wake(by_event: bool, recheck: bool) {
+    // Counted only for the tests: no counters on the production path.
+    if !cfg!(feature = "fault-injection") {
+        return;
+    }
     WAKES.with(|w| {
         let (e, t) = w.get();
         w.set((e + u64::from(by_event), t + u64::from(!by_event && recheck)));
@@ -486,6 +491,7 @@ impl<'a> Acquirer<'a> {
     }
 
     pub(crate) fn step(&mut self) -> Result<Step> {
+        #[cfg(feature = "fault-injection")]
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.guarded = None;
         let woken = std::mem::take(&mut self.woken_by_event);

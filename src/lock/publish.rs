@@ -32,7 +32,7 @@
 //! the async API does not (see `src/tokio.rs`).
 
 use crate::error::{Error, Repr, Result};
-use crate::inspect::SelfIdentity;
+use crate::identity::SelfIdentity;
 use crate::lock::LockPaths;
 use crate::lock::held::Held;
 use crate::options::LockOptions;

@@ -202,7 +202,7 @@ impl EventType {
 /// Why a session was classified the way it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub enum AttentionReason {
     /// Active work, no queue, progressing (row 5).
     ActiveWork,
     /// Queued work waits behind progressing active work (row 5).
@@ -225,7 +225,7 @@ pub enum Reason {
     QueuedBehindUntrackedActiveProgress,
 }
 
-impl Reason {
+impl AttentionReason {
     /// The reference name, e.g. `queued_work_without_active_run`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -275,7 +275,7 @@ pub struct Attention {
     /// Event to emit.
     pub event_type: EventType,
     /// Why.
-    pub reason: Reason,
+    pub reason: AttentionReason,
     /// Operator-facing classification.
     pub classification: Classification,
     /// Kind of the active work; `None` when the work is judged orphaned or
@@ -328,9 +328,9 @@ pub fn classify(
             Some(age) if age <= stale_ms => Attention {
                 event_type: EventType::LongRunning,
                 reason: if queued {
-                    Reason::QueuedBehindUntrackedActiveProgress
+                    AttentionReason::QueuedBehindUntrackedActiveProgress
                 } else {
-                    Reason::UntrackedActiveProgress
+                    AttentionReason::UntrackedActiveProgress
                 },
                 classification: Classification::LongRunning,
                 active_work_kind: None,
@@ -338,9 +338,9 @@ pub fn classify(
             },
             // Row 7.
             _ => stuck(if queued {
-                Reason::QueuedWorkWithoutActiveRun
+                AttentionReason::QueuedWorkWithoutActiveRun
             } else {
-                Reason::StaleSessionState
+                AttentionReason::StaleSessionState
             }),
         };
     };
@@ -352,7 +352,7 @@ pub fn classify(
         && activity.has_live_owner != Some(true)
         && progress_stale
     {
-        return stuck(Reason::QueuedWorkWithoutActiveRun);
+        return stuck(AttentionReason::QueuedWorkWithoutActiveRun);
     }
 
     let (event_type, reason, classification) = if kind == ActiveWorkKind::ToolCall
@@ -361,7 +361,7 @@ pub fn classify(
     {
         (
             EventType::Stalled,
-            Reason::BlockedToolCall,
+            AttentionReason::BlockedToolCall,
             Classification::BlockedToolCall,
         )
     } else if queued
@@ -373,25 +373,25 @@ pub fn classify(
     {
         (
             EventType::Stalled,
-            Reason::QueuedBehindTerminalActiveWork,
+            AttentionReason::QueuedBehindTerminalActiveWork,
             Classification::StalledAgentRun,
         )
     } else if progress_stale {
         (
             EventType::Stalled,
-            Reason::ActiveWorkWithoutProgress,
+            AttentionReason::ActiveWorkWithoutProgress,
             Classification::StalledAgentRun,
         )
     } else if queued {
         (
             EventType::LongRunning,
-            Reason::QueuedBehindActiveWork,
+            AttentionReason::QueuedBehindActiveWork,
             Classification::LongRunning,
         )
     } else {
         (
             EventType::LongRunning,
-            Reason::ActiveWork,
+            AttentionReason::ActiveWork,
             Classification::LongRunning,
         )
     };
@@ -415,7 +415,7 @@ mod tests {
 
     fn att(
         event_type: EventType,
-        reason: Reason,
+        reason: AttentionReason,
         classification: Classification,
         active_work_kind: Option<ActiveWorkKind>,
         recovery_eligible: bool,
@@ -429,7 +429,7 @@ mod tests {
         }
     }
 
-    fn stuck(reason: Reason) -> Attention {
+    fn stuck(reason: AttentionReason) -> Attention {
         att(
             EventType::Stuck,
             reason,
@@ -439,7 +439,7 @@ mod tests {
         )
     }
 
-    fn long_running(reason: Reason, kind: Option<ActiveWorkKind>) -> Attention {
+    fn long_running(reason: AttentionReason, kind: Option<ActiveWorkKind>) -> Attention {
         att(
             EventType::LongRunning,
             reason,
@@ -449,7 +449,11 @@ mod tests {
         )
     }
 
-    fn stalled(reason: Reason, classification: Classification, kind: ActiveWorkKind) -> Attention {
+    fn stalled(
+        reason: AttentionReason,
+        classification: Classification,
+        kind: ActiveWorkKind,
+    ) -> Attention {
         att(
             EventType::Stalled,
             reason,
@@ -495,11 +499,11 @@ mod tests {
         let empty = ActivitySnapshot::default();
         assert_eq!(
             classify(Unknown, 0, &empty, STALE),
-            stuck(Reason::StaleSessionState)
+            stuck(AttentionReason::StaleSessionState)
         );
         assert_eq!(
             classify(Unknown, 1, &empty, STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
     }
 
@@ -508,11 +512,11 @@ mod tests {
         let a = work(EmbeddedRun, 10_000);
         assert_eq!(
             classify(Unknown, 0, &a, STALE),
-            long_running(Reason::ActiveWork, Some(EmbeddedRun))
+            long_running(AttentionReason::ActiveWork, Some(EmbeddedRun))
         );
         assert_eq!(
             classify(Unknown, 1, &a, STALE),
-            long_running(Reason::QueuedBehindActiveWork, Some(EmbeddedRun))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(EmbeddedRun))
         );
     }
 
@@ -525,7 +529,7 @@ mod tests {
         assert_eq!(
             classify(Unknown, 1, &a, STALE),
             stalled(
-                Reason::QueuedBehindTerminalActiveWork,
+                AttentionReason::QueuedBehindTerminalActiveWork,
                 Classification::StalledAgentRun,
                 EmbeddedRun
             )
@@ -533,7 +537,7 @@ mod tests {
         // Without queued work a terminal reason alone is not a stall.
         assert_eq!(
             classify(Unknown, 0, &a, STALE),
-            long_running(Reason::ActiveWork, Some(EmbeddedRun))
+            long_running(AttentionReason::ActiveWork, Some(EmbeddedRun))
         );
     }
 
@@ -542,7 +546,7 @@ mod tests {
         assert_eq!(
             classify(Unknown, 0, &work(ModelCall, 31_000), STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ModelCall
             )
@@ -554,7 +558,7 @@ mod tests {
         assert_eq!(
             classify(Unknown, 0, &tool(31_000, 31_000), STALE),
             stalled(
-                Reason::BlockedToolCall,
+                AttentionReason::BlockedToolCall,
                 Classification::BlockedToolCall,
                 ToolCall
             )
@@ -562,13 +566,13 @@ mod tests {
         // An old tool with recent progress is not blocked.
         assert_eq!(
             classify(Unknown, 0, &tool(31_000, 1_000), STALE),
-            long_running(Reason::ActiveWork, Some(ToolCall))
+            long_running(AttentionReason::ActiveWork, Some(ToolCall))
         );
         // Stale progress but a young tool: generic stall.
         assert_eq!(
             classify(Unknown, 0, &tool(1_000, 31_000), STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ToolCall
             )
@@ -581,7 +585,7 @@ mod tests {
         assert_eq!(a.has_active_embedded_run, None);
         assert_eq!(
             classify(Idle, 1, &a, STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
         // An explicit `false` is the same as absent.
         let a = ActivitySnapshot {
@@ -590,7 +594,7 @@ mod tests {
         };
         assert_eq!(
             classify(Idle, 1, &a, STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
     }
 
@@ -598,7 +602,7 @@ mod tests {
     fn idle_queued_orphaned_tool_call_is_stuck() {
         assert_eq!(
             classify(Idle, 1, &tool(31_000, 31_000), STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
     }
 
@@ -607,7 +611,7 @@ mod tests {
         assert_eq!(
             classify(Processing, 1, &work(ModelCall, 31_000), STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ModelCall
             )
@@ -623,11 +627,11 @@ mod tests {
         };
         assert_eq!(
             classify(Processing, 1, &a, STALE),
-            long_running(Reason::QueuedBehindUntrackedActiveProgress, None)
+            long_running(AttentionReason::QueuedBehindUntrackedActiveProgress, None)
         );
         assert_eq!(
             classify(Processing, 0, &a, STALE),
-            long_running(Reason::UntrackedActiveProgress, None)
+            long_running(AttentionReason::UntrackedActiveProgress, None)
         );
     }
 
@@ -637,7 +641,7 @@ mod tests {
     fn orphaned_branch_needs_idle_queue_stale_progress_and_no_run() {
         let orphan = work(ModelCall, 31_000);
         let stalled_model = stalled(
-            Reason::ActiveWorkWithoutProgress,
+            AttentionReason::ActiveWorkWithoutProgress,
             Classification::StalledAgentRun,
             ModelCall,
         );
@@ -660,7 +664,7 @@ mod tests {
         // Fresh progress.
         assert_eq!(
             classify(Idle, 1, &work(ModelCall, 30_000), STALE),
-            long_running(Reason::QueuedBehindActiveWork, Some(ModelCall))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(ModelCall))
         );
     }
 
@@ -674,7 +678,7 @@ mod tests {
         assert_eq!(
             classify(Idle, 1, &owned, STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ModelCall
             )
@@ -686,7 +690,7 @@ mod tests {
         assert_eq!(
             classify(Idle, 1, &owned_tool, STALE),
             stalled(
-                Reason::BlockedToolCall,
+                AttentionReason::BlockedToolCall,
                 Classification::BlockedToolCall,
                 ToolCall
             )
@@ -699,7 +703,7 @@ mod tests {
             };
             assert_eq!(
                 classify(Idle, 1, &a, STALE),
-                stuck(Reason::QueuedWorkWithoutActiveRun),
+                stuck(AttentionReason::QueuedWorkWithoutActiveRun),
                 "{has_live_owner:?}"
             );
         }
@@ -726,7 +730,7 @@ mod tests {
                     STALE
                 ),
                 stalled(
-                    Reason::QueuedBehindTerminalActiveWork,
+                    AttentionReason::QueuedBehindTerminalActiveWork,
                     Classification::StalledAgentRun,
                     EmbeddedRun
                 ),
@@ -760,14 +764,14 @@ mod tests {
                 &with_reason(work(ModelCall, 0), reason),
                 STALE
             ),
-            long_running(Reason::QueuedBehindActiveWork, Some(ModelCall))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(ModelCall))
         );
         // Row 1 wins over row 3: an idle queued embedded-run marker with no
         // registered run is orphaned, terminal reason or not.
         let orphan = without_embedded_run(with_reason(work(EmbeddedRun, 31_000), reason));
         assert_eq!(
             classify(Idle, 1, &orphan, STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
     }
 
@@ -777,29 +781,29 @@ mod tests {
     fn age_equal_to_threshold_is_not_stale() {
         assert_eq!(
             classify(Unknown, 0, &work(ModelCall, STALE), STALE),
-            long_running(Reason::ActiveWork, Some(ModelCall))
+            long_running(AttentionReason::ActiveWork, Some(ModelCall))
         );
         assert_eq!(
             classify(Unknown, 0, &work(ModelCall, STALE + 1), STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ModelCall
             )
         );
         assert_eq!(
             classify(Idle, 1, &work(ModelCall, STALE), STALE),
-            long_running(Reason::QueuedBehindActiveWork, Some(ModelCall))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(ModelCall))
         );
         assert_eq!(
             classify(Idle, 1, &work(ModelCall, STALE + 1), STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
         // Tool age at the threshold: not blocked, but stale progress stalls.
         assert_eq!(
             classify(Unknown, 0, &tool(STALE, STALE + 1), STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ToolCall
             )
@@ -807,7 +811,7 @@ mod tests {
         assert_eq!(
             classify(Unknown, 0, &tool(STALE + 1, STALE + 1), STALE),
             stalled(
-                Reason::BlockedToolCall,
+                AttentionReason::BlockedToolCall,
                 Classification::BlockedToolCall,
                 ToolCall
             )
@@ -819,11 +823,11 @@ mod tests {
         };
         assert_eq!(
             classify(Processing, 0, &untracked(STALE), STALE),
-            long_running(Reason::UntrackedActiveProgress, None)
+            long_running(AttentionReason::UntrackedActiveProgress, None)
         );
         assert_eq!(
             classify(Processing, 0, &untracked(STALE + 1), STALE),
-            stuck(Reason::StaleSessionState)
+            stuck(AttentionReason::StaleSessionState)
         );
     }
 
@@ -836,7 +840,7 @@ mod tests {
         // An idle queued orphan with no progress age is not stale...
         assert_eq!(
             classify(Idle, 1, &model, STALE),
-            long_running(Reason::QueuedBehindActiveWork, Some(ModelCall))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(ModelCall))
         );
         // ...and a tool with no ages is not blocked.
         let bare_tool = ActivitySnapshot {
@@ -845,7 +849,7 @@ mod tests {
         };
         assert_eq!(
             classify(Unknown, 0, &bare_tool, STALE),
-            long_running(Reason::ActiveWork, Some(ToolCall))
+            long_running(AttentionReason::ActiveWork, Some(ToolCall))
         );
         // A missing tool age blocks the tool branch even with stale progress.
         let no_tool_age = ActivitySnapshot {
@@ -855,7 +859,7 @@ mod tests {
         assert_eq!(
             classify(Unknown, 0, &no_tool_age, STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ToolCall
             )
@@ -863,7 +867,7 @@ mod tests {
         // With no kind, a missing progress age is not "fresh progress" (row 7).
         assert_eq!(
             classify(Processing, 0, &ActivitySnapshot::default(), STALE),
-            stuck(Reason::StaleSessionState)
+            stuck(AttentionReason::StaleSessionState)
         );
     }
 
@@ -871,15 +875,15 @@ mod tests {
     fn zero_threshold_and_extreme_ages() {
         assert_eq!(
             classify(Unknown, 0, &work(ModelCall, 0), 0),
-            long_running(Reason::ActiveWork, Some(ModelCall))
+            long_running(AttentionReason::ActiveWork, Some(ModelCall))
         );
         assert_eq!(
             classify(Idle, u64::MAX, &tool(u64::MAX, u64::MAX), 0),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
         assert_eq!(
             classify(Idle, 1, &work(ModelCall, u64::MAX), u64::MAX),
-            long_running(Reason::QueuedBehindActiveWork, Some(ModelCall))
+            long_running(AttentionReason::QueuedBehindActiveWork, Some(ModelCall))
         );
     }
 
@@ -1047,7 +1051,7 @@ mod tests {
         assert_eq!(
             classify(Idle, 1, &live, STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 EmbeddedRun
             )
@@ -1056,7 +1060,7 @@ mod tests {
         let dead = ActivitySnapshot::default().merge_lock(Some(&DEAD));
         assert_eq!(
             classify(Idle, 1, &dead, STALE),
-            stuck(Reason::QueuedWorkWithoutActiveRun)
+            stuck(AttentionReason::QueuedWorkWithoutActiveRun)
         );
         // An orphaned model-call marker while a live process holds the lock:
         // the live-owner rule keeps it out of recovery.
@@ -1064,7 +1068,7 @@ mod tests {
         assert_eq!(
             classify(Idle, 1, &orphan, STALE),
             stalled(
-                Reason::ActiveWorkWithoutProgress,
+                AttentionReason::ActiveWorkWithoutProgress,
                 Classification::StalledAgentRun,
                 ModelCall
             )
@@ -1081,7 +1085,7 @@ mod tests {
                 &ActivitySnapshot::default().merge_lock(Some(&young)),
                 STALE
             ),
-            long_running(Reason::ActiveWork, Some(EmbeddedRun))
+            long_running(AttentionReason::ActiveWork, Some(EmbeddedRun))
         );
     }
 
@@ -1106,15 +1110,15 @@ mod tests {
             assert_eq!(json(e), e.as_str());
         }
         for r in [
-            Reason::ActiveWork,
-            Reason::QueuedBehindActiveWork,
-            Reason::QueuedBehindTerminalActiveWork,
-            Reason::ActiveWorkWithoutProgress,
-            Reason::BlockedToolCall,
-            Reason::QueuedWorkWithoutActiveRun,
-            Reason::StaleSessionState,
-            Reason::UntrackedActiveProgress,
-            Reason::QueuedBehindUntrackedActiveProgress,
+            AttentionReason::ActiveWork,
+            AttentionReason::QueuedBehindActiveWork,
+            AttentionReason::QueuedBehindTerminalActiveWork,
+            AttentionReason::ActiveWorkWithoutProgress,
+            AttentionReason::BlockedToolCall,
+            AttentionReason::QueuedWorkWithoutActiveRun,
+            AttentionReason::StaleSessionState,
+            AttentionReason::UntrackedActiveProgress,
+            AttentionReason::QueuedBehindUntrackedActiveProgress,
         ] {
             assert_eq!(json(r), r.as_str());
         }
@@ -1129,7 +1133,7 @@ mod tests {
         assert_eq!(Idle.as_str(), "idle");
         assert_eq!(EventType::Stuck.as_str(), "session.stuck");
         assert_eq!(
-            Reason::QueuedBehindUntrackedActiveProgress.as_str(),
+            AttentionReason::QueuedBehindUntrackedActiveProgress.as_str(),
             "queued_behind_untracked_active_progress"
         );
     }

@@ -50,10 +50,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::classify::{
-    ActiveWorkKind, ActivitySnapshot, Classification, EventType, LockActivity, Reason,
+use crate::attention::classify::{
+    ActiveWorkKind, ActivitySnapshot, AttentionReason, Classification, EventType, LockActivity,
     SessionState, classify,
 };
+pub use crate::attention::recovery::{RecoveryAction, RecoveryStatus};
 
 /// Default age above which a session is classified (reference
 /// `stuckSessionWarnMs`, 120 000 ms).
@@ -202,7 +203,7 @@ pub struct AttentionEvent {
     /// Queued work at the observation.
     pub queue_depth: u64,
     /// Classifier reason.
-    pub reason: Reason,
+    pub reason: AttentionReason,
     /// Classifier classification.
     pub classification: Classification,
     /// Classifier active work kind (absent for orphaned or no work).
@@ -252,45 +253,10 @@ pub struct RecoveryRequested {
     /// Queued work at the observation.
     pub queue_depth: u64,
     /// Classifier reason.
-    pub reason: Reason,
+    pub reason: AttentionReason,
     /// Classifier active work kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_work_kind: Option<ActiveWorkKind>,
-}
-
-/// Outcome status of a stuck-session recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryStatus {
-    /// Active work was aborted.
-    Aborted,
-    /// Stale lanes or locks were released.
-    Released,
-    /// A gate refused to act.
-    Skipped,
-    /// Nothing needed doing.
-    Noop,
-    /// Recovery failed.
-    Failed,
-}
-
-/// Action a stuck-session recovery took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryAction {
-    /// Aborted the embedded run.
-    AbortEmbeddedRun,
-    /// Force-cleared an embedded run that did not abort (later reference
-    /// versions).
-    ForceClearEmbeddedRun,
-    /// Released the session's lane.
-    ReleaseLane,
-    /// Only observed.
-    ObserveOnly,
-    /// Kept the lane because it has live work.
-    KeepLane,
-    /// Nothing.
-    None,
 }
 
 /// A `session.recovery.completed` event.
@@ -339,33 +305,6 @@ impl RecoveryCompleted {
             tracing::warn!(session_key = %self.session_key, "stuck session recovery outcome: {line}");
         } else {
             tracing::info!(session_key = %self.session_key, "stuck session recovery outcome: {line}");
-        }
-    }
-}
-
-impl RecoveryStatus {
-    /// The reference name, e.g. `released`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Aborted => "aborted",
-            Self::Released => "released",
-            Self::Skipped => "skipped",
-            Self::Noop => "noop",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl RecoveryAction {
-    /// The reference name, e.g. `release_lane`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::AbortEmbeddedRun => "abort_embedded_run",
-            Self::ForceClearEmbeddedRun => "force_clear_embedded_run",
-            Self::ReleaseLane => "release_lane",
-            Self::ObserveOnly => "observe_only",
-            Self::KeepLane => "keep_lane",
-            Self::None => "none",
         }
     }
 }
@@ -701,7 +640,7 @@ fn attention_log_line(event: &AttentionEvent, recovery: bool) -> String {
     if let Some(age) = event.active_tool_age_ms {
         parts.push(format!("activeToolAge={}s", secs(age)));
     }
-    if event.reason == Reason::QueuedBehindTerminalActiveWork {
+    if event.reason == AttentionReason::QueuedBehindTerminalActiveWork {
         parts.push("terminalProgressStale=true".to_owned());
     }
     if let Some(live) = event.has_live_owner {
@@ -912,7 +851,7 @@ mod tests {
             state: Idle,
             age_ms,
             queue_depth: 1,
-            reason: Reason::QueuedWorkWithoutActiveRun,
+            reason: AttentionReason::QueuedWorkWithoutActiveRun,
             classification: Classification::StaleSessionState,
             active_work_kind: None,
             last_progress_reason: Some("model_call:started".to_owned()),
@@ -932,7 +871,7 @@ mod tests {
             state_generation: generation,
             age_ms,
             queue_depth: 1,
-            reason: Reason::QueuedWorkWithoutActiveRun,
+            reason: AttentionReason::QueuedWorkWithoutActiveRun,
             active_work_kind: None,
         }
     }
@@ -1119,7 +1058,7 @@ mod tests {
                     state: Processing,
                     age_ms: now,
                     queue_depth: 0,
-                    reason: Reason::ActiveWork,
+                    reason: AttentionReason::ActiveWork,
                     classification: Classification::LongRunning,
                     active_work_kind: Some(ModelCall),
                     last_progress_reason: Some("model_call:started".to_owned()),
@@ -1138,7 +1077,7 @@ mod tests {
         let events = attention(&outputs);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, EventType::LongRunning);
-        assert_eq!(events[0].reason, Reason::UntrackedActiveProgress);
+        assert_eq!(events[0].reason, AttentionReason::UntrackedActiveProgress);
         assert!(recoveries(&outputs).is_empty());
     }
 
@@ -1160,7 +1099,7 @@ mod tests {
         let events = attention(&outputs);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, EventType::Stalled);
-        assert_eq!(events[0].reason, Reason::ActiveWorkWithoutProgress);
+        assert_eq!(events[0].reason, AttentionReason::ActiveWorkWithoutProgress);
         assert_eq!(events[0].age_ms, 200_000);
         assert!(recoveries(&outputs).is_empty());
     }
@@ -1173,7 +1112,7 @@ mod tests {
         assert_eq!(outputs.len(), 2);
         let events = attention(&outputs);
         assert_eq!(events[0].event_type, EventType::Stuck);
-        assert_eq!(events[0].reason, Reason::StaleSessionState);
+        assert_eq!(events[0].reason, AttentionReason::StaleSessionState);
         assert_eq!(
             recoveries(&outputs),
             [&RecoveryRequested {
@@ -1183,7 +1122,7 @@ mod tests {
                 state_generation: 1,
                 age_ms: 150_000,
                 queue_depth: 0,
-                reason: Reason::StaleSessionState,
+                reason: AttentionReason::StaleSessionState,
                 active_work_kind: None,
             }]
         );
@@ -1289,7 +1228,7 @@ mod tests {
             let events = attention(&outputs);
             assert_eq!(events.len(), 1);
             assert_eq!(events[0].event_type, EventType::Stalled);
-            assert_eq!(events[0].reason, Reason::ActiveWorkWithoutProgress);
+            assert_eq!(events[0].reason, AttentionReason::ActiveWorkWithoutProgress);
             assert_eq!(events[0].has_live_owner, Some(true));
             assert!(recoveries(&outputs).is_empty());
         }
@@ -1492,7 +1431,7 @@ mod tests {
             state: Processing,
             age_ms: 90_500,
             queue_depth: 2,
-            reason: Reason::QueuedBehindTerminalActiveWork,
+            reason: AttentionReason::QueuedBehindTerminalActiveWork,
             classification: Classification::StalledAgentRun,
             active_work_kind: Some(EmbeddedRun),
             last_progress_reason: Some("run:completed".to_owned()),
@@ -1512,7 +1451,7 @@ mod tests {
         );
         let long = AttentionEvent {
             event_type: EventType::LongRunning,
-            reason: Reason::ActiveWork,
+            reason: AttentionReason::ActiveWork,
             classification: Classification::LongRunning,
             ..stuck_event(0)
         };

@@ -88,6 +88,42 @@ fn live_owner_is_not_stuck_dead_owner_is_stuck_and_recovery_frees_the_lane() {
     assert_eq!(out.reason.as_deref(), Some("no_active_work"));
 }
 
+/// Issue 11, gap 3: the state gate compares the state, not only the
+/// generation. A session that moved to `processing` under the same
+/// generation, or that the host no longer knows, is skipped with
+/// `stale_session_state` and its (reclaimable) lock is kept.
+#[test]
+fn recovery_skips_a_session_whose_state_moved_or_is_unknown_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    Holder::start(&t, &[]).kill9();
+    let rec = Recovery::new();
+    let skipped = |current: Option<(SessionState, u64)>, what: &str| {
+        let out = rec.recover(&request(&t, 7), |_| current, None);
+        assert_eq!(
+            (out.status, out.action, out.reason.as_deref()),
+            (
+                RecoveryStatus::Skipped,
+                RecoveryAction::ObserveOnly,
+                Some("stale_session_state")
+            ),
+            "{what}"
+        );
+        assert!(!out.released, "{what}");
+        assert!(lock_of(&t).exists(), "{what}: the lock was removed");
+    };
+    skipped(
+        Some((SessionState::Processing, 7)),
+        "state moved to processing",
+    );
+    skipped(Some((SessionState::Waiting, 7)), "state moved to waiting");
+    skipped(None, "session unknown now");
+    // The lock was reclaimable all along: only the gate kept it.
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 7)), None);
+    assert_eq!(out.status, RecoveryStatus::Released);
+    assert!(!lock_of(&t).exists());
+}
+
 #[test]
 fn abort_hook_runs_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();

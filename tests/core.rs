@@ -239,6 +239,55 @@ fn release_after_replacement_never_removes_the_successor() {
     assert_eq!(std::fs::read_to_string(&t).unwrap_or_default(), "");
 }
 
+/// Our lock file deleted by someone else, then a successor (another thread)
+/// takes the lock: the path now names the successor's inode. Returns the
+/// successor's guard and its file identity.
+fn replaced_under(g: &session_lock::LockGuard) -> (session_lock::LockGuard, (u64, u64)) {
+    let lock = g.lock_path().to_owned();
+    std::fs::remove_file(&lock).unwrap();
+    let t = g.target().to_owned();
+    let successor = within(WAIT, "successor acquire", move || {
+        try_acquire(&t, &LockOptions::new()).unwrap()
+    });
+    let id = file_identity(&lock);
+    (successor, id)
+}
+
+/// Issue 11, gap 1: `release()` with nothing before it (no append, no
+/// check) must itself see that the path names another inode.
+#[test]
+fn release_with_nothing_before_it_never_removes_a_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let lock = g.lock_path().to_owned();
+    let (successor, id) = replaced_under(&g);
+    let err = g.release().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert!(lock.exists(), "release removed the successor's lock file");
+    assert_eq!(file_identity(&lock), id, "the successor's file was touched");
+    assert!(successor.is_held());
+    successor.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
+/// The same for a guard that is simply dropped.
+#[test]
+fn drop_with_nothing_before_it_never_removes_a_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let lock = g.lock_path().to_owned();
+    let (successor, id) = replaced_under(&g);
+    drop(g);
+    assert!(lock.exists(), "drop removed the successor's lock file");
+    assert_eq!(file_identity(&lock), id, "the successor's file was touched");
+    assert!(successor.is_held());
+    successor.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn deleted_lock_is_noticed_by_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -391,6 +440,42 @@ fn leftover_temp_files_are_swept_once_old() {
         r.temps_removed.is_empty() && tmp.exists(),
         "a dry run removed it"
     );
+    let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert_eq!(r.temps_removed, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+}
+
+/// Issue 11, gap 5: an old temp file whose flock someone holds (a waiter's
+/// prepared record) is not a leftover: the sweep takes the flock before it
+/// unlinks, and here cannot. (flock locks belong to the open file
+/// description, so a second open in this process conflicts like another
+/// process would; the end-to-end case with a real waiter process is in
+/// `cross_process.rs`.)
+#[test]
+fn an_old_temp_file_with_a_live_flock_survives_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join(".s.jsonl.lock.0123abcd.tmp");
+    std::fs::write(&tmp, b"{\"pid\":1}\n").unwrap();
+    let held = std::fs::File::open(&tmp).unwrap();
+    session_lock::raw::flock_blocking(&held).unwrap();
+    age_file(&tmp, Duration::from_secs(60));
+    for remove in [false, true] {
+        let opts = session_lock::sweep::SweepOptions {
+            remove,
+            ..Default::default()
+        };
+        let r = session_lock::sweep::sweep(dir.path(), &opts).unwrap();
+        assert!(
+            r.temps_removed.is_empty() && r.temps_removable.is_empty(),
+            "remove={remove}: {r:?}"
+        );
+        assert!(
+            tmp.exists(),
+            "remove={remove}: the held temp file was removed"
+        );
+    }
+    // Once its holder lets go it is a leftover like any other.
+    drop(held);
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert_eq!(r.temps_removed, vec![tmp.clone()]);
     assert!(!tmp.exists());

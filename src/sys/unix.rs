@@ -287,15 +287,21 @@ pub(crate) fn probe_pid(pid: u32) -> PidState {
     // SAFETY: signal 0 performs only the existence and permission check.
     let ret = unsafe { libc::kill(pid_t, 0) };
     if ret != 0 {
-        return match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => PidState::Dead,
-            Some(libc::EPERM) => PidState::Alive,
-            _ => PidState::Unknown,
-        };
+        return pid_state_from_errno(io::Error::last_os_error().raw_os_error());
     }
     match proc_stat(pid) {
         Some(stat) if stat.state == b'Z' || stat.state == b'X' => PidState::Dead,
         _ => PidState::Alive,
+    }
+}
+
+/// What a failed `kill(pid, 0)` says: ESRCH dead, EPERM alive (another
+/// user's process), anything else unknown.
+fn pid_state_from_errno(errno: Option<i32>) -> PidState {
+    match errno {
+        Some(libc::ESRCH) => PidState::Dead,
+        Some(libc::EPERM) => PidState::Alive,
+        _ => PidState::Unknown,
     }
 }
 
@@ -426,6 +432,14 @@ mod tests {
     fn own_process_is_alive_with_a_start_time() {
         assert_eq!(probe_pid(std::process::id()), PidState::Alive);
         assert!(process_start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn kill_errno_maps_to_liveness() {
+        assert_eq!(pid_state_from_errno(Some(libc::EPERM)), PidState::Alive);
+        assert_eq!(pid_state_from_errno(Some(libc::ESRCH)), PidState::Dead);
+        assert_eq!(pid_state_from_errno(Some(libc::EINVAL)), PidState::Unknown);
+        assert_eq!(pid_state_from_errno(None), PidState::Unknown);
     }
 
     #[test]

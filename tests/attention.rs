@@ -203,3 +203,49 @@ fn two_recoveries_at_once_release_once() {
     assert_eq!(first.status, RecoveryStatus::Released);
     assert!(!lock_of(&t).exists());
 }
+
+/// `lock_activity` maps each verdict to the classifier's lock facts (a
+/// mutation run found these fields unchecked): a live owner's lock is owned
+/// and not reclaimable, a dead owner's and an old orphan's are reclaimable
+/// and ownerless; `lock_attention` classifies exactly that.
+#[test]
+fn lock_activity_and_attention_follow_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let inspect = |t: &Path| {
+        session_lock::inspect(t, &LockOptions::new())
+            .unwrap()
+            .expect("a lock file")
+    };
+    let attention = |insp: &session_lock::Inspection| {
+        let activity = ActivitySnapshot::default().merge_lock(Some(&lock_activity(insp)));
+        classify(
+            SessionState::Idle,
+            1,
+            &activity,
+            session_lock::monitor::DEFAULT_STUCK_WARN_MS,
+        )
+    };
+
+    let t = dir.path().join("live.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let live = inspect(&t);
+    let a = lock_activity(&live);
+    assert!(a.owner_alive && !a.reclaimable, "live owner: {a:?}");
+    assert!(a.lock_age_ms.is_some(), "live owner: {a:?}");
+    assert_eq!(session_lock::lock_attention(&live), Some(attention(&live)));
+
+    holder.kill9();
+    let dead = inspect(&t);
+    let a = lock_activity(&dead);
+    assert!(!a.owner_alive && a.reclaimable, "dead owner: {a:?}");
+    assert_eq!(session_lock::lock_attention(&dead), Some(attention(&dead)));
+
+    // An old empty lock file: reclaimable, no pid probed, not alive.
+    let orphan = dir.path().join("orphan.jsonl");
+    std::fs::write(lock_of(&orphan), b"").unwrap();
+    age_file(&lock_of(&orphan), std::time::Duration::from_secs(60));
+    let insp = inspect(&orphan);
+    assert_eq!(insp.pid_alive, None, "{insp:?}");
+    let a = lock_activity(&insp);
+    assert!(!a.owner_alive && a.reclaimable, "old orphan: {a:?}");
+}

@@ -494,3 +494,88 @@ fn read_only_directory_is_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+/// A lost hold is not "held by this thread": after the guard learned its
+/// file was deleted, the same thread acquires again at once instead of
+/// failing with `WouldDeadlock` (a mutation run found the live flag of a
+/// lost hold unchecked).
+#[test]
+fn a_lost_guard_does_not_make_its_thread_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    std::fs::remove_file(g.lock_path()).unwrap();
+    assert_eq!(g.check().unwrap_err().kind(), ErrorKind::LockLost);
+    let again = try_acquire(&t, &LockOptions::new())
+        .unwrap_or_else(|e| panic!("the lost guard still counts as held: {e}"));
+    assert!(again.is_held());
+    // And an inspection sees the new holder, not the lost one.
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(insp.record.and_then(|r| r.token), again.record().token);
+    again.release().unwrap();
+    assert_eq!(g.release().unwrap_err().kind(), ErrorKind::LockLost);
+}
+
+/// The guard's accessors report this hold (found unchecked by a mutation run).
+#[test]
+fn guard_accessors_report_the_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let opts = LockOptions::new().max_hold(Duration::from_secs(7));
+    let g = session_lock::acquire_with(&t, &opts).unwrap();
+    assert_eq!(g.max_hold(), Duration::from_secs(7));
+    let after = std::time::Instant::now();
+    g.check().unwrap();
+    let since = after.elapsed();
+    let held = g.held_for();
+    assert!(
+        held >= since && held > Duration::ZERO,
+        "{held:?} < {since:?}"
+    );
+    let debug = format!("{g:?}");
+    let token = g.record().token.clone().unwrap();
+    assert!(
+        debug.starts_with("LockGuard")
+            && debug.contains(&token)
+            && debug.contains(&*g.lock_path().to_string_lossy()),
+        "{debug}"
+    );
+    g.release().unwrap();
+}
+
+/// Every acquisition has its own random token (32 hex digits), and a
+/// directory that vanished after a first acquire is created again (both
+/// found unchecked by a mutation run).
+#[test]
+fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sessions");
+    let t = sub.join("s.jsonl");
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let g = acquire(&t).unwrap();
+        tokens.push(g.record().token.clone().expect("a token"));
+        g.release().unwrap();
+        // Gone, while this process still knows it as canonical.
+        std::fs::remove_dir(&sub).unwrap();
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    for tok in &tokens {
+        assert!(
+            tok.len() == 32
+                && tok
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{tok}"
+        );
+    }
+}
+
+/// Reasons print their reference names (`Display`).
+#[test]
+fn reasons_display_their_reference_names() {
+    assert_eq!(Reason::DeadPid.to_string(), "dead-pid");
+    assert_eq!(Reason::TooOld.to_string(), Reason::TooOld.as_str());
+}

@@ -165,25 +165,25 @@ fn missing_session_key_is_skipped() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn two_recoveries_at_once_release_once() {
-    use std::sync::{Arc, Barrier};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     Holder::start(&t, &[]).kill9();
     let rec = Arc::new(Recovery::new());
-    let parked = Arc::new(Barrier::new(2));
-    let resume = Arc::new(Barrier::new(2));
+    // Channels, not barriers: every wait is bounded and fails with a message.
+    let (parked_tx, parked_rx) = mpsc::channel::<()>();
+    let (resume_tx, resume_rx) = mpsc::channel::<()>();
+    let (parked_tx, resume_rx) = (Mutex::new(parked_tx), Mutex::new(resume_rx));
     thread_local!(static PARK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    {
-        let (parked, resume) = (parked.clone(), resume.clone());
-        // Park the first recovery while it is in flight (only the thread
-        // that asked for it: other tests run concurrently in this binary).
-        session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
-            if point == "recovery.in_flight" && PARK.with(|p| p.get()) {
-                parked.wait();
-                resume.wait();
-            }
-        })));
-    }
+    // Park the first recovery while it is in flight (only the thread that
+    // asked for it: other tests run concurrently in this binary).
+    session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
+        if point == "recovery.in_flight" && PARK.with(|p| p.get()) {
+            let _ = parked_tx.lock().unwrap().send(());
+            let _ = resume_rx.lock().unwrap().recv_timeout(WAIT);
+        }
+    })));
     let first = {
         let (rec, t) = (rec.clone(), t.clone());
         std::thread::spawn(move || {
@@ -191,9 +191,11 @@ fn two_recoveries_at_once_release_once() {
             rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None)
         })
     };
-    parked.wait();
+    parked_rx
+        .recv_timeout(WAIT)
+        .expect("the first recovery never reached recovery.in_flight");
     let second = rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None);
-    resume.wait();
+    resume_tx.send(()).unwrap();
     let first = within(WAIT, "first recovery", move || first.join().unwrap());
     session_lock::fault::set_hook(None);
     assert_eq!(

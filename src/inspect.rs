@@ -615,6 +615,36 @@ mod tests {
     use Reason::*;
     use Verdict::*;
 
+    /// `too-old` and `hold-exceeded` mean strictly past the threshold.
+    #[test]
+    fn age_thresholds_are_strict() {
+        let stale_ms = 30 * 60 * 1000;
+        let no_max = |age| {
+            ParsedRecord::Record(OwnerRecord {
+                max_hold_ms: None,
+                ..ours(age)
+            })
+        };
+        let held = |parsed, want| Case {
+            name: "threshold",
+            parsed,
+            witness: Witness::Held,
+            pid: None,
+            mtime_age_s: Some(1),
+            held_by_us: false,
+            want,
+        };
+        run(vec![
+            held(no_max(stale_ms), (Held, vec![])),
+            held(no_max(stale_ms + 1), (Stale, vec![TooOld])),
+            held(ParsedRecord::Record(ours(300_000)), (Held, vec![])),
+            held(
+                ParsedRecord::Record(ours(300_001)),
+                (Stale, vec![HoldExceeded]),
+            ),
+        ]);
+    }
+
     #[test]
     fn verdict_table() {
         let rec = ParsedRecord::Record;

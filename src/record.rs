@@ -240,6 +240,31 @@ mod tests {
         assert_eq!(OwnerRecord::parse(deep.as_bytes()), ParsedRecord::Malformed);
     }
 
+    /// A valid JSON object of `len` bytes: `{"pid":1,"label":"xx...x"}`.
+    fn padded_object(len: usize) -> Vec<u8> {
+        let head = br#"{"pid":1,"label":""#;
+        let tail = br#""}"#;
+        let mut v = head.to_vec();
+        v.resize(len - tail.len(), b'x');
+        v.extend_from_slice(tail);
+        v
+    }
+
+    /// Issue 11, gap 6: the cap judges size, not syntax. A valid object of
+    /// exactly the cap is read; one byte past it is malformed.
+    #[test]
+    fn a_valid_object_past_the_cap_is_malformed() {
+        let at = padded_object(MAX_RECORD_BYTES);
+        assert!(serde_json::from_slice::<Value>(&at).is_ok());
+        assert!(matches!(
+            OwnerRecord::parse(&at),
+            ParsedRecord::Record(OwnerRecord { pid: Some(1), .. })
+        ));
+        let past = padded_object(MAX_RECORD_BYTES + 1);
+        assert!(serde_json::from_slice::<Value>(&past).is_ok());
+        assert_eq!(OwnerRecord::parse(&past), ParsedRecord::Malformed);
+    }
+
     #[test]
     fn round_trips_what_we_write() {
         let r = OwnerRecord {

@@ -88,6 +88,42 @@ fn live_owner_is_not_stuck_dead_owner_is_stuck_and_recovery_frees_the_lane() {
     assert_eq!(out.reason.as_deref(), Some("no_active_work"));
 }
 
+/// Issue 11, gap 3: the state gate compares the state, not only the
+/// generation. A session that moved to `processing` under the same
+/// generation, or that the host no longer knows, is skipped with
+/// `stale_session_state` and its (reclaimable) lock is kept.
+#[test]
+fn recovery_skips_a_session_whose_state_moved_or_is_unknown_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    Holder::start(&t, &[]).kill9();
+    let rec = Recovery::new();
+    let skipped = |current: Option<(SessionState, u64)>, what: &str| {
+        let out = rec.recover(&request(&t, 7), |_| current, None);
+        assert_eq!(
+            (out.status, out.action, out.reason.as_deref()),
+            (
+                RecoveryStatus::Skipped,
+                RecoveryAction::ObserveOnly,
+                Some("stale_session_state")
+            ),
+            "{what}"
+        );
+        assert!(!out.released, "{what}");
+        assert!(lock_of(&t).exists(), "{what}: the lock was removed");
+    };
+    skipped(
+        Some((SessionState::Processing, 7)),
+        "state moved to processing",
+    );
+    skipped(Some((SessionState::Waiting, 7)), "state moved to waiting");
+    skipped(None, "session unknown now");
+    // The lock was reclaimable all along: only the gate kept it.
+    let out = rec.recover(&request(&t, 7), |_| Some((SessionState::Idle, 7)), None);
+    assert_eq!(out.status, RecoveryStatus::Released);
+    assert!(!lock_of(&t).exists());
+}
+
 #[test]
 fn abort_hook_runs_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,25 +165,25 @@ fn missing_session_key_is_skipped() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn two_recoveries_at_once_release_once() {
-    use std::sync::{Arc, Barrier};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     Holder::start(&t, &[]).kill9();
     let rec = Arc::new(Recovery::new());
-    let parked = Arc::new(Barrier::new(2));
-    let resume = Arc::new(Barrier::new(2));
+    // Channels, not barriers: every wait is bounded and fails with a message.
+    let (parked_tx, parked_rx) = mpsc::channel::<()>();
+    let (resume_tx, resume_rx) = mpsc::channel::<()>();
+    let (parked_tx, resume_rx) = (Mutex::new(parked_tx), Mutex::new(resume_rx));
     thread_local!(static PARK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    {
-        let (parked, resume) = (parked.clone(), resume.clone());
-        // Park the first recovery while it is in flight (only the thread
-        // that asked for it: other tests run concurrently in this binary).
-        session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
-            if point == "recovery.in_flight" && PARK.with(|p| p.get()) {
-                parked.wait();
-                resume.wait();
-            }
-        })));
-    }
+    // Park the first recovery while it is in flight (only the thread that
+    // asked for it: other tests run concurrently in this binary).
+    session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
+        if point == "recovery.in_flight" && PARK.with(|p| p.get()) {
+            let _ = parked_tx.lock().unwrap().send(());
+            let _ = resume_rx.lock().unwrap().recv_timeout(WAIT);
+        }
+    })));
     let first = {
         let (rec, t) = (rec.clone(), t.clone());
         std::thread::spawn(move || {
@@ -155,9 +191,11 @@ fn two_recoveries_at_once_release_once() {
             rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None)
         })
     };
-    parked.wait();
+    parked_rx
+        .recv_timeout(WAIT)
+        .expect("the first recovery never reached recovery.in_flight");
     let second = rec.recover(&request(&t, 3), |_| Some((SessionState::Idle, 3)), None);
-    resume.wait();
+    resume_tx.send(()).unwrap();
     let first = within(WAIT, "first recovery", move || first.join().unwrap());
     session_lock::fault::set_hook(None);
     assert_eq!(
@@ -212,4 +250,54 @@ fn lock_attention_reports_only_what_the_lock_alone_supports() {
     Holder::start(&killed, &[]).kill9();
     assert_eq!(attention(&killed), None, "a killed holder's lock");
     assert!(holder.release().success());
+}
+
+/// `lock_activity` maps each verdict to the classifier's lock facts (a
+/// mutation run found these fields unchecked): a live owner's lock is owned
+/// and not reclaimable, a dead owner's and an old orphan's are reclaimable
+/// and ownerless; `lock_attention` classifies exactly that.
+#[test]
+fn lock_activity_and_attention_follow_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let inspect = |t: &Path| {
+        session_lock::inspect(t, &LockOptions::new())
+            .unwrap()
+            .expect("a lock file")
+    };
+    let attention = |insp: &session_lock::Inspection| {
+        let activity = ActivitySnapshot::default().merge_lock(Some(&lock_activity(insp)));
+        classify(
+            SessionState::Idle,
+            1,
+            &activity,
+            session_lock::attention::monitor::DEFAULT_STUCK_WARN_MS,
+        )
+    };
+
+    let t = dir.path().join("live.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let live = inspect(&t);
+    let a = lock_activity(&live);
+    assert!(a.owner_alive && !a.reclaimable, "live owner: {a:?}");
+    assert!(a.lock_age_ms.is_some(), "live owner: {a:?}");
+    // The classifier, fed the lock's facts as if it were the whole session,
+    // calls a young live lock long-running work; the lock alone justifies
+    // no event (see `lock_attention_reports_only_what_the_lock_alone_supports`).
+    assert!(attention(&live).event_type == EventType::LongRunning);
+    assert_eq!(session_lock::lock_attention(&live), None);
+
+    holder.kill9();
+    let dead = inspect(&t);
+    let a = lock_activity(&dead);
+    assert!(!a.owner_alive && a.reclaimable, "dead owner: {a:?}");
+    assert_eq!(session_lock::lock_attention(&dead), None);
+
+    // An old empty lock file: reclaimable, no pid probed, not alive.
+    let orphan = dir.path().join("orphan.jsonl");
+    std::fs::write(lock_of(&orphan), b"").unwrap();
+    age_file(&lock_of(&orphan), std::time::Duration::from_secs(60));
+    let insp = inspect(&orphan);
+    assert_eq!(insp.pid_alive, None, "{insp:?}");
+    let a = lock_activity(&insp);
+    assert!(!a.owner_alive && a.reclaimable, "old orphan: {a:?}");
 }

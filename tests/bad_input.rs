@@ -1079,6 +1079,30 @@ fn a_huge_lock_file_is_judged_from_a_capped_read() {
     assert_eq!(insp.contents, "malformed");
 }
 
+/// Issue 11, gap 6: a *valid* JSON object padded past the 64 KiB cap (a
+/// long string field) is judged malformed, through inspect's capped read.
+#[test]
+fn a_valid_record_padded_past_the_cap_is_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let rec = serde_json::json!({
+        "pid": std::process::id(),
+        "createdAt": iso(now_ms()),
+        "label": "x".repeat(70 * 1024),
+    });
+    let text = format!("{rec}\n");
+    assert!(text.len() > 64 * 1024);
+    std::fs::write(lock_of(&t), &text).unwrap();
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .expect("a lock file");
+    assert_eq!(insp.contents, "malformed", "{insp:?}");
+    assert!(
+        insp.record.is_none(),
+        "an over-cap record was read: {insp:?}"
+    );
+}
+
 /// `session-lock status PATH` scans PATH as a directory whenever
 /// `Path::is_dir()` says so (`lock_files` in `src/bin/session-lock/main.rs`
 /// checks `p.is_dir()` before `p.extension() == "lock"`, and `is_dir`

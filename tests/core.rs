@@ -239,6 +239,55 @@ fn release_after_replacement_never_removes_the_successor() {
     assert_eq!(std::fs::read_to_string(&t).unwrap_or_default(), "");
 }
 
+/// Our lock file deleted by someone else, then a successor (another thread)
+/// takes the lock: the path now names the successor's inode. Returns the
+/// successor's guard and its file identity.
+fn replaced_under(g: &session_lock::LockGuard) -> (session_lock::LockGuard, (u64, u64)) {
+    let lock = g.lock_path().to_owned();
+    std::fs::remove_file(&lock).unwrap();
+    let t = g.target().to_owned();
+    let successor = within(WAIT, "successor acquire", move || {
+        try_acquire(&t, &LockOptions::new()).unwrap()
+    });
+    let id = file_identity(&lock);
+    (successor, id)
+}
+
+/// Issue 11, gap 1: `release()` with nothing before it (no append, no
+/// check) must itself see that the path names another inode.
+#[test]
+fn release_with_nothing_before_it_never_removes_a_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let lock = g.lock_path().to_owned();
+    let (successor, id) = replaced_under(&g);
+    let err = g.release().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert!(lock.exists(), "release removed the successor's lock file");
+    assert_eq!(file_identity(&lock), id, "the successor's file was touched");
+    assert!(successor.is_held());
+    successor.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
+/// The same for a guard that is simply dropped.
+#[test]
+fn drop_with_nothing_before_it_never_removes_a_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    let lock = g.lock_path().to_owned();
+    let (successor, id) = replaced_under(&g);
+    drop(g);
+    assert!(lock.exists(), "drop removed the successor's lock file");
+    assert_eq!(file_identity(&lock), id, "the successor's file was touched");
+    assert!(successor.is_held());
+    successor.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn deleted_lock_is_noticed_by_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,6 +445,42 @@ fn leftover_temp_files_are_swept_once_old() {
     assert!(!tmp.exists());
 }
 
+/// Issue 11, gap 5: an old temp file whose flock someone holds (a waiter's
+/// prepared record) is not a leftover: the sweep takes the flock before it
+/// unlinks, and here cannot. (flock locks belong to the open file
+/// description, so a second open in this process conflicts like another
+/// process would; the end-to-end case with a real waiter process is in
+/// `cross_process.rs`.)
+#[test]
+fn an_old_temp_file_with_a_live_flock_survives_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join(".s.jsonl.lock.0123abcd.tmp");
+    std::fs::write(&tmp, b"{\"pid\":1}\n").unwrap();
+    let held = std::fs::File::open(&tmp).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    age_file(&tmp, Duration::from_secs(60));
+    for remove in [false, true] {
+        let opts = session_lock::sweep::SweepOptions {
+            remove,
+            ..Default::default()
+        };
+        let r = session_lock::sweep::sweep(dir.path(), &opts).unwrap();
+        assert!(
+            r.temps_removed.is_empty() && r.temps_removable.is_empty(),
+            "remove={remove}: {r:?}"
+        );
+        assert!(
+            tmp.exists(),
+            "remove={remove}: the held temp file was removed"
+        );
+    }
+    // Once its holder lets go it is a leftover like any other.
+    drop(held);
+    let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert_eq!(r.temps_removed, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+}
+
 #[test]
 fn read_only_directory_is_a_clear_error() {
     if unsafe { libc::geteuid() } == 0 {
@@ -434,4 +519,89 @@ fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
     first.release().unwrap();
     within(WAIT, "waiter", move || waiter.join().unwrap()).expect("acquired after the hook");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A lost hold is not "held by this thread": after the guard learned its
+/// file was deleted, the same thread acquires again at once instead of
+/// failing with `WouldDeadlock` (a mutation run found the live flag of a
+/// lost hold unchecked).
+#[test]
+fn a_lost_guard_does_not_make_its_thread_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    std::fs::remove_file(g.lock_path()).unwrap();
+    assert_eq!(g.check().unwrap_err().kind(), ErrorKind::LockLost);
+    let again = try_acquire(&t, &LockOptions::new())
+        .unwrap_or_else(|e| panic!("the lost guard still counts as held: {e}"));
+    assert!(again.is_held());
+    // And an inspection sees the new holder, not the lost one.
+    let insp = session_lock::inspect(&t, &LockOptions::new())
+        .unwrap()
+        .unwrap();
+    assert_eq!(insp.record.and_then(|r| r.token), again.record().token);
+    again.release().unwrap();
+    assert_eq!(g.release().unwrap_err().kind(), ErrorKind::LockLost);
+}
+
+/// The guard's accessors report this hold (found unchecked by a mutation run).
+#[test]
+fn guard_accessors_report_the_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let opts = LockOptions::new().max_hold(Duration::from_secs(7));
+    let g = session_lock::acquire_with(&t, &opts).unwrap();
+    assert_eq!(g.max_hold(), Duration::from_secs(7));
+    let after = std::time::Instant::now();
+    g.check().unwrap();
+    let since = after.elapsed();
+    let held = g.held_for();
+    assert!(
+        held >= since && held > Duration::ZERO,
+        "{held:?} < {since:?}"
+    );
+    let debug = format!("{g:?}");
+    let token = g.record().token.clone().unwrap();
+    assert!(
+        debug.starts_with("LockGuard")
+            && debug.contains(&token)
+            && debug.contains(&*g.lock_path().to_string_lossy()),
+        "{debug}"
+    );
+    g.release().unwrap();
+}
+
+/// Every acquisition has its own random token (32 hex digits), and a
+/// directory that vanished after a first acquire is created again (both
+/// found unchecked by a mutation run).
+#[test]
+fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sessions");
+    let t = sub.join("s.jsonl");
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let g = acquire(&t).unwrap();
+        tokens.push(g.record().token.clone().expect("a token"));
+        g.release().unwrap();
+        // Gone, while this process still knows it as canonical.
+        std::fs::remove_dir(&sub).unwrap();
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    for tok in &tokens {
+        assert!(
+            tok.len() == 32
+                && tok
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{tok}"
+        );
+    }
+}
+
+/// Reasons print their reference names (`Display`).
+#[test]
+fn reasons_display_their_reference_names() {
+    assert_eq!(Reason::DeadPid.to_string(), "dead-pid");
+    assert_eq!(Reason::TooOld.to_string(), Reason::TooOld.as_str());
 }

@@ -166,6 +166,31 @@ fn timeout_is_honoured_and_names_the_owner() {
     assert!(holder.release().success());
 }
 
+/// Issue 11, gap 4: a 100 ms timeout ends in well under a second, not at
+/// the next safety re-check (2 s). The bound is a generous correctness
+/// bound, not a benchmark.
+#[test]
+fn a_100ms_timeout_returns_well_under_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &[]);
+    let start = std::time::Instant::now();
+    let err =
+        session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(100)))
+            .unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        took >= Duration::from_millis(100),
+        "returned early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "overshot the timeout: {took:?}"
+    );
+    assert!(holder.release().success());
+}
+
 #[test]
 fn reference_format_lock_of_a_live_pid_is_never_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -312,4 +337,47 @@ fn dead_holder_lock_is_cleaned_by_sweep_live_one_kept() {
     assert!(!lock_of(&dead_t).exists());
     assert!(lock_of(&live_t).exists());
     assert!(live.release().success());
+}
+
+/// Issue 11, gap 5, end to end: a waiter process on the named-temp publish
+/// path (`SESSION_LOCK_NO_TMPFILE=1`) prepares its record in a temp file
+/// before it sleeps. Aged past the orphan grace, that file is still held
+/// (its flock): a sweep keeps it, and the waiter acquires on release.
+#[test]
+fn a_waiters_aged_temp_file_survives_a_sweep_and_the_waiter_acquires() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    let mut waiter = bin()
+        .args(["append", "--timeout", "60s"])
+        .arg(&t)
+        .arg("from the waiter")
+        .env("SESSION_LOCK_NO_TMPFILE", "1")
+        .spawn()
+        .expect("spawn waiter");
+    let temps = || -> Vec<String> {
+        names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with(".s.jsonl.lock.") && n.ends_with(".tmp"))
+            .collect()
+    };
+    // The waiter's prepared record appears when it goes to sleep.
+    let start = std::time::Instant::now();
+    while temps().is_empty() {
+        assert!(
+            start.elapsed() < WAIT,
+            "the waiter prepared no temp file within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let tmp = dir.path().join(&temps()[0]);
+    age_file(&tmp, Duration::from_secs(60));
+    let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
+    assert!(r.temps_removed.is_empty(), "{r:?}");
+    assert!(tmp.exists(), "the sweep removed a live waiter's temp file");
+    g.release().unwrap();
+    let status = wait_child(&mut waiter, WAIT, "waiter");
+    assert!(status.success(), "the waiter did not acquire: {status}");
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "from the waiter\n");
+    assert_eq!(names(dir.path()), vec!["s.jsonl"]);
 }

@@ -91,6 +91,44 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     );
 }
 
+/// Issue 11, gap 1: a watchdog-forced release after our lock file was
+/// deleted and a successor published its own must leave the successor's
+/// file alone (the forced release checks the path's identity too).
+#[test]
+fn forced_release_after_replacement_never_removes_the_successor() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire_with(&t, &LockOptions::new().max_hold(Duration::from_secs(1))).unwrap();
+    let lock = g.lock_path().to_owned();
+    std::fs::remove_file(&lock).unwrap();
+    let t2 = t.clone();
+    let successor = within(WAIT, "successor acquire", move || {
+        try_acquire(&t2, &LockOptions::new()).unwrap()
+    });
+    let id = file_identity(&lock);
+    // Nothing has looked at the old guard yet: only the watchdog will.
+    assert_eq!(
+        g.lost_reason(),
+        None,
+        "the watchdog fired before the path was replaced (setup slower than max hold?)"
+    );
+    let reason = g.wait_lost(Some(WAIT)).expect("the watchdog fired");
+    assert!(
+        matches!(reason, LostReason::MaxHoldExceeded { .. }),
+        "{reason:?}"
+    );
+    assert!(
+        lock.exists(),
+        "the forced release removed the successor's lock"
+    );
+    assert_eq!(file_identity(&lock), id, "the successor's file was touched");
+    assert!(successor.is_held());
+    assert_eq!(g.release().unwrap_err().kind(), ErrorKind::LockLost);
+    successor.release().unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn a_wedged_holder_process_loses_the_lock_and_a_contender_gets_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -235,15 +235,22 @@ pub(crate) fn probe_pid(pid: u32) -> PidState {
     else {
         return PidState::Dead;
     };
-    match rustix::process::test_kill_process(pid_t) {
-        Ok(()) => {}
-        Err(Errno::SRCH) => return PidState::Dead,
-        Err(Errno::PERM) => return PidState::Alive,
-        Err(_) => return PidState::Unknown,
+    if let Err(e) = rustix::process::test_kill_process(pid_t) {
+        return pid_state_from_kill(e);
     }
     match proc_stat(pid) {
         Some(stat) if stat.state == b'Z' || stat.state == b'X' => PidState::Dead,
         _ => PidState::Alive,
+    }
+}
+
+/// What a failed `kill(pid, 0)` says: ESRCH dead, EPERM alive (another
+/// user's process), anything else unknown.
+fn pid_state_from_kill(errno: Errno) -> PidState {
+    match errno {
+        Errno::SRCH => PidState::Dead,
+        Errno::PERM => PidState::Alive,
+        _ => PidState::Unknown,
     }
 }
 
@@ -387,6 +394,13 @@ mod tests {
     fn own_process_is_alive_with_a_start_time() {
         assert_eq!(probe_pid(std::process::id()), PidState::Alive);
         assert!(process_start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn kill_errno_maps_to_liveness() {
+        assert_eq!(pid_state_from_kill(Errno::PERM), PidState::Alive);
+        assert_eq!(pid_state_from_kill(Errno::SRCH), PidState::Dead);
+        assert_eq!(pid_state_from_kill(Errno::INVAL), PidState::Unknown);
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub(crate) fn flock_try(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
-/// Blocking exclusive flock (used only by the raw baselines in the bench).
+/// Blocking exclusive flock (the lock's queue, and the raw baselines in the
+/// bench). Retries after `EINTR`.
 pub fn flock_blocking(file: &File) -> io::Result<()> {
     loop {
         match rustix::fs::flock(file, FlockOperation::LockExclusive) {
@@ -96,10 +97,33 @@ pub fn flock_blocking(file: &File) -> io::Result<()> {
     }
 }
 
-/// Drop a flock (used only by the raw baselines in the bench; the crate
-/// itself drops its witness by closing the descriptor).
+/// Drop a flock (the lock's queue, and the raw baselines in the bench; the
+/// crate drops its witness by closing the descriptor).
 pub fn flock_unlock(file: &File) -> io::Result<()> {
     Ok(rustix::fs::flock(file, FlockOperation::Unlock)?)
+}
+
+/// Open the lock's queue file (`<lock>.queue`) for its `flock` wait
+/// queue: read-only (a `flock` needs no write access), created with mode
+/// 0600 if missing, never following a symlink, non-blocking (a FIFO
+/// planted there cannot hang the open), close-on-exec. Anything but a
+/// regular file there is `InvalidInput`: the caller then waits without
+/// the queue.
+pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
+    use rustix::fs::Mode;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let file = File::from(fd);
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has

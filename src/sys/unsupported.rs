@@ -24,6 +24,9 @@ pub(crate) fn open_for_inspection(_path: &Path) -> io::Result<File> {
 pub(crate) fn open_append(_path: &Path) -> io::Result<File> {
     Err(unsupported())
 }
+pub(crate) fn open_queue(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
 pub(crate) fn file_id(_meta: &Metadata) -> FileId {
     FileId { dev: 0, ino: 0 }
 }

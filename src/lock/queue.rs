@@ -27,7 +27,7 @@
 //! when it is granted with nobody left to take it, the helper drops the
 //! `flock` at once.
 
-use crate::sys::{self, FileId};
+use crate::sys;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
@@ -66,25 +66,15 @@ fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct QueueFd {
     file: File,
     lock: PathBuf,
-    id: FileId,
 }
 
 impl QueueFd {
     fn open(lock: &Path) -> Option<QueueFd> {
         let file = sys::open_queue(&queue_path(lock)).ok()?;
-        let id = sys::file_id(&file.metadata().ok()?);
         Some(QueueFd {
             file,
             lock: lock.to_owned(),
-            id,
         })
-    }
-
-    /// The queue file's name still names this inode (`clean` may have
-    /// removed an idle queue file; a descriptor of the old inode would
-    /// queue alone).
-    fn current(&self) -> bool {
-        std::fs::symlink_metadata(queue_path(&self.lock)).is_ok_and(|m| sys::file_id(&m) == self.id)
     }
 }
 
@@ -96,10 +86,13 @@ fn spares() -> MutexGuard<'static, HashMap<PathBuf, Vec<QueueFd>>> {
 }
 
 fn take_fd(lock: &Path) -> Option<QueueFd> {
-    if let Some(fd) = spares().get_mut(lock).and_then(Vec::pop) {
-        return Some(fd);
+    let spare = spares().get_mut(lock).and_then(Vec::pop);
+    // `clean` may have removed an idle queue file since this descriptor
+    // was kept: one of the removed inode would queue alone (one `fstat`).
+    match spare {
+        Some(fd) if !sys::is_unlinked(&fd.file) => Some(fd),
+        _ => QueueFd::open(lock),
     }
-    QueueFd::open(lock)
 }
 
 /// Keep an unlocked descriptor for a later acquire (or close it).
@@ -278,11 +271,6 @@ impl Waiting {
             put_back(fd);
             return Some(Waiting { slot, lock });
         }
-        let fd = if fd.current() {
-            fd
-        } else {
-            QueueFd::open(&lock)?
-        };
         let slot = Arc::new(Slot::default());
         match pool().submit(fd, slot.clone()) {
             Ok(()) => Some(Waiting { slot, lock }),

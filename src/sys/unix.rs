@@ -126,6 +126,12 @@ pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether the file open as `file` has no name left (its link count is
+/// 0: someone removed it while we kept it open).
+pub(crate) fn is_unlinked(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
+}
+
 /// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has
 /// no name until [`link_tmpfile`] gives it one, so a crash before that
 /// leaves nothing behind. Errors with the kernel's answer where unsupported

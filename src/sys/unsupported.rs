@@ -27,6 +27,9 @@ pub(crate) fn open_append(_path: &Path) -> io::Result<File> {
 pub(crate) fn open_queue(_path: &Path) -> io::Result<File> {
     Err(unsupported())
 }
+pub(crate) fn is_unlinked(_file: &File) -> bool {
+    true
+}
 pub(crate) fn file_id(_meta: &Metadata) -> FileId {
     FileId { dev: 0, ino: 0 }
 }

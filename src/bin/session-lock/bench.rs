@@ -18,9 +18,19 @@
 //!    line, release, pause 100 us) for a fixed time, against a raw
 //!    `flock`-guarded `O_APPEND` loop. The shared file is then checked line
 //!    by line, and an atomic counter in a shared mapping detects any overlap
-//!    of two critical sections.
+//!    of two critical sections. Each of our workers also reports how often
+//!    its acquire loop woke up (the library's own count: a grant of the
+//!    lock's queue, an inotify event, a re-check timer), summed into
+//!    `wakeups_per_release` (one release per cycle).
 //! 5. **async** (feature `tokio`): lateness of a 1 ms interval ticker on a
-//!    current-thread runtime while 100 tasks contend for one lock.
+//!    current-thread runtime while 100 tasks contend for one lock, and of
+//!    the same ticker alone; the target is on the difference.
+//!
+//! The targets (issue 14) are judged on ratios within one run and
+//! reported, never enforced: handoff p50 <= 4x flock, uncontended <= 1.5x
+//! raw, throughput >= 0.5x the flock loop at every N, max wait at N=16 <=
+//! 3x the flock loop's, wake-ups per release at N=16 <= 2, 100 tasks add
+//! < 1 ms to the ticker's max lateness; the polling baseline stays.
 //!
 //! Child processes are this same executable, re-run as
 //! `session-lock bench --child <role> ...` (hidden arguments); they talk to

@@ -6,7 +6,10 @@
 //! (`orphan-self-pid` needs a matching start time here). It also removes
 //! temp files (`.<name>.lock.<token>.tmp`) left by a process that died
 //! between creating and publishing its record, once nobody holds them and
-//! they are older than the orphan grace.
+//! they are older than the orphan grace. A lock's queue file
+//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed,
+//! without a report, only once its transcript and its lock file are both
+//! gone and nobody holds or waits for its `flock`.
 
 use crate::error::{Error, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};
@@ -153,11 +156,16 @@ fn sweep_policy(opts: &SweepOptions) -> Policy {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> {
-    let (locks, temps) = list(dir.as_ref(), &opts.suffix)?;
+    let (locks, temps, queues) = list(dir.as_ref(), &opts.suffix)?;
     let policy = sweep_policy(opts);
     let mut result = SweepResult::default();
     for path in locks {
         result.locks.push(sweep_one(&path, &policy, opts.remove));
+    }
+    if opts.remove {
+        for path in queues {
+            remove_idle_queue(&path);
+        }
     }
     for path in temps {
         if stale_temp(&path, opts.orphan_grace, opts.remove) {
@@ -178,12 +186,14 @@ pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> 
 /// # Errors
 /// `Io` if the directory cannot be listed.
 pub fn lock_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<PathBuf>> {
-    list(dir.as_ref(), suffix).map(|(locks, _)| locks)
+    list(dir.as_ref(), suffix).map(|(locks, _, _)| locks)
 }
 
-/// Lock files and leftover temp files (`.<name>.lock.<token>.tmp`) in `dir`,
-/// each sorted by name.
-fn list(dir: &Path, suffix: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// Lock files, leftover temp files (`.<name>.lock.<token>.tmp`) and queue
+/// files (`<name>.lock.queue`) in `dir`, each sorted by name.
+type Listing = (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>);
+
+fn list(dir: &Path, suffix: &str) -> Result<Listing> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
@@ -191,6 +201,8 @@ fn list(dir: &Path, suffix: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     };
     let mut locks = Vec::new();
     let mut temps = Vec::new();
+    let mut queues = Vec::new();
+    let queue_suffix = format!("{suffix}{}", lock::queue::QUEUE_SUFFIX);
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
         let name = entry.file_name();
@@ -199,11 +211,55 @@ fn list(dir: &Path, suffix: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             temps.push(entry.path());
         } else if name.ends_with(suffix) && !name.starts_with('.') {
             locks.push(entry.path());
+        } else if name.ends_with(&queue_suffix) && !name.starts_with('.') {
+            queues.push(entry.path());
         }
     }
     locks.sort();
     temps.sort();
-    Ok((locks, temps))
+    queues.sort();
+    Ok((locks, temps, queues))
+}
+
+/// Remove the queue file `path` (`<T>.lock.queue`) if `T` and `T.lock` are
+/// both gone and nobody holds its `flock` (taken without blocking and held
+/// across the unlink, so a contender that opened it just before waits on
+/// it until we are done, and then finds the lock path free). Returns
+/// whether it was removed.
+fn remove_idle_queue(path: &Path) -> bool {
+    let Some(lock) = path
+        .to_str()
+        .and_then(|p| p.strip_suffix(lock::queue::QUEUE_SUFFIX))
+        .map(PathBuf::from)
+    else {
+        return false;
+    };
+    let Some(target) = lock
+        .to_str()
+        .and_then(|p| p.strip_suffix(".lock"))
+        .map(PathBuf::from)
+    else {
+        return false;
+    };
+    let absent = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    if !absent(&lock) || !absent(&target) {
+        return false;
+    }
+    let Ok(file) = sys::open_for_inspection(path) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.file_type().is_file() || !matches!(sys::flock_try(&file, true), Ok(true)) {
+        return false;
+    }
+    let same =
+        std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    // Checked again under the flock: our blocking holders publish only
+    // while they hold it (the queue is advisory: a race here costs order,
+    // never exclusion).
+    same && absent(&lock) && std::fs::remove_file(path).is_ok()
 }
 
 fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {

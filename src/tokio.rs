@@ -93,7 +93,9 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
             }
             Step::Retry => {}
             Step::Backoff => tokio::time::sleep(acq.backoff_delay()).await,
-            Step::Wait => {
+            // Async waiters never wait in the queue (see `queue`): they
+            // take its flock only when the lock path is free.
+            Step::Wait | Step::Queue => {
                 let now = Instant::now();
                 acq.check_wait(deadline.map(Instant::into_std), now.into_std())?;
                 match (watch.as_mut(), seen) {

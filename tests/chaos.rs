@@ -564,6 +564,14 @@ fn run_chaos(cfg: &Config) {
             violations.push(format!("unexpected file left in the lock directory: {n}"));
         }
     }
+    // The queue file is persistent (docs/protocol.md, "The queue"); with
+    // every worker dead, nobody may still hold or wait on its flock.
+    let mut queue = lock.as_os_str().to_owned();
+    queue.push(".queue");
+    let queue = PathBuf::from(queue);
+    if queue.exists() && !flock_free(&queue) {
+        violations.push("the lock queue is still flocked after every worker died".into());
+    }
     for t in &temps {
         if !flock_free(t) {
             violations.push(format!(

@@ -584,8 +584,9 @@ fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
         let g = acquire(&t).unwrap();
         tokens.push(g.record().token.clone().expect("a token"));
         g.release().unwrap();
-        // Gone, while this process still knows it as canonical.
-        std::fs::remove_dir(&sub).unwrap();
+        // Gone (with the persistent queue file inside), while this process
+        // still knows it as canonical.
+        std::fs::remove_dir_all(&sub).unwrap();
     }
     assert_ne!(tokens[0], tokens[1]);
     for tok in &tokens {

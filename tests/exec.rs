@@ -125,6 +125,75 @@ fn a_killed_exec_keeps_the_lock_until_its_whole_tree_has_exited() {
     guard.release().unwrap();
 }
 
+/// Whether nobody holds a `flock` on `path` (tried without blocking, and
+/// dropped again at once).
+fn flock_free(path: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).expect("open");
+    // SAFETY: flock on a descriptor we own; closing it drops the lock.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[test]
+fn a_killed_holder_leaves_the_queue_with_the_command_tree_and_waiters_keep_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let mut queue = lock_of(&t).into_os_string();
+    queue.push(".queue");
+    let queue = PathBuf::from(queue);
+    let script = format!(
+        "cd '{d}' || exit 1; echo $$ > cmd.pid; while [ ! -e cmd-go ]; do sleep 0.01; done; echo command-last >> {t}",
+        d = d.display(),
+        t = t.display()
+    );
+    let mut front = spawn_exec(&[s(&t), "--", "sh", "-c", &script], &d.join("err"));
+    let cmd = read_pid(&d.join("cmd.pid"));
+    // The holder is the pid in the record; kill it, not the front.
+    let text = read(&lock_of(&t));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("a complete record");
+    let holder = v["pid"].as_u64().expect("record pid") as i32;
+    // SAFETY: kill(2) with a pid read from our own holder's record.
+    assert_eq!(unsafe { libc::kill(holder, libc::SIGKILL) }, 0);
+    wait_gone(holder as u32, "killed holder");
+    assert!(alive(cmd), "the command died with its holder");
+    // The command's tree inherited the witness and the queue's flock.
+    assert!(
+        !flock_free(&queue),
+        "the queue was released while the command runs"
+    );
+    // Our contenders judge by the witness (a pid-judging client would
+    // enter now: its pid is the holder's, which we killed).
+    match session_lock::try_acquire(&t, &LockOptions::new()) {
+        Err(e) if e.kind() == ErrorKind::Busy => {}
+        Ok(_) => panic!("holder killed, command running: our contender got the lock"),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+    // A blocking contender waits in the queue until the tree is gone.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = t.clone();
+    let waiter = std::thread::spawn(move || {
+        let r = session_lock::acquire_with(&t2, &LockOptions::new().timeout(WAIT));
+        let _ = tx.send(());
+        r
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a contender got the lock while the command runs"
+    );
+    std::fs::write(d.join("cmd-go"), "").unwrap();
+    rx.recv_timeout(WAIT)
+        .expect("the contender got nothing after the command exited");
+    let guard = waiter
+        .join()
+        .unwrap()
+        .expect("lock free once the tree has exited");
+    assert!(!alive(cmd), "command still alive after the lock was freed");
+    assert_eq!(read(&t), "command-last\n");
+    guard.release().unwrap();
+    wait_child(&mut front, WAIT, "exec front");
+}
+
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

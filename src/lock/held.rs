@@ -8,6 +8,7 @@
 
 use crate::error::{Error, LostReason, Repr, Result};
 use crate::lock::LockPaths;
+use crate::lock::queue::Ticket;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
 use std::collections::HashMap;
@@ -26,6 +27,10 @@ pub(crate) struct HeldState {
     /// A writable descriptor opened by name after publishing (see
     /// `sys::open_death_sentinel`); closed with the witness.
     sentinel: Option<File>,
+    /// The queue's `flock` (see `queue`), dropped right after the unlink,
+    /// so that the next contender in the kernel's queue wakes to a free
+    /// lock path. `None` for a hold taken outside the queue.
+    queue: Option<Ticket>,
     /// Guards sharing this hold (nested guards).
     refs: usize,
     lost: Option<LostReason>,
@@ -110,10 +115,14 @@ impl crate::watchdog::Expire for Held {
 }
 
 impl Held {
+    // The descriptors of one hold (witness, sentinel, queue) and its
+    // record: each is needed, and a struct for one caller adds nothing.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         paths: LockPaths,
         witness: File,
         sentinel: Option<File>,
+        queue: Option<Ticket>,
         id: FileId,
         record: OwnerRecord,
         max_hold: Duration,
@@ -131,6 +140,7 @@ impl Held {
             state: Mutex::new(HeldState {
                 witness: Some(witness),
                 sentinel,
+                queue,
                 refs: 1,
                 lost: None,
                 transcript: None,
@@ -186,7 +196,12 @@ impl Held {
         crate::fault::hit("release.before_unlink");
         let outcome = match self.verify_path() {
             Ok(()) => match std::fs::remove_file(&self.paths.lock) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    // The path is free: hand the queue on now, so that the
+                    // next contender's wake-up overlaps our closes below.
+                    st.queue = None;
+                    Ok(())
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(Error::io("remove lock file", &self.paths.lock, e)),
             },
@@ -200,6 +215,8 @@ impl Held {
         drop(witness);
         self.set_dead();
         st.sentinel = None;
+        // Not ours any more (or never removed): hand the queue on too.
+        st.queue = None;
         st.transcript = None;
         outcome
     }
@@ -305,6 +322,7 @@ impl Held {
             // Close the witness (never unlink: the path is not ours).
             st.witness = None;
             st.sentinel = None;
+            st.queue = None;
             st.transcript = None;
             self.mark_lost(st, reason.clone());
             return Err(Error::from(Repr::LockLost {
@@ -519,7 +537,15 @@ impl LockGuard {
             }));
         };
         sys::set_inheritable(witness, inherit)
-            .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))
+            .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
+        // The queue's flock goes with the witness: while the command's tree
+        // keeps the lock, our contenders keep waiting in the kernel.
+        if let Some(queue) = st.queue.as_mut() {
+            queue
+                .set_inheritable(inherit)
+                .map_err(|e| Error::io("set queue inheritance", &held.paths.lock, e))?;
+        }
+        Ok(())
     }
 
     /// A future that resolves with the reason when the lock is lost (usable

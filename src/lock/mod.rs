@@ -8,6 +8,7 @@
 
 pub(crate) mod held;
 pub(crate) mod publish;
+pub(crate) mod queue;
 pub(crate) mod wait;
 
 use crate::error::{Error, Repr, Result};
@@ -374,6 +375,22 @@ pub(crate) enum Step {
     Backoff,
     /// Held by someone else ([`Acquirer::last_inspection`]): wait for a change.
     Wait,
+    /// The queue's `flock` is held (by the holder, or by the contender
+    /// next in line): wait in the queue ([`Acquirer::join_queue`]).
+    Queue,
+}
+
+/// How an acquire call uses the lock's queue (see `queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueUse {
+    /// Blocking acquire: wait in the kernel's queue, publish when granted.
+    Wait,
+    /// `try_acquire`, the async API, `fail_on_stale`: take the queue's
+    /// `flock` when it is free, right before publishing, and give it back
+    /// if the publish fails; never wait in it.
+    Opportunistic,
+    /// No queue here (no `flock`, no permission, no helper thread).
+    Off,
 }
 
 /// Tries (50 us apart) for the stale inode's exclusive lock before a
@@ -434,6 +451,17 @@ pub(crate) struct Acquirer<'a> {
     started: Instant,
     /// The `on_wait` hook has run.
     hooked: bool,
+    /// See [`QueueUse`].
+    queue_use: QueueUse,
+    /// The queue's `flock`, held: we are next in line (or hold the lock).
+    ticket: Option<queue::Ticket>,
+    /// A descriptor of the busy queue, to join it with.
+    busy: Option<queue::QueueFd>,
+    /// Our place in the queue while we wait in it.
+    queued: Option<queue::Waiting>,
+    /// The queue was just granted to us (the previous holder released or
+    /// died): a lock file still held now is most likely a dying holder's.
+    granted: bool,
 }
 
 impl<'a> Acquirer<'a> {
@@ -453,7 +481,78 @@ impl<'a> Acquirer<'a> {
             guarded: None,
             started: Instant::now(),
             hooked: false,
+            queue_use: if opts.fail_on_stale || opts.from_async {
+                QueueUse::Opportunistic
+            } else {
+                QueueUse::Wait
+            },
+            ticket: None,
+            busy: None,
+            queued: None,
+            granted: false,
         }
+    }
+
+    /// Never wait in the queue (`try_acquire`).
+    pub(crate) fn opportunistic(mut self) -> Self {
+        if self.queue_use == QueueUse::Wait {
+            self.queue_use = QueueUse::Opportunistic;
+        }
+        self
+    }
+
+    /// After [`Step::Queue`]: join the queue (or keep our place). False if
+    /// the queue cannot be used; the caller then just steps again and
+    /// waits the old way.
+    pub(crate) fn join_queue(&mut self) -> bool {
+        if self.queued.is_some() {
+            return true;
+        }
+        self.queued = self.busy.take().and_then(queue::Waiting::join);
+        if self.queued.is_none() {
+            self.queue_use = QueueUse::Off;
+        }
+        self.queued.is_some()
+    }
+
+    /// Whether we have a place in the queue (a wait goes there).
+    pub(crate) fn in_queue(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Sleep in the queue until granted or `until`. True if granted (the
+    /// kernel handed us the queue's `flock`: a wake-up by an event).
+    pub(crate) fn wait_in_queue(&mut self, until: Instant) -> bool {
+        let Some(w) = self.queued.as_ref() else {
+            return false;
+        };
+        match w.wait(until) {
+            queue::Outcome::Granted(ticket) => {
+                self.queued = None;
+                self.ticket = Some(ticket);
+                self.granted = true;
+                self.woken_by_event = true;
+                true
+            }
+            queue::Outcome::Pending => false,
+            queue::Outcome::Failed => {
+                self.queued = None;
+                self.queue_use = QueueUse::Off;
+                false
+            }
+        }
+    }
+
+    /// The `Timeout` error, naming the holder: a waiter that only waited
+    /// in the queue has not looked at the lock file yet, and looks now.
+    pub(crate) fn timeout(&mut self) -> Error {
+        if self.last_inspection().is_none() {
+            let policy = acquire_policy(self.opts);
+            if let Ok(Some(o)) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us) {
+                self.last = Some((o.inspection.id, Box::new(o.inspection)));
+            }
+        }
+        timeout_error(self.paths, self.opts, self.last_inspection())
     }
 
     /// Look (one lstat) before the first publish attempt: a crowd of tasks
@@ -495,13 +594,41 @@ impl<'a> Acquirer<'a> {
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.guarded = None;
         let woken = std::mem::take(&mut self.woken_by_event);
+        let granted = std::mem::take(&mut self.granted);
+        if self.queue_use == QueueUse::Wait && self.ticket.is_none() && self.queued.is_none() {
+            match queue::try_queue(&self.paths.lock) {
+                queue::TryQueue::Taken(ticket) => self.ticket = Some(ticket),
+                // Someone holds the lock, or is next in line: queue up
+                // behind them without looking (the holder's release, or
+                // death, hands the queue on to us).
+                queue::TryQueue::Busy(fd) => {
+                    if let Some(old) = self.busy.replace(fd) {
+                        queue::release_fd(old);
+                    }
+                    return Ok(Step::Queue);
+                }
+                queue::TryQueue::Unavailable => self.queue_use = QueueUse::Off,
+            }
+        }
         if !self.look_first || !self.lock_exists(woken)? {
-            match publish::publish(self.paths, self.opts, self.prepared.take())? {
+            if self.queue_use == QueueUse::Opportunistic && self.ticket.is_none() {
+                self.ticket = queue::try_take(&self.paths.lock);
+            }
+            match publish::publish(
+                self.paths,
+                self.opts,
+                self.prepared.take(),
+                &mut self.ticket,
+            )? {
                 publish::Published::Held(held) => {
                     return Ok(Step::Acquired(LockGuard::new(held)));
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
+                    if self.queue_use == QueueUse::Opportunistic {
+                        // Only a holder keeps it outside the `Wait` mode.
+                        self.ticket = None;
+                    }
                     // Lost the race after a wake-up: same cheap check.
                     if woken && self.lock_exists(true)? && self.rewaited {
                         return Ok(Step::Wait);
@@ -539,7 +666,12 @@ impl<'a> Acquirer<'a> {
                 // kernel reports the close before it drops the flock, and may
                 // close the sentinel before the witness). Look again a few
                 // times soon instead of at the safety re-check.
+                // Likewise right after the queue was handed to us: the
+                // holder dropped it, by release (then the path would be
+                // free or someone else's) or by dying (the kernel may drop
+                // the queue's flock before the witness).
                 self.settle = match (same, woken, self.settle) {
+                    _ if granted => 1,
                     (true, true, _) => 1,
                     (true, false, n) if (1..SETTLE_TRIES).contains(&n) => n + 1,
                     _ => 0,
@@ -703,10 +835,13 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
                 // Someone keeps changing the lock under us: still bounded.
-                return Err(timeout_error(&paths, opts, acq.last_inspection()));
+                return Err(acq.timeout());
             }
             Step::Retry => {}
             Step::Backoff => std::thread::sleep(acq.backoff_delay()),
+            Step::Queue => wait_in_queue(&mut acq, deadline)?,
+            // A safety re-check while in the queue found the lock held.
+            Step::Wait if acq.in_queue() => wait_in_queue(&mut acq, deadline)?,
             Step::Wait => {
                 let now = Instant::now();
                 acq.check_wait(deadline, now)?;
@@ -728,6 +863,32 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             }
         }
     }
+}
+
+/// The blocking API's wait in the lock's queue: the kernel grants the
+/// queue's `flock` to one waiter per release, in order. Every
+/// [`wait::SAFETY_RECHECK`] the waiter looks at the lock itself, keeping
+/// its place, so a queue stuck on someone who neither holds the lock nor
+/// moves (a stopped process) delays a free lock by that much at most.
+fn wait_in_queue(acq: &mut Acquirer<'_>, deadline: Option<Instant>) -> Result<()> {
+    let now = Instant::now();
+    if deadline.is_some_and(|d| now >= d) {
+        return Err(acq.timeout());
+    }
+    if !acq.join_queue() {
+        // No queue after all: the next step waits the old way.
+        return Ok(());
+    }
+    // The attempt after the grant only has to link it.
+    acq.prepare()?;
+    let recheck = now + wait::SAFETY_RECHECK;
+    // Waking for the `on_wait` hook makes the next step look at the lock,
+    // so the hook then has the holder to show.
+    let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
+    let until = deadline.map_or(recheck, |d| d.min(recheck));
+    let granted = acq.wait_in_queue(until);
+    count_wake(granted, deadline.is_none_or(|d| recheck < d));
+    Ok(())
 }
 
 /// Try once, never blocking.
@@ -764,7 +925,7 @@ pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockG
 pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuard> {
     // A few immediate retries cover "vanished" and "reclaimed" races; each
     // one means someone made progress.
-    let mut acq = Acquirer::new(paths, opts);
+    let mut acq = Acquirer::new(paths, opts).opportunistic();
     for _ in 0..16 {
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
@@ -773,7 +934,7 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
             Step::Backoff if acq.guarded() => break,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
-            Step::Wait => break,
+            Step::Wait | Step::Queue => break,
         }
     }
     if let Some(insp) = acq.last_inspection()

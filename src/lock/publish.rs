@@ -35,6 +35,7 @@ use crate::error::{Error, Repr, Result};
 use crate::identity::SelfIdentity;
 use crate::lock::LockPaths;
 use crate::lock::held::Held;
+use crate::lock::queue::Ticket;
 use crate::options::LockOptions;
 use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
 use crate::sys::{self, Publish};
@@ -196,7 +197,9 @@ impl Prepared {
             return Ok(());
         };
         let now = crate::time::format_rfc3339_ms(crate::time::now_ms());
-        if Some(now.len()) != self.record.created_at.as_ref().map(String::len) {
+        if Some(now.len()) != self.record.created_at.as_ref().map(String::len)
+            || self.record.created_at.as_deref() == Some(now.as_str())
+        {
             return Ok(());
         }
         sys::write_all_at(file, now.as_bytes(), offset as u64)
@@ -235,11 +238,13 @@ pub(crate) enum Published {
     Exists(Option<Prepared>),
 }
 
-/// One publish attempt, reusing `prepared` if given.
+/// One publish attempt, reusing `prepared` if given. A published hold
+/// takes over `ticket` (the queue's `flock`, see `queue`), if any.
 pub(crate) fn publish(
     paths: &LockPaths,
     opts: &LockOptions,
     prepared: Option<Prepared>,
+    ticket: &mut Option<Ticket>,
 ) -> Result<Published> {
     let mut p = match prepared {
         Some(mut p) => {
@@ -278,6 +283,7 @@ pub(crate) fn publish(
                 p.id,
                 sentinel,
                 std::mem::take(&mut p.record),
+                ticket.take(),
             )
             .map(Published::Held)
         }
@@ -289,10 +295,10 @@ pub(crate) fn publish(
                 // if /proc is missing altogether).
                 no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
-                return publish(paths, opts, None);
+                return publish(paths, opts, None, ticket);
             }
             drop(p);
-            publish_fallback(paths, opts)
+            publish_fallback(paths, opts, ticket)
         }
     }
 }
@@ -304,6 +310,7 @@ fn held(
     id: Option<sys::FileId>,
     sentinel: Option<File>,
     record: OwnerRecord,
+    ticket: Option<Ticket>,
 ) -> Result<Arc<Held>> {
     let id = match id {
         Some(id) => id,
@@ -319,6 +326,7 @@ fn held(
         paths.clone(),
         file,
         sentinel,
+        ticket,
         id,
         record,
         opts.max_hold,
@@ -328,7 +336,11 @@ fn held(
 
 /// Plain exclusive create + write, for filesystems with neither
 /// `renameat2(RENAME_NOREPLACE)` nor hard links (see the module docs).
-fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> {
+fn publish_fallback(
+    paths: &LockPaths,
+    opts: &LockOptions,
+    ticket: &mut Option<Ticket>,
+) -> Result<Published> {
     let mut file = match sys::create_private_exclusive(&paths.lock) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::Exists(None)),
@@ -347,7 +359,7 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> 
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    held(paths, opts, file, Some(id), None, record).map(Published::Held)
+    held(paths, opts, file, Some(id), None, record, ticket.take()).map(Published::Held)
 }
 
 #[cfg(test)]
@@ -373,7 +385,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
-        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {
+        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p), &mut None).unwrap()
+        else {
             panic!("lock path was free");
         };
         let text = std::fs::read(&paths.lock).unwrap();

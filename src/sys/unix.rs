@@ -86,10 +86,50 @@ pub(crate) fn flock_try(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
-/// Drop a flock (used only by the raw baselines in the bench; the crate
-/// itself drops its witness by closing the descriptor).
+/// Blocking exclusive flock (the lock's queue, and the raw baselines in the
+/// bench). Retries after `EINTR`.
+pub(crate) fn flock_blocking(file: &File) -> io::Result<()> {
+    loop {
+        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// Drop a flock (the lock's queue, and the raw baselines in the bench; the
+/// crate drops its witness by closing the descriptor).
 pub fn flock_unlock(file: &File) -> io::Result<()> {
     Ok(rustix::fs::flock(file, FlockOperation::Unlock)?)
+}
+
+/// Open the lock's queue file (`<lock>.queue`) for its `flock` wait
+/// queue: read-only (a `flock` needs no write access), created with mode
+/// 0600 if missing, never following a symlink, non-blocking (a FIFO
+/// planted there cannot hang the open), close-on-exec. Anything but a
+/// regular file there is `InvalidInput`: the caller then waits without
+/// the queue.
+pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
+    use rustix::fs::Mode;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let file = File::from(fd);
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Whether the file open as `file` has no name left (its link count is
+/// 0: someone removed it while we kept it open).
+pub(crate) fn is_unlinked(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
 /// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has

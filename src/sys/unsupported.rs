@@ -24,10 +24,19 @@ pub(crate) fn open_for_inspection(_path: &Path) -> io::Result<File> {
 pub(crate) fn open_append(_path: &Path) -> io::Result<File> {
     Err(unsupported())
 }
+pub(crate) fn open_queue(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
+pub(crate) fn is_unlinked(_file: &File) -> bool {
+    true
+}
 pub(crate) fn file_id(_meta: &Metadata) -> FileId {
     FileId { dev: 0, ino: 0 }
 }
 pub(crate) fn flock_try(_file: &File, _exclusive: bool) -> io::Result<bool> {
+    Err(unsupported())
+}
+pub(crate) fn flock_blocking(_file: &File) -> io::Result<()> {
     Err(unsupported())
 }
 pub fn flock_unlock(_file: &File) -> io::Result<()> {

@@ -186,7 +186,18 @@ pub fn age_file(path: &Path, by: Duration) {
 }
 
 /// Names in a directory, sorted.
+/// The names in `dir`, sorted, without lock queue files (`*.lock.queue`):
+/// those are persistent by design (docs/protocol.md, "The queue"), and the
+/// tests that care about them use [`all_names`].
 pub fn names(dir: &Path) -> Vec<String> {
+    all_names(dir)
+        .into_iter()
+        .filter(|n| !n.ends_with(".lock.queue"))
+        .collect()
+}
+
+/// Every name in `dir`, sorted.
+pub fn all_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -18,9 +18,19 @@
 //!    line, release, pause 100 us) for a fixed time, against a raw
 //!    `flock`-guarded `O_APPEND` loop. The shared file is then checked line
 //!    by line, and an atomic counter in a shared mapping detects any overlap
-//!    of two critical sections.
+//!    of two critical sections. Each of our workers also reports how often
+//!    its acquire loop woke up (the library's own count: a grant of the
+//!    lock's queue, an inotify event, a re-check timer), summed into
+//!    `wakeups_per_release` (one release per cycle).
 //! 5. **async** (feature `tokio`): lateness of a 1 ms interval ticker on a
-//!    current-thread runtime while 100 tasks contend for one lock.
+//!    current-thread runtime while 100 tasks contend for one lock, and of
+//!    the same ticker alone; the target is on the difference.
+//!
+//! The targets (issue 14) are judged on ratios within one run and
+//! reported, never enforced: handoff p50 <= 4x flock, uncontended <= 1.5x
+//! raw, throughput >= 0.5x the flock loop at every N, max wait at N=16 <=
+//! 3x the flock loop's, wake-ups per release at N=16 <= 2, 100 tasks add
+//! < 1 ms to the ticker's max lateness; the polling baseline stays.
 //!
 //! Child processes are this same executable, re-run as
 //! `session-lock bench --child <role> ...` (hidden arguments); they talk to
@@ -243,6 +253,10 @@ struct Throughput {
     ratio: Option<f64>,
     max_wait_ms: f64,
     baseline_max_wait_ms: Option<f64>,
+    /// Wake-ups of our workers' acquire loops per release (one release per
+    /// cycle), counted by the library (`__private::wait_wakeups`): a
+    /// grant of the queue's `flock`, an inotify event, a re-check timer.
+    wakeups_per_release: Option<f64>,
     lines_ok: bool,
     baseline_lines_ok: Option<bool>,
     ours_cycles: u64,
@@ -827,7 +841,15 @@ mod child {
             seq += 1;
             std::thread::sleep(pause);
         }
-        say(&format!("done {seq} {max_wait} {overlaps}"))
+        // Wake-ups of this process's acquire loop (the kernel's queue grant,
+        // an inotify event, a re-check timer), counted by the library.
+        let (by_event, by_timer) = session_lock::__private::wait_wakeups();
+        let wakeups = if raw.is_some() {
+            0
+        } else {
+            by_event + by_timer
+        };
+        say(&format!("done {seq} {max_wait} {overlaps} {wakeups}"))
     }
 }
 
@@ -1058,6 +1080,9 @@ struct Run {
     cycles: u64,
     per_s: f64,
     max_wait_ns: u64,
+    /// Wake-ups of the workers' acquire loops, summed (0 for the baseline,
+    /// whose waits happen inside the kernel's `flock`).
+    wakeups: u64,
     lines: Result<(), String>,
 }
 
@@ -1098,18 +1123,20 @@ fn throughput_run(
         p.send("go")?;
     }
     let (mut counts, mut max_wait_ns, mut overlaps) = (Vec::with_capacity(n), 0u64, 0u64);
+    let mut wakeups = 0u64;
     for p in &mut peers {
         let line = p.recv()?;
         let nums: Vec<u64> = line
             .strip_prefix("done ")
             .map(|rest| rest.split(' ').filter_map(|x| x.parse().ok()).collect())
             .unwrap_or_default();
-        let [cycles, wait, over] = nums[..] else {
+        let [cycles, wait, over, woke] = nums[..] else {
             return Err(format!("throughput: bad report {line:?}"));
         };
         counts.push(cycles);
         max_wait_ns = max_wait_ns.max(wait);
         overlaps += over;
+        wakeups += woke;
     }
     for p in peers {
         p.finish()?;
@@ -1127,6 +1154,7 @@ fn throughput_run(
         cycles,
         per_s: round(cycles as f64 / duration.as_secs_f64(), 1),
         max_wait_ns,
+        wakeups,
         lines,
     })
 }
@@ -1167,6 +1195,8 @@ fn throughput(
             ratio: base.as_ref().and_then(|b| ratio(ours.per_s, b.per_s)),
             max_wait_ms: ms(ours.max_wait_ns),
             baseline_max_wait_ms: base.as_ref().map(|b| ms(b.max_wait_ns)),
+            wakeups_per_release: (ours.cycles > 0)
+                .then(|| round(ours.wakeups as f64 / ours.cycles as f64, 3)),
             lines_ok: ours.lines.is_ok(),
             baseline_lines_ok: base.as_ref().map(|b| b.lines.is_ok()),
             ours_cycles: ours.cycles,
@@ -1174,12 +1204,14 @@ fn throughput(
             duration_s: plan.throughput.as_secs_f64(),
         };
         progress(&format!(
-            "{step} throughput n={n}: ours {:.0}/s, flock {}, ratio {}, max wait {:.2} ms, lines {}",
+            "{step} throughput n={n}: ours {:.0}/s, flock {}, ratio {}, max wait {:.2} ms, wake-ups/release {}, lines {}",
             t.ours_cycles_per_s,
             t.baseline_cycles_per_s
                 .map_or("-".into(), |b| format!("{b:.0}/s")),
             fmt_ratio(t.ratio),
             t.max_wait_ms,
+            t.wakeups_per_release
+                .map_or("-".into(), |w| format!("{w:.2}")),
             if t.lines_ok { "ok" } else { "NOT OK" }
         ));
         out.push(t);
@@ -1469,9 +1501,9 @@ fn targets(r: &Report) -> Vec<Target> {
     let h = r.handoff.as_ref();
     add(
         "handoff_vs_flock",
-        "ours p50 <= 10x flock p50",
+        "ours p50 <= 4x flock p50",
         h.and_then(|h| h.ratio_vs_flock),
-        |v| v <= 10.0,
+        |v| v <= 4.0,
     );
     add(
         "handoff_vs_polling",
@@ -1481,9 +1513,9 @@ fn targets(r: &Report) -> Vec<Target> {
     );
     add(
         "uncontended",
-        "ours p50 <= 2x raw",
+        "ours p50 <= 1.5x raw",
         r.uncontended.as_ref().and_then(|u| u.ratio),
-        |v| v <= 2.0,
+        |v| v <= 1.5,
     );
     add(
         "inspect",
@@ -1493,17 +1525,35 @@ fn targets(r: &Report) -> Vec<Target> {
     );
     let thr = r.throughput.as_deref().unwrap_or_default();
     let all_lines = thr.len() == THROUGHPUT_NS.len() && thr.iter().all(|t| t.lines_ok);
-    let n8 = thr.iter().find(|t| t.n == 8).and_then(|t| t.ratio);
+    let at = |n: usize| thr.iter().find(|t| t.n == n);
+    let lowest = THROUGHPUT_NS
+        .iter()
+        .map(|&n| at(n).and_then(|t| t.ratio))
+        .try_fold(f64::INFINITY, |m, r| r.map(|r| m.min(r)));
     add(
-        "throughput_n8",
-        ">= 0.3x raw flock loop at N=8, lines_ok everywhere",
-        n8.filter(|_| all_lines),
-        |v| v >= 0.3,
+        "throughput",
+        ">= 0.5x raw flock loop at every N, lines_ok everywhere",
+        lowest.filter(|_| all_lines),
+        |v| v >= 0.5,
+    );
+    add(
+        "max_wait_n16",
+        "max wait at N=16 <= 3x the raw loop's",
+        at(16).and_then(|t| t.baseline_max_wait_ms.and_then(|b| ratio(t.max_wait_ms, b))),
+        |v| v <= 3.0,
+    );
+    add(
+        "wakeups_n16",
+        "wake-ups per release at N=16 <= 2",
+        at(16).and_then(|t| t.wakeups_per_release),
+        |v| v <= 2.0,
     );
     add(
         "async_lateness",
-        "max tick lateness < 1 ms",
-        r.async_.as_ref().map(|a| a.max_tick_lateness_ms),
+        "100 tasks add < 1 ms to the ticker's max lateness",
+        r.async_
+            .as_ref()
+            .map(|a| round(a.max_tick_lateness_ms - a.idle_max_tick_lateness_ms, 3)),
         |v| v < 1.0,
     );
     t
@@ -1540,7 +1590,7 @@ fn print_table(r: &Report) {
             format!("{:.1} us", u.ours_p50_us),
             format!("{:.1} us (raw create)", u.baseline_p50_us),
             fmt_ratio(u.ratio),
-            "<= 2x raw",
+            "<= 1.5x raw",
             pass(r, "uncontended"),
         ),
         None => row(
@@ -1548,7 +1598,7 @@ fn print_table(r: &Report) {
             "failed".into(),
             "-".into(),
             "-".into(),
-            "<= 2x raw",
+            "<= 1.5x raw",
             "n/a",
         ),
     }
@@ -1559,7 +1609,7 @@ fn print_table(r: &Report) {
                 format!("{:.1} us", h.ours_p50_us),
                 format!("{:.1} us (flock)", h.flock_p50_us),
                 fmt_ratio(h.ratio_vs_flock),
-                "<= 10x flock",
+                "<= 4x flock",
                 pass(r, "handoff_vs_flock"),
             );
             row(
@@ -1608,10 +1658,10 @@ fn print_table(r: &Report) {
         ),
     }
     for t in r.throughput.as_deref().unwrap_or_default() {
-        let (goal, verdict) = if t.n == 8 {
-            (">= 0.3x flock, lines ok", pass(r, "throughput_n8"))
-        } else {
-            ("lines ok", if t.lines_ok { "PASS" } else { "MISS" })
+        let verdict = match t.ratio {
+            Some(x) if x >= 0.5 && t.lines_ok => "PASS",
+            Some(_) => "MISS",
+            None => "n/a",
         };
         row(
             &format!("throughput n={}", t.n),
@@ -1619,21 +1669,42 @@ fn print_table(r: &Report) {
             t.baseline_cycles_per_s
                 .map_or("failed".into(), |b| format!("{b:.0}/s (flock)")),
             fmt_ratio(t.ratio),
-            goal,
+            ">= 0.5x flock, lines ok",
             verdict,
         );
+        let (goal, verdict) = if t.n == 16 {
+            ("<= 3x flock", pass(r, "max_wait_n16"))
+        } else {
+            ("", "")
+        };
         row(
             "  max wait",
             format!("{:.2} ms", t.max_wait_ms),
             t.baseline_max_wait_ms
                 .map_or("-".into(), |b| format!("{b:.2} ms (flock)")),
             if t.lines_ok {
-                "lines ok".into()
+                t.baseline_max_wait_ms
+                    .and_then(|b| ratio(t.max_wait_ms, b))
+                    .map_or("lines ok".into(), |x| format!("{x:.2}x, lines ok"))
             } else {
                 "LINES NOT OK".into()
             },
-            "",
-            "",
+            goal,
+            verdict,
+        );
+        let (goal, verdict) = if t.n == 16 {
+            ("<= 2 per release", pass(r, "wakeups_n16"))
+        } else {
+            ("", "")
+        };
+        row(
+            "  wake-ups",
+            t.wakeups_per_release
+                .map_or("-".into(), |w| format!("{w:.2}/rel")),
+            "(counted, ours only)".into(),
+            String::new(),
+            goal,
+            verdict,
         );
     }
     if r.throughput.is_none() {
@@ -1651,8 +1722,11 @@ fn print_table(r: &Report) {
             "async lateness",
             format!("{:.3} ms", a.max_tick_lateness_ms),
             format!("{:.3} ms (ticker alone)", a.idle_max_tick_lateness_ms),
-            format!("p99 {:.3} ms", a.p99_tick_lateness_ms),
-            "max < 1 ms",
+            format!(
+                "{:+.3} ms",
+                a.max_tick_lateness_ms - a.idle_max_tick_lateness_ms
+            ),
+            "adds < 1 ms to max",
             pass(r, "async_lateness"),
         ),
         None if cfg!(feature = "tokio") => row(

@@ -1,0 +1,558 @@
+//! The lock's wait queue: the kernel's `flock` wait queue on a persistent
+//! file next to the lock file, `<lock>.queue` (see `docs/protocol.md`,
+//! "The queue").
+//!
+//! The holder of a lock holds the queue file's exclusive `flock` (a
+//! [`Ticket`]) for as long as it holds the lock, and drops it right after
+//! its release (unlink, close of the witness). Blocking contenders wait for
+//! that `flock` in the kernel, which hands it to one waiter at a time, in
+//! the order they asked: a release wakes one contender instead of all of
+//! them, and the woken one publishes its record at once.
+//!
+//! The queue decides who tries next, never who holds: the lock is still
+//! the lock file with its witnessed record, published without replacing
+//! anything. A contender holding the ticket still publishes, inspects and
+//! reclaims as before, and waits for the lock file the old way (inotify)
+//! when someone outside the queue holds it (software speaking only the
+//! reference's protocol, a `try_acquire`, an async task). So nothing the
+//! queue does, or fails to do, can let two holders in; at worst it costs
+//! time, bounded by the safety re-check.
+//!
+//! A blocking `flock` cannot honour a timeout, so a waiting thread never
+//! blocks in it itself: a helper thread (`session-lock-queue`, from a small
+//! process-wide pool) blocks on the waiter's behalf and hands it the ticket
+//! when the kernel grants it; the waiter sleeps on a condition variable
+//! with its deadline. A waiter that gives up leaves its place in the queue
+//! to the next waiter of the same lock in this process ("adoption"), or,
+//! when it is granted with nobody left to take it, the helper drops the
+//! `flock` at once.
+
+use crate::sys;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Suffix of the queue file: `<transcript>.lock.queue`.
+pub const QUEUE_SUFFIX: &str = ".queue";
+
+/// Helper threads blocked in (or idle for) the queue at most, per process.
+/// Waiters beyond that wait the old way (inotify on the lock file).
+pub const MAX_QUEUE_THREADS: usize = 64;
+
+/// An idle helper thread exits after this long without work.
+const HELPER_IDLE: Duration = Duration::from_secs(10);
+
+/// Spare queue descriptors kept per lock path, and lock paths kept.
+const SPARES_PER_PATH: usize = 4;
+const MAX_CACHED_PATHS: usize = 256;
+
+/// `<lock>.queue`.
+pub(crate) fn queue_path(lock: &Path) -> PathBuf {
+    let mut s = lock.as_os_str().to_owned();
+    s.push(QUEUE_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One open file description of a lock's queue file. Each waiter and
+/// holder uses its own: `flock` locks belong to open file descriptions, so
+/// two threads sharing one would both "hold" it.
+pub(crate) struct QueueFd {
+    file: File,
+    lock: PathBuf,
+}
+
+impl QueueFd {
+    fn open(lock: &Path) -> Option<QueueFd> {
+        let file = sys::open_queue(&queue_path(lock)).ok()?;
+        Some(QueueFd {
+            file,
+            lock: lock.to_owned(),
+        })
+    }
+}
+
+/// Spare descriptors (no lock held on them), so that an acquire does not
+/// pay an `open` and a `close` of the queue file.
+fn spares() -> MutexGuard<'static, HashMap<PathBuf, Vec<QueueFd>>> {
+    static SPARES: OnceLock<Mutex<HashMap<PathBuf, Vec<QueueFd>>>> = OnceLock::new();
+    lock_or_recover(SPARES.get_or_init(Default::default))
+}
+
+fn take_fd(lock: &Path) -> Option<QueueFd> {
+    let spare = spares().get_mut(lock).and_then(Vec::pop);
+    // `clean` may have removed an idle queue file since this descriptor
+    // was kept: one of the removed inode would queue alone (one `fstat`).
+    match spare {
+        Some(fd) if !sys::is_unlinked(&fd.file) => Some(fd),
+        _ => QueueFd::open(lock),
+    }
+}
+
+/// Keep an unlocked descriptor for a later acquire (or close it).
+fn put_back(fd: QueueFd) {
+    let mut spares = spares();
+    if spares.len() >= MAX_CACHED_PATHS && !spares.contains_key(&fd.lock) {
+        spares.clear();
+    }
+    let v = spares.entry(fd.lock.clone()).or_default();
+    if v.len() < SPARES_PER_PATH {
+        v.push(fd);
+    }
+}
+
+/// The queue's `flock`, held. Dropping it drops the `flock` (the kernel
+/// wakes the next waiter) and keeps the descriptor as a spare.
+pub(crate) struct Ticket {
+    fd: Option<QueueFd>,
+    /// Inheritable by child processes at some point: closed, not kept.
+    shared: bool,
+}
+
+impl Ticket {
+    fn new(fd: QueueFd) -> Ticket {
+        Ticket {
+            fd: Some(fd),
+            shared: false,
+        }
+    }
+
+    /// See `LockGuard::share_with_children`: the queue's `flock` is shared
+    /// with the command's tree like the witness.
+    pub(crate) fn set_inheritable(&mut self, inherit: bool) -> io::Result<()> {
+        let Some(fd) = self.fd.as_ref() else {
+            return Ok(());
+        };
+        self.shared |= inherit;
+        sys::set_inheritable(&fd.file, inherit)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // Unlock explicitly: a descriptor shared with children would
+            // otherwise keep the lock until the last of them closes it.
+            let unlocked = sys::flock_unlock(&fd.file).is_ok();
+            if unlocked && !self.shared {
+                put_back(fd);
+            }
+        }
+    }
+}
+
+/// What [`try_queue`] found.
+pub(crate) enum TryQueue {
+    /// We hold the queue's `flock`.
+    Taken(Ticket),
+    /// Someone holds it: join the queue with this descriptor.
+    Busy(QueueFd),
+    /// No queue here (no `flock`, no permission, not a regular file).
+    Unavailable,
+}
+
+/// Take the queue's `flock` without blocking.
+pub(crate) fn try_queue(lock: &Path) -> TryQueue {
+    let Some(fd) = take_fd(lock) else {
+        return TryQueue::Unavailable;
+    };
+    match sys::flock_try(&fd.file, true) {
+        Ok(true) => TryQueue::Taken(Ticket::new(fd)),
+        Ok(false) => TryQueue::Busy(fd),
+        Err(_) => TryQueue::Unavailable,
+    }
+}
+
+/// Take the queue's `flock` if it is free; never joins the queue.
+pub(crate) fn try_take(lock: &Path) -> Option<Ticket> {
+    match try_queue(lock) {
+        TryQueue::Taken(t) => Some(t),
+        TryQueue::Busy(fd) => {
+            put_back(fd);
+            None
+        }
+        TryQueue::Unavailable => None,
+    }
+}
+
+/// Hand a descriptor that was not used back.
+pub(crate) fn release_fd(fd: QueueFd) {
+    put_back(fd);
+}
+
+// ---------------------------------------------------------------------------
+// Waiting in the queue
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct SlotState {
+    /// Granted: the descriptor whose `flock` the kernel gave us.
+    granted: Option<QueueFd>,
+    /// The helper's `flock` failed: wait without the queue.
+    failed: bool,
+    /// The waiter left; the place may be adopted by another waiter.
+    abandoned: bool,
+    /// Finished: the ticket was taken, or dropped by the helper.
+    done: bool,
+}
+
+/// One place in the kernel's queue, waited for by a helper thread.
+#[derive(Default)]
+struct Slot {
+    st: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+/// Abandoned places still waiting in the kernel, by lock path.
+fn abandoned() -> MutexGuard<'static, HashMap<PathBuf, Vec<Arc<Slot>>>> {
+    static ABANDONED: OnceLock<Mutex<HashMap<PathBuf, Vec<Arc<Slot>>>>> = OnceLock::new();
+    lock_or_recover(ABANDONED.get_or_init(Default::default))
+}
+
+fn forget_abandoned(lock: &Path, slot: &Arc<Slot>) {
+    let mut map = abandoned();
+    if let Some(v) = map.get_mut(lock) {
+        v.retain(|s| !Arc::ptr_eq(s, slot));
+        if v.is_empty() {
+            map.remove(lock);
+        }
+    }
+}
+
+/// Take over an abandoned place of this lock, if one is still waiting.
+fn adopt(lock: &Path) -> Option<Arc<Slot>> {
+    let mut map = abandoned();
+    let v = map.get_mut(lock)?;
+    let mut found = None;
+    while let Some(slot) = v.pop() {
+        let mut st = lock_or_recover(&slot.st);
+        if !st.done && !st.failed {
+            st.abandoned = false;
+            drop(st);
+            found = Some(slot);
+            break;
+        }
+    }
+    if v.is_empty() {
+        map.remove(lock);
+    }
+    found
+}
+
+/// How a wait in the queue ended.
+pub(crate) enum Outcome {
+    /// The kernel granted the queue's `flock`: we are next.
+    Granted(Ticket),
+    /// Still waiting at `until`.
+    Pending,
+    /// The queue failed (the helper's `flock` returned an error).
+    Failed,
+}
+
+/// A waiter's place in the queue. Dropping it gives the place up.
+pub(crate) struct Waiting {
+    slot: Arc<Slot>,
+    lock: PathBuf,
+}
+
+impl Waiting {
+    /// Join the queue with `fd` (whose `flock` was busy), or adopt a place
+    /// a waiter of this process gave up. `None`: no helper thread could be
+    /// had (see [`MAX_QUEUE_THREADS`]); wait without the queue.
+    pub(crate) fn join(fd: QueueFd) -> Option<Waiting> {
+        let lock = fd.lock.clone();
+        if let Some(slot) = adopt(&lock) {
+            put_back(fd);
+            return Some(Waiting { slot, lock });
+        }
+        let slot = Arc::new(Slot::default());
+        match pool().submit(fd, slot.clone()) {
+            Ok(()) => Some(Waiting { slot, lock }),
+            Err(fd) => {
+                put_back(fd);
+                None
+            }
+        }
+    }
+
+    /// Sleep until the kernel grants our place, the queue fails, or `until`.
+    pub(crate) fn wait(&self, until: Instant) -> Outcome {
+        let mut st = lock_or_recover(&self.slot.st);
+        loop {
+            if let Some(fd) = st.granted.take() {
+                st.done = true;
+                return Outcome::Granted(Ticket::new(fd));
+            }
+            if st.failed {
+                return Outcome::Failed;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Outcome::Pending;
+            }
+            st = self
+                .slot
+                .cv
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        // Same order as `adopt`: the map, then the slot.
+        let mut map = abandoned();
+        let mut st = lock_or_recover(&self.slot.st);
+        if st.done || st.failed {
+            return;
+        }
+        if let Some(fd) = st.granted.take() {
+            // Granted after our last look: pass it on at once.
+            st.done = true;
+            drop(st);
+            drop(map);
+            drop(Ticket::new(fd));
+            return;
+        }
+        st.abandoned = true;
+        drop(st);
+        map.entry(self.lock.clone())
+            .or_default()
+            .push(self.slot.clone());
+    }
+}
+
+/// The helper's side: the kernel answered our place's `flock`.
+fn deliver(fd: QueueFd, slot: &Arc<Slot>, result: io::Result<()>) {
+    let mut st = lock_or_recover(&slot.st);
+    let lock = fd.lock.clone();
+    let abandoned = st.abandoned;
+    match result {
+        Ok(()) if !abandoned => {
+            st.granted = Some(fd);
+            slot.cv.notify_all();
+            return;
+        }
+        Ok(()) => {
+            // Nobody wants it any more: hand it on to the next in the kernel.
+            st.done = true;
+            drop(st);
+            drop(Ticket::new(fd));
+        }
+        Err(e) => {
+            tracing::debug!(lock_path = %lock.display(), error = %e, "waiting in the lock queue failed; waiting without it");
+            st.failed = true;
+            slot.cv.notify_all();
+            drop(st);
+        }
+    }
+    if abandoned {
+        forget_abandoned(&lock, slot);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helper threads
+// ---------------------------------------------------------------------------
+
+type Job = (QueueFd, Arc<Slot>);
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    threads: usize,
+}
+
+#[derive(Default)]
+struct Pool {
+    st: Mutex<PoolState>,
+    cv: Condvar,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Pool::default)
+}
+
+impl Pool {
+    /// Give the job to an idle helper, or start one. `Err`: the limit.
+    fn submit(&'static self, fd: QueueFd, slot: Arc<Slot>) -> Result<(), QueueFd> {
+        let mut st = lock_or_recover(&self.st);
+        if st.idle > st.jobs.len() {
+            st.jobs.push_back((fd, slot));
+            drop(st);
+            self.cv.notify_one();
+            return Ok(());
+        }
+        if st.threads >= MAX_QUEUE_THREADS {
+            return Err(fd);
+        }
+        st.threads += 1;
+        drop(st);
+        // The job travels with the thread; if the spawn fails it comes back.
+        let job = Arc::new(Mutex::new(Some((fd, slot))));
+        let theirs = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name("session-lock-queue".into())
+            .spawn(move || {
+                if let Some(job) = lock_or_recover(&theirs).take() {
+                    run(job);
+                }
+                self.helper_loop();
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not start a lock queue thread");
+                lock_or_recover(&self.st).threads -= 1;
+                match lock_or_recover(&job).take() {
+                    Some((fd, _)) => Err(fd),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn helper_loop(&self) {
+        loop {
+            let mut st = lock_or_recover(&self.st);
+            st.idle += 1;
+            let job = loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    break Some(job);
+                }
+                let (next, timeout) = self
+                    .cv
+                    .wait_timeout(st, HELPER_IDLE)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = next;
+                if timeout.timed_out() && st.jobs.is_empty() {
+                    break None;
+                }
+            };
+            st.idle -= 1;
+            let Some(job) = job else {
+                st.threads -= 1;
+                return;
+            };
+            drop(st);
+            run(job);
+        }
+    }
+}
+
+fn run((fd, slot): Job) {
+    let result = sys::flock_blocking(&fd.file);
+    deliver(fd, &slot, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("s.jsonl.lock")
+    }
+
+    #[test]
+    fn the_queue_file_is_created_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir);
+        let TryQueue::Taken(t) = try_queue(&lock) else {
+            panic!("a fresh queue is free");
+        };
+        let meta = std::fs::metadata(queue_path(&lock)).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+        drop(t);
+        assert!(queue_path(&lock).exists(), "release keeps the queue file");
+    }
+
+    #[test]
+    fn a_held_queue_is_busy_and_granted_after_the_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir);
+        let TryQueue::Taken(first) = try_queue(&lock) else {
+            panic!("a fresh queue is free");
+        };
+        assert!(try_take(&lock).is_none(), "held by `first`");
+        let TryQueue::Busy(fd) = try_queue(&lock) else {
+            panic!("held by `first`");
+        };
+        let waiting = Waiting::join(fd).expect("a helper thread");
+        assert!(matches!(
+            waiting.wait(Instant::now() + Duration::from_millis(1)),
+            Outcome::Pending
+        ));
+        drop(first);
+        match waiting.wait(Instant::now() + Duration::from_secs(10)) {
+            Outcome::Granted(t) => drop(t),
+            Outcome::Pending => panic!("not granted within 10 s of the release"),
+            Outcome::Failed => panic!("the queue failed"),
+        }
+        assert!(try_take(&lock).is_some(), "the ticket was dropped");
+    }
+
+    #[test]
+    fn an_abandoned_place_is_adopted_or_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir);
+        let TryQueue::Taken(first) = try_queue(&lock) else {
+            panic!("a fresh queue is free");
+        };
+        let TryQueue::Busy(fd) = try_queue(&lock) else {
+            panic!("held by `first`");
+        };
+        let gave_up = Waiting::join(fd).expect("a helper thread");
+        let place = gave_up.slot.clone();
+        drop(gave_up);
+        // The next waiter of this process takes the abandoned place.
+        let TryQueue::Busy(fd) = try_queue(&lock) else {
+            panic!("held by `first`");
+        };
+        let adopter = Waiting::join(fd).expect("adopted");
+        assert!(
+            Arc::ptr_eq(&adopter.slot, &place),
+            "the abandoned place was not adopted"
+        );
+        drop(place);
+        drop(first);
+        match adopter.wait(Instant::now() + Duration::from_secs(10)) {
+            Outcome::Granted(t) => drop(t),
+            _ => panic!("the adopted place was not granted within 10 s"),
+        }
+        // Abandoned with nobody to adopt it: the helper passes it on.
+        let TryQueue::Taken(second) = try_queue(&lock) else {
+            panic!("free again");
+        };
+        let TryQueue::Busy(fd) = try_queue(&lock) else {
+            panic!("held by `second`");
+        };
+        drop(Waiting::join(fd).expect("a helper thread"));
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(t) = try_take(&lock) {
+                drop(t);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an abandoned grant still holds the queue after 10 s"
+            );
+            std::thread::yield_now();
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The lock's queue (`<lock>.queue`, docs/protocol.md "The queue"): blocking
+//! contenders wait for its `flock` in the kernel, one is woken per release,
+//! in the order they queued; the file outlives every hold and `clean`
+//! removes it only once nothing is left to queue for.
+
+mod common;
+
+use common::*;
+use session_lock::sweep::{SweepOptions, sweep};
+use session_lock::{LockGuard, LockOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn queue_of(t: &Path) -> PathBuf {
+    let mut s = lock_of(t).into_os_string();
+    s.push(".queue");
+    PathBuf::from(s)
+}
+
+/// Requests blocked on the queue file's `flock`, from `/proc/locks` (the
+/// kernel's own list: `-> FLOCK ... <dev>:<inode> ...` for a waiter).
+fn blocked_on(queue: &Path) -> usize {
+    let ino = std::fs::metadata(queue).map(|m| m.ino()).unwrap_or(0);
+    let suffix = format!(":{ino}");
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("->") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        .count()
+}
+
+fn wait_blocked(queue: &Path, n: usize) {
+    let start = Instant::now();
+    while blocked_on(queue) < n {
+        assert!(
+            start.elapsed() < WAIT,
+            "{n} waiters never queued on {} ({} did)",
+            queue.display(),
+            blocked_on(queue)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn record_pid(t: &Path) -> u64 {
+    let text = std::fs::read_to_string(lock_of(t)).expect("a lock file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("a complete record");
+    v["pid"].as_u64().expect("a pid")
+}
+
+#[test]
+fn waiters_in_other_processes_get_the_lock_in_the_order_they_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    let ours = session_lock::acquire(&t).unwrap();
+    let mut waiters = Vec::new();
+    for n in 1..=3 {
+        waiters.push(Holder::spawn_unready(&t, &[], &[]));
+        // The kernel's list says it is queued before the next one starts.
+        wait_blocked(&queue, n);
+    }
+    ours.release().unwrap();
+    for (i, mut w) in waiters.into_iter().enumerate() {
+        w.wait_ready();
+        assert_eq!(
+            record_pid(&t),
+            u64::from(w.pid()),
+            "waiter {} did not get the lock in its turn",
+            i + 1
+        );
+        w.release();
+    }
+    assert!(!lock_of(&t).exists());
+}
+
+#[test]
+fn each_waiter_wakes_once_per_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    let ours = session_lock::acquire(&t).unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for id in 0..4u32 {
+        let (t, order) = (t.clone(), order.clone());
+        threads.push(std::thread::spawn(move || {
+            let g: LockGuard =
+                session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+            order.lock().unwrap().push(id);
+            g.release().unwrap();
+            session_lock::__private::wait_wakeups()
+        }));
+        wait_blocked(&queue, id as usize + 1);
+    }
+    ours.release().unwrap();
+    for (id, th) in threads.into_iter().enumerate() {
+        let (by_event, by_timer) = th.join().unwrap();
+        assert_eq!(
+            (by_event, by_timer),
+            (1, 0),
+            "waiter {id}: woken by events / timers"
+        );
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn the_queue_file_outlives_holds_and_clean_removes_it_only_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    let g = session_lock::acquire(&t).unwrap();
+    g.append_line("{}").unwrap();
+    let meta = std::fs::metadata(&queue).expect("the holder created the queue file");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 0);
+    // Held: kept.
+    sweep(dir.path(), &SweepOptions::default()).unwrap();
+    assert!(queue.exists(), "clean removed the queue of a held lock");
+    g.release().unwrap();
+    assert_eq!(all_names(dir.path()), vec!["s.jsonl", "s.jsonl.lock.queue"]);
+    // Free, but the transcript is there: kept (the next acquire uses it).
+    sweep(dir.path(), &SweepOptions::default()).unwrap();
+    assert!(
+        queue.exists(),
+        "clean removed the queue of a live transcript"
+    );
+    // Someone holds the lock in another process while the transcript is
+    // gone: kept.
+    std::fs::remove_file(&t).unwrap();
+    let h = Holder::start(&t, &[]);
+    sweep(dir.path(), &SweepOptions::default()).unwrap();
+    assert!(
+        queue.exists(),
+        "clean removed the queue under a live holder"
+    );
+    h.release();
+    // A dry run removes nothing.
+    let dry = SweepOptions {
+        remove: false,
+        ..SweepOptions::default()
+    };
+    sweep(dir.path(), &dry).unwrap();
+    assert!(queue.exists(), "a dry run removed the queue file");
+    // Nothing left to queue for: removed.
+    sweep(dir.path(), &SweepOptions::default()).unwrap();
+    assert_eq!(all_names(dir.path()), Vec::<String>::new());
+    // And the next acquire creates it again.
+    drop(session_lock::acquire(&t).unwrap());
+    assert!(queue.exists());
+}
+
+#[test]
+fn a_queue_nobody_releases_delays_a_free_lock_by_the_safety_recheck_at_most() {
+    // Someone (not following the protocol, or stopped) sits on the queue's
+    // flock while the lock itself is free: a waiter still gets the lock
+    // after its safety re-check, and keeps its timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    drop(session_lock::acquire(&t).unwrap());
+    let squatter = std::fs::File::open(&queue).unwrap();
+    rustix::fs::flock(&squatter, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let recheck = session_lock::__private::SAFETY_RECHECK;
+    let start = Instant::now();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+        .expect("the free lock is taken after the safety re-check");
+    assert!(
+        start.elapsed() < WAIT,
+        "took {:?} (safety re-check {recheck:?})",
+        start.elapsed()
+    );
+    let (_, by_timer) = session_lock::__private::wait_wakeups();
+    assert_eq!(by_timer, 1, "taken by the safety re-check, once");
+    g.release().unwrap();
+    // With a shorter timeout than the re-check: a timeout naming nobody.
+    let short = LockOptions::new().timeout(Duration::from_millis(50));
+    let h = Holder::start(&t, &[]);
+    let err = session_lock::acquire_with(&t, &short).unwrap_err();
+    assert_eq!(err.kind(), session_lock::ErrorKind::Timeout);
+    assert_eq!(
+        err.owner().and_then(|o| o.pid),
+        Some(h.pid()),
+        "the timeout names the holder"
+    );
+    h.release();
+    drop(squatter);
+}

@@ -843,7 +843,12 @@ mod child {
         }
         // Wake-ups of this process's acquire loop (the kernel's queue grant,
         // an inotify event, a re-check timer), counted by the library.
+        // Counted only in builds with the testing feature (no counters on the
+        // production path): `--features cli,fault-injection`.
+        #[cfg(feature = "fault-injection")]
         let (by_event, by_timer) = session_lock::__private::wait_wakeups();
+        #[cfg(not(feature = "fault-injection"))]
+        let (by_event, by_timer) = (0u64, 0u64);
         let wakeups = if raw.is_some() {
             0
         } else {
@@ -1195,7 +1200,8 @@ fn throughput(
             ratio: base.as_ref().and_then(|b| ratio(ours.per_s, b.per_s)),
             max_wait_ms: ms(ours.max_wait_ns),
             baseline_max_wait_ms: base.as_ref().map(|b| ms(b.max_wait_ns)),
-            wakeups_per_release: (ours.cycles > 0)
+            // `null` in a build without the testing counters.
+            wakeups_per_release: (cfg!(feature = "fault-injection") && ours.cycles > 0)
                 .then(|| round(ours.wakeups as f64 / ours.cycles as f64, 3)),
             lines_ok: ours.lines.is_ok(),
             baseline_lines_ok: base.as_ref().map(|b| b.lines.is_ok()),

@@ -1,7 +1,8 @@
 //! The backend options shared by `session-lock` and the test helper:
 //! `--backend URL` (else `SESSION_LOCK_BACKEND`, else `file`), `--lease-ttl`
-//! and `--key` for etcd.
+//! and `--key` for etcd, and the lock options built from them.
 
+use session_lock::LockOptions;
 use std::time::Duration;
 
 /// Where locks live: global options of every subcommand.
@@ -56,4 +57,23 @@ pub(crate) static BACKEND: std::sync::OnceLock<session_lock::Backend> = std::syn
 /// The backend of this run.
 pub(crate) fn backend() -> session_lock::Backend {
     BACKEND.get().cloned().unwrap_or_default()
+}
+
+/// Options for this run's backend with the given timeout, max hold, label.
+pub(crate) fn options(
+    timeout: Option<Duration>,
+    max_hold: Option<Duration>,
+    label: Option<String>,
+) -> LockOptions {
+    let mut o = LockOptions::new().backend(backend());
+    if let Some(t) = timeout {
+        o = o.timeout(t);
+    }
+    if let Some(m) = max_hold {
+        o = o.max_hold(m);
+    }
+    if let Some(l) = label {
+        o = o.label(l);
+    }
+    o
 }

@@ -7,7 +7,7 @@ mod bench;
 mod bench_etcd;
 mod exec;
 
-use backend_args::{BACKEND, BackendArgs, backend};
+use backend_args::{BACKEND, BackendArgs, backend, options};
 use clap::{Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
@@ -277,24 +277,6 @@ fn main() -> ExitCode {
         Command::ExecHolder { args } => exec::holder(&args),
     };
     ExitCode::from(code)
-}
-
-fn options(
-    timeout: Option<Duration>,
-    max_hold: Option<Duration>,
-    label: Option<String>,
-) -> LockOptions {
-    let mut o = LockOptions::new().backend(backend());
-    if let Some(t) = timeout {
-        o = o.timeout(t);
-    }
-    if let Some(m) = max_hold {
-        o = o.max_hold(m);
-    }
-    if let Some(l) = label {
-        o = o.label(l);
-    }
-    o
 }
 
 /// Print an error as one line and map it to an exit code.

@@ -5,7 +5,7 @@
 #[path = "../session-lock/backend_args.rs"]
 mod backend_args;
 
-use backend_args::{BACKEND, BackendArgs, backend};
+use backend_args::{BACKEND, BackendArgs, backend, options};
 use clap::{Parser, Subcommand};
 use session_lock::{Error, ErrorKind, LockOptions};
 use std::io::{BufRead, Write};
@@ -126,24 +126,6 @@ fn main() -> ExitCode {
         Command::ChaosSection { id, seq, dir, file } => chaos_section(&file, &dir, id, seq),
     };
     ExitCode::from(code)
-}
-
-fn options(
-    timeout: Option<Duration>,
-    max_hold: Option<Duration>,
-    label: Option<String>,
-) -> LockOptions {
-    let mut o = LockOptions::new().backend(backend());
-    if let Some(t) = timeout {
-        o = o.timeout(t);
-    }
-    if let Some(m) = max_hold {
-        o = o.max_hold(m);
-    }
-    if let Some(l) = label {
-        o = o.label(l);
-    }
-    o
 }
 
 /// Print an error as one line and map it to the CLI's exit codes.

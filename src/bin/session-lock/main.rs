@@ -7,7 +7,7 @@ mod bench;
 mod bench_etcd;
 mod exec;
 
-use backend_args::{BACKEND, BackendArgs, backend, options};
+use backend_args::{BACKEND, BackendArgs, options};
 use clap::{Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
@@ -269,7 +269,7 @@ fn main() -> ExitCode {
         } => clean(&dirs, dry_run, json, !noheadings, &suffix),
         Command::Bench(args) => {
             #[cfg(feature = "etcd")]
-            if let session_lock::Backend::Etcd(cfg) = backend() {
+            if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
                 return ExitCode::from(bench_etcd::run(&args, &cfg) as u8);
             }
             return ExitCode::from(bench::run(&args) as u8);
@@ -529,7 +529,7 @@ fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, 
 
 fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     #[cfg(feature = "etcd")]
-    if let session_lock::Backend::Etcd(cfg) = backend() {
+    if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
         return etcd_status(&cfg, json, headings);
     }
     if paths.is_empty() {

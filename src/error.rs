@@ -41,6 +41,7 @@ pub enum ErrorKind {
 /// reference's shape: `pid=1234 alive=true ageMs=5021`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Owner {
     /// The owner's pid from the record, when valid.
     pub pid: Option<u32>,

@@ -311,6 +311,7 @@ fn by_age_only(
 /// The result of inspecting one lock file.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Inspection {
     /// The lock file.
     pub lock_path: PathBuf,

@@ -66,6 +66,7 @@ impl Default for SweepOptions {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// The lock file.
     pub lock_path: PathBuf,
@@ -120,6 +121,7 @@ impl Serialize for SweepReport {
 /// The sweep's result.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct SweepResult {
     /// Every lock file, sorted by name.
     pub locks: Vec<SweepReport>,

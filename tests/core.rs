@@ -606,3 +606,17 @@ fn reasons_display_their_reference_names() {
     assert_eq!(Reason::DeadPid.to_string(), "dead-pid");
     assert_eq!(Reason::TooOld.to_string(), Reason::TooOld.as_str());
 }
+
+#[test]
+fn durable_appends_write_whole_lines_and_are_refused_after_a_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = acquire(&t).unwrap();
+    g.append_lines_durable(["a", "b\n"]).unwrap();
+    g.append_lines(["c"]).unwrap();
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "a\nb\nc\n");
+    std::fs::remove_file(lock_of(&t)).unwrap();
+    let err = g.append_lines_durable(["late"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "a\nb\nc\n");
+}

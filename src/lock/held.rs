@@ -583,15 +583,36 @@ impl LockGuard {
     /// [`crate::ErrorKind::LockLost`] when the lock is no longer held (the
     /// line is not written); `Io` for a line containing `\n` or a write error.
     pub fn append_line(&self, line: impl AsRef<[u8]>) -> Result<()> {
-        self.append_lines(std::iter::once(line), false)
+        self.append(std::iter::once(line), false)
     }
 
-    /// Like [`LockGuard::append_line`] for several lines (one `write` each),
-    /// optionally followed by `fdatasync`.
+    /// Like [`LockGuard::append_line`] for several lines (one `write` each).
     ///
     /// # Errors
     /// As [`LockGuard::append_line`]; lines before a failing one are written.
-    pub fn append_lines<I, L>(&self, lines: I, sync: bool) -> Result<()>
+    pub fn append_lines<I, L>(&self, lines: I) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
+        self.append(lines, false)
+    }
+
+    /// Like [`LockGuard::append_lines`], then `fdatasync` of the transcript
+    /// before returning (still under the lock): the lines are on disk when
+    /// the next holder reads them.
+    ///
+    /// # Errors
+    /// As [`LockGuard::append_lines`]; `Io` if the sync fails.
+    pub fn append_lines_durable<I, L>(&self, lines: I) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
+        self.append(lines, true)
+    }
+
+    fn append<I, L>(&self, lines: I, sync: bool) -> Result<()>
     where
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,

@@ -379,7 +379,12 @@ fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = guard.append_lines(&all, sync) {
+    let appended = if sync {
+        guard.append_lines_durable(&all)
+    } else {
+        guard.append_lines(&all)
+    };
+    if let Err(e) = appended {
         return fail(&e);
     }
     match guard.release() {

@@ -133,7 +133,9 @@ fn parent() -> Result<(), Box<dyn std::error::Error>> {
     let leftovers: Vec<String> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "session.jsonl")
+        // The transcript, and the lock's wait queue, which stays by design
+        // (see docs/protocol.md, "The queue"); no lock file, no temp file.
+        .filter(|n| n != "session.jsonl" && n != "session.jsonl.lock.queue")
         .collect();
     println!(
         "verified: {} lines ({} from writers, {victim_lines} from the victim before it died), \

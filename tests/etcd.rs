@@ -686,3 +686,48 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
     }
     eprintln!("bench: {v}");
 }
+
+#[test]
+fn the_fencing_token_is_written_into_the_stored_record() {
+    if skip("fencing token in the record") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("fenced");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
+    let token = g.fencing_token().expect("an etcd guard has a token");
+    let endpoint = etcd.endpoint();
+    let stored = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut c = etcd_client::Client::connect([endpoint], None)
+                .await
+                .unwrap();
+            let r = c
+                .get(
+                    "/session-lock/",
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap();
+            r.kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.create_revision(),
+                        serde_json::from_slice::<serde_json::Value>(kv.value()).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (rev, value) = &stored[0];
+    assert_eq!(*rev, token);
+    assert_eq!(value["fencingToken"].as_i64(), Some(token), "{value}");
+    assert_eq!(value["pid"].as_u64(), Some(u64::from(std::process::id())));
+    g.release().unwrap();
+}

@@ -438,6 +438,10 @@ struct Value<'a> {
     record: &'a OwnerRecord,
     lease_id: String,
     lease_ttl_ms: u64,
+    /// The key's create revision, once known (written right after the
+    /// create; absent only in that first write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fencing_token: Option<i64>,
 }
 
 /// A contender key as found under the prefix.
@@ -671,6 +675,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         record: &record,
         lease_id: format!("{lease:016x}"),
         lease_ttl_ms: granted_ttl.as_millis() as u64,
+        fencing_token: None,
     })
     .map_err(|e| Error::io("encode owner record for", &lock_path, io::Error::other(e)))?;
 
@@ -720,6 +725,40 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             _ => return Err(foreign_error(&my_key, "our own lease's key already exists")),
         }
     };
+
+    // The fencing token is our key's create revision, known only now: write
+    // it into the stored record too (one more round trip; the compare keeps
+    // the write to our own key as created, and successors watch deletions
+    // only, so it wakes nobody).
+    let tokened = serde_json::to_vec(&Value {
+        record: &record,
+        lease_id: format!("{lease:016x}"),
+        lease_ttl_ms: granted_ttl.as_millis() as u64,
+        fencing_token: Some(my_rev),
+    })
+    .map_err(|e| Error::io("encode owner record for", &lock_path, io::Error::other(e)))?;
+    let stamp = Txn::new()
+        .when([Compare::create_revision(
+            my_key.as_str(),
+            CompareOp::Equal,
+            my_rev,
+        )])
+        .and_then([TxnOp::put(
+            my_key.as_str(),
+            tokened,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )]);
+    let stamped = rpc(&cfg, deadline, &client, |mut c| {
+        let stamp = stamp.clone();
+        async move { c.txn(stamp).await }
+    })
+    .await?;
+    if !stamped.succeeded() {
+        return Err(Error::from(Repr::LockLost {
+            lock_path,
+            reason: crate::LostReason::KeyDeleted { key: my_key },
+        }));
+    }
 
     let shared = Shared::new(lease_start + granted_ttl - hold::margin(granted_ttl));
     revoker.shared = Some(shared.clone());

@@ -731,3 +731,43 @@ fn the_fencing_token_is_written_into_the_stored_record() {
     assert_eq!(value["pid"].as_u64(), Some(u64::from(std::process::id())));
     g.release().unwrap();
 }
+
+#[test]
+fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
+    if skip("authentication refused") {
+        return;
+    }
+    let etcd = single();
+    let endpoint = etcd.endpoint();
+    // Turn authentication on (root user, root role): our backend has no
+    // credentials, so every request of ours is refused.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = etcd_client::Client::connect([endpoint.clone()], None)
+                .await
+                .unwrap();
+            c.user_add("root", "secret", None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+    let cfg = backend(&[endpoint.clone()], 5).key("auth");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let err = session_lock::acquire_with(&file, &opts(&cfg, timeout)).unwrap_err();
+    let took = started.elapsed();
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(msg.contains(&endpoint), "names the endpoint: {msg}");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{msg}");
+    // A correctness bound: the timeout plus slack, never a hang.
+    assert!(
+        took < timeout + Duration::from_secs(5),
+        "took {took:?}: {msg}"
+    );
+    eprintln!("refused in {took:?}: {msg}");
+}

@@ -753,7 +753,7 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
             c.user_grant_role("root", "root").await.unwrap();
             c.auth_enable().await.unwrap();
         });
-    let cfg = backend(&[endpoint.clone()], 5).key("auth");
+    let cfg = backend(std::slice::from_ref(&endpoint), 5).key("auth");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     let timeout = Duration::from_secs(3);

@@ -9,7 +9,7 @@ use crate::record::OwnerRecord;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -589,44 +589,11 @@ impl EtcdHold {
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,
     {
-        let target = &self.target;
         let mut st = self.shared.state();
         self.shared
             .check_locked(&mut st)
             .map_err(|r| self.lost_error(r))?;
-        if st.transcript.is_none() {
-            let f = crate::sys::open_append(target)
-                .map_err(|e| Error::io("open transcript", target, e))?;
-            st.transcript = Some(f);
-        }
-        let Some(file) = st.transcript.as_mut() else {
-            unreachable!("transcript opened above");
-        };
-        let mut buf = Vec::new();
-        for line in lines {
-            let line = line.as_ref();
-            let body = line.strip_suffix(b"\n").unwrap_or(line);
-            if body.contains(&b'\n') {
-                return Err(Error::io(
-                    "append to transcript",
-                    target,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "a line must not contain a newline",
-                    ),
-                ));
-            }
-            buf.clear();
-            buf.extend_from_slice(body);
-            buf.push(b'\n');
-            file.write_all(&buf)
-                .map_err(|e| Error::io("append to transcript", target, e))?;
-        }
-        if sync {
-            file.sync_data()
-                .map_err(|e| Error::io("sync transcript", target, e))?;
-        }
-        Ok(())
+        crate::lock::held::append_to(&mut st.transcript, &self.target, lines, sync)
     }
 
     /// Revoke our lease (deletes our key; the next waiter's watch fires).

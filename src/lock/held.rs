@@ -618,44 +618,9 @@ impl LockGuard {
         L: AsRef<[u8]>,
     {
         let held = file_or_etcd!(self, e => e.append_lines(lines, sync));
-        let target = &held.paths.target;
         let mut st = held.state();
         held.check_locked(&mut st)?;
-        if st.transcript.is_none() {
-            let f =
-                sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
-            st.transcript = Some(f);
-        }
-        let Some(file) = st.transcript.as_mut() else {
-            unreachable!("transcript opened above");
-        };
-        let mut buf = Vec::new();
-        for line in lines {
-            let line = line.as_ref();
-            let body = line.strip_suffix(b"\n").unwrap_or(line);
-            if body.contains(&b'\n') {
-                return Err(Error::io(
-                    "append to transcript",
-                    target,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "a line must not contain a newline",
-                    ),
-                ));
-            }
-            buf.clear();
-            buf.extend_from_slice(body);
-            buf.push(b'\n');
-            // One write(2) per line on an O_APPEND descriptor; write_all only
-            // loops on a short write, still under our lock.
-            file.write_all(&buf)
-                .map_err(|e| Error::io("append to transcript", target, e))?;
-        }
-        if sync {
-            file.sync_data()
-                .map_err(|e| Error::io("sync transcript", target, e))?;
-        }
-        Ok(())
+        append_to(&mut st.transcript, &held.paths.target, lines, sync)
     }
 
     /// Release the lock: remove the lock file if it still names ours, then
@@ -692,6 +657,56 @@ impl Drop for LockGuard {
             Err(e) => tracing::warn!(error = %e, "releasing session lock on drop failed"),
         }
     }
+}
+
+/// Write whole lines to the guarded transcript, opening it (`O_APPEND`) on
+/// first use: each line plus `\n` in one `write(2)`, optionally followed by
+/// `fdatasync`. The caller has just checked, under its hold's state lock,
+/// that the lock is still held (both backends share this).
+pub(crate) fn append_to<I, L>(
+    transcript: &mut Option<File>,
+    target: &Path,
+    lines: I,
+    sync: bool,
+) -> Result<()>
+where
+    I: IntoIterator<Item = L>,
+    L: AsRef<[u8]>,
+{
+    if transcript.is_none() {
+        let f = sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
+        *transcript = Some(f);
+    }
+    let Some(file) = transcript.as_mut() else {
+        unreachable!("transcript opened above");
+    };
+    let mut buf = Vec::new();
+    for line in lines {
+        let line = line.as_ref();
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if body.contains(&b'\n') {
+            return Err(Error::io(
+                "append to transcript",
+                target,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a line must not contain a newline",
+                ),
+            ));
+        }
+        buf.clear();
+        buf.extend_from_slice(body);
+        buf.push(b'\n');
+        // One write(2) per line on an O_APPEND descriptor; write_all only
+        // loops on a short write, still under our lock.
+        file.write_all(&buf)
+            .map_err(|e| Error::io("append to transcript", target, e))?;
+    }
+    if sync {
+        file.sync_data()
+            .map_err(|e| Error::io("sync transcript", target, e))?;
+    }
+    Ok(())
 }
 
 /// Future returned by [`LockGuard::lost`].

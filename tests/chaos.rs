@@ -601,6 +601,7 @@ fn run_chaos(cfg: &Config) {
             assert_eq!(g.record().pid, Some(std::process::id()));
             g.release().unwrap();
             assert!(!lock.exists(), "release left the lock file behind");
+            session_lock::close_idle();
         }
         Err(e) => violations.push(format!("lock not acquirable at the end: {e}")),
     }

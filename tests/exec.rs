@@ -135,13 +135,10 @@ fn flock_free(path: &Path) -> bool {
 }
 
 #[test]
-fn a_killed_holder_leaves_the_queue_with_the_command_tree_and_waiters_keep_waiting() {
+fn a_killed_holder_leaves_the_witness_with_the_command_tree_and_waiters_keep_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let t = d.join("s.jsonl");
-    let mut queue = lock_of(&t).into_os_string();
-    queue.push(".queue");
-    let queue = PathBuf::from(queue);
     let script = format!(
         "cd '{d}' || exit 1; echo $$ > cmd.pid; while [ ! -e cmd-go ]; do sleep 0.01; done; echo command-last >> {t}",
         d = d.display(),
@@ -157,10 +154,10 @@ fn a_killed_holder_leaves_the_queue_with_the_command_tree_and_waiters_keep_waiti
     assert_eq!(unsafe { libc::kill(holder, libc::SIGKILL) }, 0);
     wait_gone(holder as u32, "killed holder");
     assert!(alive(cmd), "the command died with its holder");
-    // The command's tree inherited the witness and the queue's flock.
+    // The command's tree inherited the witness.
     assert!(
-        !flock_free(&queue),
-        "the queue was released while the command runs"
+        !flock_free(&lock_of(&t)),
+        "the witness was released while the command runs"
     );
     // Our contenders judge by the witness (a pid-judging client would
     // enter now: its pid is the holder's, which we killed).

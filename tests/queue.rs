@@ -18,26 +18,27 @@ fn queue_of(t: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Requests blocked on the queue file's `flock`, from `/proc/locks` (the
-/// kernel's own list: `-> FLOCK ... <dev>:<inode> ...` for a waiter).
-fn blocked_on(queue: &Path) -> usize {
+/// Contenders on the queue file's `flock`, from `/proc/locks` (the
+/// kernel's own list): the one next in line holds it, the others wait for
+/// it (`-> FLOCK ... <dev>:<inode> ...`).
+fn queued_on(queue: &Path) -> usize {
     let ino = std::fs::metadata(queue).map(|m| m.ino()).unwrap_or(0);
     let suffix = format!(":{ino}");
     std::fs::read_to_string("/proc/locks")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("->") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
         .count()
 }
 
-fn wait_blocked(queue: &Path, n: usize) {
+fn wait_queued(queue: &Path, n: usize) {
     let start = Instant::now();
-    while blocked_on(queue) < n {
+    while queued_on(queue) < n {
         assert!(
             start.elapsed() < WAIT,
             "{n} waiters never queued on {} ({} did)",
             queue.display(),
-            blocked_on(queue)
+            queued_on(queue)
         );
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -59,7 +60,7 @@ fn waiters_in_other_processes_get_the_lock_in_the_order_they_queued() {
     for n in 1..=3 {
         waiters.push(Holder::spawn_unready(&t, &[], &[]));
         // The kernel's list says it is queued before the next one starts.
-        wait_blocked(&queue, n);
+        wait_queued(&queue, n);
     }
     ours.release().unwrap();
     for (i, mut w) in waiters.into_iter().enumerate() {
@@ -75,8 +76,12 @@ fn waiters_in_other_processes_get_the_lock_in_the_order_they_queued() {
     assert!(!lock_of(&t).exists());
 }
 
+/// The first waiter is next in line at once and wakes once, when the lock
+/// is released; each later one wakes at most twice: when the queue makes it
+/// next in line (its predecessor took the lock), and when the lock is
+/// released. Never by a timer.
 #[test]
-fn each_waiter_wakes_once_per_release() {
+fn each_waiter_wakes_once_in_the_queue_and_once_for_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let queue = queue_of(&t);
@@ -92,15 +97,17 @@ fn each_waiter_wakes_once_per_release() {
             g.release().unwrap();
             session_lock::__private::wait_wakeups()
         }));
-        wait_blocked(&queue, id as usize + 1);
+        wait_queued(&queue, id as usize + 1);
     }
     ours.release().unwrap();
     for (id, th) in threads.into_iter().enumerate() {
         let (by_event, by_timer) = th.join().unwrap();
-        assert_eq!(
-            (by_event, by_timer),
-            (1, 0),
-            "waiter {id}: woken by events / timers"
+        // A later one finds the lock already free when the queue makes it
+        // next (its predecessor released at once): then it wakes only once.
+        let most = if id == 0 { 1 } else { 2 };
+        assert!(
+            (1..=most).contains(&by_event) && by_timer == 0,
+            "waiter {id}: woken {by_event} times by events, {by_timer} by timers"
         );
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
@@ -120,6 +127,8 @@ fn the_queue_file_outlives_holds_and_clean_removes_it_only_when_idle() {
     sweep(dir.path(), &SweepOptions::default()).unwrap();
     assert!(queue.exists(), "clean removed the queue of a held lock");
     g.release().unwrap();
+    // Our parked witness slot (see tests/slot.rs) goes with close_idle.
+    session_lock::close_idle();
     assert_eq!(all_names(dir.path()), vec!["s.jsonl", "s.jsonl.lock.queue"]);
     // Free, but the transcript is there: kept (the next acquire uses it).
     sweep(dir.path(), &SweepOptions::default()).unwrap();

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, LostReason, Repr, Result};
 use crate::lock::LockPaths;
-use crate::lock::queue::Ticket;
+use crate::lock::slot;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
 use std::collections::HashMap;
@@ -27,10 +27,9 @@ pub(crate) struct HeldState {
     /// A writable descriptor opened by name after publishing (see
     /// `sys::open_death_sentinel`); closed with the witness.
     sentinel: Option<File>,
-    /// The queue's `flock` (see `queue`), dropped right after the unlink,
-    /// so that the next contender in the kernel's queue wakes to a free
-    /// lock path. `None` for a hold taken outside the queue.
-    queue: Option<Ticket>,
+    /// The witness was made inheritable (`share_with_children`): other
+    /// processes may share its flock, so it is never parked for reuse.
+    shared: bool,
     /// Guards sharing this hold (nested guards).
     refs: usize,
     lost: Option<LostReason>,
@@ -43,6 +42,10 @@ pub(crate) struct HeldState {
 pub(crate) struct Held {
     pub paths: LockPaths,
     pub id: FileId,
+    /// Our witness slot's own name and the record's length, where the hold
+    /// was published from a slot (see `slot`): release renames the file
+    /// back there for the next hold.
+    slot: Option<(std::path::PathBuf, u64)>,
     pub record: OwnerRecord,
     pub acquired: Instant,
     pub max_hold: Duration,
@@ -115,14 +118,14 @@ impl crate::watchdog::Expire for Held {
 }
 
 impl Held {
-    // The descriptors of one hold (witness, sentinel, queue) and its
-    // record: each is needed, and a struct for one caller adds nothing.
+    // The descriptors of one hold (witness, sentinel, slot) and its record:
+    // each is needed, and a struct for one caller adds nothing.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         paths: LockPaths,
         witness: File,
         sentinel: Option<File>,
-        queue: Option<Ticket>,
+        slot: Option<(std::path::PathBuf, u64)>,
         id: FileId,
         record: OwnerRecord,
         max_hold: Duration,
@@ -131,6 +134,7 @@ impl Held {
         let held = Arc::new(Held {
             paths,
             id,
+            slot,
             record,
             acquired: Instant::now(),
             max_hold,
@@ -140,7 +144,7 @@ impl Held {
             state: Mutex::new(HeldState {
                 witness: Some(witness),
                 sentinel,
-                queue,
+                shared: false,
                 refs: 1,
                 lost: None,
                 transcript: None,
@@ -187,36 +191,63 @@ impl Held {
         }
     }
 
-    /// Unlink the lock path if it still names our file, then close the
-    /// witness. Caller holds the state lock.
+    /// Free the lock path if it still names our file (rename it back to
+    /// our slot, or unlink it), then close or park the witness. Caller
+    /// holds the state lock.
     fn remove_file(&self, st: &mut HeldState) -> Result<()> {
         let Some(witness) = st.witness.take() else {
             return Ok(());
         };
         crate::fault::hit("release.before_unlink");
+        let mut parked = None;
         let outcome = match self.verify_path() {
-            Ok(()) => match std::fs::remove_file(&self.paths.lock) {
-                Ok(()) => {
-                    // The path is free: hand the queue on now, so that the
-                    // next contender's wake-up overlaps our closes below.
-                    st.queue = None;
-                    Ok(())
+            Ok(()) => {
+                let back = match &self.slot {
+                    Some((name, _)) if !st.shared => {
+                        slot::unpublish(&self.paths.lock, name, self.id)
+                    }
+                    _ => slot::Unpublished::No,
+                };
+                match back {
+                    slot::Unpublished::Parked => {
+                        parked = self.slot.clone();
+                        Ok(())
+                    }
+                    slot::Unpublished::Foreign => Err(Error::from(Repr::LockLost {
+                        lock_path: self.paths.lock.clone(),
+                        reason: LostReason::Replaced,
+                    })),
+                    slot::Unpublished::No => match std::fs::remove_file(&self.paths.lock) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(Error::io("remove lock file", &self.paths.lock, e)),
+                    },
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io("remove lock file", &self.paths.lock, e)),
-            },
+            }
             Err(reason) => Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
                 reason,
             })),
         };
-        // Closing drops the flock only now, after the unlink: a contender
-        // can never see our path with the witness free while we hold it.
-        drop(witness);
+        match parked {
+            // Back at its slot name, flock still held: kept for our next
+            // hold of this lock.
+            Some((path, len)) => slot::park(
+                self.paths.lock.clone(),
+                slot::Slot {
+                    file: witness,
+                    path,
+                    id: self.id,
+                    len,
+                },
+            ),
+            // Closing drops the flock only now, after the unlink: a
+            // contender can never see our path with the witness free while
+            // we hold it.
+            None => drop(witness),
+        }
         self.set_dead();
         st.sentinel = None;
-        // Not ours any more (or never removed): hand the queue on too.
-        st.queue = None;
         st.transcript = None;
         outcome
     }
@@ -322,7 +353,6 @@ impl Held {
             // Close the witness (never unlink: the path is not ours).
             st.witness = None;
             st.sentinel = None;
-            st.queue = None;
             st.transcript = None;
             self.mark_lost(st, reason.clone());
             return Err(Error::from(Repr::LockLost {
@@ -538,13 +568,7 @@ impl LockGuard {
         };
         sys::set_inheritable(witness, inherit)
             .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
-        // The queue's flock goes with the witness: while the command's tree
-        // keeps the lock, our contenders keep waiting in the kernel.
-        if let Some(queue) = st.queue.as_mut() {
-            queue
-                .set_inheritable(inherit)
-                .map_err(|e| Error::io("set queue inheritance", &held.paths.lock, e))?;
-        }
+        st.shared |= inherit;
         Ok(())
     }
 
@@ -734,13 +758,28 @@ impl std::future::Future for Lost {
 
 /// Force-release every lock this process holds (for shutdown paths). Each
 /// guard learns it lost the lock ([`LostReason::ReleasedAll`]). Returns how
-/// many locks were released.
+/// many locks were released. Also removes this process's parked witness
+/// slots, as [`close_idle`] does.
 pub fn release_all() -> usize {
     let files = all_held()
         .into_iter()
         .filter(|h| h.force_release(LostReason::ReleasedAll))
         .count();
+    close_idle();
     #[cfg(feature = "etcd")]
     let files = files + crate::etcd::release_all();
     files
+}
+
+/// Remove this process's parked witness slots: the hidden
+/// `.<lock name>.w<N>.tmp` files that a released lock leaves next to its
+/// lock file so that the next hold by this process reuses the inode (see
+/// `docs/protocol.md`, "Witness slots"). Locks held now are not touched;
+/// the next acquire simply claims a slot again. Call it before a
+/// short-lived process exits to leave no such file behind (a slot left by
+/// an exited process is taken over by the next process that needs one, and
+/// removed by `clean` once older than the orphan grace). Returns how many
+/// slots were removed.
+pub fn close_idle() -> usize {
+    slot::close_all()
 }

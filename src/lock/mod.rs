@@ -9,6 +9,7 @@
 pub(crate) mod held;
 pub(crate) mod publish;
 pub(crate) mod queue;
+pub(crate) mod slot;
 pub(crate) mod wait;
 
 use crate::error::{Error, Repr, Result};
@@ -375,7 +376,7 @@ pub(crate) enum Step {
     Backoff,
     /// Held by someone else ([`Acquirer::last_inspection`]): wait for a change.
     Wait,
-    /// The queue's `flock` is held (by the holder, or by the contender
+    /// The lock is held and the queue's `flock` too (by the contender
     /// next in line): wait in the queue ([`Acquirer::join_queue`]).
     Queue,
 }
@@ -383,13 +384,11 @@ pub(crate) enum Step {
 /// How an acquire call uses the lock's queue (see `queue`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueUse {
-    /// Blocking acquire: wait in the kernel's queue, publish when granted.
+    /// Blocking acquire: when the lock is taken, wait in the kernel's
+    /// queue to be next in line, then for the lock file itself.
     Wait,
-    /// `try_acquire`, the async API, `fail_on_stale`: take the queue's
-    /// `flock` when it is free, right before publishing, and give it back
-    /// if the publish fails; never wait in it.
-    Opportunistic,
-    /// No queue here (no `flock`, no permission, no helper thread).
+    /// `try_acquire`, the async API, `fail_on_stale`, or no queue here (no
+    /// `flock`, no permission, no helper thread): never queue.
     Off,
 }
 
@@ -453,15 +452,12 @@ pub(crate) struct Acquirer<'a> {
     hooked: bool,
     /// See [`QueueUse`].
     queue_use: QueueUse,
-    /// The queue's `flock`, held: we are next in line (or hold the lock).
+    /// The queue's `flock`, held: we are next in line.
     ticket: Option<queue::Ticket>,
     /// A descriptor of the busy queue, to join it with.
     busy: Option<queue::QueueFd>,
     /// Our place in the queue while we wait in it.
     queued: Option<queue::Waiting>,
-    /// The queue was just granted to us (the previous holder released or
-    /// died): a lock file still held now is most likely a dying holder's.
-    granted: bool,
 }
 
 impl<'a> Acquirer<'a> {
@@ -482,22 +478,19 @@ impl<'a> Acquirer<'a> {
             started: Instant::now(),
             hooked: false,
             queue_use: if opts.fail_on_stale || opts.from_async {
-                QueueUse::Opportunistic
+                QueueUse::Off
             } else {
                 QueueUse::Wait
             },
             ticket: None,
             busy: None,
             queued: None,
-            granted: false,
         }
     }
 
     /// Never wait in the queue (`try_acquire`).
     pub(crate) fn opportunistic(mut self) -> Self {
-        if self.queue_use == QueueUse::Wait {
-            self.queue_use = QueueUse::Opportunistic;
-        }
+        self.queue_use = QueueUse::Off;
         self
     }
 
@@ -530,7 +523,6 @@ impl<'a> Acquirer<'a> {
             queue::Outcome::Granted(ticket) => {
                 self.queued = None;
                 self.ticket = Some(ticket);
-                self.granted = true;
                 self.woken_by_event = true;
                 true
             }
@@ -589,45 +581,55 @@ impl<'a> Acquirer<'a> {
         self.guarded.is_some()
     }
 
+    /// The lock is taken. A blocking contender that is not next in line
+    /// yet takes the queue's `flock` if it is free (it is then next in line
+    /// and waits for the lock file itself), or else queues up behind the
+    /// contender next in line without looking further ([`Step::Queue`]).
+    fn queue_up(&mut self) -> Option<Step> {
+        if self.queue_use != QueueUse::Wait || self.ticket.is_some() || self.queued.is_some() {
+            return None;
+        }
+        match queue::try_queue(&self.paths.lock) {
+            queue::TryQueue::Taken(ticket) => {
+                self.ticket = Some(ticket);
+                None
+            }
+            queue::TryQueue::Busy(fd) => {
+                if let Some(old) = self.busy.replace(fd) {
+                    queue::release_fd(old);
+                }
+                Some(Step::Queue)
+            }
+            queue::TryQueue::Unavailable => {
+                self.queue_use = QueueUse::Off;
+                None
+            }
+        }
+    }
+
     pub(crate) fn step(&mut self) -> Result<Step> {
         #[cfg(feature = "fault-injection")]
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.guarded = None;
         let woken = std::mem::take(&mut self.woken_by_event);
-        let granted = std::mem::take(&mut self.granted);
-        if self.queue_use == QueueUse::Wait && self.ticket.is_none() && self.queued.is_none() {
-            match queue::try_queue(&self.paths.lock) {
-                queue::TryQueue::Taken(ticket) => self.ticket = Some(ticket),
-                // Someone holds the lock, or is next in line: queue up
-                // behind them without looking (the holder's release, or
-                // death, hands the queue on to us).
-                queue::TryQueue::Busy(fd) => {
-                    if let Some(old) = self.busy.replace(fd) {
-                        queue::release_fd(old);
-                    }
-                    return Ok(Step::Queue);
-                }
-                queue::TryQueue::Unavailable => self.queue_use = QueueUse::Off,
-            }
+        // Someone is next in line already: queue up behind them without
+        // looking (no barging past a waiter).
+        if let Some(step) = self.queue_up() {
+            return Ok(step);
         }
         if !self.look_first || !self.lock_exists(woken)? {
-            if self.queue_use == QueueUse::Opportunistic && self.ticket.is_none() {
-                self.ticket = queue::try_take(&self.paths.lock);
-            }
-            match publish::publish(
-                self.paths,
-                self.opts,
-                self.prepared.take(),
-                &mut self.ticket,
-            )? {
+            match publish::publish(self.paths, self.opts, self.prepared.take())? {
                 publish::Published::Held(held) => {
+                    // Next in line no more: the kernel hands the queue on
+                    // now, and the next contender watches the lock while we
+                    // hold it.
+                    self.ticket = None;
                     return Ok(Step::Acquired(LockGuard::new(held)));
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
-                    if self.queue_use == QueueUse::Opportunistic {
-                        // Only a holder keeps it outside the `Wait` mode.
-                        self.ticket = None;
+                    if let Some(step) = self.queue_up() {
+                        return Ok(step);
                     }
                     // Lost the race after a wake-up: same cheap check.
                     if woken && self.lock_exists(true)? && self.rewaited {
@@ -635,8 +637,13 @@ impl<'a> Acquirer<'a> {
                     }
                 }
             }
-        } else if self.rewaited {
-            return Ok(Step::Wait);
+        } else {
+            if let Some(step) = self.queue_up() {
+                return Ok(step);
+            }
+            if self.rewaited {
+                return Ok(Step::Wait);
+            }
         }
         let policy = acquire_policy(self.opts);
         let Some(observed) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us)? else {
@@ -666,12 +673,7 @@ impl<'a> Acquirer<'a> {
                 // kernel reports the close before it drops the flock, and may
                 // close the sentinel before the witness). Look again a few
                 // times soon instead of at the safety re-check.
-                // Likewise right after the queue was handed to us: the
-                // holder dropped it, by release (then the path would be
-                // free or someone else's) or by dying (the kernel may drop
-                // the queue's flock before the witness).
                 self.settle = match (same, woken, self.settle) {
-                    _ if granted => 1,
                     (true, true, _) => 1,
                     (true, false, n) if (1..SETTLE_TRIES).contains(&n) => n + 1,
                     _ => 0,

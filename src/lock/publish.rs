@@ -35,7 +35,7 @@ use crate::error::{Error, Repr, Result};
 use crate::identity::SelfIdentity;
 use crate::lock::LockPaths;
 use crate::lock::held::Held;
-use crate::lock::queue::Ticket;
+use crate::lock::slot;
 use crate::options::LockOptions;
 use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
 use crate::sys::{self, Publish};
@@ -63,6 +63,24 @@ fn no_tmpfile_dirs() -> std::sync::MutexGuard<'static, std::collections::HashSet
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A token unique to one hold: 16 random bytes drawn once per process,
+/// mixed with our pid (a forked child draws none of its own) and a counter.
+/// Saves a `getrandom` per acquire.
+fn new_token() -> String {
+    use std::sync::atomic::AtomicU64;
+    static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = *SEED.get_or_init(sys::random_bytes);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    for (b, x) in bytes[8..].iter_mut().zip(n.to_le_bytes()) {
+        *b ^= x;
+    }
+    for (b, x) in bytes[..4].iter_mut().zip(std::process::id().to_le_bytes()) {
+        *b ^= x;
+    }
+    hex(&bytes)
 }
 
 pub(crate) fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
@@ -93,6 +111,13 @@ pub(crate) fn create_error(path: &Path, e: io::Error) -> Error {
 }
 
 enum Kind {
+    /// A witness slot of ours (see `slot`), at its own name until published.
+    Slot {
+        name: PathBuf,
+        lock: PathBuf,
+        /// Bytes of the record written into it.
+        len: u64,
+    },
     /// `O_TMPFILE`: no name yet.
     Unnamed,
     /// A private temp file with this name (removed on drop unless published).
@@ -113,7 +138,11 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
-        match Self::create_in(paths, opts) {
+        Self::create_with(paths, opts, true)
+    }
+
+    fn create_with(paths: &LockPaths, opts: &LockOptions, slots: bool) -> Result<Prepared> {
+        match Self::create_in(paths, opts, slots) {
             // The (cached, canonical) directory vanished: recreate it, once.
             Err(e)
                 if e.io_error()
@@ -121,14 +150,20 @@ impl Prepared {
             {
                 std::fs::create_dir_all(&paths.dir)
                     .map_err(|e| Error::io("create directory", &paths.dir, e))?;
-                Self::create_in(paths, opts)
+                Self::create_in(paths, opts, slots)
             }
             other => other,
         }
     }
 
-    fn create_in(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
-        let token = hex(&sys::random_bytes());
+    fn create_in(paths: &LockPaths, opts: &LockOptions, slots: bool) -> Result<Prepared> {
+        if slots
+            && slot::enabled(&paths.dir)
+            && let Some(s) = slot::take_parked(&paths.lock).or_else(|| slot::claim(&paths.lock))
+        {
+            return Self::in_slot(paths, opts, s);
+        }
+        let token = new_token();
         let (kind, file) = match Self::open_unnamed(paths) {
             Some(f) => (Kind::Unnamed, f),
             None => {
@@ -160,6 +195,35 @@ impl Prepared {
         // Dropping `prepared` on error removes a named temp file.
         file.write_all(&line)
             .map_err(|e| Error::io("write lock record", &paths.lock, e))?;
+        prepared.created_at_offset = find_created_at(&line, &record);
+        prepared.record = record;
+        Ok(prepared)
+    }
+
+    /// Write a fresh record into a slot we own (flock held: witnessed).
+    fn in_slot(paths: &LockPaths, opts: &LockOptions, s: slot::Slot) -> Result<Prepared> {
+        let record = build_record(opts, new_token(), true);
+        let line = record.to_line();
+        let written = sys::write_all_at(&s.file, &line, 0).and_then(|()| {
+            if s.len > line.len() as u64 {
+                s.file.set_len(line.len() as u64)
+            } else {
+                Ok(())
+            }
+        });
+        let mut prepared = Prepared {
+            kind: Kind::Slot {
+                name: s.path,
+                lock: paths.lock.clone(),
+                len: line.len() as u64,
+            },
+            file: Some(s.file),
+            id: Some(s.id),
+            record: OwnerRecord::default(),
+            created_at_offset: None,
+        };
+        // Dropping `prepared` on error parks the slot again.
+        written.map_err(|e| Error::io("write lock record", &paths.lock, e))?;
         prepared.created_at_offset = find_created_at(&line, &record);
         prepared.record = record;
         Ok(prepared)
@@ -209,6 +273,22 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Give up a slot that was not published: remove its name and close it.
+    fn discard(&mut self) {
+        if let (Kind::Slot { name, .. }, Some(file), Some(id)) =
+            (&self.kind, self.file.take(), self.id)
+        {
+            slot::discard(slot::Slot {
+                file,
+                path: name.clone(),
+                id,
+                len: 0,
+            });
+        }
+    }
+}
+
 fn find_created_at(line: &[u8], record: &OwnerRecord) -> Option<usize> {
     let value = record.created_at.as_ref()?;
     let needle = format!("\"createdAt\":\"{value}\"");
@@ -219,11 +299,29 @@ fn find_created_at(line: &[u8], record: &OwnerRecord) -> Option<usize> {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if self.file.is_some()
-            && let Kind::Named(tmp) = &self.kind
-        {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        match &self.kind {
+            // Never published: still at its slot name, ours; keep it.
+            Kind::Slot { name, lock, len } => {
+                if let Some(id) = self.id {
+                    slot::park(
+                        lock.clone(),
+                        slot::Slot {
+                            file,
+                            path: name.clone(),
+                            id,
+                            len: *len,
+                        },
+                    );
+                }
+            }
             // Our private temp file: nobody else knows its random name.
-            let _ = std::fs::remove_file(tmp);
+            Kind::Named(tmp) => {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Kind::Unnamed => {}
         }
     }
 }
@@ -238,13 +336,11 @@ pub(crate) enum Published {
     Exists(Option<Prepared>),
 }
 
-/// One publish attempt, reusing `prepared` if given. A published hold
-/// takes over `ticket` (the queue's `flock`, see `queue`), if any.
+/// One publish attempt, reusing `prepared` if given.
 pub(crate) fn publish(
     paths: &LockPaths,
     opts: &LockOptions,
     prepared: Option<Prepared>,
-    ticket: &mut Option<Ticket>,
 ) -> Result<Published> {
     let mut p = match prepared {
         Some(mut p) => {
@@ -256,6 +352,17 @@ pub(crate) fn publish(
     crate::fault::hit("publish.before_rename");
     let file = p.file.as_ref().expect("a prepared file until published");
     let outcome = match &p.kind {
+        Kind::Slot { name, .. } => match sys::rename_noreplace(name, &paths.lock) {
+            // The slot is not where we left it (its directory was removed,
+            // or is no longer writable): give it up and publish a fresh
+            // inode, whose errors have the right words.
+            Err(_) => {
+                p.discard();
+                let fresh = Prepared::create_with(paths, opts, false)?;
+                return publish(paths, opts, Some(fresh));
+            }
+            other => other,
+        },
         Kind::Unnamed => sys::link_tmpfile(file, &paths.lock),
         Kind::Named(tmp) => sys::publish_noreplace(tmp, &paths.lock),
     }
@@ -271,10 +378,15 @@ pub(crate) fn publish(
             let file = p.file.take().expect("checked above");
             // See `sys::open_death_sentinel`: needed where our witness
             // descriptor was not opened through the lock file's own name
-            // (unnamed, or linked from a temp name that is gone now).
+            // (unnamed, or linked from a temp name that is gone now). A
+            // rename moved the name our witness was opened through.
             let sentinel = match (&p.kind, renamed) {
-                (Kind::Named(_), true) => None,
+                (Kind::Named(_) | Kind::Slot { .. }, true) => None,
                 _ => sys::open_death_sentinel(&paths.lock).ok(),
+            };
+            let slot = match std::mem::replace(&mut p.kind, Kind::Unnamed) {
+                Kind::Slot { name, len, .. } => Some((name, len)),
+                _ => None,
             };
             held(
                 paths,
@@ -283,22 +395,28 @@ pub(crate) fn publish(
                 p.id,
                 sentinel,
                 std::mem::take(&mut p.record),
-                ticket.take(),
+                slot,
             )
             .map(Published::Held)
         }
         Publish::Exists => Ok(Published::Exists(Some(p))),
         Publish::Unsupported => {
+            if matches!(p.kind, Kind::Slot { .. }) {
+                // No rename-noreplace here: fresh inodes in this directory.
+                slot::disable(&paths.dir);
+                p.discard();
+                return publish(paths, opts, None);
+            }
             if matches!(p.kind, Kind::Unnamed) {
                 // linkat through /proc failed here: named temp files in this
                 // directory from now on (each directory pays one failed try
                 // if /proc is missing altogether).
                 no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
-                return publish(paths, opts, None, ticket);
+                return publish(paths, opts, None);
             }
             drop(p);
-            publish_fallback(paths, opts, ticket)
+            publish_fallback(paths, opts)
         }
     }
 }
@@ -310,7 +428,7 @@ fn held(
     id: Option<sys::FileId>,
     sentinel: Option<File>,
     record: OwnerRecord,
-    ticket: Option<Ticket>,
+    slot: Option<(PathBuf, u64)>,
 ) -> Result<Arc<Held>> {
     let id = match id {
         Some(id) => id,
@@ -326,7 +444,7 @@ fn held(
         paths.clone(),
         file,
         sentinel,
-        ticket,
+        slot,
         id,
         record,
         opts.max_hold,
@@ -336,18 +454,14 @@ fn held(
 
 /// Plain exclusive create + write, for filesystems with neither
 /// `renameat2(RENAME_NOREPLACE)` nor hard links (see the module docs).
-fn publish_fallback(
-    paths: &LockPaths,
-    opts: &LockOptions,
-    ticket: &mut Option<Ticket>,
-) -> Result<Published> {
+fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> {
     let mut file = match sys::create_private_exclusive(&paths.lock) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::Exists(None)),
         Err(e) => return Err(create_error(&paths.lock, e)),
     };
     let witness = matches!(sys::flock_try(&file, true), Ok(true));
-    let record = build_record(opts, hex(&sys::random_bytes()), witness);
+    let record = build_record(opts, new_token(), witness);
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
@@ -359,7 +473,7 @@ fn publish_fallback(
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    held(paths, opts, file, Some(id), None, record, ticket.take()).map(Published::Held)
+    held(paths, opts, file, Some(id), None, record, None).map(Published::Held)
 }
 
 #[cfg(test)]
@@ -385,8 +499,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
-        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p), &mut None).unwrap()
-        else {
+        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {
             panic!("lock path was free");
         };
         let text = std::fs::read(&paths.lock).unwrap();

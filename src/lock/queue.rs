@@ -2,21 +2,23 @@
 //! file next to the lock file, `<lock>.queue` (see `docs/protocol.md`,
 //! "The queue").
 //!
-//! The holder of a lock holds the queue file's exclusive `flock` (a
-//! [`Ticket`]) for as long as it holds the lock, and drops it right after
-//! its release (unlink, close of the witness). Blocking contenders wait for
-//! that `flock` in the kernel, which hands it to one waiter at a time, in
-//! the order they asked: a release wakes one contender instead of all of
-//! them, and the woken one publishes its record at once.
+//! The blocking contender next in line holds the queue file's exclusive
+//! `flock` (a [`Ticket`]) while it waits for the lock file itself (inotify,
+//! on its own thread, so the holder's release wakes it directly), and drops
+//! it as soon as it has published its record. The other blocking
+//! contenders wait for that `flock` in the kernel, which hands it to one
+//! waiter at a time, in the order they asked: a release wakes one
+//! contender instead of all of them, and the next one moves up during the
+//! hold, not between a release and the next publish.
 //!
 //! The queue decides who tries next, never who holds: the lock is still
 //! the lock file with its witnessed record, published without replacing
 //! anything. A contender holding the ticket still publishes, inspects and
-//! reclaims as before, and waits for the lock file the old way (inotify)
-//! when someone outside the queue holds it (software speaking only the
-//! reference's protocol, a `try_acquire`, an async task). So nothing the
-//! queue does, or fails to do, can let two holders in; at worst it costs
-//! time, bounded by the safety re-check.
+//! reclaims as before. Contenders outside the queue (software speaking only
+//! the reference's protocol, a `try_acquire`, an async task) may publish
+//! first; the one next in line then keeps its place and waits again. So
+//! nothing the queue does, or fails to do, can let two holders in; at
+//! worst it costs time, bounded by the safety re-check.
 //!
 //! A blocking `flock` cannot honour a timeout, so a waiting thread never
 //! blocks in it itself: a helper thread (`session-lock-queue`, from a small
@@ -111,38 +113,20 @@ fn put_back(fd: QueueFd) {
 /// wakes the next waiter) and keeps the descriptor as a spare.
 pub(crate) struct Ticket {
     fd: Option<QueueFd>,
-    /// Inheritable by child processes at some point: closed, not kept.
-    shared: bool,
 }
 
 impl Ticket {
     fn new(fd: QueueFd) -> Ticket {
-        Ticket {
-            fd: Some(fd),
-            shared: false,
-        }
-    }
-
-    /// See `LockGuard::share_with_children`: the queue's `flock` is shared
-    /// with the command's tree like the witness.
-    pub(crate) fn set_inheritable(&mut self, inherit: bool) -> io::Result<()> {
-        let Some(fd) = self.fd.as_ref() else {
-            return Ok(());
-        };
-        self.shared |= inherit;
-        sys::set_inheritable(&fd.file, inherit)
+        Ticket { fd: Some(fd) }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            // Unlock explicitly: a descriptor shared with children would
-            // otherwise keep the lock until the last of them closes it.
-            let unlocked = sys::flock_unlock(&fd.file).is_ok();
-            if unlocked && !self.shared {
-                put_back(fd);
-            }
+        if let Some(fd) = self.fd.take()
+            && sys::flock_unlock(&fd.file).is_ok()
+        {
+            put_back(fd);
         }
     }
 }
@@ -170,7 +154,8 @@ pub(crate) fn try_queue(lock: &Path) -> TryQueue {
 }
 
 /// Take the queue's `flock` if it is free; never joins the queue.
-pub(crate) fn try_take(lock: &Path) -> Option<Ticket> {
+#[cfg(test)]
+fn try_take(lock: &Path) -> Option<Ticket> {
     match try_queue(lock) {
         TryQueue::Taken(t) => Some(t),
         TryQueue::Busy(fd) => {

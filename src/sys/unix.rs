@@ -40,6 +40,20 @@ pub(crate) fn create_private_exclusive(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Open (or create, mode 0600) a witness slot file for reading and
+/// writing, never following a symlink, close-on-exec. Not exclusive: a slot
+/// left by a process that died is taken over (see `lock::slot`).
+pub(crate) fn open_slot(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(oflags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+        .open(path)
+}
+
 /// Open an existing lock file for inspection: read-only, no symlink following,
 /// non-blocking so that a FIFO planted at the path cannot hang the open.
 pub(crate) fn open_for_inspection(path: &Path) -> io::Result<File> {
@@ -262,6 +276,28 @@ pub(crate) fn publish_noreplace(from: &Path, to: &Path) -> io::Result<Publish> {
         // EPERM or EOPNOTSUPP; see link(2).
         Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK) => Ok(Publish::Unsupported),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `renameat2(RENAME_NOREPLACE)` alone (no `link(2)` fallback): the
+/// renamed file keeps its dentry, so a descriptor opened through `from`
+/// reports events under `to` from now on. `Unsupported` where the kernel or
+/// filesystem lacks the flag.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<Publish> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::RenameFlags;
+        match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(Publish::Done { renamed: true }),
+            Err(Errno::EXIST) => Ok(Publish::Exists),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => Ok(Publish::Unsupported),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to);
+        Ok(Publish::Unsupported)
     }
 }
 

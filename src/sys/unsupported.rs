@@ -50,6 +50,12 @@ pub(crate) enum Publish {
 pub(crate) fn publish_noreplace(_from: &Path, _to: &Path) -> io::Result<Publish> {
     Err(unsupported())
 }
+pub(crate) fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<Publish> {
+    Err(unsupported())
+}
+pub(crate) fn open_slot(_path: &Path) -> io::Result<File> {
+    Err(unsupported())
+}
 pub(crate) fn probe_pid(_pid: u32) -> PidState {
     PidState::Unknown
 }

@@ -185,15 +185,37 @@ pub fn age_file(path: &Path, by: Duration) {
     f.set_modified(std::time::SystemTime::now() - by).unwrap();
 }
 
-/// Names in a directory, sorted.
-/// The names in `dir`, sorted, without lock queue files (`*.lock.queue`):
-/// those are persistent by design (docs/protocol.md, "The queue"), and the
-/// tests that care about them use [`all_names`].
+/// The names in `dir`, sorted, without lock queue files (`*.lock.queue`)
+/// and without the parked witness slots of live processes
+/// (`.<name>.lock.w<N>.tmp` with a held flock): both are kept by design
+/// (docs/protocol.md, "The queue" and "Witness slots"), and the tests that
+/// care about them use [`all_names`]. A slot left by a dead process (flock
+/// free) is listed.
 pub fn names(dir: &Path) -> Vec<String> {
     all_names(dir)
         .into_iter()
-        .filter(|n| !n.ends_with(".lock.queue"))
+        .filter(|n| !n.ends_with(".lock.queue") && !is_live_slot(&dir.join(n)))
         .collect()
+}
+
+/// `.<name>.lock.w<N>.tmp`: a witness slot's name.
+pub fn is_slot_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .strip_suffix(".tmp")
+            .and_then(|s| s.rsplit_once(".lock.w"))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A witness slot whose flock some live process holds.
+pub fn is_live_slot(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    is_slot_name(&name) && std::fs::File::open(path).is_ok_and(|f| flock_held(&f))
+}
+
+/// Someone holds a flock on the file (a shared one cannot be had now).
+pub fn flock_held(f: &std::fs::File) -> bool {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
 }
 
 /// Every name in `dir`, sorted.

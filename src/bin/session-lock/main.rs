@@ -276,6 +276,8 @@ fn main() -> ExitCode {
         }
         Command::ExecHolder { args } => exec::holder(&args),
     };
+    // A one-shot process: leave no parked witness slot behind.
+    session_lock::close_idle();
     ExitCode::from(code)
 }
 

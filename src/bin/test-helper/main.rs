@@ -125,6 +125,7 @@ fn main() -> ExitCode {
         Command::ChaosWorker { id, dir, file } => chaos_worker(&file, &dir, id),
         Command::ChaosSection { id, seq, dir, file } => chaos_section(&file, &dir, id, seq),
     };
+    session_lock::close_idle();
     ExitCode::from(code)
 }
 

@@ -13,8 +13,10 @@
 //!
 //! Points: `publish.before_rename` (temp file written and witnessed, not yet
 //! visible), `reclaim.before_unlink` (identity checked, stale file not yet
-//! removed), `release.before_unlink` (identity checked, our file not yet
-//! removed), `acquire.after_observe` (lock inspected, verdict known).
+//! removed), `release.before_unlink` (at the start of a release, before
+//! its identity check), `release.after_check` (identity checked, our file
+//! not yet renamed back to its slot or unlinked), `acquire.after_observe`
+//! (lock inspected, verdict known).
 
 #[cfg(feature = "fault-injection")]
 mod imp {

@@ -5,8 +5,10 @@
 //! `hold-exceeded` and does not reclaim our-pid records without a start time
 //! (`orphan-self-pid` needs a matching start time here). It also removes
 //! temp files (`.<name>.lock.<token>.tmp`) left by a process that died
-//! between creating and publishing its record, once nobody holds them and
-//! they are older than the orphan grace. A lock's queue file
+//! between creating and publishing its record, and witness slots
+//! (`.<name>.lock.w<N>.tmp`, see `docs/protocol.md`, "Witness slots") left
+//! by processes that exited, once nobody holds them and they are older than
+//! the orphan grace. A lock's queue file
 //! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed,
 //! without a report, only once its transcript and its lock file are both
 //! gone and nobody holds or waits for its `flock`.

@@ -390,6 +390,55 @@ fn a_release_paused_before_its_unlink_is_never_reclaimed_under_it() {
 }
 
 #[test]
+fn a_lock_swapped_between_a_releases_check_and_its_rename_is_put_back() {
+    // The window every path-based release has: the path is checked, then
+    // freed by name. A release through a witness slot renames, so what it
+    // moved can be checked and put back; an unlink cannot be undone (the
+    // fresh-inode path keeps that window, see docs/protocol.md).
+    let _s = serial();
+    if std::env::var_os("SESSION_LOCK_NO_SLOTS").is_some()
+        || std::env::var_os("SESSION_LOCK_NO_TMPFILE").is_some()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let lock = lock_of(&t);
+    for round in 0..20 {
+        let th = t.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut gate = trap("release.after_check", "holder");
+        let h = named("holder", move || {
+            let g = try_acquire(&th, &LockOptions::new()).expect("holder acquires");
+            ready_tx.send(()).unwrap();
+            g.release()
+        });
+        ready_rx.recv_timeout(WAIT).expect("holder ready");
+        gate.reached();
+        // Someone else's file takes the name (as a wrong reclaim would).
+        let foreign = dir.path().join("foreign");
+        write_reference_lock(&foreign, std::process::id(), 0, None);
+        std::fs::rename(&foreign, &lock).unwrap();
+        let id = file_identity(&lock);
+        gate.open();
+        let err = join(h, "holder").expect_err("the release must see the swap");
+        assert_eq!(err.kind(), ErrorKind::LockLost, "round {round}: {err}");
+        assert_eq!(
+            err.lost_reason(),
+            Some(&LostReason::Replaced),
+            "round {round}"
+        );
+        assert_eq!(
+            file_identity(&lock),
+            id,
+            "round {round}: the other file is not back at the lock name"
+        );
+        std::fs::remove_file(&lock).unwrap();
+        assert_eq!(names(dir.path()), Vec::<String>::new(), "round {round}");
+    }
+}
+
+#[test]
 fn release_and_watchdog_racing_remove_only_their_own_file() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();

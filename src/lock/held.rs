@@ -202,6 +202,7 @@ impl Held {
         let mut parked = None;
         let outcome = match self.verify_path() {
             Ok(()) => {
+                crate::fault::hit("release.after_check");
                 let back = match &self.slot {
                     Some((name, _)) if !st.shared => {
                         slot::unpublish(&self.paths.lock, name, self.id)

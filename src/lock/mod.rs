@@ -613,7 +613,8 @@ impl<'a> Acquirer<'a> {
         self.guarded = None;
         let woken = std::mem::take(&mut self.woken_by_event);
         // Someone is next in line already: queue up behind them without
-        // looking (no barging past a waiter).
+        // looking (no barging past a waiter: the longest wait stays
+        // bounded by the queue's order, see docs/performance.md).
         if let Some(step) = self.queue_up() {
             return Ok(step);
         }
@@ -841,7 +842,15 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             }
             Step::Retry => {}
             Step::Backoff => std::thread::sleep(acq.backoff_delay()),
-            Step::Queue => wait_in_queue(&mut acq, deadline)?,
+            Step::Queue => {
+                // Register with the lock file's events before the queue
+                // makes us next in line, so that the first look then is
+                // already covered and need not be repeated.
+                if watch.is_none() {
+                    watch = Some(wait::BlockingWatch::new(&paths));
+                }
+                wait_in_queue(&mut acq, deadline)?;
+            }
             // A safety re-check while in the queue found the lock held.
             Step::Wait if acq.in_queue() => wait_in_queue(&mut acq, deadline)?,
             Step::Wait => {

@@ -10,6 +10,8 @@ mod common;
 use common::*;
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{LockOptions, try_acquire};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -98,6 +100,7 @@ fn a_slot_left_by_a_dead_process_is_taken_over_not_multiplied() {
         ),
     )
     .unwrap();
+    std::fs::set_permissions(&left, std::fs::Permissions::from_mode(0o600)).unwrap();
     let id = file_identity(&left);
     let g = try_acquire(&t, &LockOptions::new()).unwrap();
     assert_eq!(
@@ -196,5 +199,152 @@ fn a_killed_holders_death_wakes_a_waiter_under_the_lock_name() {
     let g = g.expect("the waiter takes over the dead holder's lock");
     assert_eq!(by_timer, 0, "woken by a timer, not by the death");
     g.release().unwrap();
+    session_lock::close_idle();
+}
+
+#[test]
+fn a_file_planted_at_a_slot_name_is_never_adopted() {
+    let _s = serial();
+    if !slots_on() {
+        return;
+    }
+    // A hard link to someone's file: never written into or truncated.
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let victim = dir.path().join("victim.txt");
+    let precious = "precious data that must not be touched\n".repeat(20);
+    std::fs::write(&victim, &precious).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&victim, dir.path().join(".s.jsonl.lock.w0.tmp")).unwrap();
+    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    assert_ne!(file_identity(&lock_of(&t)), file_identity(&victim));
+    g.release().unwrap();
+    session_lock::close_idle();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), precious);
+    // A file others may write: not adopted either, the lock stays private.
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let w0 = dir.path().join(".s.jsonl.lock.w0.tmp");
+    std::fs::write(&w0, b"").unwrap();
+    std::fs::set_permissions(&w0, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    assert_eq!(
+        std::fs::metadata(lock_of(&t)).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_ne!(file_identity(&lock_of(&t)), file_identity(&w0));
+    g.release().unwrap();
+    session_lock::close_idle();
+}
+
+#[test]
+fn a_parked_slot_whose_directory_was_made_again_never_publishes_another_file() {
+    let _s = serial();
+    if !slots_on() {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let d = base.path().join("sess");
+    std::fs::create_dir(&d).unwrap();
+    let t = d.join("s.jsonl");
+    let lock = lock_of(&t);
+    try_acquire(&t, &LockOptions::new())
+        .unwrap()
+        .release()
+        .unwrap();
+    // The session directory is removed and made again (rm -rf; mkdir), and
+    // another live process parks its own slot w0 there.
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::create_dir(&d).unwrap();
+    let slot = d.join(".s.jsonl.lock.w0.tmp");
+    let mut other = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&slot)
+        .unwrap();
+    other
+        .write_all(b"{\"pid\":1,\"token\":\"theirs\"}\n")
+        .unwrap();
+    rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let theirs = file_identity(&slot);
+    // Our parked slot names that path now: the acquire must not rename
+    // their file onto the lock name.
+    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    assert_ne!(
+        file_identity(&lock),
+        theirs,
+        "another process's slot was published"
+    );
+    assert_eq!(file_identity(&slot), theirs, "their slot was moved");
+    assert_eq!(g.record().pid, Some(std::process::id()));
+    g.release().unwrap();
+    drop(other);
+    session_lock::close_idle();
+}
+
+/// Wait (bounded) for one byte on a pipe; `None` on timeout.
+fn read_byte(fd: i32, limit: Duration) -> Option<u8> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        // SAFETY: read(2) into a local buffer from a pipe we own.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+        let _ = tx.send((n == 1).then_some(b[0]));
+    });
+    rx.recv_timeout(limit).ok().flatten()
+}
+
+fn pipe() -> [i32; 2] {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) into a local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    fds
+}
+
+#[test]
+fn a_forked_childs_copy_of_a_guard_never_passes_for_the_parents_new_hold() {
+    // fork() without exec: the parent releases (its slot is parked) and
+    // takes the lock again, publishing the same inode. The child's copy of
+    // the old guard must not pass its check or append: the hold is not its.
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let (go, answer) = (pipe(), pipe());
+    // SAFETY: the child only uses the guard it inherited and async-signal-
+    // safe calls (read, write, _exit) around it; this file's tests run one
+    // at a time, so no other test thread holds a lock the child needs.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: plain reads and writes on the pipes, then _exit.
+        unsafe {
+            libc::read(go[0], b.as_mut_ptr().cast(), 1);
+            let ok = g.check().is_ok() || g.append_line("child writes").is_ok();
+            let c: &[u8] = if ok { b"1" } else { b"0" };
+            libc::write(answer[1], c.as_ptr().cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    g.release().unwrap();
+    let again = try_acquire(&t, &LockOptions::new()).unwrap();
+    // SAFETY: write(2) of one byte to our pipe.
+    unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
+    let answer = read_byte(answer[0], WAIT);
+    // SAFETY: reap the child we forked.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(answer, Some(b'0'), "the child's old guard passed as held");
+    assert!(
+        !std::fs::read_to_string(&t)
+            .unwrap_or_default()
+            .contains("child writes")
+    );
+    again.release().unwrap();
     session_lock::close_idle();
 }

@@ -48,6 +48,10 @@ pub(crate) struct Held {
     slot: Option<(std::path::PathBuf, u64)>,
     pub record: OwnerRecord,
     pub acquired: Instant,
+    /// The process that published this hold. A forked child's copy of a
+    /// guard is not a hold: its slot may be published again by the parent
+    /// (same inode), so an identity check alone would pass.
+    owner_pid: u32,
     pub max_hold: Duration,
     pub thread: Option<ThreadId>,
     pub watchdog_key: Mutex<Option<(Instant, u64)>>,
@@ -137,6 +141,7 @@ impl Held {
             slot,
             record,
             acquired: Instant::now(),
+            owner_pid: std::process::id(),
             max_hold,
             thread: (!from_async).then(|| std::thread::current().id()),
             watchdog_key: Mutex::new(None),
@@ -180,6 +185,9 @@ impl Held {
 
     /// Does the lock path still name our file? Err(reason) if not.
     fn verify_path(&self) -> std::result::Result<(), LostReason> {
+        if std::process::id() != self.owner_pid {
+            return Err(LostReason::Replaced);
+        }
         match std::fs::symlink_metadata(&self.paths.lock) {
             Ok(meta) if sys::file_id(&meta) == self.id => Ok(()),
             Ok(_) => Err(LostReason::Replaced),
@@ -569,6 +577,12 @@ impl LockGuard {
         };
         sys::set_inheritable(witness, inherit)
             .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
+        // An unnamed witness's last close is no event under the lock name;
+        // the death sentinel's is, so it goes with the witness.
+        if let Some(sentinel) = st.sentinel.as_ref() {
+            sys::set_inheritable(sentinel, inherit)
+                .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
+        }
         st.shared |= inherit;
         Ok(())
     }

@@ -222,8 +222,11 @@ impl Prepared {
             record: OwnerRecord::default(),
             created_at_offset: None,
         };
-        // Dropping `prepared` on error parks the slot again.
-        written.map_err(|e| Error::io("write lock record", &paths.lock, e))?;
+        if let Err(e) = written {
+            // Its content is unknown now: never park it.
+            prepared.discard();
+            return Err(Error::io("write lock record", &paths.lock, e));
+        }
         prepared.created_at_offset = find_created_at(&line, &record);
         prepared.record = record;
         Ok(prepared)
@@ -352,7 +355,15 @@ pub(crate) fn publish(
     crate::fault::hit("publish.before_rename");
     let file = p.file.as_ref().expect("a prepared file until published");
     let outcome = match &p.kind {
-        Kind::Slot { name, .. } => match sys::rename_noreplace(name, &paths.lock) {
+        // The slot's name must still be our file (its directory may have
+        // been removed and made again, and the name taken by another
+        // process's slot): never publish a file that is not ours.
+        Kind::Slot { name, .. } => match std::fs::symlink_metadata(name)
+            .ok()
+            .filter(|m| m.file_type().is_file() && Some(sys::file_id(m)) == p.id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+            .and_then(|_| sys::rename_noreplace(name, &paths.lock))
+        {
             // The slot is not where we left it (its directory was removed,
             // or is no longer writable): give it up and publish a fresh
             // inode, whose errors have the right words.

@@ -144,7 +144,10 @@ pub(crate) fn park(lock: PathBuf, slot: Slot) {
         }
         evicted
     };
-    if let Some(p) = evicted {
+    // A copy inherited across fork is only closed: the name is the parent's.
+    if let Some(p) = evicted
+        && p.pid == std::process::id()
+    {
         discard(p.slot);
     }
 }
@@ -201,6 +204,11 @@ pub(crate) fn claim(lock: &Path) -> Option<Slot> {
         if !std::fs::symlink_metadata(&path).is_ok_and(|m| sys::file_id(&m) == id) {
             continue;
         }
+        // Only a private file of ours with one name: never adopt (write
+        // into, truncate, publish) a file planted or hard-linked there.
+        if !sys::is_private_single(&meta) {
+            continue;
+        }
         return Some(Slot {
             file,
             path,
@@ -228,7 +236,11 @@ pub(crate) enum Unpublished {
 pub(crate) fn unpublish(lock: &Path, slot: &Path, id: FileId) -> Unpublished {
     match sys::rename_noreplace(lock, slot) {
         Ok(Publish::Done { .. }) => {
-            if std::fs::symlink_metadata(slot).is_ok_and(|m| sys::file_id(&m) == id) {
+            // Only a positive mismatch means we moved someone else's file;
+            // an error here (EACCES, EIO) cannot tell, and ours is the file
+            // we checked a moment ago.
+            let moved_other = std::fs::symlink_metadata(slot).is_ok_and(|m| sys::file_id(&m) != id);
+            if !moved_other {
                 Unpublished::Parked
             } else {
                 let back = sys::rename_noreplace(slot, lock);

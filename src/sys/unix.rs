@@ -54,6 +54,15 @@ pub(crate) fn open_slot(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// A regular file owned by our effective user, with one name and no
+/// permission bits for group or others: a file we may adopt as ours.
+pub(crate) fn is_private_single(meta: &Metadata) -> bool {
+    meta.file_type().is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.nlink() == 1
+        && meta.mode() & 0o077 == 0
+}
+
 /// Open an existing lock file for inspection: read-only, no symlink following,
 /// non-blocking so that a FIFO planted at the path cannot hang the open.
 pub(crate) fn open_for_inspection(path: &Path) -> io::Result<File> {

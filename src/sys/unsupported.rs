@@ -56,6 +56,9 @@ pub(crate) fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<Publish> 
 pub(crate) fn open_slot(_path: &Path) -> io::Result<File> {
     Err(unsupported())
 }
+pub(crate) fn is_private_single(_meta: &std::fs::Metadata) -> bool {
+    false
+}
 pub(crate) fn probe_pid(_pid: u32) -> PidState {
     PidState::Unknown
 }

@@ -10,7 +10,10 @@
 //!    called release (`CLOCK_MONOTONIC` nanoseconds, passed over a pipe).
 //!    Same shape for a raw `flock` handoff on a persistent file and for the
 //!    reference's polling algorithm (exclusive create, on failure sleep
-//!    50 ms x attempt, capped at 1 s).
+//!    50 ms x attempt, capped at 1 s), and for a raw inotify wait (B polls
+//!    an inotify watch on the directory with a timeout, A unlinks a file):
+//!    the floor of any waiter that must honour a deadline, which a
+//!    blocking `flock` cannot.
 //! 3. **inspect**: [`session_lock::inspect`] on a lock held by a live child,
 //!    against read + `serde_json` parse + `kill(pid, 0)` + the start time
 //!    from `/proc/<pid>/stat`.
@@ -92,6 +95,10 @@ pub enum ChildRole {
     /// Handoff waiter (B) using the reference's polling algorithm.
     #[value(name = "handoff-polling")]
     HandoffPolling,
+    /// Handoff waiter (B) woken by inotify when a file is unlinked: the
+    /// kernel's floor for a wait that can time out (see `inotify_wait`).
+    #[value(name = "handoff-inotify")]
+    HandoffInotify,
     /// Hold the lock until stdin closes (the inspect phase's live owner).
     #[value(name = "hold")]
     Hold,
@@ -109,6 +116,7 @@ impl ChildRole {
             ChildRole::HandoffOurs => "handoff-ours",
             ChildRole::HandoffFlock => "handoff-flock",
             ChildRole::HandoffPolling => "handoff-polling",
+            ChildRole::HandoffInotify => "handoff-inotify",
             ChildRole::Hold => "hold",
             ChildRole::CyclesOurs => "cycles-ours",
             ChildRole::CyclesFlock => "cycles-flock",
@@ -224,13 +232,21 @@ struct Handoff {
     flock_p99_us: f64,
     polling_p50_us: f64,
     polling_p99_us: f64,
+    /// A raw inotify-woken waiter (unlink -> poll -> read): the floor of
+    /// any wait that can time out, which a blocking `flock` cannot.
+    inotify_p50_us: f64,
     ratio_vs_flock: Option<f64>,
+    /// Ours against that floor.
+    ratio_vs_inotify: Option<f64>,
+    /// The floor against a raw `flock` handoff (what no inotify-woken
+    /// waiter can beat).
+    inotify_vs_flock: Option<f64>,
     speedup_vs_polling: Option<f64>,
     iterations: usize,
     polling_iterations: usize,
-    /// Handoffs (ours, flock, polling) released while some thread of the
-    /// waiter was still running after the grace period (should be 0).
-    not_parked: [usize; 3],
+    /// Handoffs (ours, flock, polling, inotify) released while some thread
+    /// of the waiter was still running after the grace period (should be 0).
+    not_parked: [usize; 4],
 }
 
 /// Phase 3.
@@ -731,9 +747,10 @@ mod child {
             return 2;
         };
         let result = match role {
-            ChildRole::HandoffOurs | ChildRole::HandoffFlock | ChildRole::HandoffPolling => {
-                handoff(role, target)
-            }
+            ChildRole::HandoffOurs
+            | ChildRole::HandoffFlock
+            | ChildRole::HandoffPolling
+            | ChildRole::HandoffInotify => handoff(role, target),
             ChildRole::Hold => hold(target),
             ChildRole::CyclesOurs | ChildRole::CyclesFlock => cycles(role, target, args),
         };
@@ -756,12 +773,23 @@ mod child {
             _ => None,
         };
         let record = polling_record();
+        let watch = match role {
+            ChildRole::HandoffInotify => Some(InotifyWait::new(target)?),
+            _ => None,
+        };
         while let Some(line) = hear()? {
             if line != "go" {
                 return Err(format!("unexpected message {line:?}"));
             }
+            if let Some(w) = &watch {
+                w.drain();
+            }
             say("ready")?;
             let t = match (role, &flock_file) {
+                (ChildRole::HandoffInotify, _) => {
+                    watch.as_ref().expect("set above").wait()?;
+                    mono_ns()
+                }
                 (ChildRole::HandoffFlock, Some(f)) => {
                     flock(f, target)?;
                     let t = mono_ns();
@@ -783,6 +811,62 @@ mod child {
             say(&t.to_string())?;
         }
         Ok(())
+    }
+
+    /// A raw inotify wait for `target`'s removal: one instance watching its
+    /// directory, polled with a timeout (what a waiter that must honour a
+    /// deadline can do; a blocking `flock` cannot time out).
+    struct InotifyWait {
+        fd: rustix::fd::OwnedFd,
+        name: std::ffi::OsString,
+    }
+
+    impl InotifyWait {
+        fn new(target: &Path) -> Result<InotifyWait, String> {
+            use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+            let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
+                .map_err(|e| err_str("inotify_init", e))?;
+            let dir = target.parent().ok_or("no directory")?;
+            inotify::add_watch(&fd, dir, WatchFlags::DELETE | WatchFlags::MOVED_FROM)
+                .map_err(|e| err_str("inotify_add_watch", e))?;
+            let name = target.file_name().ok_or("no file name")?.to_owned();
+            Ok(InotifyWait { fd, name })
+        }
+
+        /// Read what is queued; true if it names our file.
+        fn read(&self) -> bool {
+            use std::os::unix::ffi::OsStrExt;
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut reader = rustix::fs::inotify::Reader::new(&self.fd, &mut buf);
+            let mut ours = false;
+            while let Ok(ev) = reader.next() {
+                ours |= ev
+                    .file_name()
+                    .is_some_and(|n| n.to_bytes() == self.name.as_bytes());
+            }
+            ours
+        }
+
+        fn drain(&self) {
+            while self.read() {}
+        }
+
+        fn wait(&self) -> Result<(), String> {
+            use rustix::event::{PollFd, PollFlags, Timespec};
+            let ts = Timespec {
+                tv_sec: ACQUIRE_TIMEOUT.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            loop {
+                let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+                match rustix::event::poll(&mut fds, Some(&ts)) {
+                    Ok(0) => return Err("inotify wait timed out".into()),
+                    Ok(_) if self.read() => return Ok(()),
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(err_str("poll", e)),
+                }
+            }
+        }
     }
 
     /// Hold the lock until stdin closes.
@@ -919,6 +1003,7 @@ enum Holding {
     Ours(session_lock::LockGuard),
     Flock,
     Polling,
+    Inotify(File),
 }
 
 /// Whether every thread of `pid` is asleep (state `S` in
@@ -956,6 +1041,7 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<(Vec<u64
     let target = match role {
         ChildRole::HandoffOurs => dir.join("handoff.jsonl"),
         ChildRole::HandoffFlock => dir.join("handoff.jsonl.flock"),
+        ChildRole::HandoffInotify => dir.join("handoff-inotify.lock"),
         _ => dir.join("handoff-polling.jsonl.lock"),
     };
     let opts = opts();
@@ -978,6 +1064,9 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<(Vec<u64
                 polling_acquire(&target, &record)?;
                 Holding::Polling
             }
+            // The file exists, kept open (as our witness is) so that its
+            // unlink does not also free the inode.
+            (ChildRole::HandoffInotify, _) => Holding::Inotify(open_rw(&target)?),
             _ => Holding::Ours(
                 session_lock::acquire_with(&target, &opts).map_err(|e| err_str("acquire", e))?,
             ),
@@ -991,6 +1080,10 @@ fn handoff_samples(dir: &Path, role: ChildRole, iters: usize) -> Result<(Vec<u64
         match (holding, &flock_file) {
             (Holding::Ours(g), _) => g.release().map_err(|e| err_str("release", e))?,
             (Holding::Flock, Some(f)) => funlock(f, &target)?,
+            (Holding::Inotify(file), _) => {
+                std::fs::remove_file(&target).map_err(|e| err_str("inotify unlink", e))?;
+                drop(file);
+            }
             _ => std::fs::remove_file(&target).map_err(|e| err_str("polling unlink", e))?,
         }
         let reply = peer.recv()?;
@@ -1017,7 +1110,9 @@ fn handoff(dir: &Path, plan: &Plan) -> Result<Handoff, String> {
     let (ours, ours_np) = handoff_samples(dir, ChildRole::HandoffOurs, plan.handoff)?;
     let (flock, flock_np) = handoff_samples(dir, ChildRole::HandoffFlock, plan.handoff)?;
     let (polling, polling_np) = handoff_samples(dir, ChildRole::HandoffPolling, plan.polling)?;
+    let (inotify, inotify_np) = handoff_samples(dir, ChildRole::HandoffInotify, plan.handoff)?;
     let (ours, flock, polling) = (Stats::of(ours), Stats::of(flock), Stats::of(polling));
+    let inotify = Stats::of(inotify);
     Ok(Handoff {
         ours_p50_us: us(ours.p50),
         ours_p99_us: us(ours.p99),
@@ -1026,11 +1121,14 @@ fn handoff(dir: &Path, plan: &Plan) -> Result<Handoff, String> {
         flock_p99_us: us(flock.p99),
         polling_p50_us: us(polling.p50),
         polling_p99_us: us(polling.p99),
+        inotify_p50_us: us(inotify.p50),
         ratio_vs_flock: ratio(ours.p50 as f64, flock.p50 as f64),
+        ratio_vs_inotify: ratio(ours.p50 as f64, inotify.p50 as f64),
+        inotify_vs_flock: ratio(inotify.p50 as f64, flock.p50 as f64),
         speedup_vs_polling: ratio(polling.p50 as f64, ours.p50 as f64).map(|r| round(r, 1)),
         iterations: plan.handoff,
         polling_iterations: plan.polling,
-        not_parked: [ours_np, flock_np, polling_np],
+        not_parked: [ours_np, flock_np, polling_np, inotify_np],
     })
 }
 
@@ -1623,6 +1721,14 @@ fn print_table(r: &Report) {
                 format!("{:.1} us", h.ours_p99_us),
                 format!("{:.1} us (flock)", h.flock_p99_us),
                 fmt_ratio(ratio(h.ours_p99_us, h.flock_p99_us)),
+                "",
+                "",
+            );
+            row(
+                "handoff inotify",
+                format!("{:.1} us", h.ours_p50_us),
+                format!("{:.1} us (inotify)", h.inotify_p50_us),
+                fmt_ratio(h.ratio_vs_inotify),
                 "",
                 "",
             );

@@ -23,6 +23,22 @@ fn serial() -> MutexGuard<'static, ()> {
     g
 }
 
+/// One test's start: the serial guard and a fresh directory with `s.jsonl`
+/// in it; `None` (the test has nothing to check) when slots are turned off.
+fn start() -> Option<(
+    MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+)> {
+    let s = serial();
+    if !slots_on() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    Some((s, dir, t))
+}
+
 fn slots_on() -> bool {
     std::env::var_os("SESSION_LOCK_NO_SLOTS").is_none()
         && std::env::var_os("SESSION_LOCK_NO_TMPFILE").is_none()
@@ -43,12 +59,9 @@ fn token(lock: &Path) -> String {
 
 #[test]
 fn a_process_keeps_one_witness_inode_across_its_holds() {
-    let _s = serial();
-    if !slots_on() {
+    let Some((_s, dir, t)) = start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("s.jsonl");
+    };
     let lock = lock_of(&t);
     let g = try_acquire(&t, &LockOptions::new()).unwrap();
     let first = file_identity(&lock);
@@ -81,12 +94,9 @@ fn a_process_keeps_one_witness_inode_across_its_holds() {
 
 #[test]
 fn a_slot_left_by_a_dead_process_is_taken_over_not_multiplied() {
-    let _s = serial();
-    if !slots_on() {
+    let Some((_s, dir, t)) = start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("s.jsonl");
+    };
     let lock = lock_of(&t);
     // What a process that died between holds leaves: slot 0 with an old,
     // longer record and no flock.
@@ -120,12 +130,9 @@ fn a_slot_left_by_a_dead_process_is_taken_over_not_multiplied() {
 
 #[test]
 fn clean_removes_a_dead_processes_slot_and_keeps_a_live_ones() {
-    let _s = serial();
-    if !slots_on() {
+    let Some((_s, dir, t)) = start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("s.jsonl");
+    };
     // Ours, parked (slot 0), and one left by a dead process (slot 1).
     try_acquire(&t, &LockOptions::new())
         .unwrap()

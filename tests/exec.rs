@@ -100,8 +100,8 @@ fn a_killed_exec_keeps_the_lock_until_its_whole_tree_has_exited() {
     // The command starts a grandchild that outlives it, then waits for
     // cmd-go; the grandchild waits for gc-go and then writes its last line.
     let script = format!(
-        "cd '{d}' || exit 1; (sh -c 'echo $$ > gc.pid; while [ ! -e gc-go ]; do sleep 0.01; done; echo grandchild-last >> {t}') & \
-         echo $$ > cmd.pid; while [ ! -e cmd-go ]; do sleep 0.01; done; echo command-last >> {t}",
+        "cd '{d}' || exit 1; (sh -c 'echo $$ > gc.pid; while [ ! -e gc-go ] && [ -d {d} ]; do sleep 0.01; done; echo grandchild-last >> {t}') & \
+         echo $$ > cmd.pid; while [ ! -e cmd-go ] && [ -d '{d}' ]; do sleep 0.01; done; echo command-last >> {t}",
         d = d.display(),
         t = t.display()
     );
@@ -140,7 +140,7 @@ fn a_killed_holder_leaves_the_witness_with_the_command_tree_and_waiters_keep_wai
     let d = dir.path();
     let t = d.join("s.jsonl");
     let script = format!(
-        "cd '{d}' || exit 1; echo $$ > cmd.pid; while [ ! -e cmd-go ]; do sleep 0.01; done; echo command-last >> {t}",
+        "cd '{d}' || exit 1; echo $$ > cmd.pid; while [ ! -e cmd-go ] && [ -d '{d}' ]; do sleep 0.01; done; echo command-last >> {t}",
         d = d.display(),
         t = t.display()
     );
@@ -280,7 +280,7 @@ fn sigterm_to_exec_reaches_the_command_and_the_lock_stays_until_it_exits() {
     let d = dir.path();
     let t = d.join("s.jsonl");
     let script = format!(
-        "cd '{}' && trap 'echo > got-term; while [ ! -e go ]; do sleep 0.01; done; exit 7' TERM; echo $$ > cmd.pid; while :; do sleep 0.01; done",
+        "cd '{}' && trap 'echo > got-term; while [ ! -e go ] && [ -d $PWD ]; do sleep 0.01; done; exit 7' TERM; echo $$ > cmd.pid; while [ -d $PWD ]; do sleep 0.01; done",
         d.display()
     );
     let mut front = spawn_exec(&[s(&t), "--", "sh", "-c", &script], &d.join("err"));

@@ -41,6 +41,11 @@ fn writer(path: &str, id: usize) -> Result<(), Box<dyn std::error::Error>> {
         ))?;
         guard.release()?;
     }
+    // A short-lived process: remove the witness slot it kept between its
+    // holds (a hidden `.session.jsonl.lock.w<N>.tmp`; see docs/protocol.md,
+    // "Witness slots"). Without this the next process takes it over, or
+    // `session-lock clean` removes it later.
+    session_lock::close_idle();
     Ok(())
 }
 

@@ -4,6 +4,10 @@
 //! flock before it has the lock file's name. Publishing gives it that name
 //! without ever replacing an existing lock file:
 //!
+//! 0. A witness slot of this process (see `slot`): a file of ours at its
+//!    own hidden name, kept across holds, renamed onto the lock name with
+//!    `renameat2(RENAME_NOREPLACE)`; no new inode per hold. Where no slot
+//!    can be had:
 //! 1. Linux `O_TMPFILE` + `linkat(2)` through `/proc/self/fd`: the file has
 //!    no name at all until the link, so a crash at any point leaves nothing
 //!    behind;
@@ -27,8 +31,8 @@
 //!
 //! A contender that loses keeps its prepared file and only refreshes
 //! `createdAt` in place (`pwrite`, same length) before its next attempt, so
-//! a herd of woken waiters costs one failing `linkat` each, not a file
-//! creation. The blocking API also prepares its record before it sleeps;
+//! a herd of woken waiters costs one failing rename or `linkat` each, not a
+//! file creation. The blocking API also prepares its record before it sleeps;
 //! the async API does not (see `src/tokio.rs`).
 
 use crate::error::{Error, Repr, Result};

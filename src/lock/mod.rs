@@ -581,10 +581,11 @@ impl<'a> Acquirer<'a> {
         self.guarded.is_some()
     }
 
-    /// The lock is taken. A blocking contender that is not next in line
-    /// yet takes the queue's `flock` if it is free (it is then next in line
-    /// and waits for the lock file itself), or else queues up behind the
-    /// contender next in line without looking further ([`Step::Queue`]).
+    /// Before a blocking contender looks at the lock: if it is neither
+    /// next in line nor queued yet, it takes the queue's `flock` if that is
+    /// free (it is then next in line: it publishes, or waits for the lock
+    /// file itself), or else queues up behind the contender next in line
+    /// without looking further ([`Step::Queue`]).
     fn queue_up(&mut self) -> Option<Step> {
         if self.queue_use != QueueUse::Wait || self.ticket.is_some() || self.queued.is_some() {
             return None;
@@ -629,22 +630,14 @@ impl<'a> Acquirer<'a> {
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
-                    if let Some(step) = self.queue_up() {
-                        return Ok(step);
-                    }
                     // Lost the race after a wake-up: same cheap check.
                     if woken && self.lock_exists(true)? && self.rewaited {
                         return Ok(Step::Wait);
                     }
                 }
             }
-        } else {
-            if let Some(step) = self.queue_up() {
-                return Ok(step);
-            }
-            if self.rewaited {
-                return Ok(Step::Wait);
-            }
+        } else if self.rewaited {
+            return Ok(Step::Wait);
         }
         let policy = acquire_policy(self.opts);
         let Some(observed) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us)? else {

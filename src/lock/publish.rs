@@ -281,17 +281,25 @@ impl Prepared {
 }
 
 impl Prepared {
+    /// An unpublished slot taken out of `self`, with the lock it was for.
+    fn take_slot(&mut self) -> Option<(PathBuf, slot::Slot)> {
+        let Kind::Slot { name, lock, len } = &self.kind else {
+            return None;
+        };
+        let (file, id) = (self.file.take()?, self.id?);
+        let s = slot::Slot {
+            file,
+            path: name.clone(),
+            id,
+            len: *len,
+        };
+        Some((lock.clone(), s))
+    }
+
     /// Give up a slot that was not published: remove its name and close it.
     fn discard(&mut self) {
-        if let (Kind::Slot { name, .. }, Some(file), Some(id)) =
-            (&self.kind, self.file.take(), self.id)
-        {
-            slot::discard(slot::Slot {
-                file,
-                path: name.clone(),
-                id,
-                len: 0,
-            });
+        if let Some((_, s)) = self.take_slot() {
+            slot::discard(s);
         }
     }
 }
@@ -306,29 +314,14 @@ fn find_created_at(line: &[u8], record: &OwnerRecord) -> Option<usize> {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        let Some(file) = self.file.take() else {
-            return;
-        };
-        match &self.kind {
-            // Never published: still at its slot name, ours; keep it.
-            Kind::Slot { name, lock, len } => {
-                if let Some(id) = self.id {
-                    slot::park(
-                        lock.clone(),
-                        slot::Slot {
-                            file,
-                            path: name.clone(),
-                            id,
-                            len: *len,
-                        },
-                    );
-                }
-            }
+        // Never published: still at its slot name, ours; keep it.
+        if let Some((lock, s)) = self.take_slot() {
+            slot::park(lock, s);
+        } else if self.file.take().is_some()
+            && let Kind::Named(tmp) = &self.kind
+        {
             // Our private temp file: nobody else knows its random name.
-            Kind::Named(tmp) => {
-                let _ = std::fs::remove_file(tmp);
-            }
-            Kind::Unnamed => {}
+            let _ = std::fs::remove_file(tmp);
         }
     }
 }

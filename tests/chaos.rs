@@ -48,7 +48,6 @@ mod common;
 use common::*;
 use session_lock::LockOptions;
 use std::collections::{HashMap, HashSet};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -427,12 +426,6 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|n| n.starts_with(".s.jsonl.lock.") && n.ends_with(".tmp"))
         .map(|n| dir.join(n))
         .collect()
-}
-
-fn flock_free(path: &Path) -> bool {
-    let f = std::fs::File::open(path).expect("open temp file");
-    // SAFETY: flock on a descriptor we own; closing it drops the lock.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 fn run_chaos(cfg: &Config) {

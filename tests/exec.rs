@@ -127,13 +127,6 @@ fn a_killed_exec_keeps_the_lock_until_its_whole_tree_has_exited() {
 
 /// Whether nobody holds a `flock` on `path` (tried without blocking, and
 /// dropped again at once).
-fn flock_free(path: &Path) -> bool {
-    use std::os::unix::io::AsRawFd;
-    let f = std::fs::File::open(path).expect("open");
-    // SAFETY: flock on a descriptor we own; closing it drops the lock.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
 #[test]
 fn a_killed_holder_leaves_the_witness_with_the_command_tree_and_waiters_keep_waiting() {
     let dir = tempfile::tempdir().unwrap();

@@ -213,6 +213,13 @@ pub fn is_live_slot(path: &Path) -> bool {
     is_slot_name(&name) && std::fs::File::open(path).is_ok_and(|f| flock_held(&f))
 }
 
+/// Nobody holds a flock on the file at `path` (an exclusive one can be had
+/// now; it is dropped again when the descriptor closes).
+pub fn flock_free(path: &Path) -> bool {
+    let f = std::fs::File::open(path).expect("open a file to test its flock");
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
 /// Someone holds a flock on the file (a shared one cannot be had now).
 pub fn flock_held(f: &std::fs::File) -> bool {
     rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()

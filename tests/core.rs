@@ -521,6 +521,56 @@ fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A waiter's record says when it took the lock, not when it began to
+/// wait: the prepared record's `createdAt` is rewritten before it is
+/// published if it is older than the documented 50 ms slack (see
+/// docs/protocol.md, Publish). The holder keeps the lock for 300 ms after
+/// the waiter prepared its record, so without the rewrite the published
+/// `createdAt` is 300 ms early.
+#[test]
+fn a_waiters_record_says_when_it_took_the_lock() {
+    const SLACK_MS: i64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let first = acquire(&t).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    // The hook runs once the waiter has prepared its record and is about
+    // to sleep.
+    let opts = LockOptions::new()
+        .timeout(WAIT)
+        .on_wait(Duration::ZERO, move |_| {
+            let _ = tx.lock().unwrap().send(());
+        });
+    let t2 = t.clone();
+    let waiter = std::thread::spawn(move || {
+        let g = session_lock::acquire_with(&t2, &opts)?;
+        let on_disk = session_lock::inspect(&t2, &LockOptions::new())?;
+        g.release()?;
+        Ok::<_, session_lock::Error>(on_disk)
+    });
+    rx.recv_timeout(WAIT).expect("the waiter never waited");
+    // The length of the wait is the point of the test, not a handshake.
+    std::thread::sleep(Duration::from_millis(300));
+    let released_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    first.release().unwrap();
+    let insp = within(WAIT, "waiter", move || waiter.join().unwrap())
+        .unwrap()
+        .expect("the waiter's lock file");
+    let created = insp
+        .record
+        .and_then(|r| r.created_at_ms())
+        .expect("a createdAt");
+    assert!(
+        created >= released_ms - SLACK_MS,
+        "createdAt is {} ms before the lock was free",
+        released_ms - created
+    );
+}
+
 /// A lost hold is not "held by this thread": after the guard learned its
 /// file was deleted, the same thread acquires again at once instead of
 /// failing with `WouldDeadlock` (a mutation run found the live flag of a

@@ -361,9 +361,17 @@ fn a_waiters_aged_temp_file_survives_a_sweep_and_the_waiter_acquires() {
             .filter(|n| n.starts_with(".s.jsonl.lock.") && n.ends_with(".tmp"))
             .collect()
     };
-    // The waiter's prepared record appears when it goes to sleep.
+    // The waiter's prepared record appears when it goes to sleep. The name
+    // appears before its flock is taken; the record is written after it,
+    // so wait for a non-empty file (a sweep between the create and the
+    // flock would rightly remove it).
+    let prepared = || {
+        temps()
+            .first()
+            .is_some_and(|n| std::fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() > 0))
+    };
     let start = std::time::Instant::now();
-    while temps().is_empty() {
+    while !prepared() {
         assert!(
             start.elapsed() < WAIT,
             "the waiter prepared no temp file within {WAIT:?}"

@@ -659,7 +659,13 @@ impl<'a> Acquirer<'a> {
                 })
             }
             Verdict::Held | Verdict::Stale => {
-                self.look_first = true;
+                // Next in line (the queue's `flock` is ours): after the
+                // wake-up, publish straight away. It fails only if someone
+                // outside the queue got in first, and then costs one
+                // rename more than a look; when it succeeds, which is
+                // nearly always, the look would have cost one system call
+                // on the handoff's critical path.
+                self.look_first = self.ticket.is_none();
                 let insp = observed.inspection;
                 let same = self.last.as_ref().is_some_and(|(id, _)| *id == insp.id);
                 // A close-write event on the file we saw held, and it is still

@@ -30,7 +30,8 @@
 //! on the lock name (see `sys::open_death_sentinel`).
 //!
 //! A contender that loses keeps its prepared file and only refreshes
-//! `createdAt` in place (`pwrite`, same length) before its next attempt, so
+//! `createdAt` in place (`pwrite`, same length) before its next attempt,
+//! when it is older than [`CREATED_AT_SLACK`], so
 //! a herd of woken waiters costs one failing rename or `linkat` each, not a
 //! file creation. The blocking API also prepares its record before it sleeps;
 //! the async API does not (see `src/tokio.rs`).
@@ -48,6 +49,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Set by `SESSION_LOCK_NO_TMPFILE` (tests and benches of the named path):
 /// named temp files everywhere in this process. (A failed link through
@@ -138,7 +140,19 @@ pub(crate) struct Prepared {
     record: OwnerRecord,
     /// Byte offset of the `createdAt` value in the written line.
     created_at_offset: Option<usize>,
+    /// When `createdAt` was last written (see [`CREATED_AT_SLACK`]).
+    written_at: Instant,
 }
+
+/// How old a prepared record's `createdAt` may be when it is published:
+/// a waiter rewrites it before publishing only past this age. A waiter
+/// woken by a release publishes within microseconds, and one `pwrite` more
+/// on that path is a measurable part of a handoff (about a fifth of it in
+/// `session-lock bench` on a 2-core VM, whose woken processes run their
+/// first system calls slowly). 50 ms is far below any staleness threshold
+/// (the reference's is 30 minutes; ours are seconds at the least), and
+/// bounds how much earlier than the actual publish `createdAt` can say.
+pub(crate) const CREATED_AT_SLACK: Duration = Duration::from_millis(50);
 
 impl Prepared {
     pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
@@ -189,6 +203,7 @@ impl Prepared {
             id,
             record: OwnerRecord::default(),
             created_at_offset: None,
+            written_at: Instant::now(),
         };
         let file = prepared.file.as_mut().expect("set above");
         // A fresh inode nobody else has open: the flock is ours at once
@@ -225,6 +240,7 @@ impl Prepared {
             id: Some(s.id),
             record: OwnerRecord::default(),
             created_at_offset: None,
+            written_at: Instant::now(),
         };
         if let Err(e) = written {
             // Its content is unknown now: never park it.
@@ -267,6 +283,9 @@ impl Prepared {
         let (Some(offset), Some(file)) = (self.created_at_offset, self.file.as_ref()) else {
             return Ok(());
         };
+        if self.written_at.elapsed() < CREATED_AT_SLACK {
+            return Ok(());
+        }
         let now = crate::time::format_rfc3339_ms(crate::time::now_ms());
         if Some(now.len()) != self.record.created_at.as_ref().map(String::len)
             || self.record.created_at.as_deref() == Some(now.as_str())
@@ -275,6 +294,7 @@ impl Prepared {
         }
         sys::write_all_at(file, now.as_bytes(), offset as u64)
             .map_err(|e| Error::io("write lock record", lock_path, e))?;
+        self.written_at = Instant::now();
         self.record.created_at = Some(now);
         Ok(())
     }
@@ -504,7 +524,12 @@ mod tests {
         let paths = LockPaths::resolve(dir.path().join("s.jsonl")).unwrap();
         let mut p = Prepared::create(&paths, &LockOptions::new()).unwrap();
         let before = p.record.created_at.clone();
+        // A different millisecond, still within the slack: kept as is.
         std::thread::sleep(std::time::Duration::from_millis(2));
+        p.refresh(&paths.lock).unwrap();
+        assert_eq!(before, p.record.created_at);
+        // Past the slack: rewritten.
+        p.written_at -= CREATED_AT_SLACK;
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
         let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {

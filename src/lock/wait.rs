@@ -483,7 +483,8 @@ mod local {
     pub(crate) struct LocalWatch {
         name: OsString,
         events: Rc<DirEvents>,
-        /// The queue was just read empty by `wait`: `drain` can skip a read.
+        /// `wait` just read up to the event that woke us: the look that
+        /// follows needs no `drain` first.
         drained: std::cell::Cell<bool>,
     }
 
@@ -522,9 +523,13 @@ mod local {
             })
         }
 
-        /// Read everything queued; true if any event concerns our name (or
-        /// the watch itself: overflow, directory gone).
-        fn read_events(&self) -> bool {
+        /// Read what is queued; true if any event concerns our name (or
+        /// the watch itself: overflow, directory gone). Reads until the
+        /// queue is empty, or with `stop_when_relevant` until a read
+        /// returned a relevant event (one read, not two, on a handoff's
+        /// critical path; what may be left is at worst one early wake-up
+        /// later, after which the waiter looks again).
+        fn read_events(&self, stop_when_relevant: bool) -> bool {
             let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
             let mut relevant = false;
             loop {
@@ -540,7 +545,7 @@ mod local {
                     }
                     DirEvent::Entry(_, name) => relevant |= name == self.name,
                 });
-                if !matches!(read, Ok(true)) {
+                if !matches!(read, Ok(true)) || (relevant && stop_when_relevant) {
                     return relevant;
                 }
             }
@@ -549,7 +554,7 @@ mod local {
         /// Forget what is queued (call before looking at the lock).
         pub(crate) fn drain(&self) {
             if !self.drained.replace(false) {
-                let _ = self.read_events();
+                let _ = self.read_events(false);
             }
         }
 
@@ -560,8 +565,9 @@ mod local {
                     return false;
                 }
                 match self.events.wait_readable(until - now) {
-                    Ok(true) if self.read_events() => {
-                        // read_events stops at EAGAIN: the queue is empty now.
+                    Ok(true) if self.read_events(true) => {
+                        // Read up to our event: the look that follows is
+                        // after it, so no drain is needed before it.
                         self.drained.set(true);
                         return true;
                     }

@@ -841,17 +841,9 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             }
             Step::Retry => {}
             Step::Backoff => std::thread::sleep(acq.backoff_delay()),
-            Step::Queue => {
-                // Register with the lock file's events before the queue
-                // makes us next in line, so that the first look then is
-                // already covered and need not be repeated.
-                if watch.is_none() {
-                    watch = Some(wait::BlockingWatch::new(&paths));
-                }
-                wait_in_queue(&mut acq, deadline)?;
-            }
+            Step::Queue => wait_in_queue(&mut acq, &mut watch, &paths, deadline)?,
             // A safety re-check while in the queue found the lock held.
-            Step::Wait if acq.in_queue() => wait_in_queue(&mut acq, deadline)?,
+            Step::Wait if acq.in_queue() => wait_in_queue(&mut acq, &mut watch, &paths, deadline)?,
             Step::Wait => {
                 let now = Instant::now();
                 acq.check_wait(deadline, now)?;
@@ -880,7 +872,19 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
 /// [`wait::SAFETY_RECHECK`] the waiter looks at the lock itself, keeping
 /// its place, so a queue stuck on someone who neither holds the lock nor
 /// moves (a stopped process) delays a free lock by that much at most.
-fn wait_in_queue(acq: &mut Acquirer<'_>, deadline: Option<Instant>) -> Result<()> {
+///
+/// No watch on the lock's directory is kept while waiting in the queue
+/// (the kernel would queue every event there for us meanwhile); once
+/// granted, the watch is made before the first look, so that look is
+/// covered and need not be repeated.
+fn wait_in_queue(
+    acq: &mut Acquirer<'_>,
+    watch: &mut Option<wait::BlockingWatch>,
+    paths: &LockPaths,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    *watch = None;
+    wait::unwatch_while_queued(paths);
     let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
         return Err(acq.timeout());
@@ -898,6 +902,9 @@ fn wait_in_queue(acq: &mut Acquirer<'_>, deadline: Option<Instant>) -> Result<()
     let until = deadline.map_or(recheck, |d| d.min(recheck));
     let granted = acq.wait_in_queue(until);
     count_wake(granted, deadline.is_none_or(|d| recheck < d));
+    if granted {
+        *watch = Some(wait::BlockingWatch::new(paths));
+    }
     Ok(())
 }
 

@@ -20,7 +20,9 @@
 //!   in a thread-local until the thread exits and polled by the waiting
 //!   thread itself (`ppoll`), so the kernel wakes the waiter directly (one
 //!   thread hop less on every handoff). They drain the queue before each
-//!   look.
+//!   look. The thread's watch on the lock's directory is removed while it
+//!   waits in the lock's queue (`unwatch_while_queued`) and made again
+//!   before its first look once it is next in line.
 //! * Async waiters, and blocking ones on further threads (or when a
 //!   thread-local instance cannot be had), share one process-wide hub: one
 //!   instance read by one thread, with a generation counter per lock file
@@ -400,6 +402,13 @@ impl Drop for Watch {
     }
 }
 
+/// Stop this thread's own inotify instance from watching the lock's
+/// directory while the thread waits in the lock's queue (see
+/// `local::unwatch`); the watch is made again before the next look.
+pub(crate) fn unwatch_while_queued(paths: &crate::lock::LockPaths) {
+    local::unwatch(&paths.dir);
+}
+
 /// The blocking API's wait: the calling thread's own inotify instance
 /// (kept open across waits in a thread-local, so only the first wait of a
 /// thread pays for `inotify_init1`), polled by the waiting thread itself,
@@ -483,9 +492,53 @@ mod local {
     pub(crate) struct LocalWatch {
         name: OsString,
         events: Rc<DirEvents>,
+        /// The watched directory.
+        dir: PathBuf,
         /// `wait` just read up to the event that woke us: the look that
         /// follows needs no `drain` first.
         drained: std::cell::Cell<bool>,
+        /// The last `drain` could not add the watch again.
+        unwatched: std::cell::Cell<bool>,
+    }
+
+    /// How soon a waiter whose watch could not be added again looks again.
+    const UNWATCHED_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Remove this thread's watch on `dir`, if it has one: while the
+    /// thread waits in a lock's queue the kernel would otherwise queue
+    /// every event of the directory for it, which costs every rename and
+    /// close there an event for this thread, and its next wait a long
+    /// read. The next `LocalWatch::new` or `drain` adds it again.
+    pub(crate) fn unwatch(dir: &Path) {
+        let _ = LOCAL.try_with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut()
+                && let Some(local) = slot.as_mut()
+                && local.watched.as_ref().is_some_and(|(d, _)| d == dir)
+                && let Some((_, wd)) = local.watched.take()
+            {
+                local.events.remove_watch(wd);
+            }
+        });
+    }
+
+    /// Make this thread's instance watch `dir` (and nothing else): true if
+    /// it does. A watch that the kernel removed (`IN_IGNORED` read, see
+    /// `read_events`) or that was taken away (`unwatch`, or a wait on
+    /// another directory inside an `on_wait` hook) is added again.
+    fn ensure_watch(local: &mut Local, dir: &Path) -> bool {
+        if local.watched.as_ref().is_some_and(|(d, _)| d == dir) {
+            return true;
+        }
+        if let Some((_, wd)) = local.watched.take() {
+            local.events.remove_watch(wd);
+        }
+        match local.events.add_watch(dir) {
+            Ok(wd) => {
+                local.watched = Some((dir.to_owned(), wd));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     impl LocalWatch {
@@ -508,17 +561,15 @@ mod local {
                     });
                 }
                 let local = slot.as_mut()?;
-                if local.watched.as_ref().is_none_or(|(d, _)| d != dir) {
-                    if let Some((_, wd)) = local.watched.take() {
-                        local.events.remove_watch(wd);
-                    }
-                    let wd = local.events.add_watch(dir).ok()?;
-                    local.watched = Some((dir.to_owned(), wd));
+                if !ensure_watch(local, dir) {
+                    return None;
                 }
                 Some(LocalWatch {
                     name: name.to_owned(),
+                    dir: dir.to_owned(),
                     events: local.events.clone(),
                     drained: std::cell::Cell::new(false),
+                    unwatched: std::cell::Cell::new(false),
                 })
             })
         }
@@ -535,13 +586,19 @@ mod local {
             loop {
                 let read = self.events.read(&mut buf, |ev| match ev {
                     DirEvent::Overflow => relevant = true,
-                    DirEvent::WatchGone(_) => {
-                        LOCAL.with(|c| {
-                            if let Some(l) = c.borrow_mut().as_mut() {
+                    DirEvent::WatchGone(wd) => {
+                        // Only the current watch matters: the IN_IGNORED
+                        // of one removed earlier (see `Drop`) is old news.
+                        let current = LOCAL.with(|c| {
+                            let mut l = c.borrow_mut();
+                            let l = l.as_mut()?;
+                            let current = l.watched.as_ref().is_some_and(|(_, w)| *w == wd);
+                            if current {
                                 l.watched = None;
                             }
+                            Some(current)
                         });
-                        relevant = true;
+                        relevant |= current.unwrap_or(true);
                     }
                     DirEvent::Entry(_, name) => relevant |= name == self.name,
                 });
@@ -551,14 +608,28 @@ mod local {
             }
         }
 
-        /// Forget what is queued (call before looking at the lock).
+        /// Forget what is queued and make sure the directory is watched
+        /// (call before looking at the lock).
         pub(crate) fn drain(&self) {
             if !self.drained.replace(false) {
                 let _ = self.read_events(false);
             }
+            let watched = LOCAL.with(|c| {
+                c.borrow_mut()
+                    .as_mut()
+                    .is_some_and(|l| ensure_watch(l, &self.dir))
+            });
+            self.unwatched.set(!watched);
         }
 
         pub(crate) fn wait(&self, until: Instant) -> bool {
+            if self.unwatched.get() {
+                // The watch could not be added again (the directory is
+                // gone, say): no event will come; look again soon.
+                let nap = until.saturating_duration_since(Instant::now());
+                std::thread::sleep(nap.min(UNWATCHED_RECHECK));
+                return false;
+            }
             loop {
                 let now = Instant::now();
                 if now >= until {

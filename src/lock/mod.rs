@@ -801,7 +801,7 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 }
 
 /// Acquire with options. Waits for the holder's release or death (inotify,
-/// with a re-check every [`wait::SAFETY_RECHECK`]), reclaiming dead owners'
+/// with a safety re-check every 2 s), reclaiming dead owners'
 /// locks at once.
 ///
 /// # Errors

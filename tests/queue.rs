@@ -294,6 +294,16 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
             .unwrap();
     });
     wait_queued(&queue, 1);
+    // Its look comes after it takes the queue's flock: wait until it
+    // watches, so that it does wait (and watch) before we release.
+    let start = Instant::now();
+    while fds_watching(dir.path()).is_empty() {
+        assert!(
+            start.elapsed() < WAIT,
+            "the waiter never watched the directory"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     ours.release().unwrap();
     first_done
         .recv_timeout(WAIT)
@@ -331,4 +341,39 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
     second.join().unwrap();
     first.join().unwrap();
     assert!(!lock_of(&t).exists());
+}
+
+/// An `on_wait` hook that itself waits for a lock in another directory
+/// (on the same thread, so with the same inotify instance, whose watch it
+/// moves there) does not leave the waiter asleep without a watch: the
+/// release after the hook wakes it, not its 2 s safety re-check.
+#[test]
+fn a_hook_that_waits_for_another_lock_leaves_the_waiter_watching() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = a_dir.path().join("a.jsonl");
+    let b = b_dir.path().join("b.jsonl");
+    let holder_a = session_lock::acquire(&a).unwrap();
+    let holder_b = session_lock::acquire(&b).unwrap();
+    let (tx, hook_done) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let b2 = b.clone();
+    let opts = LockOptions::new()
+        .timeout(WAIT)
+        .on_wait(Duration::ZERO, move |_| {
+            let short = LockOptions::new().timeout(Duration::from_millis(100));
+            let r = session_lock::acquire_with(&b2, &short);
+            let _ = tx.lock().unwrap().send(r.err().map(|e| e.kind()));
+        });
+    let a2 = a.clone();
+    let waiter = std::thread::spawn(move || {
+        let g = session_lock::acquire_with(&a2, &opts)?;
+        g.release()?;
+        Ok::<_, session_lock::Error>(session_lock::__private::wait_wakeups())
+    });
+    let hook = hook_done.recv_timeout(WAIT).expect("the hook never ran");
+    assert_eq!(hook, Some(session_lock::ErrorKind::Timeout));
+    holder_a.release().unwrap();
+    let (_, by_timer) = within(WAIT, "waiter", move || waiter.join().unwrap()).unwrap();
+    assert_eq!(by_timer, 0, "the waiter slept until its safety re-check");
+    holder_b.release().unwrap();
 }

@@ -855,7 +855,14 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 };
                 acq.prepare()?;
                 let recheck = now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                let hooked = acq.hooked;
                 let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
+                if acq.hooked && !hooked {
+                    // The hook ran on this thread and may have waited for a
+                    // lock itself, moving or removing this thread's watch
+                    // and reading its events: arm and look again first.
+                    continue;
+                }
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
                 acq.woken_by_event = w.wait(until);
                 count_wake(
@@ -884,7 +891,7 @@ fn wait_in_queue(
     deadline: Option<Instant>,
 ) -> Result<()> {
     *watch = None;
-    wait::unwatch_while_queued(paths);
+    wait::unwatch_while_queued();
     let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
         return Err(acq.timeout());

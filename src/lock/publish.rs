@@ -49,7 +49,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Set by `SESSION_LOCK_NO_TMPFILE` (tests and benches of the named path):
 /// named temp files everywhere in this process. (A failed link through
@@ -140,8 +140,11 @@ pub(crate) struct Prepared {
     record: OwnerRecord,
     /// Byte offset of the `createdAt` value in the written line.
     created_at_offset: Option<usize>,
-    /// When `createdAt` was last written (see [`CREATED_AT_SLACK`]).
-    written_at: Instant,
+    /// The wall clock, in ms since the epoch, that `createdAt` says (see
+    /// [`CREATED_AT_SLACK`]). Compared with the wall clock, not with an
+    /// `Instant`: a monotonic clock stops while the machine is suspended,
+    /// and the record must not look fresh for that reason.
+    written_ms: Option<i64>,
 }
 
 /// How old a prepared record's `createdAt` may be when it is published:
@@ -153,6 +156,13 @@ pub(crate) struct Prepared {
 /// (the reference's is 30 minutes; ours are seconds at the least), and
 /// bounds how much earlier than the actual publish `createdAt` can say.
 pub(crate) const CREATED_AT_SLACK: Duration = Duration::from_millis(50);
+
+/// Whether a `createdAt` of `written_ms` is recent enough at `now_ms` to
+/// be published as is: not older than [`CREATED_AT_SLACK`], and not in
+/// the future (a wall clock set back).
+fn created_at_fresh(written_ms: Option<i64>, now_ms: i64) -> bool {
+    written_ms.is_some_and(|w| (0..CREATED_AT_SLACK.as_millis() as i64).contains(&(now_ms - w)))
+}
 
 impl Prepared {
     pub(crate) fn create(paths: &LockPaths, opts: &LockOptions) -> Result<Prepared> {
@@ -203,7 +213,7 @@ impl Prepared {
             id,
             record: OwnerRecord::default(),
             created_at_offset: None,
-            written_at: Instant::now(),
+            written_ms: None,
         };
         let file = prepared.file.as_mut().expect("set above");
         // A fresh inode nobody else has open: the flock is ours at once
@@ -215,6 +225,7 @@ impl Prepared {
         file.write_all(&line)
             .map_err(|e| Error::io("write lock record", &paths.lock, e))?;
         prepared.created_at_offset = find_created_at(&line, &record);
+        prepared.written_ms = record.created_at_ms();
         prepared.record = record;
         Ok(prepared)
     }
@@ -240,7 +251,7 @@ impl Prepared {
             id: Some(s.id),
             record: OwnerRecord::default(),
             created_at_offset: None,
-            written_at: Instant::now(),
+            written_ms: None,
         };
         if let Err(e) = written {
             // Its content is unknown now: never park it.
@@ -248,6 +259,7 @@ impl Prepared {
             return Err(Error::io("write lock record", &paths.lock, e));
         }
         prepared.created_at_offset = find_created_at(&line, &record);
+        prepared.written_ms = record.created_at_ms();
         prepared.record = record;
         Ok(prepared)
     }
@@ -283,10 +295,11 @@ impl Prepared {
         let (Some(offset), Some(file)) = (self.created_at_offset, self.file.as_ref()) else {
             return Ok(());
         };
-        if self.written_at.elapsed() < CREATED_AT_SLACK {
+        let now_ms = crate::time::now_ms();
+        if created_at_fresh(self.written_ms, now_ms) {
             return Ok(());
         }
-        let now = crate::time::format_rfc3339_ms(crate::time::now_ms());
+        let now = crate::time::format_rfc3339_ms(now_ms);
         if Some(now.len()) != self.record.created_at.as_ref().map(String::len)
             || self.record.created_at.as_deref() == Some(now.as_str())
         {
@@ -294,7 +307,7 @@ impl Prepared {
         }
         sys::write_all_at(file, now.as_bytes(), offset as u64)
             .map_err(|e| Error::io("write lock record", lock_path, e))?;
-        self.written_at = Instant::now();
+        self.written_ms = Some(now_ms);
         self.record.created_at = Some(now);
         Ok(())
     }
@@ -518,6 +531,20 @@ mod tests {
         assert_eq!(&line[off..off + value.len()], value.as_bytes());
     }
 
+    /// The slack is measured on the wall clock the record speaks of: a
+    /// record written before a suspend, or "after" a clock set back, is
+    /// rewritten.
+    #[test]
+    fn created_at_is_fresh_only_within_the_slack_and_never_in_the_future() {
+        let slack = CREATED_AT_SLACK.as_millis() as i64;
+        assert!(created_at_fresh(Some(1_000), 1_000));
+        assert!(created_at_fresh(Some(1_000), 1_000 + slack - 1));
+        assert!(!created_at_fresh(Some(1_000), 1_000 + slack));
+        assert!(!created_at_fresh(Some(1_000), 1_000 + 7_200_000));
+        assert!(!created_at_fresh(Some(1_000), 999));
+        assert!(!created_at_fresh(None, 1_000));
+    }
+
     #[test]
     fn refresh_keeps_the_record_parseable() {
         let dir = tempfile::tempdir().unwrap();
@@ -529,7 +556,9 @@ mod tests {
         p.refresh(&paths.lock).unwrap();
         assert_eq!(before, p.record.created_at);
         // Past the slack: rewritten.
-        p.written_at -= CREATED_AT_SLACK;
+        p.written_ms = p
+            .written_ms
+            .map(|w| w - CREATED_AT_SLACK.as_millis() as i64);
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
         let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {

@@ -402,11 +402,11 @@ impl Drop for Watch {
     }
 }
 
-/// Stop this thread's own inotify instance from watching the lock's
-/// directory while the thread waits in the lock's queue (see
-/// `local::unwatch`); the watch is made again before the next look.
-pub(crate) fn unwatch_while_queued(paths: &crate::lock::LockPaths) {
-    local::unwatch(&paths.dir);
+/// Stop this thread's own inotify instance from watching any directory
+/// while the thread waits in a lock's queue (see `local::unwatch`); the
+/// watch is made again before the next look.
+pub(crate) fn unwatch_while_queued() {
+    local::unwatch();
 }
 
 /// The blocking API's wait: the calling thread's own inotify instance
@@ -465,6 +465,20 @@ mod local {
     struct Local {
         events: Rc<DirEvents>,
         watched: Option<(PathBuf, i32)>,
+        /// The process that made the instance: a child forked from this
+        /// thread inherits it (the same kernel instance), and must neither
+        /// wait on it nor remove the parent's watches from it.
+        pid: u32,
+    }
+
+    /// This thread's instance, if it was made by this process; an
+    /// inherited one (see [`Local::pid`]) is forgotten (the child's copy of
+    /// the descriptor closed, the parent's instance untouched).
+    fn own(slot: &mut Option<Local>) -> Option<&mut Local> {
+        if slot.as_ref().is_some_and(|l| l.pid != std::process::id()) {
+            *slot = None;
+        }
+        slot.as_mut()
     }
 
     /// Threads of this process that own an instance. `fs.inotify.
@@ -504,16 +518,15 @@ mod local {
     /// How soon a waiter whose watch could not be added again looks again.
     const UNWATCHED_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
-    /// Remove this thread's watch on `dir`, if it has one: while the
+    /// Remove this thread's watch, if it has one: while the
     /// thread waits in a lock's queue the kernel would otherwise queue
     /// every event of the directory for it, which costs every rename and
     /// close there an event for this thread, and its next wait a long
     /// read. The next `LocalWatch::new` or `drain` adds it again.
-    pub(crate) fn unwatch(dir: &Path) {
+    pub(crate) fn unwatch() {
         let _ = LOCAL.try_with(|cell| {
             if let Ok(mut slot) = cell.try_borrow_mut()
-                && let Some(local) = slot.as_mut()
-                && local.watched.as_ref().is_some_and(|(d, _)| d == dir)
+                && let Some(local) = own(&mut slot)
                 && let Some((_, wd)) = local.watched.take()
             {
                 local.events.remove_watch(wd);
@@ -545,7 +558,7 @@ mod local {
         pub(crate) fn new(dir: &Path, name: &OsStr) -> Option<LocalWatch> {
             LOCAL.with(|cell| {
                 let mut slot = cell.borrow_mut();
-                if slot.is_none() {
+                if own(&mut slot).is_none() {
                     use std::sync::atomic::Ordering::Relaxed;
                     if INSTANCES.fetch_add(1, Relaxed) >= MAX_LOCAL_INSTANCES {
                         INSTANCES.fetch_sub(1, Relaxed);
@@ -558,6 +571,7 @@ mod local {
                     *slot = Some(Local {
                         events: Rc::new(events),
                         watched: None,
+                        pid: std::process::id(),
                     });
                 }
                 let local = slot.as_mut()?;
@@ -588,7 +602,7 @@ mod local {
                     DirEvent::Overflow => relevant = true,
                     DirEvent::WatchGone(wd) => {
                         // Only the current watch matters: the IN_IGNORED
-                        // of one removed earlier (see `Drop`) is old news.
+                        // of one removed earlier (see `unwatch`) is old news.
                         let current = LOCAL.with(|c| {
                             let mut l = c.borrow_mut();
                             let l = l.as_mut()?;

@@ -370,14 +370,9 @@ fn a_waiters_aged_temp_file_survives_a_sweep_and_the_waiter_acquires() {
             .first()
             .is_some_and(|n| std::fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() > 0))
     };
-    let start = std::time::Instant::now();
-    while !prepared() {
-        assert!(
-            start.elapsed() < WAIT,
-            "the waiter prepared no temp file within {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(WAIT, prepared, || {
+        format!("the waiter prepared no temp file within {WAIT:?}")
+    });
     let tmp = dir.path().join(&temps()[0]);
     age_file(&tmp, Duration::from_secs(60));
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();

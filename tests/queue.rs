@@ -226,14 +226,11 @@ fn a_waiter_in_the_queue_does_not_watch_the_directory() {
     let ours = session_lock::acquire(&t).unwrap();
     let mut next = Holder::spawn_unready(&t, &[], &[]);
     wait_queued(&queue, 1);
-    let start = Instant::now();
-    while inotify_watches(next.pid()) == 0 {
-        assert!(
-            start.elapsed() < WAIT,
-            "the waiter next in line never watched the directory"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(
+        WAIT,
+        || inotify_watches(next.pid()) > 0,
+        || "the waiter next in line never watched the directory".into(),
+    );
     let mut queued = Holder::spawn_unready(&t, &[], &[]);
     wait_queued(&queue, 2);
     assert_eq!(
@@ -296,14 +293,11 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
     wait_queued(&queue, 1);
     // Its look comes after it takes the queue's flock: wait until it
     // watches, so that it does wait (and watch) before we release.
-    let start = Instant::now();
-    while fds_watching(dir.path()).is_empty() {
-        assert!(
-            start.elapsed() < WAIT,
-            "the waiter never watched the directory"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(
+        WAIT,
+        || !fds_watching(dir.path()).is_empty(),
+        || "the waiter never watched the directory".into(),
+    );
     ours.release().unwrap();
     first_done
         .recv_timeout(WAIT)
@@ -324,14 +318,11 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
     wait_queued(&queue, 2);
     // Once the one next in line watches (after its first look), the
     // queued one's watch is gone.
-    let start = Instant::now();
-    while !fds_watching(dir.path()).iter().any(|fd| !kept.contains(fd)) {
-        assert!(
-            start.elapsed() < WAIT,
-            "the waiter next in line never watched the directory"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(
+        WAIT,
+        || fds_watching(dir.path()).iter().any(|fd| !kept.contains(fd)),
+        || "the waiter next in line never watched the directory".into(),
+    );
     let now = fds_watching(dir.path());
     assert!(
         !now.contains(&kept[0]),

@@ -84,20 +84,16 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     let want = format!("ms (max=200ms): {}", lock.display());
     // The watchdog thread logs after the release that woke the holder:
     // wait for the line (bounded), do not race it.
-    let start = std::time::Instant::now();
-    loop {
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-        if text.lines().any(|l| {
-            l.contains("[session-write-lock] releasing lock held for ") && l.contains(&want)
-        }) {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "warning not logged in the reference's wording: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let text = || String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    wait_until(
+        WAIT,
+        || {
+            text().lines().any(|l| {
+                l.contains("[session-write-lock] releasing lock held for ") && l.contains(&want)
+            })
+        },
+        || format!("warning not logged in the reference's wording: {}", text()),
+    );
 }
 
 /// Issue 11, gap 1: a watchdog-forced release after our lock file was

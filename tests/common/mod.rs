@@ -243,13 +243,19 @@ pub fn lock_of(t: &Path) -> PathBuf {
 
 /// Wait (bounded) until `path` exists; fail the test naming `what`.
 pub fn wait_for_path(path: &Path, limit: Duration, what: &str) {
+    wait_until(
+        limit,
+        || std::fs::symlink_metadata(path).is_ok(),
+        || format!("{what}: {} did not appear within {limit:?}", path.display()),
+    );
+}
+
+/// Poll `done` every millisecond until it holds; after `limit`, fail the
+/// test with `why()`.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
     let start = Instant::now();
-    while std::fs::symlink_metadata(path).is_err() {
-        assert!(
-            start.elapsed() < limit,
-            "{what}: {} did not appear within {limit:?}",
-            path.display()
-        );
+    while !done() {
+        assert!(start.elapsed() < limit, "{}", why());
         std::thread::sleep(Duration::from_millis(1));
     }
 }

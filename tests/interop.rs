@@ -273,6 +273,16 @@ impl Peer {
 }
 
 fn our_worker(t: &Path, marker: &Path, id: u32, count: u32) -> std::process::Child {
+    our_worker_with(t, marker, id, count, &[])
+}
+
+fn our_worker_with(
+    t: &Path,
+    marker: &Path,
+    id: u32,
+    count: u32,
+    extra: &[&str],
+) -> std::process::Child {
     helper()
         .args([
             "__worker",
@@ -281,6 +291,7 @@ fn our_worker(t: &Path, marker: &Path, id: u32, count: u32) -> std::process::Chi
             "--id",
             &id.to_string(),
         ])
+        .args(extra)
         .arg("--marker")
         .arg(marker)
         .arg(t)
@@ -368,13 +379,15 @@ fn measure_polling_peers_against_event_driven_waiters() {
             )
         })
         .collect();
+    // Ours stop between sections after the same time (a kill could end
+    // one inside its section and leave the overlap marker behind, which
+    // the next holder would then rightly report).
     let mut ours: Vec<_> = (0..3)
-        .map(|i| our_worker(&t, &marker, i, 1_000_000))
+        .map(|i| our_worker_with(&t, &marker, i, u32::MAX, &["--for-ms", &run_ms]))
         .collect();
-    std::thread::sleep(Duration::from_secs(secs));
-    for c in ours.iter_mut() {
-        c.kill().unwrap();
-        c.wait().unwrap();
+    for (i, c) in ours.iter_mut().enumerate() {
+        let st = wait_child(c, WAIT + Duration::from_secs(secs), "our worker");
+        assert!(st.success(), "our worker {i}: {st:?} (99 = overlap)");
     }
     let text = std::fs::read_to_string(&t).unwrap_or_default();
     let theirs = text.lines().filter(|l| l.ends_with(" ref")).count();

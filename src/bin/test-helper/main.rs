@@ -64,6 +64,10 @@ enum Command {
     Worker {
         #[arg(long)]
         count: u64,
+        /// Start no cycle after this many milliseconds (a timed run that
+        /// ends between sections, never inside one).
+        #[arg(long)]
+        for_ms: Option<u64>,
         #[arg(long)]
         marker: PathBuf,
         #[arg(long, default_value = "0")]
@@ -118,10 +122,14 @@ fn main() -> ExitCode {
         } => hold(&file, &options(timeout, max_hold, label)),
         Command::Worker {
             count,
+            for_ms,
             marker,
             id,
             file,
-        } => worker(&file, &marker, id, count),
+        } => {
+            let until = for_ms.map(|ms| std::time::Instant::now() + Duration::from_millis(ms));
+            worker(&file, &marker, id, count, until)
+        }
         Command::ChaosWorker { id, dir, file } => chaos_worker(&file, &dir, id),
         Command::ChaosSection { id, seq, dir, file } => chaos_section(&file, &dir, id, seq),
     };
@@ -229,11 +237,20 @@ fn hold(file: &Path, opts: &LockOptions) -> u8 {
     }
 }
 
-fn worker(file: &Path, marker: &Path, id: u64, count: u64) -> u8 {
+fn worker(
+    file: &Path,
+    marker: &Path,
+    id: u64,
+    count: u64,
+    until: Option<std::time::Instant>,
+) -> u8 {
     let opts = LockOptions::new()
         .timeout(Duration::from_secs(120))
         .backend(backend());
     for i in 0..count {
+        if until.is_some_and(|u| std::time::Instant::now() >= u) {
+            break;
+        }
         let guard = match session_lock::acquire_with(file, &opts) {
             Ok(g) => g,
             Err(e) => return fail(&e),

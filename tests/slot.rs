@@ -355,3 +355,43 @@ fn a_forked_childs_copy_of_a_guard_never_passes_for_the_parents_new_hold() {
     again.release().unwrap();
     session_lock::close_idle();
 }
+
+/// Something at slot 0's name that cannot be opened as a slot (here a
+/// directory) is passed over: the lock gets slot 1, parked after release,
+/// rather than no slot at all. (A mutation run found the "no directory,
+/// no slots" exit taken for any open error.)
+#[test]
+fn a_slot_name_that_cannot_be_opened_is_passed_over_for_the_next() {
+    let Some((_s, dir, t)) = start() else { return };
+    std::fs::create_dir(dir.path().join(".s.jsonl.lock.w0.tmp")).unwrap();
+    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    g.release().unwrap();
+    let w1 = dir.path().join(".s.jsonl.lock.w1.tmp");
+    assert!(
+        is_live_slot(&w1),
+        "no parked slot 1: {:?}",
+        all_names(dir.path())
+    );
+    session_lock::close_idle();
+}
+
+/// A process parks at most `MAX_IDLE` (64) slots; beyond that the oldest
+/// is removed, not an arbitrary one and not one too many. (A mutation run
+/// found the eviction's order and bound untested.)
+#[test]
+fn beyond_sixty_four_parked_slots_the_oldest_is_removed() {
+    let Some((_s, dir, _)) = start() else { return };
+    let slot0 = |i: usize| dir.path().join(format!(".l{i}.jsonl.lock.w0.tmp"));
+    for i in 0..=64 {
+        let t = dir.path().join(format!("l{i}.jsonl"));
+        try_acquire(&t, &LockOptions::new())
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    let parked = (0..=64).filter(|&i| slot0(i).exists()).count();
+    assert_eq!(parked, 64, "{:?}", all_names(dir.path()));
+    assert!(!slot0(0).exists(), "the oldest parked slot was kept");
+    assert!(slot0(64).exists() && slot0(1).exists());
+    session_lock::close_idle();
+}

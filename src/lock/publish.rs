@@ -90,10 +90,15 @@ fn new_token() -> String {
 }
 
 pub(crate) fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
+    build_record_at(opts, token, witness, crate::time::now_ms())
+}
+
+/// [`build_record`] with `createdAt` set to `now_ms`.
+fn build_record_at(opts: &LockOptions, token: String, witness: bool, now_ms: i64) -> OwnerRecord {
     let me = SelfIdentity::current();
     OwnerRecord {
         pid: Some(me.pid),
-        created_at: Some(crate::time::format_rfc3339_ms(crate::time::now_ms())),
+        created_at: Some(crate::time::format_rfc3339_ms(now_ms)),
         starttime: me.starttime,
         max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
         hostname: me.hostname,
@@ -219,20 +224,22 @@ impl Prepared {
         // A fresh inode nobody else has open: the flock is ours at once
         // unless the filesystem does not support flock at all.
         let witness = matches!(sys::flock_try(file, true), Ok(true));
-        let record = build_record(opts, token, witness);
+        let now_ms = crate::time::now_ms();
+        let record = build_record_at(opts, token, witness, now_ms);
         let line = record.to_line();
         // Dropping `prepared` on error removes a named temp file.
         file.write_all(&line)
             .map_err(|e| Error::io("write lock record", &paths.lock, e))?;
         prepared.created_at_offset = find_created_at(&line, &record);
-        prepared.written_ms = record.created_at_ms();
+        prepared.written_ms = Some(now_ms);
         prepared.record = record;
         Ok(prepared)
     }
 
     /// Write a fresh record into a slot we own (flock held: witnessed).
     fn in_slot(paths: &LockPaths, opts: &LockOptions, s: slot::Slot) -> Result<Prepared> {
-        let record = build_record(opts, new_token(), true);
+        let now_ms = crate::time::now_ms();
+        let record = build_record_at(opts, new_token(), true, now_ms);
         let line = record.to_line();
         let written = sys::write_all_at(&s.file, &line, 0).and_then(|()| {
             if s.len > line.len() as u64 {
@@ -259,7 +266,7 @@ impl Prepared {
             return Err(Error::io("write lock record", &paths.lock, e));
         }
         prepared.created_at_offset = find_created_at(&line, &record);
-        prepared.written_ms = record.created_at_ms();
+        prepared.written_ms = Some(now_ms);
         prepared.record = record;
         Ok(prepared)
     }

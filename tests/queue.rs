@@ -198,19 +198,30 @@ fn a_queue_nobody_releases_delays_a_free_lock_by_the_safety_recheck_at_most() {
     drop(squatter);
 }
 
-/// inotify watches of process `pid` (one `inotify wd:` line per watch in
-/// `/proc/<pid>/fdinfo/<fd>` of each inotify descriptor).
-fn inotify_watches(pid: u32) -> usize {
+/// The inotify watches of process `pid`: (descriptor, `inotify wd:...`
+/// line) pairs from `/proc/<pid>/fdinfo/<fd>`, one per watch.
+fn inotify_watches_of(pid: &str) -> Vec<(String, String)> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
+        return Vec::new();
     };
-    fds.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .map(|info| {
+    fds.filter_map(|e| {
+        let e = e.ok()?;
+        let info = std::fs::read_to_string(e.path()).ok()?;
+        let fd = e.file_name().to_string_lossy().into_owned();
+        Some(
             info.lines()
                 .filter(|l| l.starts_with("inotify wd:"))
-                .count()
-        })
-        .sum()
+                .map(|l| (fd.clone(), l.to_owned()))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .flatten()
+    .collect()
+}
+
+/// How many inotify watches process `pid` has.
+fn inotify_watches(pid: u32) -> usize {
+    inotify_watches_of(&pid.to_string()).len()
 }
 
 /// Only the waiter next in line watches the directory: one that waits in
@@ -248,19 +259,16 @@ fn a_waiter_in_the_queue_does_not_watch_the_directory() {
 }
 
 /// Descriptors of this process whose inotify instance watches `dir`
-/// (`inotify wd:... ino:<hex> ...` lines in `/proc/self/fdinfo/<fd>`).
+/// (its inode in the watch's `ino:<hex>` field).
 fn fds_watching(dir: &Path) -> Vec<String> {
     let ino = format!("ino:{:x} ", std::fs::metadata(dir).unwrap().ino());
-    std::fs::read_dir("/proc/self/fdinfo")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let info = std::fs::read_to_string(e.path()).ok()?;
-            info.lines()
-                .any(|l| l.starts_with("inotify wd:") && l.contains(&ino))
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-        .collect()
+    let mut fds: Vec<String> = inotify_watches_of("self")
+        .into_iter()
+        .filter(|(_, line)| line.contains(&ino))
+        .map(|(fd, _)| fd)
+        .collect();
+    fds.dedup();
+    fds
 }
 
 /// A thread keeps its directory watch after a wait, for its next wait;

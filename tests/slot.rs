@@ -211,13 +211,8 @@ fn a_killed_holders_death_wakes_a_waiter_under_the_lock_name() {
 
 #[test]
 fn a_file_planted_at_a_slot_name_is_never_adopted() {
-    let _s = serial();
-    if !slots_on() {
-        return;
-    }
+    let Some((_s, dir, t)) = start() else { return };
     // A hard link to someone's file: never written into or truncated.
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("s.jsonl");
     let victim = dir.path().join("victim.txt");
     let precious = "precious data that must not be touched\n".repeat(20);
     std::fs::write(&victim, &precious).unwrap();
@@ -246,11 +241,7 @@ fn a_file_planted_at_a_slot_name_is_never_adopted() {
 
 #[test]
 fn a_parked_slot_whose_directory_was_made_again_never_publishes_another_file() {
-    let _s = serial();
-    if !slots_on() {
-        return;
-    }
-    let base = tempfile::tempdir().unwrap();
+    let Some((_s, base, _)) = start() else { return };
     let d = base.path().join("sess");
     std::fs::create_dir(&d).unwrap();
     let t = d.join("s.jsonl");

@@ -598,7 +598,10 @@ fn run_chaos(cfg: &Config) {
         }
         Err(e) => violations.push(format!("lock not acquirable at the end: {e}")),
     }
-    // Temp files: swept once older than the grace.
+    // Temp files: swept once older than the grace. Listed again: our
+    // acquire above may have taken over a killed worker's slot (the lowest
+    // free one, as the protocol says) and `close_idle` removed it.
+    let temps = temp_files(&run.sessions);
     for t in &temps {
         age_file(t, Duration::from_secs(60));
     }

@@ -107,7 +107,12 @@ fn foreign_reclaimer_paused_before_its_delete(ours: bool) {
         .open(&lock);
     let mine = match created {
         Ok(mut f) => {
-            let rec = serde_json::json!({"pid": std::process::id(), "createdAt": iso(now_ms())});
+            // A live process that is not ours: with our own pid and no
+            // start time, our waiter rightly took the file for an orphan of
+            // this process (`orphan-self-pid`) and reclaimed it before the
+            // "reference holder" released it (a race seen once in CI).
+            let holder = std::os::unix::process::parent_id();
+            let rec = serde_json::json!({"pid": holder, "createdAt": iso(now_ms())});
             f.write_all(rec.to_string().as_bytes()).unwrap();
             true
         }

@@ -133,6 +133,7 @@ mod time;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+mod transcript;
 mod verdict;
 mod watchdog;
 
@@ -147,6 +148,7 @@ pub use options::{
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
 };
 pub use time::{DURATION_SYNTAX, parse_duration};
+pub use transcript::{Takeover, TornTail};
 
 /// Testing only (feature `fault-injection`, never in production builds):
 /// the pure decision function and its inputs, for property tests, and

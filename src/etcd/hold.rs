@@ -8,7 +8,6 @@ use crate::options::LockOptions;
 use crate::record::OwnerRecord;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +44,7 @@ struct State {
     /// Released or abandoned: the keep-alive stops.
     finished: bool,
     refs: usize,
-    transcript: Option<File>,
+    transcript: crate::transcript::Transcript,
     wakers: Vec<Waker>,
 }
 
@@ -65,7 +64,7 @@ impl Shared {
                 lost: None,
                 finished: false,
                 refs: 1,
-                transcript: None,
+                transcript: Default::default(),
                 wakers: Vec::new(),
             }),
             cv: Condvar::new(),
@@ -94,7 +93,7 @@ impl Shared {
         let mut st = self.state();
         if st.lost.is_none() && !st.finished {
             st.lost = Some(reason);
-            st.transcript = None;
+            st.transcript.close();
         }
         self.wake_all(&mut st);
     }
@@ -103,7 +102,7 @@ impl Shared {
     pub(crate) fn finish(&self) {
         let mut st = self.state();
         st.finished = true;
-        st.transcript = None;
+        st.transcript.close();
         self.wake_all(&mut st);
     }
 
@@ -156,7 +155,7 @@ impl Shared {
                 ),
             };
             st.lost = Some(reason.clone());
-            st.transcript = None;
+            st.transcript.close();
             self.wake_all(st);
             return Err(reason);
         }
@@ -593,7 +592,21 @@ impl EtcdHold {
         self.shared
             .check_locked(&mut st)
             .map_err(|r| self.lost_error(r))?;
-        crate::lock::held::append_to(&mut st.transcript, &self.target, lines, sync)
+        st.transcript.append(&self.target, lines, sync)
+    }
+
+    /// The torn last line moved out of the transcript in this hold, if any.
+    pub(crate) fn torn_tail(&self) -> Option<crate::transcript::TornTail> {
+        self.shared.state().transcript.torn.clone()
+    }
+
+    /// See [`crate::LockGuard::repair_torn_tail`].
+    pub(crate) fn repair_torn_tail(&self) -> Result<Option<crate::transcript::TornTail>> {
+        let mut st = self.shared.state();
+        self.shared
+            .check_locked(&mut st)
+            .map_err(|r| self.lost_error(r))?;
+        st.transcript.repair_tail(&self.target)
     }
 
     /// Revoke our lease (deletes our key; the next waiter's watch fires).
@@ -627,7 +640,7 @@ impl EtcdHold {
         }
         let lost = st.lost.clone();
         st.finished = true;
-        st.transcript = None;
+        st.transcript.close();
         self.shared.wake_all(&mut st);
         drop(st);
         self.unregister();

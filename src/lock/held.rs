@@ -11,9 +11,10 @@ use crate::lock::LockPaths;
 use crate::lock::slot;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
+use crate::transcript::{Takeover, TornTail, Transcript};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
@@ -33,8 +34,11 @@ pub(crate) struct HeldState {
     /// Guards sharing this hold (nested guards).
     refs: usize,
     lost: Option<LostReason>,
-    /// Cached O_APPEND descriptor of the transcript.
-    transcript: Option<File>,
+    /// The transcript as this hold writes it (descriptor, tail check).
+    transcript: Transcript,
+    /// The lock this hold replaced, when the acquire reclaimed it: the
+    /// dead holder's record (if readable) and the reasons.
+    reclaimed: Option<(Option<OwnerRecord>, Vec<crate::Reason>)>,
     lost_wakers: Vec<Waker>,
 }
 
@@ -152,7 +156,8 @@ impl Held {
                 shared: false,
                 refs: 1,
                 lost: None,
-                transcript: None,
+                transcript: Transcript::default(),
+                reclaimed: None,
                 lost_wakers: Vec::new(),
             }),
             lost_cv: Condvar::new(),
@@ -166,6 +171,11 @@ impl Held {
         let key = crate::watchdog::arm(deadline, weak);
         *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
         held
+    }
+
+    /// Record the lock this hold replaced (see [`LockGuard::takeover`]).
+    pub(crate) fn set_reclaimed(&self, previous: Option<OwnerRecord>, reasons: Vec<crate::Reason>) {
+        self.state().reclaimed = Some((previous, reasons));
     }
 
     fn state(&self) -> MutexGuard<'_, HeldState> {
@@ -257,7 +267,7 @@ impl Held {
         }
         self.set_dead();
         st.sentinel = None;
-        st.transcript = None;
+        st.transcript.close();
         outcome
     }
 
@@ -362,7 +372,7 @@ impl Held {
             // Close the witness (never unlink: the path is not ours).
             st.witness = None;
             st.sentinel = None;
-            st.transcript = None;
+            st.transcript.close();
             self.mark_lost(st, reason.clone());
             return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
@@ -618,9 +628,15 @@ impl LockGuard {
     /// still holds (a forced release waits for an in-flight append and an
     /// append after it is refused).
     ///
+    /// Whole lines only: before the first write of a hold, a torn last line
+    /// left by a writer that died mid-line is moved to a sidecar file (see
+    /// [`LockGuard::takeover`]); a write of ours that fails part way
+    /// (ENOSPC, EIO) is cut back off before the error is returned.
+    ///
     /// # Errors
     /// [`crate::ErrorKind::LockLost`] when the lock is no longer held (the
-    /// line is not written); `Io` for a line containing `\n` or a write error.
+    /// line is not written); `Io` for a line containing `\n` or a write error
+    /// (nothing of that line is left in the transcript).
     pub fn append_line(&self, line: impl AsRef<[u8]>) -> Result<()> {
         self.append(std::iter::once(line), false)
     }
@@ -628,7 +644,8 @@ impl LockGuard {
     /// Like [`LockGuard::append_line`] for several lines (one `write` each).
     ///
     /// # Errors
-    /// As [`LockGuard::append_line`]; lines before a failing one are written.
+    /// As [`LockGuard::append_line`]; lines before a failing one are written,
+    /// the failing one is rolled back.
     pub fn append_lines<I, L>(&self, lines: I) -> Result<()>
     where
         I: IntoIterator<Item = L>,
@@ -642,7 +659,9 @@ impl LockGuard {
     /// the next holder reads them.
     ///
     /// # Errors
-    /// As [`LockGuard::append_lines`]; `Io` if the sync fails.
+    /// As [`LockGuard::append_lines`]; `Io` if the sync fails. All or
+    /// nothing: on any error (a failed line or a failed sync) the transcript
+    /// is cut back to its length before the call.
     pub fn append_lines_durable<I, L>(&self, lines: I) -> Result<()>
     where
         I: IntoIterator<Item = L>,
@@ -659,7 +678,74 @@ impl LockGuard {
         let held = file_or_etcd!(self, e => e.append_lines(lines, sync));
         let mut st = held.state();
         held.check_locked(&mut st)?;
-        append_to(&mut st.transcript, &held.paths.target, lines, sync)
+        st.transcript.append(&held.paths.target, lines, sync)
+    }
+
+    /// What this guard took over, if the writer before it did not finish
+    /// normally: the dead or reclaimed holder's record and the reasons it
+    /// was reclaimed, and the torn last line moved out of the transcript
+    /// (see [`Takeover`]). `None` after a normal handoff with a whole-line
+    /// transcript.
+    ///
+    /// The reclaim part is known once the lock is acquired; the torn-line
+    /// part once the tail has been checked, which happens before this
+    /// guard's first append, or at once with
+    /// [`LockGuard::repair_torn_tail`].
+    ///
+    /// With the etcd backend a lease that expired cannot be told from a
+    /// release (etcd deletes the key the same way), so only the torn-line
+    /// part is reported there.
+    ///
+    /// # Examples
+    /// ```
+    /// use session_lock::{acquire, LockOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let transcript = dir.path().join("s.jsonl");
+    /// // A writer died in the middle of its second line.
+    /// std::fs::write(&transcript, "{\"turn\":1}\n{\"turn\":2,\"te")?;
+    /// let guard = acquire(&transcript)?;
+    /// guard.append_line(r#"{"turn":3}"#)?;
+    /// let takeover = guard.takeover().expect("a torn line was found");
+    /// let torn = takeover.torn_tail().unwrap();
+    /// assert_eq!(torn.bytes(), 14);
+    /// assert_eq!(std::fs::read_to_string(torn.saved_to())?, "{\"turn\":2,\"te");
+    /// assert_eq!(std::fs::read_to_string(&transcript)?, "{\"turn\":1}\n{\"turn\":3}\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn takeover(&self) -> Option<Takeover> {
+        let (reclaimed, torn) = match &self.inner {
+            Inner::File(held) => {
+                let st = held.state();
+                (st.reclaimed.clone(), st.transcript.torn.clone())
+            }
+            #[cfg(feature = "etcd")]
+            Inner::Etcd(e) => (None, e.torn_tail()),
+        };
+        if reclaimed.is_none() && torn.is_none() {
+            return None;
+        }
+        let (previous, reasons) = reclaimed.unwrap_or_default();
+        Some(Takeover {
+            previous,
+            reasons,
+            torn_tail: torn,
+        })
+    }
+
+    /// Check now (instead of before the first append) that the transcript
+    /// ends with a whole line, and move a torn last line out of it if not
+    /// (see [`Takeover`]): for holders that let another program write the
+    /// transcript, as `session-lock exec` does. Done once per hold; later
+    /// calls return the first answer.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
+    /// the transcript cannot be opened, read, copied or truncated.
+    pub fn repair_torn_tail(&self) -> Result<Option<TornTail>> {
+        let held = file_or_etcd!(self, e => e.repair_torn_tail());
+        let mut st = held.state();
+        held.check_locked(&mut st)?;
+        st.transcript.repair_tail(&held.paths.target)
     }
 
     /// Release the lock: remove the lock file if it still names ours, then
@@ -696,56 +782,6 @@ impl Drop for LockGuard {
             Err(e) => tracing::warn!(error = %e, "releasing session lock on drop failed"),
         }
     }
-}
-
-/// Write whole lines to the guarded transcript, opening it (`O_APPEND`) on
-/// first use: each line plus `\n` in one `write(2)`, optionally followed by
-/// `fdatasync`. The caller has just checked, under its hold's state lock,
-/// that the lock is still held (both backends share this).
-pub(crate) fn append_to<I, L>(
-    transcript: &mut Option<File>,
-    target: &Path,
-    lines: I,
-    sync: bool,
-) -> Result<()>
-where
-    I: IntoIterator<Item = L>,
-    L: AsRef<[u8]>,
-{
-    if transcript.is_none() {
-        let f = sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
-        *transcript = Some(f);
-    }
-    let Some(file) = transcript.as_mut() else {
-        unreachable!("transcript opened above");
-    };
-    let mut buf = Vec::new();
-    for line in lines {
-        let line = line.as_ref();
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        if body.contains(&b'\n') {
-            return Err(Error::io(
-                "append to transcript",
-                target,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a line must not contain a newline",
-                ),
-            ));
-        }
-        buf.clear();
-        buf.extend_from_slice(body);
-        buf.push(b'\n');
-        // One write(2) per line on an O_APPEND descriptor; write_all only
-        // loops on a short write, still under our lock.
-        file.write_all(&buf)
-            .map_err(|e| Error::io("append to transcript", target, e))?;
-    }
-    if sync {
-        file.sync_data()
-            .map_err(|e| Error::io("sync transcript", target, e))?;
-    }
-    Ok(())
 }
 
 /// Future returned by [`LockGuard::lost`].

@@ -458,6 +458,9 @@ pub(crate) struct Acquirer<'a> {
     busy: Option<queue::QueueFd>,
     /// Our place in the queue while we wait in it.
     queued: Option<queue::Waiting>,
+    /// The lock we reclaimed in the last step, for the guard's takeover
+    /// report if our next publish wins.
+    reclaimed: Option<Box<Inspection>>,
 }
 
 impl<'a> Acquirer<'a> {
@@ -485,6 +488,7 @@ impl<'a> Acquirer<'a> {
             ticket: None,
             busy: None,
             queued: None,
+            reclaimed: None,
         }
     }
 
@@ -612,6 +616,10 @@ impl<'a> Acquirer<'a> {
         #[cfg(feature = "fault-injection")]
         STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.guarded = None;
+        // Only a publish in the step right after the reclaim takes over
+        // what was reclaimed; anything in between (a wait, a queue, someone
+        // else's publish) means someone else held it since.
+        let reclaimed = self.reclaimed.take();
         let woken = std::mem::take(&mut self.woken_by_event);
         // Someone is next in line already: queue up behind them without
         // looking (no barging past a waiter: the longest wait stays
@@ -622,6 +630,12 @@ impl<'a> Acquirer<'a> {
         if !self.look_first || !self.lock_exists(woken)? {
             match publish::publish(self.paths, self.opts, self.prepared.take())? {
                 publish::Published::Held(held) => {
+                    if let Some(insp) = reclaimed {
+                        let Inspection {
+                            record, reasons, ..
+                        } = *insp;
+                        held.set_reclaimed(record, reasons);
+                    }
                     // Next in line no more: the kernel hands the queue on
                     // now, and the next contender watches the lock while we
                     // hold it.
@@ -650,7 +664,11 @@ impl<'a> Acquirer<'a> {
                 self.look_first = false;
                 let judged = observed.inspection.clone();
                 Ok(match reclaim(observed)? {
-                    Reclaim::Removed | Reclaim::Changed => Step::Retry,
+                    Reclaim::Removed => {
+                        self.reclaimed = Some(Box::new(judged));
+                        Step::Retry
+                    }
+                    Reclaim::Changed => Step::Retry,
                     Reclaim::Busy => Step::Backoff,
                     Reclaim::Guarded => {
                         self.guarded = Some(Box::new(judged));

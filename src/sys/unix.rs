@@ -73,9 +73,11 @@ pub(crate) fn open_for_inspection(path: &Path) -> io::Result<File> {
 }
 
 /// Open a file for appending whole lines (O_APPEND, created 0600 if missing,
-/// no symlink following for the final component).
+/// no symlink following for the final component). Readable too: the torn
+/// tail check reads the last line (`transcript`).
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
@@ -249,6 +251,12 @@ pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
 pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(buf, offset)
+}
+
+/// Fill `buf` from `offset` (pread), not moving the file position.
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
 }
 
 /// Outcome of a no-clobber publish.

@@ -1,0 +1,377 @@
+//! The guarded transcript's line writer, shared by both backends: whole
+//! lines in, whole lines on disk, whatever happened to the writer before us.
+//!
+//! Two rules keep the transcript line-shaped (see `docs/protocol.md`,
+//! "Whole lines"):
+//!
+//! * **A torn tail is moved out before we write.** The first time a hold
+//!   writes (or [`crate::LockGuard::repair_torn_tail`] asks), the last byte of
+//!   the transcript is read. If it is not `\n`, a previous writer died (or
+//!   failed) in the middle of a line: the bytes after the last `\n` are
+//!   copied to a sidecar file `<transcript>.torn-<UTC time>` (mode 0600,
+//!   synced), then cut from the transcript, all under the lock. Nothing is
+//!   lost and nothing is appended after a fragment. A `tracing` warning and
+//!   the guard's [`Takeover`] say how many bytes went where.
+//! * **A failed write of ours leaves nothing.** Before each line the
+//!   transcript's length is known; a failed or short `write` (ENOSPC, EIO)
+//!   truncates it back to that length, still under the lock, and the error
+//!   is returned. With `append_lines_durable` a failed `fdatasync` rolls the
+//!   whole call back, so an error always means "none of these lines".
+
+use crate::error::{Error, Result};
+use crate::record::OwnerRecord;
+use crate::sys;
+use crate::verdict::Reason;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// What a new holder took over: the holder before it, if that one died,
+/// was reclaimed or lost its lease, and the torn line it left, if any.
+///
+/// Returned by [`crate::LockGuard::takeover`]. An application that finds
+/// one knows that the writer before it did not finish normally, and can
+/// validate the end of its transcript (for example look at the last turn,
+/// or at the fragment's sidecar) before it goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    pub(crate) previous: Option<OwnerRecord>,
+    pub(crate) reasons: Vec<Reason>,
+    pub(crate) torn_tail: Option<TornTail>,
+}
+
+impl Takeover {
+    /// The record of the holder whose lock we reclaimed (`None` when the
+    /// lock file held no readable record, or when nothing was reclaimed and
+    /// only a torn tail was found).
+    pub fn previous(&self) -> Option<&OwnerRecord> {
+        self.previous.as_ref()
+    }
+
+    /// Why the previous holder's lock was reclaimed (`witness-released`,
+    /// `dead-pid`, `recycled-pid`, `orphan-self-pid`, `invalid-createdAt`,
+    /// ...); empty when nothing was reclaimed.
+    pub fn reasons(&self) -> &[Reason] {
+        &self.reasons
+    }
+
+    /// Whether a lock was reclaimed for us (rather than released normally).
+    pub fn reclaimed(&self) -> bool {
+        !self.reasons.is_empty() || self.previous.is_some()
+    }
+
+    /// The torn last line that was moved out of the transcript, if one was.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+}
+
+/// A partial last line found in the transcript and moved out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub(crate) offset: u64,
+    pub(crate) bytes: u64,
+    pub(crate) saved_to: PathBuf,
+}
+
+impl TornTail {
+    /// Where the fragment began in the transcript (the transcript's length
+    /// now).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// How many bytes the fragment had.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The sidecar file that holds the fragment, byte for byte.
+    pub fn saved_to(&self) -> &Path {
+        &self.saved_to
+    }
+}
+
+/// The transcript as one hold writes it: opened on first use, its tail
+/// checked once per hold.
+#[derive(Default)]
+pub(crate) struct Transcript {
+    file: Option<File>,
+    /// The tail was checked (and repaired if torn) in this hold.
+    checked: bool,
+    /// What the check found, kept for the guard's takeover report.
+    pub(crate) torn: Option<TornTail>,
+}
+
+impl Transcript {
+    /// Forget the descriptor (release, loss): the next hold opens and
+    /// checks again.
+    pub(crate) fn close(&mut self) {
+        self.file = None;
+    }
+
+    fn open(&mut self, target: &Path) -> Result<&File> {
+        if self.file.is_none() {
+            let f =
+                sys::open_append(target).map_err(|e| Error::io("open transcript", target, e))?;
+            self.file = Some(f);
+        }
+        match self.file.as_ref() {
+            Some(f) => Ok(f),
+            None => unreachable!("opened above"),
+        }
+    }
+
+    /// Check the tail once per hold; see the module docs. Returns what was
+    /// repaired by this call or an earlier one in the same hold.
+    pub(crate) fn repair_tail(&mut self, target: &Path) -> Result<Option<TornTail>> {
+        if !self.checked {
+            let file = self.open(target)?;
+            let torn = move_torn_tail(file, target)?;
+            self.torn = torn;
+            self.checked = true;
+        }
+        Ok(self.torn.clone())
+    }
+
+    /// Write whole lines (each plus `\n` in one `write(2)` on the
+    /// `O_APPEND` descriptor), after the tail check, optionally followed by
+    /// `fdatasync`. The caller has just checked, under its hold's state
+    /// lock, that the lock is still held.
+    pub(crate) fn append<I, L>(&mut self, target: &Path, lines: I, sync: bool) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
+        self.repair_tail(target)?;
+        let file = self.open(target)?;
+        let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
+        // The length before this call and before each line: a failure rolls
+        // back to it. We hold the lock, so nobody cooperating moves it.
+        let start = file
+            .metadata()
+            .map_err(|e| err("stat transcript", e))?
+            .len();
+        let mut end = start;
+        let mut buf = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            if body.contains(&b'\n') {
+                return Err(err(
+                    "append to transcript",
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a line must not contain a newline",
+                    ),
+                ));
+            }
+            buf.clear();
+            buf.extend_from_slice(body);
+            buf.push(b'\n');
+            if let Err(e) = write_line(file, &buf) {
+                roll_back(file, target, if sync { start } else { end });
+                return Err(err("append to transcript", e));
+            }
+            end += buf.len() as u64;
+        }
+        if sync && let Err(e) = file.sync_data() {
+            roll_back(file, target, start);
+            return Err(err("sync transcript", e));
+        }
+        Ok(())
+    }
+}
+
+/// One line in one `write(2)` where the kernel takes it whole; `write_all`
+/// only loops on a short write, still under our lock.
+fn write_line(mut file: &File, buf: &[u8]) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(n) = crate::fault::short_write(buf.len()) {
+        // A write that stops part way, as on ENOSPC or EIO.
+        file.write_all(&buf[..n])?;
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("fault injection: short write of {n} of {} bytes", buf.len()),
+        ));
+    }
+    file.write_all(buf)
+}
+
+/// Cut the transcript back to `len` after a failed write of ours.
+fn roll_back(file: &File, target: &Path, len: u64) {
+    if let Err(e) = file.set_len(len) {
+        // Left torn: the next holder's tail check moves the fragment out.
+        tracing::error!(
+            transcript = %target.display(),
+            length = len,
+            error = %e,
+            "could not roll back a failed append; the next holder will move the torn line out"
+        );
+    }
+}
+
+/// Read size for scanning back to the last newline.
+const SCAN_CHUNK: usize = 64 * 1024;
+
+/// If the transcript does not end with `\n`, move everything after its last
+/// `\n` to a sidecar file and truncate it away.
+fn move_torn_tail(file: &File, target: &Path) -> Result<Option<TornTail>> {
+    let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
+    let len = file
+        .metadata()
+        .map_err(|e| err("stat transcript", e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8];
+    sys::read_exact_at(file, &mut last, len - 1)
+        .map_err(|e| err("read the last byte of transcript", e))?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    // Scan back for the last newline: the fragment starts after it.
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    let mut pos = len;
+    let offset = loop {
+        if pos == 0 {
+            break 0;
+        }
+        let from = pos.saturating_sub(SCAN_CHUNK as u64);
+        let chunk = &mut buf[..(pos - from) as usize];
+        sys::read_exact_at(file, chunk, from).map_err(|e| err("read transcript", e))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break from + i as u64 + 1;
+        }
+        pos = from;
+    };
+    let bytes = len - offset;
+    let (mut side, saved_to) = create_sidecar(target)?;
+    let side_err = |op: &'static str, e: io::Error| Error::io(op, &saved_to, e);
+    let mut at = offset;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        sys::read_exact_at(file, &mut buf[..n], at)
+            .map_err(|e| err("read torn line of transcript", e))?;
+        side.write_all(&buf[..n])
+            .map_err(|e| side_err("write torn line to", e))?;
+        at += n as u64;
+    }
+    // The fragment is on disk before it leaves the transcript.
+    side.sync_all()
+        .map_err(|e| side_err("sync torn line file", e))?;
+    if let Some(dir) = saved_to.parent() {
+        // Best effort: the sidecar's name survives a crash too.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    file.set_len(offset)
+        .map_err(|e| err("truncate the torn line of transcript", e))?;
+    tracing::warn!(
+        transcript = %target.display(),
+        offset,
+        bytes,
+        saved_to = %saved_to.display(),
+        "the transcript ended in a torn line (a writer died or failed mid-line): moved {bytes} bytes to {}",
+        saved_to.display()
+    );
+    Ok(Some(TornTail {
+        offset,
+        bytes,
+        saved_to,
+    }))
+}
+
+/// `<transcript>.torn-<YYYYMMDDTHHMMSS.mmmZ>` (with `-N` after it if that
+/// name exists), created new and private.
+fn create_sidecar(target: &Path) -> Result<(File, PathBuf)> {
+    let stamp: String = crate::time::format_rfc3339_ms(crate::time::now_ms())
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let mut base = target.as_os_str().to_owned();
+    base.push(format!("{TORN_INFIX}{stamp}"));
+    for n in 0..1000u32 {
+        let mut name = base.clone();
+        if n > 0 {
+            name.push(format!("-{n}"));
+        }
+        let path = PathBuf::from(name);
+        match sys::create_private_exclusive(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create torn line file", &path, e)),
+        }
+    }
+    Err(Error::io(
+        "create torn line file",
+        Path::new(&base),
+        io::Error::from(io::ErrorKind::AlreadyExists),
+    ))
+}
+
+/// What comes between the transcript's name and the time in a torn-line
+/// sidecar's name.
+pub(crate) const TORN_INFIX: &str = ".torn-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t.jsonl");
+        std::fs::write(&t, content).unwrap();
+        (dir, t)
+    }
+
+    #[test]
+    fn whole_lines_are_left_alone() {
+        for content in [&b""[..], b"{}\n", b"a\nb\n"] {
+            let (_d, t) = setup(content);
+            let mut tr = Transcript::default();
+            assert_eq!(tr.repair_tail(&t).unwrap(), None);
+            assert_eq!(std::fs::read(&t).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_moved_to_a_sidecar_and_cut() {
+        // Fragments shorter, equal to and longer than one scan chunk.
+        for frag_len in [1usize, 10, SCAN_CHUNK, SCAN_CHUNK * 2 + 7] {
+            for head in [&b""[..], b"{\"a\":1}\n"] {
+                let frag = vec![b'x'; frag_len];
+                let mut content = head.to_vec();
+                content.extend_from_slice(&frag);
+                let (_d, t) = setup(&content);
+                let mut tr = Transcript::default();
+                let torn = tr.repair_tail(&t).unwrap().expect("torn tail found");
+                assert_eq!(torn.offset(), head.len() as u64);
+                assert_eq!(torn.bytes(), frag_len as u64);
+                assert_eq!(std::fs::read(torn.saved_to()).unwrap(), frag);
+                assert_eq!(std::fs::read(&t).unwrap(), head);
+                let name = torn.saved_to().file_name().unwrap().to_string_lossy();
+                assert!(name.starts_with("t.jsonl.torn-"), "{name}");
+                // Checked once per hold: the answer is kept, nothing redone.
+                assert_eq!(tr.repair_tail(&t).unwrap(), Some(torn));
+            }
+        }
+    }
+
+    #[test]
+    fn two_fragments_in_one_millisecond_get_two_sidecars() {
+        let (_d, t) = setup(b"ab");
+        let (_f1, p1) = create_sidecar(&t).unwrap();
+        let (_f2, p2) = create_sidecar(&t).unwrap();
+        assert_ne!(p1, p2);
+    }
+
+    #[test]
+    fn an_append_after_a_torn_tail_starts_on_its_own_line() {
+        let (_d, t) = setup(b"{\"a\":1}\n{\"half");
+        let mut tr = Transcript::default();
+        tr.append(&t, ["{\"b\":2}"], false).unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(tr.torn.as_ref().map(TornTail::bytes), Some(6));
+    }
+}

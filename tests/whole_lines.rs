@@ -1,0 +1,275 @@
+//! Whole lines, always (guarantee 9): a writer killed or failing mid-line
+//! never makes the next writer's line unreadable, and the next holder is
+//! told what it took over (`LockGuard::takeover`).
+
+mod common;
+
+use common::{Holder, WAIT, bin, wait_child, wait_until};
+use session_lock::{ErrorKind, LockOptions, Reason};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+
+/// The short-write fault is process-wide: tests that set it run alone.
+static FAULT: Mutex<()> = Mutex::new(());
+
+fn fault_serial() -> std::sync::MutexGuard<'static, ()> {
+    FAULT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every line of `t` parses as JSON; returns them.
+fn json_lines(t: &Path) -> Vec<serde_json::Value> {
+    let bytes = std::fs::read(t).unwrap();
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "{} does not end with a newline ({} bytes)",
+        t.display(),
+        bytes.len()
+    );
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!(
+                    "unreadable line in {} ({e}): {:?}",
+                    t.display(),
+                    String::from_utf8_lossy(&l[..l.len().min(80)])
+                )
+            })
+        })
+        .collect()
+}
+
+/// The torn-line sidecars next to `t`.
+fn sidecars(t: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.torn-", t.file_name().unwrap().to_string_lossy());
+    let mut v: Vec<PathBuf> = std::fs::read_dir(t.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The issue's reproduction, with the real CLI: `append` of one huge line is
+/// SIGKILLed while its `write(2)` is under way; the next `append` must not
+/// glue its line onto the fragment.
+#[test]
+fn a_writer_killed_mid_line_never_corrupts_the_next_writers_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    std::fs::write(&t, "{\"before\":1}\n").unwrap();
+    let head = std::fs::metadata(&t).unwrap().len();
+    // Large enough that one write(2) of it takes a while; doubled if the
+    // kill happened to land after the write.
+    let mut size = 192usize << 20;
+    let torn_len = loop {
+        let mut line = Vec::with_capacity(size + 16);
+        line.extend_from_slice(b"{\"big\":\"");
+        line.resize(size, b'x');
+        line.extend_from_slice(b"\"}\n");
+        let mut child = bin()
+            .args(["append", t.to_str().unwrap(), "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            // EPIPE after the kill is expected.
+            let _ = stdin.write_all(&line);
+        });
+        // The write has begun once the transcript grows.
+        wait_until(
+            WAIT,
+            || std::fs::metadata(&t).unwrap().len() > head,
+            || "the append never started writing".into(),
+        );
+        child.kill().unwrap();
+        wait_child(&mut child, WAIT, "killed append");
+        feeder.join().unwrap();
+        let len = std::fs::metadata(&t).unwrap().len();
+        let written = len - head;
+        if written < (size + 3) as u64 {
+            // The kill landed inside the write: a torn line is on disk.
+            assert_ne!(std::fs::read(&t).unwrap().last(), Some(&b'\n'));
+            break written;
+        }
+        assert!(size < 1 << 30, "the kill never landed inside the write");
+        // The whole line made it: start again bigger.
+        std::fs::write(&t, "{\"before\":1}\n").unwrap();
+        size *= 2;
+    };
+    eprintln!("killed mid-line: {torn_len} of {} bytes on disk", size + 3);
+    // The lock of the killed writer is reclaimed; the next writer's line is
+    // whole and readable, and the fragment is kept byte for byte.
+    let out = bin()
+        .args(["append", t.to_str().unwrap(), "{\"after\":1}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&t);
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"before":1}),
+            serde_json::json!({"after":1})
+        ]
+    );
+    let side = sidecars(&t);
+    assert_eq!(side.len(), 1, "one sidecar: {side:?}");
+    let frag = std::fs::read(&side[0]).unwrap();
+    assert_eq!(frag.len() as u64, torn_len);
+    assert!(frag.starts_with(b"{\"big\":\"xxx"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("torn line") && stderr.contains(&side[0].display().to_string()),
+        "the next writer says what it repaired: {stderr}"
+    );
+}
+
+#[test]
+fn a_short_write_is_rolled_back_and_reported() {
+    let _serial = fault_serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = session_lock::acquire(&t).unwrap();
+    g.append_line("{\"a\":1}").unwrap();
+    session_lock::fault::set_short_write(Some(4));
+    let err = g.append_line("{\"b\":2}").unwrap_err();
+    session_lock::fault::set_short_write(None);
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(err.to_string().contains("short write"), "{err}");
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "{\"a\":1}\n");
+    // The guard still holds the lock and writes whole lines after it.
+    g.append_line("{\"c\":3}").unwrap();
+    g.release().unwrap();
+    assert_eq!(
+        json_lines(&t),
+        vec![serde_json::json!({"a":1}), serde_json::json!({"c":3})]
+    );
+    assert!(sidecars(&t).is_empty(), "nothing was torn");
+}
+
+#[test]
+fn append_lines_keeps_the_lines_before_a_failing_one() {
+    let _serial = fault_serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = session_lock::acquire(&t).unwrap();
+    // Room for the first line and two bytes of the second.
+    session_lock::fault::set_short_write(Some(8 + 2));
+    let err = g
+        .append_lines(["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"])
+        .unwrap_err();
+    session_lock::fault::set_short_write(None);
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "{\"a\":1}\n");
+    g.release().unwrap();
+}
+
+#[test]
+fn a_failed_durable_append_leaves_none_of_its_lines() {
+    let _serial = fault_serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    std::fs::write(&t, "{\"a\":1}\n").unwrap();
+    // A child process whose writes stop after 10 bytes (the first line and
+    // two bytes of the second): the CLI's `--sync` append of the two lines
+    // fails and leaves the transcript as it was.
+    let out = bin()
+        .args([
+            "append",
+            "--sync",
+            t.to_str().unwrap(),
+            "{\"b\":2}",
+            "{\"c\":3}",
+        ])
+        .env("SESSION_LOCK_FAULT_SHORT_WRITE", "10")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "{\"a\":1}\n");
+    // In-process: the first line goes out whole, the second fails; durable
+    // means all or nothing, so the first is cut back off too.
+    let g = session_lock::acquire(&t).unwrap();
+    session_lock::fault::set_short_write(Some(8 + 2));
+    let err = g
+        .append_lines_durable(["{\"b\":2}", "{\"c\":3}"])
+        .unwrap_err();
+    session_lock::fault::set_short_write(None);
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert_eq!(std::fs::read_to_string(&t).unwrap(), "{\"a\":1}\n");
+    g.append_lines_durable(["{\"d\":4}"]).unwrap();
+    g.release().unwrap();
+    assert_eq!(
+        json_lines(&t),
+        vec![serde_json::json!({"a":1}), serde_json::json!({"d":4})]
+    );
+}
+
+#[test]
+fn the_next_holder_learns_it_took_over_from_a_killed_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let holder = Holder::start(&t, &["--label", "doomed"]);
+    let pid = holder.pid();
+    holder.kill9();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    let takeover = g.takeover().expect("a killed holder's lock was taken over");
+    assert!(takeover.reclaimed());
+    let prev = takeover.previous().expect("the dead holder's record");
+    assert_eq!(prev.pid, Some(pid));
+    assert_eq!(prev.label.as_deref(), Some("doomed"));
+    assert!(
+        takeover.reasons().contains(&Reason::WitnessReleased),
+        "{:?}",
+        takeover.reasons()
+    );
+    assert_eq!(takeover.torn_tail(), None);
+    g.release().unwrap();
+    // After a normal release there is nothing to report.
+    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    assert_eq!(g.takeover(), None);
+    g.append_line("{}").unwrap();
+    assert_eq!(g.takeover(), None);
+    g.release().unwrap();
+}
+
+#[test]
+fn a_holder_that_died_mid_line_is_reported_with_its_fragment() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    // A writer that wrote one and a half lines under the lock, then died.
+    let holder = Holder::start(&t, &[]);
+    std::fs::write(&t, "{\"turn\":1}\n{\"turn\":2,\"text\":\"hal").unwrap();
+    let pid = holder.pid();
+    holder.kill9();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    // Checked explicitly (exec does this before the command runs).
+    let torn = g.repair_torn_tail().unwrap().expect("torn tail");
+    assert_eq!(torn.offset(), 11);
+    assert_eq!(torn.bytes(), 21);
+    let takeover = g.takeover().unwrap();
+    assert_eq!(takeover.previous().and_then(|r| r.pid), Some(pid));
+    assert_eq!(takeover.torn_tail(), Some(&torn));
+    assert_eq!(
+        std::fs::read_to_string(torn.saved_to()).unwrap(),
+        "{\"turn\":2,\"text\":\"hal"
+    );
+    g.append_line("{\"turn\":3}").unwrap();
+    g.release().unwrap();
+    assert_eq!(
+        json_lines(&t),
+        vec![serde_json::json!({"turn":1}), serde_json::json!({"turn":3})]
+    );
+}

@@ -126,6 +126,14 @@ impl Transcript {
     /// repaired by this call or an earlier one in the same hold.
     pub(crate) fn repair_tail(&mut self, target: &Path) -> Result<Option<TornTail>> {
         if !self.checked {
+            if self.file.is_none()
+                && std::fs::symlink_metadata(target)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            {
+                // Nothing to repair, and nothing created just to look.
+                self.checked = true;
+                return Ok(None);
+            }
             let file = self.open(target)?;
             let torn = move_torn_tail(file, target)?;
             self.torn = torn;
@@ -356,6 +364,17 @@ mod tests {
                 assert_eq!(tr.repair_tail(&t).unwrap(), Some(torn));
             }
         }
+    }
+
+    #[test]
+    fn a_missing_transcript_is_not_created_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t.jsonl");
+        let mut tr = Transcript::default();
+        assert_eq!(tr.repair_tail(&t).unwrap(), None);
+        assert!(!t.exists());
+        tr.append(&t, ["{}"], false).unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"{}\n");
     }
 
     #[test]

@@ -668,3 +668,151 @@ fn another_hosts_record_without_a_working_witness_is_reclaimed_by_age_alone() {
         assert_eq!(decide(&facts, &policy()).0, want, "{witness:?}");
     }
 }
+
+// ------------------------------------------------------------ whole lines
+
+/// One writer's turn at the transcript.
+#[derive(Debug, Clone)]
+enum Turn {
+    /// Appends its lines and releases.
+    Completes,
+    /// Dies after `cut` bytes of its lines reached the file (a SIGKILL or a
+    /// power loss inside `write(2)`): the bytes stay, the lock is abandoned.
+    Dies { cut: prop::sample::Index },
+    /// Its writes fail after `cut` bytes (ENOSPC): it rolls back and goes on.
+    Fails { cut: prop::sample::Index },
+}
+
+fn turns() -> impl Strategy<Value = Vec<(Turn, usize, bool)>> {
+    let turn = prop_oneof![
+        Just(Turn::Completes),
+        any::<prop::sample::Index>().prop_map(|cut| Turn::Dies { cut }),
+        any::<prop::sample::Index>().prop_map(|cut| Turn::Fails { cut }),
+    ];
+    // (turn, how many lines, durable)
+    prop::collection::vec((turn, 1usize..4, any::<bool>()), 1..7)
+}
+
+/// The short-write fault is process-wide.
+static SHORT_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Whatever happens to each writer, the transcript parses line by line
+    /// and holds every line whose append completed exactly once, in order;
+    /// every torn fragment is in a sidecar, byte for byte.
+    #[test]
+    fn the_transcript_always_holds_whole_lines_and_every_completed_append_once(turns in turns()) {
+        let _serial = SHORT_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("s.jsonl");
+        let mut expected: Vec<u64> = Vec::new();
+        let mut fragments: Vec<Vec<u8>> = Vec::new();
+        let mut n = 0u64;
+        for (turn, count, durable) in turns {
+            let lines: Vec<String> = (0..count)
+                .map(|_| {
+                    n += 1;
+                    format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat((n % 7) as usize))
+                })
+                .collect();
+            let g = session_lock::acquire(&t).unwrap();
+            match turn {
+                Turn::Completes => {
+                    if durable {
+                        g.append_lines_durable(&lines).unwrap();
+                    } else {
+                        g.append_lines(&lines).unwrap();
+                    }
+                    expected.extend(lines.iter().map(|l| id_of(l)));
+                    g.release().unwrap();
+                }
+                Turn::Dies { cut } => {
+                    // A writer of ours checks the tail before its first
+                    // write, then dies leaving a prefix of its bytes.
+                    g.repair_torn_tail().unwrap();
+                    let bytes: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+                    let cut = cut.index(bytes.len() + 1);
+                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&t).unwrap();
+                    std::io::Write::write_all(&mut f, &bytes[..cut]).unwrap();
+                    let whole = bytes[..cut].iter().filter(|&&b| b == b'\n').count();
+                    expected.extend(lines[..whole].iter().map(|l| id_of(l)));
+                    let tail_start = bytes[..cut].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    if tail_start < cut {
+                        fragments.push(bytes[tail_start..cut].to_vec());
+                    }
+                    // The lock is abandoned as a dead writer's would be
+                    // (released here: only the transcript matters).
+                    drop(g);
+                }
+                Turn::Fails { cut } => {
+                    let total: usize = lines.iter().map(|l| l.len() + 1).sum();
+                    let cut = cut.index(total + 1);
+                    session_lock::fault::set_short_write(Some(cut));
+                    let res = if durable {
+                        g.append_lines_durable(&lines)
+                    } else {
+                        g.append_lines(&lines)
+                    };
+                    session_lock::fault::set_short_write(None);
+                    // Lines written whole before the failure stay, unless
+                    // the append was durable (all or nothing).
+                    let mut written = 0;
+                    let mut whole = 0;
+                    for l in &lines {
+                        if written + l.len() < cut {
+                            written += l.len() + 1;
+                            whole += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    if whole == lines.len() && cut >= total {
+                        prop_assert!(res.is_ok(), "{res:?}");
+                        expected.extend(lines.iter().map(|l| id_of(l)));
+                    } else {
+                        prop_assert!(res.is_err(), "a short write must fail the append");
+                        if !durable {
+                            expected.extend(lines[..whole].iter().map(|l| id_of(l)));
+                        }
+                    }
+                    g.release().unwrap();
+                }
+            }
+        }
+        // The next writer repairs whatever the last one left.
+        let g = session_lock::acquire(&t).unwrap();
+        g.append_line("{\"n\":0}").unwrap();
+        g.release().unwrap();
+        expected.push(0);
+        let content = std::fs::read(&t).unwrap();
+        prop_assert!(content.ends_with(b"\n"));
+        let got: Vec<u64> = content
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_slice(l)
+                    .unwrap_or_else(|e| panic!("unreadable line {:?}: {e}", String::from_utf8_lossy(l)));
+                v["n"].as_u64().unwrap()
+            })
+            .collect();
+        prop_assert_eq!(got, expected);
+        let mut side: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("s.jsonl.torn-"))
+            .collect();
+        side.sort();
+        let mut saved: Vec<Vec<u8>> = side.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        saved.sort();
+        fragments.sort();
+        prop_assert_eq!(saved, fragments);
+    }
+}
+
+fn id_of(line: &str) -> u64 {
+    serde_json::from_str::<Value>(line).unwrap()["n"]
+        .as_u64()
+        .unwrap()
+}

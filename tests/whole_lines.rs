@@ -273,3 +273,36 @@ fn a_holder_that_died_mid_line_is_reported_with_its_fragment() {
         vec![serde_json::json!({"turn":1}), serde_json::json!({"turn":3})]
     );
 }
+
+#[test]
+fn exec_moves_a_torn_line_out_before_the_command_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    std::fs::write(&t, "{\"a\":1}\n{\"torn\":").unwrap();
+    let out = bin()
+        .args([
+            "exec",
+            t.to_str().unwrap(),
+            "-c",
+            "echo '{\"b\":2}' >> \"$T\"",
+        ])
+        .env("T", &t)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        json_lines(&t),
+        vec![serde_json::json!({"a":1}), serde_json::json!({"b":2})]
+    );
+    let side = sidecars(&t);
+    assert_eq!(side.len(), 1, "{side:?}");
+    assert_eq!(std::fs::read_to_string(&side[0]).unwrap(), "{\"torn\":");
+    // A transcript that does not exist is not created by the check.
+    let fresh = dir.path().join("fresh.jsonl");
+    let out = bin()
+        .args(["exec", fresh.to_str().unwrap(), "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!fresh.exists());
+}

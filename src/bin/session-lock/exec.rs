@@ -319,6 +319,27 @@ pub(crate) fn holder(json: &str) -> u8 {
             std::process::id()
         );
     }
+    if args.verbose
+        && let Some(t) = guard.takeover()
+        && t.reclaimed()
+    {
+        let prev = t.previous();
+        eprintln!(
+            "session-lock: took over the lock of pid {} ({}), which did not release it",
+            prev.and_then(|r| r.pid)
+                .map_or("?".into(), |p| p.to_string()),
+            t.reasons()
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // The command writes the transcript itself: a line torn by a writer
+    // before it is moved out first (the library warns where it went).
+    if let Err(e) = guard.repair_torn_tail() {
+        return fail(&e);
+    }
     if let Err(e) = guard.share_with_children() {
         return fail(&e);
     }

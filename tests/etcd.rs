@@ -771,3 +771,29 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
     );
     eprintln!("refused in {took:?}: {msg}");
 }
+
+/// Whole lines hold on the etcd backend too: a torn last line left by a
+/// writer that died mid-line is moved to a sidecar before the next holder's
+/// first append, and its guard reports it.
+#[test]
+fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
+    if skip("torn tail under the etcd backend") {
+        return;
+    }
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("torn");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    std::fs::write(&file, "{\"a\":1}\n{\"b\":").unwrap();
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
+    g.append_line("{\"c\":3}").unwrap();
+    let takeover = g.takeover().expect("the torn line is reported");
+    let torn = takeover.torn_tail().expect("torn tail");
+    assert_eq!((torn.offset(), torn.bytes()), (8, 5));
+    assert_eq!(std::fs::read_to_string(torn.saved_to()).unwrap(), "{\"b\":");
+    g.release().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"a\":1}\n{\"c\":3}\n"
+    );
+}

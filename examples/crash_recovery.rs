@@ -14,6 +14,10 @@
 //!    was probed and no clock was read to decide that.
 //! 3. `try_acquire` (which never waits) reclaims the dead holder's file and
 //!    publishes ours in one call, within a millisecond or so.
+//! 4. The holder died in the middle of its second line. The successor's
+//!    first append moves that torn line out to `session.jsonl.torn-<time>`
+//!    before writing, and `guard.takeover()` tells it whose lock it took
+//!    over, why, and what it repaired.
 //!
 //! The example re-runs its own executable as the holder (`crash_recovery
 //! holder <transcript>`), the same way the crate's tests use real processes.
@@ -42,6 +46,12 @@ fn holder(transcript: &Path) -> Res<()> {
         .label("crash_recovery holder");
     let guard = session_lock::acquire_with(transcript, &opts)?;
     guard.append_line(r#"{"from":"holder","text":"started a turn"}"#)?;
+    // What a kill inside the `write(2)` of a long line leaves on disk: the
+    // first part of the line, without its newline.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(transcript)?
+        .write_all(br#"{"from":"holder","text":"half a tu"#)?;
     println!("ready {}", std::process::id());
     std::io::stdout().flush()?;
     std::thread::sleep(Duration::from_secs(3600));
@@ -138,12 +148,35 @@ fn parent() -> Res<()> {
         std::process::id()
     );
     guard.append_line(r#"{"from":"successor","text":"took over"}"#)?;
+
+    // 6. What the successor took over.
+    let takeover = guard.takeover().ok_or("expected a takeover report")?;
+    println!(
+        "took over from pid {:?} (label {:?}), reasons {:?}",
+        takeover.previous().and_then(|r| r.pid),
+        takeover.previous().and_then(|r| r.label.clone()),
+        takeover.reasons()
+    );
+    let torn = takeover.torn_tail().ok_or("expected the torn line")?;
+    println!(
+        "moved a torn line of {} bytes (at offset {}) to {}: {:?}",
+        torn.bytes(),
+        torn.offset(),
+        torn.saved_to().display(),
+        std::fs::read_to_string(torn.saved_to())?
+    );
+    if takeover.previous().and_then(|r| r.pid) != Some(holder_pid) {
+        return Err("the takeover should name the killed holder".into());
+    }
     guard.release()?;
 
     let text = std::fs::read_to_string(&transcript)?;
     print!("transcript:\n{text}");
-    if text.lines().count() != 2 {
-        return Err("expected the holder's line and the successor's line".into());
+    if text.lines().count() != 2 || !text.ends_with('\n') {
+        return Err("expected the holder's line and the successor's line, whole".into());
+    }
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)?;
     }
     if dir.path().join("session.jsonl.lock").exists() {
         return Err("the lock file should be gone after release".into());

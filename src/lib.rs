@@ -57,6 +57,10 @@
 //! 8. **Async never blocks the runtime** (feature `tokio`): the async API
 //!    yields before every synchronous inspection and waits on inotify
 //!    readiness, not on a blocking-pool thread.
+//! 9. **Whole lines**: before a hold's first append, a torn last line left
+//!    by a writer that died mid-line is moved to `<transcript>.torn-<time>`;
+//!    a failed write of ours is cut back off; the new holder learns what it
+//!    took over ([`LockGuard::takeover`]).
 //!
 //! ## Hazards
 //!

@@ -145,7 +145,7 @@ pub use attention::recovery::{lock_activity, lock_attention};
 pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use inspect::{Inspection, Reason, Verdict, Witness};
-pub use lock::held::{LockGuard, Lost, close_idle, release_all};
+pub use lock::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
 pub use lock::{LockPaths, acquire, acquire_with, inspect, try_acquire};
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The short-write fault is process-wide: tests that set it run alone.
 static FAULT: Mutex<()> = Mutex::new(());
@@ -305,4 +306,66 @@ fn exec_moves_a_torn_line_out_before_the_command_writes() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!fresh.exists());
+}
+
+/// A write stuck in the kernel (a hung network filesystem; here an append
+/// parked at its last step before `write`) must not keep the watchdog from
+/// releasing the lock: it waits `APPEND_GRACE` for the append, then
+/// releases anyway, and the next holder gets the lock.
+#[test]
+fn a_write_stuck_in_the_kernel_does_not_keep_the_watchdog_from_releasing() {
+    use std::sync::{Arc, mpsc};
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let (unpark_tx, unpark_rx) = mpsc::channel::<()>();
+    let (parked_tx, parked_rx) = mpsc::channel::<()>();
+    let unpark_rx = Arc::new(Mutex::new(unpark_rx));
+    let parked_tx = Mutex::new(parked_tx);
+    session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
+        if point == "append.before_write" && std::thread::current().name() == Some("stuck-writer") {
+            let _ = parked_tx.lock().unwrap().send(());
+            // Bounded: a failing test ends instead of hanging.
+            let _ = unpark_rx.lock().unwrap().recv_timeout(WAIT);
+        }
+    })));
+    let opts = LockOptions::new().max_hold(Duration::from_millis(300));
+    let guard = Arc::new(session_lock::acquire_with(&t, &opts).unwrap());
+    let g = guard.clone();
+    let writer = std::thread::Builder::new()
+        .name("stuck-writer".into())
+        .spawn(move || g.append_line("{\"late\":1}"))
+        .unwrap();
+    parked_rx
+        .recv_timeout(WAIT)
+        .expect("the append reached its write");
+    // The watchdog fires at 300 ms and releases after the grace; the next
+    // holder then gets in. Before, the watchdog waited for the append's
+    // state lock forever.
+    let next = common::within(WAIT, "the next holder's acquire", {
+        let t = t.clone();
+        move || session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(30)))
+    })
+    .expect("the watchdog released the lock");
+    assert!(matches!(
+        guard.lost_reason(),
+        Some(session_lock::LostReason::MaxHoldExceeded { .. })
+    ));
+    next.append_line("{\"next\":1}").unwrap();
+    // An append that starts now is refused.
+    let refused = guard.append_line("{\"refused\":1}").unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::LockLost);
+    // The stuck write lands when the kernel lets it: whole, at the end.
+    unpark_tx.send(()).unwrap();
+    writer.join().unwrap().unwrap();
+    session_lock::fault::set_hook(None);
+    next.append_line("{\"next\":2}").unwrap();
+    next.release().unwrap();
+    assert_eq!(
+        json_lines(&t),
+        vec![
+            serde_json::json!({"next":1}),
+            serde_json::json!({"late":1}),
+            serde_json::json!({"next":2})
+        ]
+    );
 }

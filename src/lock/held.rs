@@ -34,8 +34,9 @@ pub(crate) struct HeldState {
     /// Guards sharing this hold (nested guards).
     refs: usize,
     lost: Option<LostReason>,
-    /// The transcript as this hold writes it (descriptor, tail check).
-    transcript: Transcript,
+    /// The torn tail this hold moved out of the transcript (copied from the
+    /// writer, so that `takeover` never waits for an append in flight).
+    torn: Option<TornTail>,
     /// The lock this hold replaced, when the acquire reclaimed it: the
     /// dead holder's record (if readable) and the reasons.
     reclaimed: Option<(Option<OwnerRecord>, Vec<crate::Reason>)>,
@@ -63,7 +64,28 @@ pub(crate) struct Held {
     live: std::sync::atomic::AtomicBool,
     state: Mutex<HeldState>,
     lost_cv: Condvar,
+    /// The transcript as this hold writes it. Locked only by an append that
+    /// has entered the write gate (`writing`), never together with `state`
+    /// except by `try_lock`: a write that blocks (a hung filesystem, a long
+    /// `fdatasync`) holds this lock only, so releases, the watchdog and the
+    /// signal path are never stuck behind it for more than [`APPEND_GRACE`].
+    writer: Mutex<Transcript>,
+    /// An append is in flight (the write gate). Release waits for it to
+    /// finish, for at most [`APPEND_GRACE`], and keeps new ones out.
+    writing: Mutex<bool>,
+    write_idle: Condvar,
 }
+
+/// How long a release (normal, watchdog, signal) waits for an append in
+/// flight before it releases anyway. An append that has passed its check
+/// normally ends within microseconds to milliseconds (a `write` to a
+/// regular file, an `fdatasync`, moving a torn line out); past this, the
+/// write is taken to be stuck in the kernel (a hung network filesystem) and
+/// the lock is released without it. Such a write may then land after the
+/// next holder's first lines: O_APPEND puts it at the end, as one line
+/// where the filesystem writes it whole (see `docs/protocol.md`, "Whole
+/// lines").
+pub const APPEND_GRACE: Duration = Duration::from_secs(5);
 
 fn registry() -> &'static Mutex<HashMap<std::path::PathBuf, Arc<Held>>> {
     static REG: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<Held>>>> = OnceLock::new();
@@ -156,11 +178,14 @@ impl Held {
                 shared: false,
                 refs: 1,
                 lost: None,
-                transcript: Transcript::default(),
+                torn: None,
                 reclaimed: None,
                 lost_wakers: Vec::new(),
             }),
             lost_cv: Condvar::new(),
+            writer: Mutex::new(Transcript::default()),
+            writing: Mutex::new(false),
+            write_idle: Condvar::new(),
         });
         lock_registry().insert(held.paths.lock.clone(), held.clone());
         let deadline = held
@@ -267,8 +292,90 @@ impl Held {
         }
         self.set_dead();
         st.sentinel = None;
-        st.transcript.close();
+        self.close_transcript();
         outcome
+    }
+
+    /// Close the transcript's descriptor unless an append (stuck past
+    /// [`APPEND_GRACE`]) still uses it; that one is closed with the hold.
+    fn close_transcript(&self) {
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.close();
+        }
+    }
+
+    /// Enter the write gate: wait for an append in flight on another
+    /// thread (nested guards) to finish. `None` once the hold is no longer
+    /// live (a release went ahead of a stuck append): the caller reports
+    /// the loss.
+    fn enter_write(&self) -> Option<WriteTurn<'_>> {
+        let mut busy = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            if !self.is_live() {
+                return None;
+            }
+            busy = self
+                .write_idle
+                .wait(busy)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *busy = true;
+        Some(WriteTurn(self))
+    }
+
+    /// Run `f` on the transcript writer while the lock is held: enter the
+    /// write gate (a release now waits for us, within the grace), check the
+    /// hold (lost flag, lock path identity), then write without the state
+    /// lock.
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Transcript) -> Result<T>) -> Result<T> {
+        let lost = || {
+            let st = self.state();
+            Error::from(Repr::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason: st.lost.clone().unwrap_or(LostReason::ReleasedAll),
+            })
+        };
+        let Some(_turn) = self.enter_write() else {
+            return Err(lost());
+        };
+        {
+            let mut st = self.state();
+            self.check_locked(&mut st)?;
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        crate::fault::hit("append.before_write");
+        let out = f(&mut w);
+        if w.torn.is_some() {
+            let torn = w.torn.clone();
+            drop(w);
+            self.state().torn = torn;
+        }
+        out
+    }
+
+    /// Before releasing: wait for an append in flight, for at most
+    /// [`APPEND_GRACE`]. The returned guard keeps new appends from entering
+    /// until the release is done (they then find the hold released).
+    fn quiesce(&self) -> MutexGuard<'_, bool> {
+        let deadline = Instant::now() + APPEND_GRACE;
+        let mut busy = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    lock_path = %self.paths.lock.display(),
+                    grace_ms = APPEND_GRACE.as_millis() as u64,
+                    "an append has been stuck in a write for longer than the grace; releasing the lock without waiting for it"
+                );
+                break;
+            }
+            busy = self
+                .write_idle
+                .wait_timeout(busy, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        busy
     }
 
     fn unregister(self: &Arc<Held>) {
@@ -305,6 +412,7 @@ impl Held {
     /// still ours, drop the witness, mark every guard lost. Returns false if
     /// the lock was already released or lost.
     pub(crate) fn force_release(self: &Arc<Held>, reason: LostReason) -> bool {
+        let gate = self.quiesce();
         let mut st = self.state();
         if st.witness.is_none() || st.lost.is_some() {
             return false;
@@ -314,6 +422,9 @@ impl Held {
         }
         self.mark_lost(&mut st, reason);
         drop(st);
+        drop(gate);
+        // Appends waiting behind a stuck one find the hold gone.
+        self.write_idle.notify_all();
         self.unregister();
         true
     }
@@ -337,6 +448,12 @@ impl Held {
         if st.refs > 0 {
             return Ok(());
         }
+        // The last guard: let an append in flight (a nested guard's, on
+        // another thread) finish first, within the grace.
+        drop(st);
+        let gate = self.quiesce();
+        let mut st = self.state();
+        let gate_held = gate;
         if let Some(reason) = st.lost.clone() {
             drop(st);
             self.unregister();
@@ -350,6 +467,9 @@ impl Held {
             self.mark_lost(&mut st, reason.clone());
         }
         drop(st);
+        drop(gate_held);
+        // Appends waiting behind a stuck one find the hold gone.
+        self.write_idle.notify_all();
         self.unregister();
         outcome
     }
@@ -372,7 +492,7 @@ impl Held {
             // Close the witness (never unlink: the path is not ours).
             st.witness = None;
             st.sentinel = None;
-            st.transcript.close();
+            self.close_transcript();
             self.mark_lost(st, reason.clone());
             return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
@@ -380,6 +500,17 @@ impl Held {
             }));
         }
         Ok(())
+    }
+}
+
+/// An append's turn at the transcript (see [`Held::enter_write`]); ends
+/// when dropped.
+struct WriteTurn<'a>(&'a Held);
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        *self.0.writing.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.write_idle.notify_all();
     }
 }
 
@@ -625,8 +756,8 @@ impl LockGuard {
     /// Append one whole line to the guarded transcript: ownership is checked
     /// first (lost flag and lock path identity), then the line plus `\n` goes
     /// out in a single `write` on an `O_APPEND` descriptor, while the check
-    /// still holds (a forced release waits for an in-flight append and an
-    /// append after it is refused).
+    /// still holds (a release, forced or not, waits for an append in flight,
+    /// for at most [`APPEND_GRACE`], and an append after it is refused).
     ///
     /// Whole lines only: before the first write of a hold, a torn last line
     /// left by a writer that died mid-line is moved to a sidecar file (see
@@ -676,9 +807,7 @@ impl LockGuard {
         L: AsRef<[u8]>,
     {
         let held = file_or_etcd!(self, e => e.append_lines(lines, sync));
-        let mut st = held.state();
-        held.check_locked(&mut st)?;
-        st.transcript.append(&held.paths.target, lines, sync)
+        held.with_writer(|w| w.append(&held.paths.target, lines, sync))
     }
 
     /// What this guard took over, if the writer before it did not finish
@@ -716,7 +845,7 @@ impl LockGuard {
         let (reclaimed, torn) = match &self.inner {
             Inner::File(held) => {
                 let st = held.state();
-                (st.reclaimed.clone(), st.transcript.torn.clone())
+                (st.reclaimed.clone(), st.torn.clone())
             }
             #[cfg(feature = "etcd")]
             Inner::Etcd(e) => (None, e.torn_tail()),
@@ -743,9 +872,7 @@ impl LockGuard {
     /// the transcript cannot be opened, read, copied or truncated.
     pub fn repair_torn_tail(&self) -> Result<Option<TornTail>> {
         let held = file_or_etcd!(self, e => e.repair_torn_tail());
-        let mut st = held.state();
-        held.check_locked(&mut st)?;
-        st.transcript.repair_tail(&held.paths.target)
+        held.with_writer(|w| w.repair_tail(&held.paths.target))
     }
 
     /// Release the lock: remove the lock file if it still names ours, then

@@ -41,7 +41,7 @@ fn main() -> Res<()> {
     println!("{} holder: acquired (max hold {:?})", t(), guard.max_hold());
 
     // The successor: another thread of this process waits like any
-    // contender (only the holding thread itself would get WouldDeadlock).
+    // contender, woken in-process when the hold ends.
     let (acquired_tx, acquired_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let path = transcript.clone();

@@ -22,8 +22,6 @@ pub enum ErrorKind {
     /// The holder is alive but old (`too-old`, `hold-exceeded`), and the
     /// caller asked to fail fast on that ([`crate::LockOptions::fail_on_stale`]).
     Stale,
-    /// This thread already holds the lock; waiting would never end.
-    WouldDeadlock,
     /// The lock path is a directory, FIFO, socket, symlink or device.
     NotAFile,
     /// The guard no longer holds the lock (max hold exceeded, lock file
@@ -87,6 +85,18 @@ pub enum LostReason {
     Replaced,
     /// `release_all` force-released every lock of this process.
     ReleasedAll,
+    /// The hold ended normally: its last guard was released or dropped.
+    /// What [`crate::LockGuard::lost`] futures and
+    /// [`crate::LockGuard::wait_lost`] report then, so that a task watching
+    /// for a loss always ends.
+    Released,
+    /// This guard was inherited across `fork(2)`: the lock is held by the
+    /// parent process (`pid`), not by this one. The child can neither write
+    /// through it nor release it; dropping it leaves the parent's lock alone.
+    Inherited {
+        /// The process that holds the lock.
+        pid: u32,
+    },
     /// etcd backend: the lease may have expired (no renewal acknowledged
     /// before the local deadline) or the server says it is gone.
     LeaseExpired {
@@ -115,6 +125,11 @@ impl fmt::Display for LostReason {
                 f.write_str("the lock file was replaced by someone else's lock")
             }
             LostReason::ReleasedAll => f.write_str("release_all() released it"),
+            LostReason::Released => f.write_str("it was released normally"),
+            LostReason::Inherited { pid } => write!(
+                f,
+                "this guard was inherited across fork: the lock is held by process {pid}, not by this one"
+            ),
             LostReason::LeaseExpired { detail } => write!(f, "the etcd lease expired: {detail}"),
             LostReason::KeyDeleted { key } => {
                 write!(f, "our etcd key {key} was deleted by someone else")
@@ -167,15 +182,6 @@ pub(crate) enum Repr {
         owner: Box<Owner>,
         /// Why it is reported stale.
         reasons: Vec<Reason>,
-    },
-    /// See [`ErrorKind::WouldDeadlock`].
-    #[error(
-        "would deadlock: this thread already holds the lock {}; derive a nested guard with LockGuard::nested() or release the first guard",
-        lock_path.display()
-    )]
-    WouldDeadlock {
-        /// The lock file.
-        lock_path: PathBuf,
     },
     /// See [`ErrorKind::NotAFile`].
     #[error("lock path {} is a {what}, not a regular file; it was left untouched (remove it by hand if nothing uses it)", lock_path.display())]
@@ -280,7 +286,6 @@ impl Error {
             Repr::Busy { .. } => ErrorKind::Busy,
             Repr::Timeout { .. } => ErrorKind::Timeout,
             Repr::Stale { .. } => ErrorKind::Stale,
-            Repr::WouldDeadlock { .. } => ErrorKind::WouldDeadlock,
             Repr::NotAFile { .. } => ErrorKind::NotAFile,
             Repr::LockLost { .. } => ErrorKind::LockLost,
             Repr::Io { source, .. } => match source.kind() {
@@ -298,7 +303,6 @@ impl Error {
             Repr::Busy { lock_path, .. }
             | Repr::Timeout { lock_path, .. }
             | Repr::Stale { lock_path, .. }
-            | Repr::WouldDeadlock { lock_path }
             | Repr::NotAFile { lock_path, .. }
             | Repr::LockLost { lock_path, .. } => lock_path,
             Repr::Io { path, .. } => path,

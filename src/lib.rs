@@ -71,10 +71,12 @@
 //! * A holder past its max hold (default 5 min) is force-released by the
 //!   watchdog thread; code that writes the transcript by other means than
 //!   the guard must call [`LockGuard::check`] first.
-//! * The same thread acquiring a lock it already holds fails at once with
-//!   [`ErrorKind::WouldDeadlock`]; use [`LockGuard::nested`] for explicit
-//!   re-entrancy. Other threads and tasks of the process wait like any
-//!   contender.
+//! * A second `acquire` of a lock that another guard of this process holds
+//!   waits for that guard's release, woken in-process, whatever thread or
+//!   task holds the guard now (guards are `Send`: no error can prove that
+//!   waiting is futile). So a thread that acquires a lock it still holds
+//!   itself waits until its timeout (a warning says so when it starts);
+//!   use [`LockGuard::nested`] for re-entrancy.
 //! * Host names must be unique among hosts sharing a directory: a record from
 //!   another host (a different host name, and not the boot id of this
 //!   kernel) is never judged by pid, only by the witness and by age. A

@@ -50,8 +50,8 @@ impl Drop for Changed<'_> {
 /// Acquire with the default options (timeout 60 s).
 ///
 /// # Errors
-/// As [`crate::acquire`], except that there is no `WouldDeadlock`: tasks of
-/// one process wait for each other like any contenders.
+/// As [`crate::acquire`]: tasks of one process wait for each other like any
+/// contenders.
 ///
 /// # Examples
 /// ```

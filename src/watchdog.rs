@@ -40,7 +40,10 @@ struct Watchdog {
 
 fn watchdog() -> &'static Watchdog {
     static WD: OnceLock<Watchdog> = OnceLock::new();
-    static THREAD: std::sync::Once = std::sync::Once::new();
+    // The process whose watchdog thread runs: a child forked after the
+    // thread started has none (fork copies only the calling thread), so the
+    // first use in the child starts its own.
+    static THREAD_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let wd = WD.get_or_init(|| Watchdog {
         state: Mutex::new(State {
             deadlines: BTreeMap::new(),
@@ -48,14 +51,15 @@ fn watchdog() -> &'static Watchdog {
         }),
         cv: Condvar::new(),
     });
-    THREAD.call_once(|| {
+    let pid = std::process::id();
+    if THREAD_PID.swap(pid, Ordering::SeqCst) != pid {
         let spawned = std::thread::Builder::new()
             .name("session-lock-watchdog".into())
             .spawn(move || wd.run());
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start the session-lock watchdog thread; max hold is not enforced");
         }
-    });
+    }
     wd
 }
 

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// The safety margin between the local deadline and the server's lease
@@ -353,7 +352,6 @@ pub struct EtcdHold {
     ttl: Duration,
     acquired: Instant,
     max_hold: Duration,
-    thread: OnceLock<Option<ThreadId>>,
 }
 
 impl std::fmt::Debug for EtcdHold {
@@ -376,24 +374,6 @@ fn registry() -> MutexGuard<'static, HashMap<RegKey, Weak<EtcdHold>>> {
 
 fn reg_key(cfg: &EtcdBackend, key: &str) -> RegKey {
     (cfg.endpoints.clone(), cfg.prefix.clone(), key.to_owned())
-}
-
-/// Fail at once if this thread holds the same etcd lock.
-pub(crate) fn check_deadlock(cfg: &EtcdBackend, key: &str, opts: &LockOptions) -> Result<()> {
-    if opts.from_async {
-        return Ok(());
-    }
-    let held = registry().get(&reg_key(cfg, key)).and_then(Weak::upgrade);
-    if let Some(h) = held
-        && h.thread.get().copied().flatten() == Some(std::thread::current().id())
-        && h.shared.lost().is_none()
-        && !h.shared.state().finished
-    {
-        return Err(Error::from(Repr::WouldDeadlock {
-            lock_path: h.lock_path.clone(),
-        }));
-    }
-    Ok(())
 }
 
 /// Release every etcd lock of this process (see [`crate::release_all`]).
@@ -444,12 +424,10 @@ impl EtcdHold {
             ttl,
             acquired,
             max_hold: opts.max_hold,
-            thread: OnceLock::new(),
         })
     }
 
-    pub(crate) fn into_guard(self: Arc<Self>, thread: Option<ThreadId>) -> crate::LockGuard {
-        let _ = self.thread.set(thread);
+    pub(crate) fn into_guard(self: Arc<Self>) -> crate::LockGuard {
         registry().insert(reg_key(&self.cfg, &self.key), Arc::downgrade(&self));
         crate::LockGuard::from_etcd(self)
     }
@@ -534,6 +512,9 @@ impl EtcdHold {
             if let Some(r) = &st.lost {
                 return Some(r.clone());
             }
+            if st.finished {
+                return Some(LostReason::Released);
+            }
             let now = Instant::now();
             // Also wake at the local deadline, which no event announces.
             let mut wake = st.deadline;
@@ -562,6 +543,9 @@ impl EtcdHold {
         }
         if let Some(r) = &st.lost {
             return std::task::Poll::Ready(r.clone());
+        }
+        if st.finished {
+            return std::task::Poll::Ready(LostReason::Released);
         }
         if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             st.wakers.push(cx.waker().clone());

@@ -524,7 +524,6 @@ pub(crate) fn acquire_blocking(
     try_only: bool,
 ) -> Result<crate::LockGuard> {
     let (key, target) = lock_key(cfg, target)?;
-    hold::check_deadlock(cfg, &key, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
@@ -532,9 +531,8 @@ pub(crate) fn acquire_blocking(
         opts: opts.clone(),
         try_only,
     };
-    let thread = (!opts.from_async).then(|| std::thread::current().id());
     let hold = block(acquire(req))?;
-    Ok(hold.into_guard(thread))
+    Ok(hold.into_guard())
 }
 
 /// Async acquire / try_acquire.
@@ -554,7 +552,7 @@ pub(crate) async fn acquire_async(
         try_only,
     };
     let hold = run_async(acquire(req)).await?;
-    Ok(hold.into_guard(None))
+    Ok(hold.into_guard())
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or

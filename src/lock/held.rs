@@ -37,10 +37,27 @@ pub(crate) struct HeldState {
     /// The torn tail this hold moved out of the transcript (copied from the
     /// writer, so that `takeover` never waits for an append in flight).
     torn: Option<TornTail>,
+    /// Released normally by its last guard (see `LostReason::Released`).
+    released: bool,
     /// The lock this hold replaced, when the acquire reclaimed it: the
     /// dead holder's record (if readable) and the reasons.
     reclaimed: Option<(Option<OwnerRecord>, Vec<crate::Reason>)>,
     lost_wakers: Vec<Waker>,
+}
+
+impl Held {
+    /// Why the hold ended, if it did: lost, released normally, or (seen
+    /// from a forked child) not ours at all.
+    fn ended(&self, st: &HeldState) -> Option<LostReason> {
+        st.lost
+            .clone()
+            .or(st.released.then_some(LostReason::Released))
+            .or_else(|| {
+                (std::process::id() != self.owner_pid).then_some(LostReason::Inherited {
+                    pid: self.owner_pid,
+                })
+            })
+    }
 }
 
 /// One held lock. Shared by its guards, the registry and the watchdog.
@@ -99,36 +116,42 @@ fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>
 /// Whether this process holds the lock file with identity `id`.
 pub(crate) fn held_by_us(id: FileId) -> bool {
     // Only live holds: a lost one's inode number may be reused by a later
-    // lock file that is not ours.
-    lock_registry().values().any(|h| h.id == id && h.is_live())
+    // lock file that is not ours. Only our own: after fork(2) the child's
+    // registry still lists the parent's holds.
+    let pid = std::process::id();
+    lock_registry()
+        .values()
+        .any(|h| h.id == id && h.owner_pid == pid && h.is_live())
 }
 
-/// The holder of `lock_path` in this process, if any.
+/// The holder of `lock_path` in this process, if any (never one inherited
+/// across fork).
 pub(crate) fn holder(lock_path: &Path) -> Option<Arc<Held>> {
-    lock_registry().get(lock_path).cloned()
+    let pid = std::process::id();
+    lock_registry()
+        .get(lock_path)
+        .filter(|h| h.owner_pid == pid)
+        .cloned()
 }
 
-/// Every lock this process holds.
+/// Every lock this process holds (not those inherited across fork).
 pub(crate) fn all_held() -> Vec<Arc<Held>> {
-    lock_registry().values().cloned().collect()
-}
-
-/// Fail at once if the calling thread already holds `paths`.
-pub(crate) fn check_deadlock(paths: &LockPaths) -> Result<()> {
-    if let Some(h) = holder(&paths.lock)
-        && h.thread == Some(std::thread::current().id())
-        && h.is_live()
-    {
-        return Err(Error::from(Repr::WouldDeadlock {
-            lock_path: paths.lock.clone(),
-        }));
-    }
-    Ok(())
+    let pid = std::process::id();
+    lock_registry()
+        .values()
+        .filter(|h| h.owner_pid == pid)
+        .cloned()
+        .collect()
 }
 
 impl crate::watchdog::Expire for Held {
     /// Max hold reached: force-release and warn with the reference's wording.
     fn expire(self: Arc<Self>) {
+        if std::process::id() != self.owner_pid {
+            // A parent's hold, seen by a forked child's watchdog: not ours
+            // to release.
+            return;
+        }
         let held_ms = self.acquired.elapsed().as_millis() as u64;
         let max_hold_ms = self.max_hold.as_millis() as u64;
         let reason = LostReason::MaxHoldExceeded {
@@ -178,6 +201,7 @@ impl Held {
                 shared: false,
                 refs: 1,
                 lost: None,
+                released: false,
                 torn: None,
                 reclaimed: None,
                 lost_wakers: Vec::new(),
@@ -198,6 +222,38 @@ impl Held {
         held
     }
 
+    /// For a blocking contender in this process: sleep until this hold
+    /// ends (release, loss) or `until`. True if it ended.
+    pub(crate) fn wait_end(&self, until: Instant) -> bool {
+        let mut st = self.state();
+        while self.is_live() {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            st = self
+                .lost_cv
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Warn when the thread about to wait for this hold is the one that
+    /// acquired it. No error: a guard is `Send` and may have moved to a
+    /// thread that will drop it, so waiting may well succeed, and nothing
+    /// can prove otherwise; but if the guard is still here, the wait ends
+    /// only at its timeout.
+    pub(crate) fn warn_if_same_thread(&self) {
+        if self.thread == Some(std::thread::current().id()) {
+            tracing::warn!(
+                lock_path = %self.paths.lock.display(),
+                "this thread waits for a lock that it acquired itself: unless that guard has moved to another thread, this waits until the timeout; derive a nested guard with LockGuard::nested() instead"
+            );
+        }
+    }
+
     /// Record the lock this hold replaced (see [`LockGuard::takeover`]).
     pub(crate) fn set_reclaimed(&self, previous: Option<OwnerRecord>, reasons: Vec<crate::Reason>) {
         self.state().reclaimed = Some((previous, reasons));
@@ -210,7 +266,7 @@ impl Held {
     /// Held and not lost. Lock-free on purpose: inspections in this process
     /// ask it while the hold's state may be locked by a release or an
     /// append in progress, and must not wait for those.
-    fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.live.load(std::sync::atomic::Ordering::Acquire)
     }
 
@@ -221,7 +277,9 @@ impl Held {
     /// Does the lock path still name our file? Err(reason) if not.
     fn verify_path(&self) -> std::result::Result<(), LostReason> {
         if std::process::id() != self.owner_pid {
-            return Err(LostReason::Replaced);
+            return Err(LostReason::Inherited {
+                pid: self.owner_pid,
+            });
         }
         match std::fs::symlink_metadata(&self.paths.lock) {
             Ok(meta) if sys::file_id(&meta) == self.id => Ok(()),
@@ -463,8 +521,16 @@ impl Held {
             }));
         }
         let outcome = self.remove_file(&mut st);
-        if let Some(reason) = outcome.as_ref().err().and_then(Error::lost_reason) {
-            self.mark_lost(&mut st, reason.clone());
+        match outcome.as_ref().err().and_then(Error::lost_reason) {
+            Some(reason) => self.mark_lost(&mut st, reason.clone()),
+            None => {
+                // Ended normally: loss watchers end too.
+                st.released = true;
+                for w in st.lost_wakers.drain(..) {
+                    w.wake();
+                }
+                self.lost_cv.notify_all();
+            }
         }
         drop(st);
         drop(gate_held);
@@ -647,16 +713,20 @@ impl LockGuard {
         held.state().lost.clone()
     }
 
-    /// Block until the lock is lost or `timeout` passes (`None`: forever).
-    /// Returns the reason, or `None` on timeout. Only forced releases and
-    /// losses seen by [`LockGuard::check`] wake it.
+    /// Block until the hold ends or `timeout` passes (`None`: forever).
+    /// Returns the reason, or `None` on timeout: a loss (forced release, or
+    /// one seen by [`LockGuard::check`] or an append), or
+    /// [`LostReason::Released`] once the hold's last guard was released
+    /// (possible while this guard waits only through a nested guard, or a
+    /// forked child's view of it: [`LostReason::Inherited`] is reported at
+    /// once there).
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
         let held = file_or_etcd!(self, e => e.wait_lost(timeout));
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = held.state();
         loop {
-            if let Some(r) = &st.lost {
-                return Some(r.clone());
+            if let Some(r) = held.ended(&st) {
+                return Some(r);
             }
             match deadline {
                 None => {
@@ -728,8 +798,10 @@ impl LockGuard {
         Ok(())
     }
 
-    /// A future that resolves with the reason when the lock is lost (usable
-    /// from any async runtime; it needs no timer).
+    /// A future that resolves when the hold ends, with the reason: a loss,
+    /// or [`LostReason::Released`] after a normal release, so a task that
+    /// watches it always ends (usable from any async runtime; it needs no
+    /// timer).
     pub fn lost(&self) -> Lost {
         Lost {
             inner: self.inner.clone(),
@@ -924,8 +996,8 @@ impl std::future::Future for Lost {
     ) -> std::task::Poll<LostReason> {
         let held = file_or_etcd!(self, e => e.poll_lost(cx));
         let mut st = held.state();
-        if let Some(r) = &st.lost {
-            return std::task::Poll::Ready(r.clone());
+        if let Some(r) = held.ended(&st) {
+            return std::task::Poll::Ready(r);
         }
         if !st.lost_wakers.iter().any(|w| w.will_wake(cx.waker())) {
             st.lost_wakers.push(cx.waker().clone());

@@ -801,9 +801,10 @@ pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
 /// Acquire the lock on `target` with the default options (timeout 60 s).
 ///
 /// # Errors
-/// `Timeout` (naming the owner) if the lock stayed held, `WouldDeadlock`
-/// if this thread already holds it, `NotAFile` if something other than a
-/// regular file sits at the lock path, `Io`/`PermissionDenied` otherwise.
+/// `Timeout` (naming the owner) if the lock stayed held (also when this
+/// thread still holds it itself: see "Hazards" in the crate docs),
+/// `NotAFile` if something other than a regular file sits at the lock
+/// path, `Io`/`PermissionDenied` otherwise.
 ///
 /// # Examples
 /// ```
@@ -842,9 +843,9 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
         return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, false);
     }
     let paths = LockPaths::resolve(target)?;
-    held::check_deadlock(&paths)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut acq = Acquirer::new(&paths, opts);
+    let mut warned = false;
     let mut watch: Option<wait::BlockingWatch> = None;
     loop {
         if let Some(w) = watch.as_mut() {
@@ -882,7 +883,18 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                     continue;
                 }
                 let until = deadline.map_or(recheck, |d| d.min(recheck));
-                acq.woken_by_event = w.wait(until);
+                acq.woken_by_event = match held::holder(&paths.lock) {
+                    // Held by another guard of this process: woken
+                    // in-process when that hold ends, no kernel round trip.
+                    Some(h) if h.is_live() => {
+                        if !warned {
+                            warned = true;
+                            h.warn_if_same_thread();
+                        }
+                        h.wait_end(until)
+                    }
+                    _ => w.wait(until),
+                };
                 count_wake(
                     acq.woken_by_event,
                     acq.settle_delay().is_none() && deadline.is_none_or(|d| recheck < d),
@@ -959,7 +971,6 @@ pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockG
         return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, true);
     }
     let paths = LockPaths::resolve(target)?;
-    held::check_deadlock(&paths)?;
     try_once(&paths, opts)
 }
 

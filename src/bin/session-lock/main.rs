@@ -285,9 +285,7 @@ fn main() -> ExitCode {
 pub(crate) fn fail(err: &Error) -> u8 {
     eprintln!("session-lock: {err}");
     match err.kind() {
-        ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale | ErrorKind::WouldDeadlock => {
-            EXIT_NOT_OBTAINED
-        }
+        ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale => EXIT_NOT_OBTAINED,
         ErrorKind::LockLost => EXIT_LOST,
         _ => EXIT_IO,
     }

@@ -141,9 +141,7 @@ fn main() -> ExitCode {
 fn fail(err: &Error) -> u8 {
     eprintln!("session-lock: {err}");
     match err.kind() {
-        ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale | ErrorKind::WouldDeadlock => {
-            EXIT_NOT_OBTAINED
-        }
+        ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale => EXIT_NOT_OBTAINED,
         ErrorKind::LockLost => EXIT_LOST,
         _ => EXIT_IO,
     }

@@ -1,0 +1,101 @@
+//! fork(2) next to held locks. Its own test binary with one test, so that
+//! no other test's thread is inside the library when the process forks.
+
+mod common;
+
+use common::{WAIT, within};
+use session_lock::{ErrorKind, LockOptions, LostReason};
+use std::time::Duration;
+
+/// A forked child starts with no holds of its own: the parent's lock is
+/// `Busy` for it, its copy of the parent's guard says it is inherited and
+/// removes nothing, and a lock it takes with a max hold is released by a
+/// watchdog of its own. The parent's guard keeps working.
+#[test]
+fn a_forked_child_has_no_holds_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let other = dir.path().join("child.jsonl");
+    let g = session_lock::acquire(&t).unwrap();
+    // Start the parent's watchdog thread, so the child inherits a process
+    // whose watchdog ran (and has no thread for it).
+    let warm = session_lock::acquire_with(
+        dir.path().join("warm.jsonl"),
+        &LockOptions::new().max_hold(Duration::from_secs(60)),
+    )
+    .unwrap();
+    warm.release().unwrap();
+    let parent = std::process::id();
+    // SAFETY: the child only runs this crate's code and `_exit`s; this test
+    // binary has this one test, so no other thread can hold a lock of the
+    // library at the fork (the allocator's are fork-safe in glibc).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            child(&t, &other, &g, parent)
+        }))
+        .map_or(90, |r| match r {
+            Ok(()) => 0,
+            Err(step) => step,
+        });
+        // SAFETY: ends the child without running the parent's destructors
+        // or the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // Bounded: the child's own steps are bounded; a hang fails here.
+    let waited = within(WAIT, "the forked child", move || {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        (r, status)
+    });
+    assert_eq!(waited.0, pid);
+    let status = waited.1;
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed at step {} (status {status:#x})",
+        libc::WEXITSTATUS(status)
+    );
+    g.check().expect("the parent still holds its lock");
+    g.append_line("{\"from\":\"parent\"}").unwrap();
+    g.release().unwrap();
+}
+
+/// The child's checks; `Err(step)` names the first that failed.
+fn child(
+    t: &std::path::Path,
+    other: &std::path::Path,
+    g: &session_lock::LockGuard,
+    parent: u32,
+) -> Result<(), i32> {
+    // 1. The parent's lock is someone else's.
+    match session_lock::try_acquire(t, &LockOptions::new()) {
+        Err(e) if e.kind() == ErrorKind::Busy && e.owner().and_then(|o| o.pid) == Some(parent) => {}
+        _ => return Err(1),
+    }
+    // 2. The inherited guard says so, and writes nothing.
+    match g.check() {
+        Err(e) if e.lost_reason() == Some(&LostReason::Inherited { pid: parent }) => {}
+        _ => return Err(2),
+    }
+    if g.append_line("{\"from\":\"child\"}").is_ok() {
+        return Err(3);
+    }
+    // 3. A lock of the child's own is released by the child's watchdog.
+    let mine = session_lock::acquire_with(
+        other,
+        &LockOptions::new()
+            .timeout(Duration::from_secs(5))
+            .max_hold(Duration::from_millis(100)),
+    )
+    .map_err(|_| 4)?;
+    match mine.wait_lost(Some(Duration::from_secs(20))) {
+        Some(LostReason::MaxHoldExceeded { .. }) => {}
+        _ => return Err(5),
+    }
+    if other.with_extension("jsonl.lock").exists() {
+        return Err(6);
+    }
+    Ok(())
+}

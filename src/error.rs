@@ -93,26 +93,25 @@ pub(crate) enum NameProblem {
     },
 }
 
-impl fmt::Display for NameProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NameProblem::ProtocolName { what, of } => write!(
-                f,
-                "is a {what} of the session lock protocol, not a transcript; did you mean {}?",
-                of.display()
-            ),
-            NameProblem::TooLong {
-                len,
-                name_max,
-                longest,
-            } => write!(
-                f,
-                "is too long to lock: the protocol derives names up to {} bytes longer \
-                 (`.<name>.lock.<token>.tmp`) and this filesystem allows {name_max} bytes per name, \
-                 so the longest transcript name that works here is {longest} bytes (this one has {len})",
-                name_max.saturating_sub(*longest),
-            ),
-        }
+fn invalid_name_message(path: &Path, problem: &NameProblem) -> String {
+    match problem {
+        NameProblem::ProtocolName { what, of } => format!(
+            "{} is a {what} of the session lock protocol, not a transcript; did you mean {}?",
+            path.display(),
+            of.display()
+        ),
+        NameProblem::TooLong {
+            len,
+            name_max,
+            longest,
+        } => format!(
+            "transcript name too long to lock: {} ({len} bytes); the protocol derives names \
+             up to {} bytes longer (`.<name>.lock.<token>.tmp`) and this filesystem allows \
+             {name_max} bytes per name, so the longest transcript name that works here is \
+             {longest} bytes",
+            path.display(),
+            name_max.saturating_sub(*longest),
+        ),
     }
 }
 
@@ -267,7 +266,7 @@ pub(crate) enum Repr {
         role: &'static str,
     },
     /// See [`ErrorKind::InvalidName`].
-    #[error("transcript {} {problem}", path.display())]
+    #[error("{}", invalid_name_message(path, problem))]
     InvalidName {
         /// The transcript path as given.
         path: PathBuf,

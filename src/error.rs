@@ -354,8 +354,8 @@ impl From<Error> for io::Error {
 
 impl Error {
     /// An I/O error about `path` while doing `op` ("create lock file", ...).
-    /// An error the platform layer made for a file of the wrong type
-    /// ([`NotRegular`]) becomes [`ErrorKind::NotAFile`].
+    /// An error the crate's platform layer made for a file of the wrong
+    /// type (a FIFO at the transcript, ...) becomes [`ErrorKind::NotAFile`].
     pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
         if let Some(nr) = source
             .get_ref()

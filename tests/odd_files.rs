@@ -212,7 +212,7 @@ fn a_character_device_at_the_transcript_is_never_written() {
 /// nothing hangs or is removed.
 #[test]
 fn odd_files_at_the_queue_and_slot_names_never_hang() {
-    for odd in [Odd::Fifo, Odd::Socket, Odd::Dir] {
+    for odd in [Odd::Fifo, Odd::Socket, Odd::Dir, Odd::CharDevice] {
         for at in ["queue", "slot"] {
             let dir = tempfile::tempdir().unwrap();
             let t = dir.path().join("s.jsonl");
@@ -220,7 +220,10 @@ fn odd_files_at_the_queue_and_slot_names_never_hang() {
                 "queue" => dir.path().join("s.jsonl.lock.queue"),
                 _ => dir.path().join(".s.jsonl.lock.w0.tmp"),
             };
-            odd.plant(&name).unwrap();
+            if let Err(why) = odd.plant(&name) {
+                println!("skipped {odd:?} at the {at} name: {why}");
+                continue;
+            }
             let what = format!("{odd:?} at the {at} name");
             // Uncontended, in-process.
             let t2 = t.clone();
@@ -419,7 +422,16 @@ fn hostile_umasks_leave_private_files_the_same_user_can_take_over() {
         println!("skipped: needs root and setpriv(1) to run as uid {USER}");
         return;
     }
-    for umask in ["0277", "0477"] {
+    // Each publish path: witness slots, named temp files (no slots
+    // either), O_TMPFILE (no slots).
+    for (umask, path_env) in [
+        ("0277", None),
+        ("0477", None),
+        ("0477", Some("SESSION_LOCK_NO_TMPFILE")),
+        ("0277", Some("SESSION_LOCK_NO_SLOTS")),
+    ] {
+        let umask_and_path = format!("umask {umask}, {path_env:?}");
+        let umask_and_path = umask_and_path.as_str();
         let root = tempfile::tempdir().unwrap();
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let (session_lock_bin, helper_bin) = binaries_for_others(root.path());
@@ -430,7 +442,11 @@ fn hostile_umasks_leave_private_files_the_same_user_can_take_over() {
         let t = dir.join("s.jsonl");
 
         // A holder of that user under that umask, SIGKILLed mid-hold.
-        let mut holder = as_user_with_umask(umask, &helper_bin, &[os("__hold"), os(&t)])
+        let mut holder = as_user_with_umask(umask, &helper_bin, &[os("__hold"), os(&t)]);
+        if let Some(var) = path_env {
+            holder.env(var, "1");
+        }
+        let mut holder = holder
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -441,32 +457,35 @@ fn hostile_umasks_leave_private_files_the_same_user_can_take_over() {
             BufReader::new(stdout).read_line(&mut l).unwrap();
             l
         });
-        assert!(line.starts_with("ready"), "umask {umask}: {line:?}");
-        assert_eq!(mode(&lock_of(&t)), 0o600, "umask {umask}: lock file");
+        assert!(line.starts_with("ready"), "{umask_and_path}: {line:?}");
+        assert_eq!(mode(&lock_of(&t)), 0o600, "{umask_and_path}: lock file");
         holder.kill().unwrap();
         wait_child(&mut holder, FAST, "killed holder");
 
         // The same user takes over, under the same umask, twice (the
         // transcript it created must still be writable to it).
         for line in ["one", "two"] {
-            let c = as_user_with_umask(
+            let mut c = as_user_with_umask(
                 umask,
                 &session_lock_bin,
                 &[os("append"), os("-w"), os("5"), os(&t), os(line)],
             );
+            if let Some(var) = path_env {
+                c.env(var, "1");
+            }
             let out = run_bounded(c, FAST, "takeover by the same user");
             assert_eq!(
                 out.status.code(),
                 Some(0),
-                "umask {umask}: takeover failed: {}",
+                "{umask_and_path}: takeover failed: {}",
                 stderr(&out)
             );
         }
         assert_eq!(std::fs::read_to_string(&t).unwrap(), "one\ntwo\n");
-        assert!(!lock_of(&t).exists(), "umask {umask}: lock left behind");
+        assert!(!lock_of(&t).exists(), "{umask_and_path}: lock left behind");
         for n in all_names(&dir) {
             let p = dir.join(&n);
-            assert_eq!(mode(&p), 0o600, "umask {umask}: {n}");
+            assert_eq!(mode(&p), 0o600, "{umask_and_path}: {n}");
         }
     }
 }

@@ -33,6 +33,84 @@ pub enum ErrorKind {
     Io,
     /// This platform or filesystem cannot provide the lock.
     Unsupported,
+    /// The transcript's name cannot be locked: it is itself a name of the
+    /// lock protocol (a lock, queue, reclaim guard, witness slot or temp
+    /// file; see [`Error::suggestion`]), or a name derived from it would be
+    /// longer than the filesystem allows (see [`Error::longest_name`]).
+    InvalidName,
+}
+
+/// What the platform layer puts inside an [`io::Error`] when a file it
+/// opened (without blocking, without following a symlink) turned out not to
+/// be a regular file: [`Error::io`] turns it into [`ErrorKind::NotAFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotRegular {
+    /// Which of our names it is ("transcript").
+    pub role: &'static str,
+    /// What was found there ("FIFO", "socket", ...).
+    pub what: &'static str,
+}
+
+impl fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} is a {}, not a regular file",
+            self.role, self.what
+        )
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+impl NotRegular {
+    /// As an [`io::Error`] of kind `InvalidInput`.
+    pub(crate) fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, self)
+    }
+}
+
+/// Why a transcript name was refused ([`ErrorKind::InvalidName`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NameProblem {
+    /// The name is one the protocol derives from the transcript `of`.
+    ProtocolName {
+        /// "lock file", "queue file", "reclaim guard", "witness slot", "temp file".
+        what: &'static str,
+        /// The transcript it belongs to.
+        of: PathBuf,
+    },
+    /// A derived name would exceed the directory's name limit.
+    TooLong {
+        /// The transcript name's length in bytes.
+        len: usize,
+        /// The filesystem's limit on one name, in bytes.
+        name_max: usize,
+        /// The longest transcript name that works there, in bytes.
+        longest: usize,
+    },
+}
+
+fn invalid_name_message(path: &Path, problem: &NameProblem) -> String {
+    match problem {
+        NameProblem::ProtocolName { what, of } => format!(
+            "{} is a {what} of the session lock protocol, not a transcript; did you mean {}?",
+            path.display(),
+            of.display()
+        ),
+        NameProblem::TooLong {
+            len,
+            name_max,
+            longest,
+        } => format!(
+            "transcript name too long to lock: {} ({len} bytes); the protocol derives names \
+             up to {} bytes longer (`.<name>.lock.<token>.tmp`) and this filesystem allows \
+             {name_max} bytes per name, so the longest transcript name that works here is \
+             {longest} bytes",
+            path.display(),
+            name_max.saturating_sub(*longest),
+        ),
+    }
 }
 
 /// Who holds a lock, as far as inspection could tell. Displays in the
@@ -184,12 +262,22 @@ pub(crate) enum Repr {
         reasons: Vec<Reason>,
     },
     /// See [`ErrorKind::NotAFile`].
-    #[error("lock path {} is a {what}, not a regular file; it was left untouched (remove it by hand if nothing uses it)", lock_path.display())]
+    #[error("{role} {} is a {what}, not a regular file; it was left untouched (remove it by hand if nothing uses it)", lock_path.display())]
     NotAFile {
-        /// The lock path.
+        /// The path.
         lock_path: PathBuf,
         /// What was found there.
         what: &'static str,
+        /// Which of our names it is ("lock path", "transcript").
+        role: &'static str,
+    },
+    /// See [`ErrorKind::InvalidName`].
+    #[error("{}", invalid_name_message(path, problem))]
+    InvalidName {
+        /// The transcript path as given.
+        path: PathBuf,
+        /// Why it was refused.
+        problem: NameProblem,
     },
     /// See [`ErrorKind::LockLost`].
     #[error("lock lost: {reason}: {}", lock_path.display())]
@@ -252,15 +340,15 @@ impl std::error::Error for Error {
 }
 
 impl From<Error> for io::Error {
-    /// `Busy` becomes `WouldBlock`, `Timeout` `TimedOut`, `NotAFile`
-    /// `InvalidInput`, `PermissionDenied` and `Unsupported` keep their kind,
+    /// `Busy` becomes `WouldBlock`, `Timeout` `TimedOut`, `NotAFile` and
+    /// `InvalidName` `InvalidInput`, `PermissionDenied` and `Unsupported` keep their kind,
     /// an I/O error keeps its OS kind; the rest are `Other`. The message and
     /// the source are this error.
     fn from(e: Error) -> io::Error {
         let kind = match e.kind() {
             ErrorKind::Busy => io::ErrorKind::WouldBlock,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
-            ErrorKind::NotAFile => io::ErrorKind::InvalidInput,
+            ErrorKind::NotAFile | ErrorKind::InvalidName => io::ErrorKind::InvalidInput,
             ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::Io => e.io_error().map_or(io::ErrorKind::Other, io::Error::kind),
@@ -272,7 +360,19 @@ impl From<Error> for io::Error {
 
 impl Error {
     /// An I/O error about `path` while doing `op` ("create lock file", ...).
+    /// An error the crate's platform layer made for a file of the wrong
+    /// type (a FIFO at the transcript, ...) becomes [`ErrorKind::NotAFile`].
     pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+        if let Some(nr) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<NotRegular>())
+        {
+            return Error::from(Repr::NotAFile {
+                lock_path: path.to_owned(),
+                what: nr.what,
+                role: nr.role,
+            });
+        }
         Error::from(Repr::Io {
             op,
             path: path.to_owned(),
@@ -287,6 +387,7 @@ impl Error {
             Repr::Timeout { .. } => ErrorKind::Timeout,
             Repr::Stale { .. } => ErrorKind::Stale,
             Repr::NotAFile { .. } => ErrorKind::NotAFile,
+            Repr::InvalidName { .. } => ErrorKind::InvalidName,
             Repr::LockLost { .. } => ErrorKind::LockLost,
             Repr::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -305,7 +406,7 @@ impl Error {
             | Repr::Stale { lock_path, .. }
             | Repr::NotAFile { lock_path, .. }
             | Repr::LockLost { lock_path, .. } => lock_path,
-            Repr::Io { path, .. } => path,
+            Repr::Io { path, .. } | Repr::InvalidName { path, .. } => path,
         }
     }
 
@@ -360,6 +461,32 @@ impl Error {
     pub fn found(&self) -> Option<&'static str> {
         match &*self.0 {
             Repr::NotAFile { what, .. } => Some(what),
+            _ => None,
+        }
+    }
+
+    /// For [`ErrorKind::InvalidName`] on a name of the lock protocol
+    /// (`x.jsonl.lock`, `x.jsonl.lock.queue`, ...): the transcript it
+    /// belongs to (`x.jsonl`), probably the one meant.
+    pub fn suggestion(&self) -> Option<&Path> {
+        match &*self.0 {
+            Repr::InvalidName {
+                problem: NameProblem::ProtocolName { of, .. },
+                ..
+            } => Some(of),
+            _ => None,
+        }
+    }
+
+    /// For [`ErrorKind::InvalidName`] on a name too long for its
+    /// filesystem: the longest transcript name, in bytes, that works in
+    /// that directory.
+    pub fn longest_name(&self) -> Option<usize> {
+        match &*self.0 {
+            Repr::InvalidName {
+                problem: NameProblem::TooLong { longest, .. },
+                ..
+            } => Some(*longest),
             _ => None,
         }
     }

@@ -376,6 +376,7 @@ fn not_a_file(path: &Path, meta: &std::fs::Metadata) -> Error {
     Error::from(Repr::NotAFile {
         lock_path: path.to_owned(),
         what: sys::file_kind(meta.file_type()),
+        role: "lock path",
     })
 }
 

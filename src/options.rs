@@ -68,6 +68,7 @@ pub struct LockOptions {
     pub(crate) backend: crate::Backend,
     /// Called once when a wait has lasted this long (see `on_wait`).
     pub(crate) on_wait: Option<WaitHook>,
+    pub(crate) create_dirs: bool,
 }
 
 /// The contention hook of [`LockOptions::on_wait`].
@@ -105,6 +106,7 @@ impl Default for LockOptions {
             from_async: false,
             backend: crate::Backend::File,
             on_wait: None,
+            create_dirs: false,
         }
     }
 }
@@ -159,6 +161,16 @@ impl LockOptions {
     #[must_use]
     pub fn fail_on_stale(mut self, yes: bool) -> Self {
         self.fail_on_stale = yes;
+        self
+    }
+    /// Create the transcript's missing parent directories when acquiring,
+    /// each mode `0700` whatever the umask (the owner's only: a session
+    /// directory shared with others is a hazard, see
+    /// `docs/threat-model.md`). Default: off, as in `flock(1)`: a missing
+    /// directory is an error naming it, and nothing is created.
+    #[must_use]
+    pub fn create_dirs(mut self, yes: bool) -> Self {
+        self.create_dirs = yes;
         self
     }
     /// Where the lock lives: [`crate::Backend::File`] (the default) or,

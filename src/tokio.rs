@@ -79,7 +79,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
         return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, false).await;
     }
     tokio::task::yield_now().await;
-    let paths = LockPaths::resolve(target)?;
+    let paths = LockPaths::resolve_with(target, &opts)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut acq = Acquirer::new(&paths, &opts).look_first();
     let name = paths.lock.file_name().unwrap_or_default();
@@ -143,6 +143,6 @@ pub async fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result
     if let crate::Backend::Etcd(cfg) = &opts.backend {
         return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, true).await;
     }
-    let paths = LockPaths::resolve(target)?;
+    let paths = LockPaths::resolve_with(target, &opts)?;
     lock::try_once(&paths, &opts)
 }

@@ -788,8 +788,8 @@ fn check_expect(case: &Case, aged: bool, p: &Probe, fails: &mut Vec<String>) {
         (Expect::MissingParent, _) => {
             want(p.inspect == "absent", "inspect: absent");
             want(
-                p.try_acq == "acquired" && p.acq == "acquired",
-                "acquire creates the directory",
+                p.try_acq == "error:io" && p.acq == "error:io",
+                "acquire refuses a missing directory (creates it only with create_dirs)",
             );
             want(
                 p.status_rc == Some(5),

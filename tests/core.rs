@@ -203,10 +203,13 @@ fn a_path_naming_a_directory_is_refused() {
 }
 
 #[test]
-fn missing_parent_directory_is_created() {
+fn missing_parent_directory_is_created_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("a/b/c/s.jsonl");
-    let g = acquire(&t).unwrap();
+    let err = acquire(&t).unwrap_err();
+    assert!(err.to_string().contains("a/b/c"), "{err}");
+    assert!(!dir.path().join("a").exists(), "nothing created by default");
+    let g = session_lock::acquire_with(&t, &LockOptions::new().create_dirs(true)).unwrap();
     assert!(dir.path().join("a/b/c/s.jsonl.lock").exists());
     g.release().unwrap();
 }
@@ -623,16 +626,18 @@ fn guard_accessors_report_the_hold() {
 }
 
 /// Every acquisition has its own random token (32 hex digits), and a
-/// directory that vanished after a first acquire is created again (both
-/// found unchecked by a mutation run).
+/// directory that vanished after a first acquire is created again when
+/// the options ask for it (both found unchecked by a mutation run), and
+/// reported missing otherwise.
 #[test]
 fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("sessions");
     let t = sub.join("s.jsonl");
     let mut tokens = Vec::new();
+    let create = LockOptions::new().create_dirs(true);
     for _ in 0..2 {
-        let g = acquire(&t).unwrap();
+        let g = session_lock::acquire_with(&t, &create).unwrap();
         tokens.push(g.record().token.clone().expect("a token"));
         g.release().unwrap();
         // Gone (with the persistent queue file inside), while this process
@@ -640,6 +645,14 @@ fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
         std::fs::remove_dir_all(&sub).unwrap();
     }
     assert_ne!(tokens[0], tokens[1]);
+    // Without create_dirs, a directory known from an earlier acquire that
+    // has vanished since is reported, not made again.
+    std::fs::create_dir(&sub).unwrap();
+    acquire(&t).unwrap().release().unwrap();
+    std::fs::remove_dir_all(&sub).unwrap();
+    let err = acquire(&t).unwrap_err();
+    assert!(err.to_string().contains("sessions"), "{err}");
+    assert!(!sub.exists());
     for tok in &tokens {
         assert!(
             tok.len() == 32

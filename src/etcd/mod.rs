@@ -498,8 +498,14 @@ impl Contender {
 
 /// The lock key of `target` under `cfg`: the explicit key, or the
 /// transcript's canonical path.
-pub(crate) fn lock_key(cfg: &EtcdBackend, target: &std::path::Path) -> Result<(String, PathBuf)> {
-    let paths = crate::lock::LockPaths::resolve(target)?;
+pub(crate) fn lock_key(
+    cfg: &EtcdBackend,
+    target: &std::path::Path,
+    opts: &LockOptions,
+) -> Result<(String, PathBuf)> {
+    // The same checks as the file backend (no protocol name, an existing
+    // or, with `create_dirs`, created directory, a regular transcript).
+    let paths = crate::lock::LockPaths::resolve_with(target, opts)?;
     let key = match &cfg.key {
         Some(k) => k.clone(),
         None => paths.target.to_string_lossy().into_owned(),
@@ -523,7 +529,7 @@ pub(crate) fn acquire_blocking(
     opts: &LockOptions,
     try_only: bool,
 ) -> Result<crate::LockGuard> {
-    let (key, target) = lock_key(cfg, target)?;
+    let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
@@ -543,7 +549,7 @@ pub(crate) async fn acquire_async(
     opts: &LockOptions,
     try_only: bool,
 ) -> Result<crate::LockGuard> {
-    let (key, target) = lock_key(cfg, target)?;
+    let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,

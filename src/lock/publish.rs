@@ -111,11 +111,23 @@ fn build_record_at(opts: &LockOptions, token: String, witness: bool, now_ms: i64
     }
 }
 
+/// `.<lock name>.<token>.tmp`, byte for byte (a non-UTF-8 name keeps its
+/// bytes: two transcripts never share a temp name).
+fn temp_name(lock: &Path, token: &str) -> std::ffi::OsString {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(lock.file_name().unwrap_or_default());
+    name.push(".");
+    name.push(token);
+    name.push(".tmp");
+    name
+}
+
 pub(crate) fn create_error(path: &Path, e: io::Error) -> Error {
     if sys::is_symlink_error(&e) {
         return Error::from(Repr::NotAFile {
             lock_path: path.to_owned(),
             what: "symlink",
+            role: "lock path",
         });
     }
     Error::io("create lock file", path, e)
@@ -176,13 +188,17 @@ impl Prepared {
 
     fn create_with(paths: &LockPaths, opts: &LockOptions, slots: bool) -> Result<Prepared> {
         match Self::create_in(paths, opts, slots) {
-            // The (cached, canonical) directory vanished: recreate it, once.
+            // The (cached, canonical) directory vanished: recreate it, once,
+            // if asked to create directories; else say that it is missing.
             Err(e)
                 if e.io_error()
-                    .is_some_and(|s| s.kind() == io::ErrorKind::NotFound) =>
+                    .is_some_and(|s| s.kind() == io::ErrorKind::NotFound)
+                    && std::fs::symlink_metadata(&paths.dir).is_err() =>
             {
-                std::fs::create_dir_all(&paths.dir)
-                    .map_err(|e| Error::io("create directory", &paths.dir, e))?;
+                if !opts.create_dirs {
+                    return Err(crate::lock::missing_dir_error(&paths.dir));
+                }
+                crate::lock::create_private_dirs(&paths.dir)?;
                 Self::create_in(paths, opts, slots)
             }
             other => other,
@@ -200,12 +216,7 @@ impl Prepared {
         let (kind, file) = match Self::open_unnamed(paths) {
             Some(f) => (Kind::Unnamed, f),
             None => {
-                let lock_name = paths
-                    .lock
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let tmp = paths.dir.join(format!(".{lock_name}.{token}.tmp"));
+                let tmp = paths.dir.join(temp_name(&paths.lock, &token));
                 let f = sys::create_private_exclusive(&tmp)
                     .map_err(|e| create_error(&paths.lock, e))?;
                 (Kind::Named(tmp), f)

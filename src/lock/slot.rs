@@ -62,13 +62,13 @@ pub(crate) struct Slot {
     pub len: u64,
 }
 
-/// `.<lock name>.w<n>.tmp` next to `lock`.
+/// `.<lock name>.w<n>.tmp` next to `lock`, byte for byte (a non-UTF-8
+/// lock name keeps its bytes: two locks never share a slot name).
 pub(crate) fn slot_path(lock: &Path, n: u32) -> PathBuf {
-    let name = lock
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    lock.with_file_name(format!(".{name}.w{n}.tmp"))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(lock.file_name().unwrap_or_default());
+    name.push(format!(".w{n}.tmp"));
+    lock.with_file_name(name)
 }
 
 struct Parked {
@@ -207,6 +207,11 @@ pub(crate) fn claim(lock: &Path) -> Option<Slot> {
         // Only a private file of ours with one name: never adopt (write
         // into, truncate, publish) a file planted or hard-linked there.
         if !sys::is_private_single(&meta) {
+            continue;
+        }
+        // Created under a umask such as 0277 (0400) or 0477 (0200): our
+        // own file, but its owner could not reopen it read-write.
+        if sys::needs_owner_access(&meta) && sys::make_private(&file).is_err() {
             continue;
         }
         return Some(Slot {

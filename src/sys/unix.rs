@@ -32,12 +32,32 @@ fn is(e: &io::Error, errno: Errno) -> bool {
 /// Exclusive create, mode 0600, never following a symlink, close-on-exec
 /// (std always sets O_CLOEXEC).
 pub(crate) fn create_private_exclusive(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(oflags(OFlags::NOFOLLOW))
-        .open(path)
+        .open(path)?;
+    make_private(&file)?;
+    Ok(file)
+}
+
+/// Mode 0600 on a file we just created: `open(2)` applies the umask to the
+/// mode it is given, so under umask 0277 a new file would be 0400 (its
+/// owner could not write it again) and under 0477 0200 (its owner could
+/// not read the record: `owner=unknown`, never reclaimed but by root).
+pub(crate) fn make_private(file: &File) -> io::Result<()> {
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(0o600))?;
+    Ok(())
+}
+
+/// A file of ours left without read or write access for its owner by a
+/// umask (see [`make_private`]): regular, ours, private but not 0600.
+pub(crate) fn needs_owner_access(meta: &Metadata) -> bool {
+    meta.file_type().is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o077 == 0
+        && meta.mode() & 0o777 != 0o600
 }
 
 /// Open (or create, mode 0600) a witness slot file for reading and
@@ -72,17 +92,76 @@ pub(crate) fn open_for_inspection(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Open a file for appending whole lines (O_APPEND, created 0600 if missing,
-/// no symlink following for the final component). Readable too: the torn
-/// tail check reads the last line (`transcript`).
+/// Open the transcript for appending whole lines: `O_APPEND`, never
+/// following a symlink, never blocking (a FIFO planted there would block
+/// an `open` for writing until a reader comes, with the lock held), and
+/// only if it is a regular file (checked with `fstat` before any write: a
+/// device there is never written to). Created mode 0600 whatever the
+/// umask if missing. A FIFO, socket, device, directory or symlink there is
+/// an `InvalidInput` error carrying [`NotRegular`] (`NotAFile` to callers).
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(oflags(OFlags::NOFOLLOW))
-        .open(path)
+    // O_NOCTTY: a terminal planted there must not become ours.
+    let flags = OFlags::APPEND | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    // Open it if it exists, else create it exclusively (so that only a file
+    // we created gets its mode set); a race with another creator retries.
+    for _ in 0..3 {
+        // Readable too: the torn tail check reads the last line
+        // (`transcript`).
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(oflags(flags))
+            .open(path)
+        {
+            Ok(file) => {
+                let meta = file.metadata()?;
+                if !meta.file_type().is_file() {
+                    return Err(not_regular("transcript", meta.file_type()));
+                }
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // ENXIO (a FIFO without a reader, a socket), EISDIR, ELOOP (a
+            // symlink), EACCES on a device node: say what is there.
+            Err(e) => return Err(odd_file_error(path, e)),
+        }
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(oflags(flags))
+            .open(path)
+        {
+            Ok(file) => {
+                make_private(&file)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(odd_file_error(path, e)),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "created and removed by someone else again and again",
+    ))
+}
+
+/// `e` from opening `path`, or a [`NotRegular`] error if what is there
+/// (not followed) is not a regular file.
+fn odd_file_error(path: &Path, e: io::Error) -> io::Error {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => not_regular("transcript", m.file_type()),
+        _ => e,
+    }
+}
+
+fn not_regular(role: &'static str, ft: std::fs::FileType) -> io::Error {
+    crate::error::NotRegular {
+        role,
+        what: file_kind(ft),
+    }
+    .into_io()
 }
 
 pub(crate) fn file_id(meta: &Metadata) -> FileId {
@@ -142,11 +221,17 @@ pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
         Mode::RUSR | Mode::WUSR,
     )?;
     let file = File::from(fd);
-    if !file.metadata()?.file_type().is_file() {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
+    }
+    // Created under a umask such as 0477 (0200): its owner could not open
+    // it for reading again (see `make_private`).
+    if needs_owner_access(&meta) {
+        make_private(&file)?;
     }
     Ok(file)
 }
@@ -163,11 +248,13 @@ pub(crate) fn is_unlinked(file: &File) -> bool {
 /// (EOPNOTSUPP, EISDIR on old kernels, EINVAL).
 #[cfg(target_os = "linux")]
 pub(crate) fn open_tmpfile(dir: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .mode(0o600)
         .custom_flags(oflags(OFlags::TMPFILE))
-        .open(dir)
+        .open(dir)?;
+    make_private(&file)?;
+    Ok(file)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -461,6 +548,37 @@ pub(crate) fn set_inheritable(file: &File, inherit: bool) -> io::Result<()> {
 pub(crate) fn dir_builder_private(b: &mut std::fs::DirBuilder) {
     use std::os::unix::fs::DirBuilderExt;
     b.mode(0o700);
+}
+
+/// Create the directory `path` (its parent exists) with mode 0700 whatever
+/// the umask: `mkdir`, then `fchmod` through a descriptor opened without
+/// following a symlink, so that only the directory we made is changed.
+/// `AlreadyExists` if something is there.
+pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+    use rustix::fs::Mode;
+    rustix::fs::mkdir(path, Mode::RWXU)?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fchmod(&fd, Mode::RWXU)?;
+    Ok(())
+}
+
+/// A file name from its bytes (on Unix any bytes but `/` and NUL).
+pub(crate) fn os_string_from_bytes(b: Vec<u8>) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    std::ffi::OsString::from_vec(b)
+}
+
+/// The longest name, in bytes, a directory entry in `dir` may have
+/// (`statvfs(3)` `f_namemax`); 255, the usual `NAME_MAX`, where unknown.
+pub(crate) fn name_max(dir: &Path) -> usize {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) if st.f_namemax > 0 => usize::try_from(st.f_namemax).unwrap_or(usize::MAX),
+        _ => 255,
+    }
 }
 
 #[cfg(test)]

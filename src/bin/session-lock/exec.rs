@@ -95,6 +95,9 @@ struct HolderArgs {
     front: u32,
     #[serde(default)]
     backend: crate::BackendArgs,
+    /// The transcript's path as bytes: JSON strings are UTF-8, file names
+    /// need not be.
+    #[serde(with = "path_bytes")]
     file: PathBuf,
     timeout_ms: Option<u64>,
     label: Option<String>,
@@ -104,6 +107,25 @@ struct HolderArgs {
     conflict_exit_code: u8,
     verbose: bool,
     cmd: Vec<String>,
+}
+
+/// A path through JSON as its bytes (an array of numbers), so that a
+/// non-UTF-8 transcript name reaches the holder unchanged.
+mod path_bytes {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        p: &std::path::Path,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(p.as_os_str().as_bytes(), s)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    }
 }
 
 /// `1.5s`, `5s`, `2m`, `250ms` for messages.

@@ -338,12 +338,24 @@ pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<Lock
 }
 
 /// A transcript argument must name a file: a directory there would put
-/// its lock beside the directory, outside it.
+/// its lock beside the directory, outside it. Its directory must exist:
+/// like `flock(1)`, the command line never creates one.
 pub(crate) fn check_transcript(file: &Path) -> Result<(), u8> {
     if file.is_dir() {
         eprintln!(
             "session-lock: {} is a directory; name the transcript file inside it",
             file.display()
+        );
+        return Err(EXIT_IO);
+    }
+    let parent = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if std::fs::symlink_metadata(parent).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        eprintln!(
+            "session-lock: directory {} does not exist; create it first (session-lock never creates directories)",
+            parent.display()
         );
         return Err(EXIT_IO);
     }

@@ -38,6 +38,10 @@ pub enum ErrorKind {
     /// file; see [`Error::suggestion`]), or a name derived from it would be
     /// longer than the filesystem allows (see [`Error::longest_name`]).
     InvalidName,
+    /// An argument was refused before anything was touched: an option the
+    /// lock cannot honour (a zero max hold, stale threshold or orphan
+    /// grace), or a line to append that contains a newline.
+    InvalidInput,
 }
 
 /// What the platform layer puts inside an [`io::Error`] when a file it
@@ -279,6 +283,14 @@ pub(crate) enum Repr {
         /// Why it was refused.
         problem: NameProblem,
     },
+    /// See [`ErrorKind::InvalidInput`].
+    #[error("{what}: {}", path.display())]
+    InvalidInput {
+        /// The transcript (or lock) path of the call.
+        path: PathBuf,
+        /// What was refused, and what to do instead.
+        what: String,
+    },
     /// See [`ErrorKind::LockLost`].
     #[error("lock lost: {reason}: {}", lock_path.display())]
     LockLost {
@@ -388,6 +400,7 @@ impl Error {
             Repr::Stale { .. } => ErrorKind::Stale,
             Repr::NotAFile { .. } => ErrorKind::NotAFile,
             Repr::InvalidName { .. } => ErrorKind::InvalidName,
+            Repr::InvalidInput { .. } => ErrorKind::InvalidInput,
             Repr::LockLost { .. } => ErrorKind::LockLost,
             Repr::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -406,7 +419,9 @@ impl Error {
             | Repr::Stale { lock_path, .. }
             | Repr::NotAFile { lock_path, .. }
             | Repr::LockLost { lock_path, .. } => lock_path,
-            Repr::Io { path, .. } | Repr::InvalidName { path, .. } => path,
+            Repr::Io { path, .. }
+            | Repr::InvalidName { path, .. }
+            | Repr::InvalidInput { path, .. } => path,
         }
     }
 

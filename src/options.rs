@@ -112,12 +112,47 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
+    /// Refuse what the lock cannot honour, before anything is touched:
+    /// a max hold under 1 ms (the record and the watchdog count in
+    /// milliseconds; zero would mean "lost at once"), and a zero stale
+    /// threshold or orphan grace (a record of another host, or a lock file
+    /// that another writer is still filling, would be taken over at once).
+    /// A zero timeout is allowed: one attempt, as `try_acquire`.
+    pub(crate) fn validate(&self, path: &std::path::Path) -> crate::Result<()> {
+        let refuse = |what: String| {
+            Err(crate::Error::from(crate::error::Repr::InvalidInput {
+                path: path.to_owned(),
+                what,
+            }))
+        };
+        if self.max_hold < Duration::from_millis(1) {
+            return refuse(format!(
+                "max hold {:?} is refused: the watchdog counts in milliseconds and 0 would release the lock at once; give at least 1ms (up to {}ms)",
+                self.max_hold,
+                MAX_HOLD_CAP.as_millis()
+            ));
+        }
+        if self.stale.is_zero() {
+            return refuse(
+                "a stale threshold of 0 is refused: another host's lock would be taken over at once"
+                    .into(),
+            );
+        }
+        if self.orphan_grace.is_zero() {
+            return refuse(
+                "an orphan grace of 0 is refused: a lock file another writer is still filling would be removed"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The defaults: timeout 60 s, stale 30 min, max hold 5 min, orphan grace 5 s.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
-    /// How long `acquire` waits in total.
+    /// How long `acquire` waits in total (`Duration::ZERO`: one attempt).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -129,14 +164,17 @@ impl LockOptions {
         self.timeout = None;
         self
     }
-    /// Age past which a live holder is reported `too-old` (never removed for it).
+    /// Age past which a live holder is reported `too-old` (never removed for
+    /// it; a record of another host without a working witness is judged by
+    /// this age alone). Zero is refused by acquire.
     #[must_use]
     pub fn stale(mut self, stale: Duration) -> Self {
         self.stale = stale;
         self
     }
     /// How long the lock may be held before the watchdog force-releases it.
-    /// Capped at [`MAX_HOLD_CAP`].
+    /// Capped at [`MAX_HOLD_CAP`]; under 1 ms is refused by acquire
+    /// ([`crate::ErrorKind::InvalidInput`]).
     #[must_use]
     pub fn max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = max_hold.min(MAX_HOLD_CAP);
@@ -144,6 +182,7 @@ impl LockOptions {
     }
     /// Grace for empty or malformed lock files (judged by mtime); the
     /// effective grace is `min(stale, orphan_grace)`, as in the reference.
+    /// Zero is refused by acquire.
     #[must_use]
     pub fn orphan_grace(mut self, grace: Duration) -> Self {
         self.orphan_grace = grace;

@@ -72,6 +72,7 @@ pub async fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// # Errors
 /// As [`acquire`].
 pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    opts.validate(target.as_ref())?;
     let mut opts = opts.clone();
     opts.from_async = true;
     #[cfg(feature = "etcd")]
@@ -136,6 +137,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
 /// # Errors
 /// `Busy` with the owner if someone holds it; anything else is a real failure.
 pub async fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    opts.validate(target.as_ref())?;
     tokio::task::yield_now().await;
     let mut opts = opts.clone();
     opts.from_async = true;

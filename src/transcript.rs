@@ -151,6 +151,17 @@ impl Transcript {
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,
     {
+        // Refused as a whole before anything is written.
+        let lines: Vec<L> = lines.into_iter().collect();
+        if lines.iter().any(|l| {
+            let l = l.as_ref();
+            l.strip_suffix(b"\n").unwrap_or(l).contains(&b'\n')
+        }) {
+            return Err(Error::from(crate::error::Repr::InvalidInput {
+                path: target.to_owned(),
+                what: "a line to append must not contain a newline (one JSON value per line: serialise it compactly, or use append_json); nothing was written".into(),
+            }));
+        }
         self.repair_tail(target)?;
         let file = self.open(target)?;
         let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
@@ -162,18 +173,9 @@ impl Transcript {
             .len();
         let mut end = start;
         let mut buf = Vec::new();
-        for line in lines {
+        for line in &lines {
             let line = line.as_ref();
             let body = line.strip_suffix(b"\n").unwrap_or(line);
-            if body.contains(&b'\n') {
-                return Err(err(
-                    "append to transcript",
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "a line must not contain a newline",
-                    ),
-                ));
-            }
             buf.clear();
             buf.extend_from_slice(body);
             buf.push(b'\n');

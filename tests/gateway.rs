@@ -174,3 +174,111 @@ fn loss_watchers_end_after_a_normal_release() {
         assert_eq!(reason, LostReason::Released);
     });
 }
+
+/// Options the lock cannot honour are refused before anything is touched,
+/// by every front door.
+#[test]
+fn options_the_lock_cannot_honour_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table: [(LockOptions, &str); 4] = [
+        (LockOptions::new().max_hold(Duration::ZERO), "max hold"),
+        (
+            LockOptions::new().max_hold(Duration::from_micros(999)),
+            "max hold",
+        ),
+        (LockOptions::new().stale(Duration::ZERO), "stale threshold"),
+        (
+            LockOptions::new().orphan_grace(Duration::ZERO),
+            "orphan grace",
+        ),
+    ];
+    for (opts, what) in table {
+        let errs = [
+            session_lock::acquire_with(&t, &opts).unwrap_err(),
+            session_lock::try_acquire(&t, &opts).unwrap_err(),
+            rt.block_on(session_lock::tokio::acquire_with(&t, &opts))
+                .unwrap_err(),
+            rt.block_on(session_lock::tokio::try_acquire(&t, &opts))
+                .unwrap_err(),
+        ];
+        for err in errs {
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+            assert!(err.to_string().contains(what), "{err}");
+            assert!(err.to_string().contains("s.jsonl"), "{err}");
+        }
+        assert!(
+            common::all_names(dir.path()).is_empty(),
+            "{what}: nothing is created: {:?}",
+            common::all_names(dir.path())
+        );
+    }
+    // The smallest max hold, and a zero timeout (one attempt), are fine.
+    let g = session_lock::acquire_with(
+        &t,
+        &LockOptions::new()
+            .max_hold(Duration::from_millis(1))
+            .timeout(Duration::ZERO),
+    )
+    .unwrap();
+    assert_eq!(g.record().max_hold_ms, Some(1));
+    drop(g);
+    let g = session_lock::acquire(&t).unwrap();
+    let err = std::thread::scope(|s| {
+        s.spawn(|| session_lock::acquire_with(&t, &opts(Duration::ZERO)).unwrap_err())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    g.release().unwrap();
+}
+
+/// A line with a newline is refused as input, and a batch with one writes
+/// nothing; `append_json` writes any serialisable value as one line.
+#[test]
+fn lines_with_newlines_are_refused_and_json_values_are_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let g = session_lock::acquire(&t).unwrap();
+    let err = g.append_line("{\"a\":\n1}").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("newline"), "{err}");
+    assert!(!t.exists(), "nothing written, nothing created");
+    let err = g.append_lines(["{\"ok\":1}", "{\"bad\":\n2}"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(!t.exists(), "not even the good line before the bad one");
+    #[derive(serde::Serialize)]
+    struct Turn<'a> {
+        role: &'a str,
+        text: &'a str,
+    }
+    g.append_json(&Turn {
+        role: "user",
+        text: "two\nlines",
+    })
+    .unwrap();
+    g.append_json_lines([&serde_json::json!({"n":1}), &serde_json::json!({"n":2})])
+        .unwrap();
+    // A map with non-string keys does not serialise: refused, nothing written.
+    let bad: std::collections::HashMap<Vec<u8>, u8> = [(vec![1u8], 1u8)].into();
+    let err = g.append_json(&bad).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    g.release().unwrap();
+    let text = std::fs::read_to_string(&t).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"role":"user","text":"two\nlines"}),
+            serde_json::json!({"n":1}),
+            serde_json::json!({"n":2})
+        ]
+    );
+}

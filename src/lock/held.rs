@@ -747,14 +747,16 @@ impl LockGuard {
         }
     }
 
-    /// Let child processes spawned from now on inherit the witness
-    /// descriptor, so that the kernel keeps the witness held while any of
-    /// them (or their descendants) still has it open, even if this process
-    /// dies first: the lock then stays held for as long as anything that
-    /// could write under it lives, as with `flock(1)`. `session-lock exec`
-    /// uses it. The descriptor is inherited by *every* process spawned
-    /// afterwards from any thread; call [`LockGuard::keep_from_children`] to
-    /// stop that.
+    /// Covers only this process's death: if this process dies while child
+    /// processes spawned from now on still run, the lock stays held until
+    /// the last of them exits (they inherit the witness descriptor, and the
+    /// kernel keeps the witness held while any of them has it open, as with
+    /// `flock(1)`). It does **not** keep the lock past a release: releasing
+    /// or dropping this guard frees the lock at once, whatever the children
+    /// still do, so a holder that lets children write must wait for them
+    /// before it releases (`session-lock exec` does). The descriptor is
+    /// inherited by *every* process spawned afterwards from any thread; call
+    /// [`LockGuard::keep_from_children`] to stop that.
     ///
     /// # Errors
     /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
@@ -838,7 +840,8 @@ impl LockGuard {
     ///
     /// # Errors
     /// [`crate::ErrorKind::LockLost`] when the lock is no longer held (the
-    /// line is not written); `Io` for a line containing `\n` or a write error
+    /// line is not written); [`crate::ErrorKind::InvalidInput`] for a line
+    /// containing `\n` (nothing is written); `Io` for a write error
     /// (nothing of that line is left in the transcript).
     pub fn append_line(&self, line: impl AsRef<[u8]>) -> Result<()> {
         self.append(std::iter::once(line), false)
@@ -871,6 +874,50 @@ impl LockGuard {
         L: AsRef<[u8]>,
     {
         self.append(lines, true)
+    }
+
+    /// Append `value` as one JSON line (compact `serde_json`, which never
+    /// writes a raw newline), as [`LockGuard::append_line`] does.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] if `value` cannot be serialised
+    /// (nothing is written); otherwise as [`LockGuard::append_line`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let t = dir.path().join("s.jsonl");
+    /// let guard = session_lock::acquire(&t)?;
+    /// guard.append_json(&serde_json::json!({"role": "user", "text": "two\nlines"}))?;
+    /// guard.release()?;
+    /// assert_eq!(std::fs::read_to_string(&t)?, "{\"role\":\"user\",\"text\":\"two\\nlines\"}\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn append_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.append_json_lines(std::iter::once(value))
+    }
+
+    /// Append each of `values` as one JSON line, as
+    /// [`LockGuard::append_lines`] does. All are serialised before the first
+    /// is written.
+    ///
+    /// # Errors
+    /// As [`LockGuard::append_json`] and [`LockGuard::append_lines`].
+    pub fn append_json_lines<'a, T, I>(&self, values: I) -> Result<()>
+    where
+        T: serde::Serialize + ?Sized + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
+        let lines = values
+            .into_iter()
+            .map(serde_json::to_vec)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::from(Repr::InvalidInput {
+                    path: self.target().to_owned(),
+                    what: format!("cannot append a value that does not serialise as JSON ({e})"),
+                })
+            })?;
+        self.append(lines, false)
     }
 
     fn append<I, L>(&self, lines: I, sync: bool) -> Result<()>

@@ -997,6 +997,7 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    opts.validate(target.as_ref())?;
     #[cfg(feature = "etcd")]
     if let crate::Backend::Etcd(cfg) = &opts.backend {
         return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, false);
@@ -1125,6 +1126,7 @@ fn wait_in_queue(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+    opts.validate(target.as_ref())?;
     #[cfg(feature = "etcd")]
     if let crate::Backend::Etcd(cfg) = &opts.backend {
         return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, true);

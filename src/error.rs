@@ -220,6 +220,16 @@ impl fmt::Display for LostReason {
     }
 }
 
+/// What to do when the process is out of descriptors (EMFILE), for the
+/// `Io` message.
+fn descriptor_hint(e: &io::Error) -> &'static str {
+    if crate::sys::is_out_of_descriptors(e) {
+        " (the process's RLIMIT_NOFILE descriptor limit is reached: each held lock needs about one descriptor, see the README's \"Descriptors\"; raise `ulimit -n` or hold fewer locks)"
+    } else {
+        ""
+    }
+}
+
 /// The crate's error: opaque, with a [`kind`](Error::kind) to match on and
 /// accessors for what the message says ([`Error::lock_path`],
 /// [`Error::owner`], [`Error::reasons`], [`Error::lost_reason`],
@@ -301,7 +311,7 @@ pub(crate) enum Repr {
     },
     /// See [`ErrorKind::Io`], [`ErrorKind::PermissionDenied`] and
     /// [`ErrorKind::Unsupported`].
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {source}{}", path.display(), descriptor_hint(source))]
     Io {
         /// What was being done.
         op: &'static str,

@@ -62,6 +62,21 @@
 //!    a failed write of ours is cut back off; the new holder learns what it
 //!    took over ([`LockGuard::takeover`]).
 //!
+//! ## Files, threads and descriptors
+//!
+//! Next to a transcript `T`: `T.lock` while someone holds the lock,
+//! `T.lock.queue` (the blocking contenders' wait queue, kept), between a
+//! process's holds its hidden witness slot `.T.lock.w<N>.tmp` (removed by
+//! [`close_idle`]), and `T.torn-<time>` when a torn last line was moved out
+//! (the application's data, never removed). Threads: one watchdog thread
+//! per process (started by the first hold, again in a forked child), and a
+//! small pool of `session-lock-queue` helpers that block in the queue's
+//! `flock` for blocking waiters (they exit after 10 s idle). Descriptors:
+//! one per held lock, plus bounded caches for the whole process (32
+//! transcripts, 32 queue spares, 64 parked slots, the waiters' inotify
+//! instances), all given back by [`close_idle`]; see the README,
+//! "Descriptors".
+//!
 //! ## Hazards
 //!
 //! * The lock is **advisory**: it excludes cooperating processes only. A

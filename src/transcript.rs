@@ -92,11 +92,22 @@ impl TornTail {
     }
 }
 
+/// Transcript descriptors kept open between appends, by all holds of the
+/// process together. Past this, a hold opens its transcript for each
+/// append and closes it after, so that a held lock costs one descriptor
+/// (its witness) plus at most this many in all (README, "Descriptors").
+pub(crate) const TRANSCRIPT_CACHE: usize = 32;
+
+/// Descriptors kept open now (see [`TRANSCRIPT_CACHE`]).
+static CACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The transcript as one hold writes it: opened on first use, its tail
 /// checked once per hold.
 #[derive(Default)]
 pub(crate) struct Transcript {
     file: Option<File>,
+    /// `file` counts in [`CACHED`] (kept between appends).
+    cached: bool,
     /// The tail was checked (and repaired if torn) in this hold.
     checked: bool,
     /// What the check found, kept for the guard's takeover report.
@@ -108,6 +119,29 @@ impl Transcript {
     /// checks again.
     pub(crate) fn close(&mut self) {
         self.file = None;
+        if std::mem::take(&mut self.cached) {
+            CACHED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// After a call: keep the descriptor if the process-wide cache has
+    /// room, else close it.
+    fn keep_or_close(&mut self) {
+        if self.file.is_none() || self.cached {
+            return;
+        }
+        let room = CACHED
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| (n < TRANSCRIPT_CACHE).then_some(n + 1),
+            )
+            .is_ok();
+        if room {
+            self.cached = true;
+        } else {
+            self.file = None;
+        }
     }
 
     fn open(&mut self, target: &Path) -> Result<&File> {
@@ -125,6 +159,12 @@ impl Transcript {
     /// Check the tail once per hold; see the module docs. Returns what was
     /// repaired by this call or an earlier one in the same hold.
     pub(crate) fn repair_tail(&mut self, target: &Path) -> Result<Option<TornTail>> {
+        let out = self.repair_tail_inner(target);
+        self.keep_or_close();
+        out
+    }
+
+    fn repair_tail_inner(&mut self, target: &Path) -> Result<Option<TornTail>> {
         if !self.checked {
             if self.file.is_none()
                 && std::fs::symlink_metadata(target)
@@ -151,6 +191,16 @@ impl Transcript {
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,
     {
+        let out = self.append_inner(target, lines, sync);
+        self.keep_or_close();
+        out
+    }
+
+    fn append_inner<I, L>(&mut self, target: &Path, lines: I, sync: bool) -> Result<()>
+    where
+        I: IntoIterator<Item = L>,
+        L: AsRef<[u8]>,
+    {
         // Refused as a whole before anything is written.
         let lines: Vec<L> = lines.into_iter().collect();
         if lines.iter().any(|l| {
@@ -162,7 +212,7 @@ impl Transcript {
                 what: "a line to append must not contain a newline (one JSON value per line: serialise it compactly, or use append_json); nothing was written".into(),
             }));
         }
-        self.repair_tail(target)?;
+        self.repair_tail_inner(target)?;
         let file = self.open(target)?;
         let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
         // The length before this call and before each line: a failure rolls
@@ -318,6 +368,12 @@ fn create_sidecar(target: &Path) -> Result<(File, PathBuf)> {
         Path::new(&base),
         io::Error::from(io::ErrorKind::AlreadyExists),
     ))
+}
+
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// What comes between the transcript's name and the time in a torn-line

@@ -1075,8 +1075,12 @@ pub fn release_all() -> usize {
 /// the next acquire simply claims a slot again. Call it before a
 /// short-lived process exits to leave no such file behind (a slot left by
 /// an exited process is taken over by the next process that needs one, and
-/// removed by `clean` once older than the orphan grace). Returns how many
-/// slots were removed.
+/// removed by `clean` once older than the orphan grace). Also closes every
+/// other idle descriptor the process keeps for later acquires: spare queue
+/// descriptors and cached transcript descriptors of released holds (see
+/// the README, "Descriptors"). Returns how many slots were removed.
 pub fn close_idle() -> usize {
-    slot::close_all()
+    let slots = slot::close_all();
+    crate::lock::queue::close_spares();
+    slots
 }

@@ -47,9 +47,11 @@ pub const MAX_QUEUE_THREADS: usize = 64;
 /// An idle helper thread exits after this long without work.
 const HELPER_IDLE: Duration = Duration::from_secs(10);
 
-/// Spare queue descriptors kept per lock path, and lock paths kept.
+/// Spare queue descriptors kept per lock path, and in all: the process's
+/// descriptor budget (README, "Descriptors") counts them as idle ones,
+/// which `close_idle` gives back.
 const SPARES_PER_PATH: usize = 4;
-const MAX_CACHED_PATHS: usize = 256;
+const MAX_SPARES: usize = 32;
 
 /// `<lock>.queue`.
 pub(crate) fn queue_path(lock: &Path) -> PathBuf {
@@ -100,13 +102,20 @@ fn take_fd(lock: &Path) -> Option<QueueFd> {
 /// Keep an unlocked descriptor for a later acquire (or close it).
 fn put_back(fd: QueueFd) {
     let mut spares = spares();
-    if spares.len() >= MAX_CACHED_PATHS && !spares.contains_key(&fd.lock) {
+    if spares.values().map(Vec::len).sum::<usize>() >= MAX_SPARES {
+        // Full: the least recently touched paths are not tracked; drop
+        // the lot rather than let the cache grow with the paths touched.
         spares.clear();
     }
     let v = spares.entry(fd.lock.clone()).or_default();
     if v.len() < SPARES_PER_PATH {
         v.push(fd);
     }
+}
+
+/// Close every spare queue descriptor (see `close_idle`). Returns how many.
+pub(crate) fn close_spares() -> usize {
+    spares().drain().map(|(_, v)| v.len()).sum()
 }
 
 /// The queue's `flock`, held. Dropping it drops the `flock` (the kernel

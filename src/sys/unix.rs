@@ -297,6 +297,11 @@ pub(crate) fn open_death_sentinel(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// EMFILE: the process is at its `RLIMIT_NOFILE`.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    is(e, Errno::MFILE)
+}
+
 /// ELOOP: `O_NOFOLLOW` met a symlink.
 pub(crate) fn is_symlink_error(e: &io::Error) -> bool {
     is(e, Errno::LOOP)

@@ -112,6 +112,10 @@ pub(crate) fn write_all_at(_file: &File, _buf: &[u8], _offset: u64) -> io::Resul
     Err(unsupported())
 }
 
+pub(crate) fn is_out_of_descriptors(_e: &io::Error) -> bool {
+    false
+}
+
 pub(crate) fn read_exact_at(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
     Err(unsupported())
 }

@@ -74,6 +74,12 @@ enum Command {
         id: u64,
         file: PathBuf,
     },
+    /// Test helper (tests/descriptors.rs): acquire locks on `DIR/h<N>.jsonl`,
+    /// appending a line to each, until COUNT are held or one fails; print
+    /// `held N`, `failed <kind>: <error>` (if one did), release them all
+    /// and print `released N`.
+    #[command(name = "hold-many")]
+    HoldMany { dir: PathBuf, count: usize },
     /// Test helper (tests/chaos.rs): guarded sections until DIR/stop exists,
     /// each proving exclusivity with a marker and logging enter/exit to DIR.
     #[command(name = "__chaos_worker")]
@@ -131,10 +137,40 @@ fn main() -> ExitCode {
             worker(&file, &marker, id, count, until)
         }
         Command::ChaosWorker { id, dir, file } => chaos_worker(&file, &dir, id),
+        Command::HoldMany { dir, count } => hold_many(&dir, count),
         Command::ChaosSection { id, seq, dir, file } => chaos_section(&file, &dir, id, seq),
     };
     session_lock::close_idle();
     ExitCode::from(code)
+}
+
+fn hold_many(dir: &std::path::Path, count: usize) -> u8 {
+    let mut guards = Vec::new();
+    let mut failure = None;
+    for i in 0..count {
+        let taken = session_lock::acquire(dir.join(format!("h{i}.jsonl")))
+            .and_then(|g| g.append_line("{}").map(|()| g));
+        match taken {
+            Ok(g) => guards.push(g),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    println!("held {}", guards.len());
+    if let Some(e) = failure {
+        println!("failed {:?}: {e}", e.kind());
+    }
+    let mut released = 0;
+    for g in guards {
+        match g.release() {
+            Ok(()) => released += 1,
+            Err(e) => println!("release failed: {e}"),
+        }
+    }
+    println!("released {released}");
+    0
 }
 
 /// Print an error as one line and map it to the CLI's exit codes.

@@ -140,7 +140,7 @@ pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
 }
 
 /// Outcome of a reclaim attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reclaim {
     /// We removed the stale file.
     Removed,
@@ -149,9 +149,12 @@ pub(crate) enum Reclaim {
     /// Someone else holds the stale inode's lock right now (another
     /// reclaimer or an inspector); try again shortly.
     Busy,
-    /// A live reclaim guard (`<lock>.reclaim`) of another reclaimer exists:
-    /// nothing removed; look again after [`GUARD_RECHECK`].
-    Guarded,
+    /// A reclaim guard (`<lock>.reclaim`) is in the way: another
+    /// reclaimer's live one, or one we may not remove (see
+    /// [`GuardReport`]). Nothing removed; its removal wakes waiters (the
+    /// lock's watch also accepts the guard's name), and a live one is
+    /// looked at again when it would count as abandoned.
+    Guarded(Box<GuardReport>),
 }
 
 /// Suffix of the reclaim guard, the directory the reference's lock engine
@@ -167,15 +170,192 @@ pub(crate) const RECLAIM_GUARD_SUFFIX: &str = ".reclaim";
 /// and still unwedges the directory without a human.
 pub const RECLAIM_GUARD_ABANDONED: Duration = Duration::from_secs(30);
 
-/// While another reclaimer's guard is live, look again this often (guards
-/// live for milliseconds; an abandoned one for [`RECLAIM_GUARD_ABANDONED`]).
-pub(crate) const GUARD_RECHECK: Duration = Duration::from_millis(10);
-
 /// `<lock>.reclaim`.
 pub(crate) fn reclaim_guard_path(lock: &Path) -> PathBuf {
     let mut s = lock.as_os_str().to_owned();
     s.push(RECLAIM_GUARD_SUFFIX);
     PathBuf::from(s)
+}
+
+/// Why a reclaim guard blocks a reclaim (see [`GuardReport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum GuardProblem {
+    /// A directory younger than [`RECLAIM_GUARD_ABANDONED`]: another
+    /// reclaimer (the reference engine) is at work, or died a moment ago.
+    Live,
+    /// Abandoned, but not empty: never emptied by this crate.
+    NotEmpty,
+    /// Abandoned, but we may not remove it (another user's, in a sticky
+    /// or read-only directory).
+    NotRemovable,
+    /// Something other than a directory at the guard's name: never the
+    /// reference's guard, never removed by this crate.
+    NotADirectory,
+}
+
+impl GuardProblem {
+    /// The problem as `status` and `clean` print it (`live`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardProblem::Live => "live",
+            GuardProblem::NotEmpty => "not-empty",
+            GuardProblem::NotRemovable => "not-removable",
+            GuardProblem::NotADirectory => "not-a-directory",
+        }
+    }
+}
+
+/// A reclaim guard `<lock>.reclaim` that keeps a reclaimable lock from
+/// being reclaimed: what is there, whose it is, how old, and what to do.
+/// Its `Display` is the sentence the acquire timeout, `status` and `clean`
+/// show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct GuardReport {
+    /// The guard's path.
+    pub path: PathBuf,
+    /// What is there: `directory`, `regular file`, `symlink`, ...
+    pub kind: &'static str,
+    /// The owner's uid.
+    pub uid: Option<u32>,
+    /// The owner's user name, where `/etc/passwd` says.
+    pub user: Option<String>,
+    /// Age by its mtime.
+    #[serde(rename = "ageMs", serialize_with = "ser_ms")]
+    pub age: Option<Duration>,
+    /// Why it blocks.
+    pub problem: GuardProblem,
+    /// The error that kept us from removing an abandoned one.
+    pub error: Option<String>,
+}
+
+fn ser_ms<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_millis() as u64),
+        None => s.serialize_none(),
+    }
+}
+
+impl GuardReport {
+    fn new(path: &Path, meta: &std::fs::Metadata, problem: GuardProblem) -> GuardReport {
+        let ft = meta.file_type();
+        let (uid, _) = sys::owner_uid(meta);
+        GuardReport {
+            path: path.to_owned(),
+            kind: if ft.is_file() {
+                "regular file"
+            } else {
+                sys::file_kind(ft)
+            },
+            uid: Some(uid),
+            user: sys::user_name(uid),
+            age: guard_age(meta),
+            problem,
+            error: None,
+        }
+    }
+
+    /// How long until a live guard counts as abandoned (its age reaches
+    /// [`RECLAIM_GUARD_ABANDONED`]); `None` for the other problems.
+    pub fn abandoned_in(&self) -> Option<Duration> {
+        (self.problem == GuardProblem::Live)
+            .then(|| RECLAIM_GUARD_ABANDONED.saturating_sub(self.age.unwrap_or_default()))
+    }
+
+    /// What a human should do, if anything.
+    pub fn fix(&self) -> Option<String> {
+        let p = self.path.display();
+        match self.problem {
+            GuardProblem::Live => None,
+            GuardProblem::NotEmpty => Some(format!(
+                "check what is in it, then remove it by hand: rm -r -- '{p}'"
+            )),
+            GuardProblem::NotRemovable => Some(format!(
+                "remove it by hand as its owner or root: rmdir -- '{p}'"
+            )),
+            GuardProblem::NotADirectory => Some(format!(
+                "check what it is, then remove it by hand: rm -- '{p}'"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GuardReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reclaim guard {} ({}", self.path.display(), self.kind)?;
+        match (self.uid, &self.user) {
+            (Some(u), Some(n)) => write!(f, ", owner uid {u} ({n})")?,
+            (Some(u), None) => write!(f, ", owner uid {u}")?,
+            _ => {}
+        }
+        if let Some(a) = self.age {
+            write!(f, ", age {:.1}s", a.as_secs_f64())?;
+        }
+        write!(f, ") blocks the reclaim: ")?;
+        match self.problem {
+            GuardProblem::Live => write!(
+                f,
+                "another reclaimer's, live; counts as abandoned in {:.1}s",
+                self.abandoned_in().unwrap_or_default().as_secs_f64()
+            )?,
+            GuardProblem::NotEmpty => write!(
+                f,
+                "abandoned (older than {}s) but not empty, never emptied by session-lock",
+                RECLAIM_GUARD_ABANDONED.as_secs()
+            )?,
+            GuardProblem::NotRemovable => write!(
+                f,
+                "abandoned (older than {}s) but we may not remove it",
+                RECLAIM_GUARD_ABANDONED.as_secs()
+            )?,
+            GuardProblem::NotADirectory => {
+                write!(f, "not a directory, never removed by session-lock")?
+            }
+        }
+        if let Some(e) = &self.error {
+            write!(f, " ({e})")?;
+        }
+        if let Some(fix) = self.fix() {
+            write!(f, "; {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+fn guard_age(meta: &std::fs::Metadata) -> Option<Duration> {
+    meta.modified()
+        .ok()
+        .map(|m| m.elapsed().unwrap_or_default())
+}
+
+/// The reclaim guard at `<lock>.reclaim`, if one is there that would block
+/// a reclaim now, found without changing anything: what `status` and a
+/// dry-run `clean` show. An abandoned empty directory is not reported (a
+/// reclaim removes it).
+pub fn guard_report(lock: &Path) -> Option<GuardReport> {
+    let path = reclaim_guard_path(lock);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_dir() {
+        return Some(GuardReport::new(&path, &meta, GuardProblem::NotADirectory));
+    }
+    if guard_age(&meta).unwrap_or_default() < RECLAIM_GUARD_ABANDONED {
+        return Some(GuardReport::new(&path, &meta, GuardProblem::Live));
+    }
+    match std::fs::read_dir(&path).map(|mut e| e.next().is_none()) {
+        Ok(true) => None,
+        Ok(false) => Some(GuardReport::new(&path, &meta, GuardProblem::NotEmpty)),
+        Err(e) => {
+            let mut r = GuardReport::new(&path, &meta, GuardProblem::NotRemovable);
+            r.error = Some(e.to_string());
+            Some(r)
+        }
+    }
 }
 
 /// A reclaim guard we created; dropping it removes it if the path still
@@ -198,18 +378,23 @@ impl Drop for ReclaimGuard {
 }
 
 /// Take the reclaim guard of `lock` the way the reference does (`mkdir`),
-/// removing an abandoned one first. `Ok(None)`: another reclaimer's guard
-/// is live. Callers hold the stale inode's exclusive flock, so our own
-/// reclaimers never break each other's guards; a guard is broken only when
-/// older than [`RECLAIM_GUARD_ABANDONED`].
-fn take_reclaim_guard(lock: &Path) -> Result<Option<ReclaimGuard>> {
+/// removing an abandoned one first. `Ok(Err(report))`: a guard is in the
+/// way (another reclaimer's live one, or one we may not remove). Callers
+/// hold the stale inode's exclusive flock, so our own reclaimers never
+/// break each other's guards; a guard is broken only when it is an empty
+/// directory older than [`RECLAIM_GUARD_ABANDONED`]. Anything else at its
+/// name (a file, a symlink, a non-empty directory) is never removed.
+type TakenGuard = std::result::Result<ReclaimGuard, Box<GuardReport>>;
+
+fn take_reclaim_guard(lock: &Path) -> Result<TakenGuard> {
     let path = reclaim_guard_path(lock);
+    let mut last = None;
     for _ in 0..3 {
         match std::fs::DirBuilder::new().mode_private().create(&path) {
             Ok(()) => {
                 let meta = std::fs::symlink_metadata(&path)
                     .map_err(|e| Error::io("stat reclaim guard", &path, e))?;
-                return Ok(Some(ReclaimGuard {
+                return Ok(Ok(ReclaimGuard {
                     id: sys::file_id(&meta),
                     path,
                 }));
@@ -222,34 +407,53 @@ fn take_reclaim_guard(lock: &Path) -> Result<Option<ReclaimGuard>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("stat reclaim guard", &path, e)),
         };
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .unwrap_or_default();
-        if age < RECLAIM_GUARD_ABANDONED {
-            return Ok(None);
+        if !meta.is_dir() {
+            // Not the reference's guard, and not provably anyone's we may
+            // delete: left in place, and named in the errors and reports.
+            let r = GuardReport::new(&path, &meta, GuardProblem::NotADirectory);
+            return Ok(Err(Box::new(r)));
         }
-        // Abandoned. A directory is removed only if empty; a file or
-        // symlink there (not the reference's, but no one else's guard
-        // either) is unlinked without being followed.
-        let removed = if meta.is_dir() {
-            std::fs::remove_dir(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
+        let age = guard_age(&meta).unwrap_or_default();
+        if age < RECLAIM_GUARD_ABANDONED {
+            return Ok(Err(Box::new(GuardReport::new(
+                &path,
+                &meta,
+                GuardProblem::Live,
+            ))));
+        }
+        // Abandoned: removed only if empty (rmdir never removes contents).
+        match std::fs::remove_dir(&path) {
             Ok(()) => tracing::warn!(
                 guard = %path.display(),
                 age_s = age.as_secs(),
                 "removed an abandoned reclaim guard"
             ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // Not empty, or not ours to remove: treat it as live.
-            Err(_) => return Ok(None),
+            Err(e) => {
+                let problem = if e.kind() == io::ErrorKind::DirectoryNotEmpty {
+                    GuardProblem::NotEmpty
+                } else {
+                    GuardProblem::NotRemovable
+                };
+                let mut r = GuardReport::new(&path, &meta, problem);
+                r.error = Some(e.to_string());
+                last = Some(Box::new(r));
+                break;
+            }
         }
     }
-    Ok(None)
+    // Made again under us three times: someone is busy there.
+    Ok(Err(last.unwrap_or_else(|| {
+        Box::new(GuardReport {
+            path: path.clone(),
+            kind: "directory",
+            uid: None,
+            user: None,
+            age: None,
+            problem: GuardProblem::Live,
+            error: None,
+        })
+    })))
 }
 
 /// `DirBuilder` with mode 0700 where the platform has modes.
@@ -340,8 +544,9 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
     // to its delete by path: publishing while it is there would let it delete
     // our fresh lock. Take the same guard (so it waits for us), or wait for
     // its guard to go.
-    let Some(guard) = take_reclaim_guard(path)? else {
-        return Ok(Reclaim::Guarded);
+    let guard = match take_reclaim_guard(path)? {
+        Ok(g) => g,
+        Err(report) => return Ok(Reclaim::Guarded(report)),
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() && sys::file_id(&meta) == inspection.id => {}
@@ -443,9 +648,9 @@ pub(crate) struct Acquirer<'a> {
     rewaited: bool,
     /// Short re-checks left after a close event on a still-held lock.
     settle: u32,
-    /// The last step found a reclaimable lock under another reclaimer's
-    /// live guard (the lock as judged then).
-    guarded: Option<Box<Inspection>>,
+    /// The last step found a reclaimable lock under a reclaim guard (the
+    /// lock as judged then, and the guard).
+    guarded: Option<(Box<Inspection>, Box<GuardReport>)>,
     /// When this acquire began (for `LockOptions::on_wait`).
     started: Instant,
     /// The `on_wait` hook has run.
@@ -508,6 +713,18 @@ impl<'a> Acquirer<'a> {
         self.queued.is_some()
     }
 
+    /// The queue stayed held while the lock was free (see
+    /// [`queue::STALL_BOUND`]): give our place up, stop using the queue,
+    /// and have this process bypass that queue file (reported once).
+    pub(crate) fn bypass_queue(&mut self) {
+        self.queued = None;
+        if let Some(fd) = self.busy.take() {
+            queue::release_fd(fd);
+        }
+        self.queue_use = QueueUse::Off;
+        queue::bypass(&self.paths.lock);
+    }
+
     /// Whether we have a place in the queue (a wait goes there).
     pub(crate) fn in_queue(&self) -> bool {
         self.queued.is_some()
@@ -544,7 +761,12 @@ impl<'a> Acquirer<'a> {
                 self.last = Some((o.inspection.id, Box::new(o.inspection)));
             }
         }
-        timeout_error(self.paths, self.opts, self.last_inspection())
+        timeout_error(
+            self.paths,
+            self.opts,
+            self.last_inspection(),
+            self.blocking_guard(),
+        )
     }
 
     /// Look (one lstat) before the first publish attempt: a crowd of tasks
@@ -559,26 +781,29 @@ impl<'a> Acquirer<'a> {
     /// The inspection behind the last [`Step::Wait`] (or the reclaimable
     /// lock another reclaimer's guard kept us from removing).
     pub(crate) fn last_inspection(&self) -> Option<&Inspection> {
-        self.last
+        self.guarded
             .as_ref()
-            .map(|(_, i)| &**i)
-            .or(self.guarded.as_deref())
+            .map(|(i, _)| &**i)
+            .or(self.last.as_ref().map(|(_, i)| &**i))
+    }
+
+    /// The reclaim guard that kept the last step from reclaiming.
+    pub(crate) fn blocking_guard(&self) -> Option<&GuardReport> {
+        self.guarded.as_ref().map(|(_, g)| &**g)
+    }
+
+    /// When to look again at the lock kept by a live reclaim guard: once
+    /// the guard counts as abandoned (at least 1 ms from `now`). Its
+    /// removal wakes the waiter before that (see `wait`).
+    pub(crate) fn guard_recheck(&self, now: Instant) -> Option<Instant> {
+        let left = self.blocking_guard()?.abandoned_in()?;
+        now.checked_add(left.max(Duration::from_millis(1)))
     }
 
     /// How long to sleep after [`Step::Backoff`]: another reclaimer of ours
-    /// needs microseconds; a live reclaim guard (see [`Reclaim::Guarded`])
-    /// is looked at again every [`GUARD_RECHECK`].
+    /// needs microseconds. (A reclaim guard in the way is a [`Step::Wait`].)
     pub(crate) fn backoff_delay(&self) -> Duration {
-        if self.guarded.is_some() {
-            GUARD_RECHECK
-        } else {
-            RECLAIM_BACKOFF
-        }
-    }
-
-    /// The last step backed off because of another reclaimer's guard.
-    pub(crate) fn guarded(&self) -> bool {
-        self.guarded.is_some()
+        RECLAIM_BACKOFF
     }
 
     /// Before a blocking contender looks at the lock: if it is neither
@@ -652,9 +877,11 @@ impl<'a> Acquirer<'a> {
                 Ok(match reclaim(observed)? {
                     Reclaim::Removed | Reclaim::Changed => Step::Retry,
                     Reclaim::Busy => Step::Backoff,
-                    Reclaim::Guarded => {
-                        self.guarded = Some(Box::new(judged));
-                        Step::Backoff
+                    Reclaim::Guarded(guard) => {
+                        // Wait for the guard's removal (an event on its
+                        // name) or for it to count as abandoned.
+                        self.guarded = Some((Box::new(judged), guard));
+                        Step::Wait
                     }
                 })
             }
@@ -753,7 +980,12 @@ impl<'a> Acquirer<'a> {
             return Err(stale_error(self.paths, insp));
         }
         if deadline.is_some_and(|d| now >= d) {
-            return Err(timeout_error(self.paths, self.opts, self.last_inspection()));
+            return Err(timeout_error(
+                self.paths,
+                self.opts,
+                self.last_inspection(),
+                self.blocking_guard(),
+            ));
         }
         Ok(())
     }
@@ -763,12 +995,14 @@ pub(crate) fn timeout_error(
     paths: &LockPaths,
     opts: &LockOptions,
     last: Option<&Inspection>,
+    guard: Option<&GuardReport>,
 ) -> Error {
     Error::from(Repr::Timeout {
         lock_path: paths.lock.clone(),
         timeout: opts.timeout.unwrap_or(Duration::MAX),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+        guard: guard.map(ToString::to_string),
     })
 }
 
@@ -855,6 +1089,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 };
                 acq.prepare()?;
                 let recheck = now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                let recheck = acq.guard_recheck(now).map_or(recheck, |g| g.min(recheck));
                 let hooked = acq.hooked;
                 let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
                 if acq.hooked && !hooked {
@@ -902,17 +1137,42 @@ fn wait_in_queue(
     }
     // The attempt after the grant only has to link it.
     acq.prepare()?;
-    let recheck = now + wait::SAFETY_RECHECK;
+    // The lock is free but someone holds the queue: the next in line is
+    // about to publish, or the queue's holder is not one of ours. Wait
+    // only a short bound in the queue then (see `queue::STALL_BOUND`).
+    let free = lock_absent(paths);
+    let recheck = now
+        + if free {
+            queue::STALL_BOUND
+        } else {
+            wait::SAFETY_RECHECK
+        };
     // Waking for the `on_wait` hook makes the next step look at the lock,
     // so the hook then has the holder to show.
     let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
     let until = deadline.map_or(recheck, |d| d.min(recheck));
-    let granted = acq.wait_in_queue(until);
+    let mut granted = acq.wait_in_queue(until);
     count_wake(granted, deadline.is_none_or(|d| recheck < d));
+    if !granted && acq.in_queue() && lock_absent(paths) {
+        // Free now and still not granted: if it was free all along, or
+        // stays free for one more short bound, the queue is squatted.
+        if !free {
+            let bound = Instant::now() + queue::STALL_BOUND;
+            granted = acq.wait_in_queue(deadline.map_or(bound, |d| d.min(bound)));
+        }
+        if !granted && acq.in_queue() && lock_absent(paths) {
+            acq.bypass_queue();
+        }
+    }
     if granted {
         *watch = Some(wait::BlockingWatch::new(paths));
     }
     Ok(())
+}
+
+/// Whether nothing is at the lock path (one `lstat`).
+fn lock_absent(paths: &LockPaths) -> bool {
+    matches!(std::fs::symlink_metadata(&paths.lock), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Try once, never blocking.
@@ -954,8 +1214,6 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry => continue,
-            // Another reclaimer's guard: someone is reclaiming right now.
-            Step::Backoff if acq.guarded() => break,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
             Step::Wait | Step::Queue => break,
@@ -972,6 +1230,7 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         lock_path: paths.lock.clone(),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+        guard: acq.blocking_guard().map(ToString::to_string),
     }))
 }
 

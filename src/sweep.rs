@@ -9,9 +9,16 @@
 //! (`.<name>.lock.w<N>.tmp`, see `docs/protocol.md`, "Witness slots") left
 //! by processes that exited, once nobody holds them and they are older than
 //! the orphan grace. A lock's queue file
-//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed,
-//! without a report, only once its transcript and its lock file are both
-//! gone and nobody holds or waits for its `flock`.
+//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed
+//! only once its transcript and its lock file are both gone and nobody
+//! holds or waits for its `flock`.
+//!
+//! Only what is provably ours is removed (issue 19): the exact names we
+//! create (`classify_temp_name`), a regular file of our user, private,
+//! with one link, holding nothing or one of our records
+//! (`is_our_content`; a queue file: nothing), that no other process has
+//! open or locked. Everything else is kept and reported
+//! ([`SweepResult::kept`]); removed temp and queue files are listed.
 
 use crate::error::{Error, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};

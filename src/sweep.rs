@@ -215,6 +215,58 @@ pub fn lock_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<PathBuf>> {
     list(dir.as_ref(), suffix).map(|(locks, _, _)| locks)
 }
 
+/// The files in `dir` that look like ours (temp files, witness slots,
+/// queue files for locks ending in `suffix`) but are not provably ours,
+/// each with the reason, found without taking or removing anything: what
+/// `session-lock status DIR` lists. Files that pass the checks on their
+/// own and are only young, busy or in use are left out. A missing
+/// directory has none.
+///
+/// # Errors
+/// `Io` if the directory cannot be listed.
+///
+/// # Examples
+/// ```
+/// use session_lock::sweep::{foreign_files, KeptReason};
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join(".yarn.lock.tmp"), b"")?;
+/// let found = foreign_files(dir.path(), ".jsonl.lock")?;
+/// assert_eq!(found[0].reason, KeptReason::NotOurName);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn foreign_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<KeptFile>> {
+    let (_, temps, queues) = list(dir.as_ref(), suffix)?;
+    let mut out = Vec::new();
+    for path in queues {
+        let reason = match open_checked(&path) {
+            Ok((_, meta)) if meta.len() != 0 => KeptReason::NotEmpty,
+            Ok(_) => continue,
+            Err(r) => r,
+        };
+        out.push(kept(&path, "queue", reason));
+    }
+    for path in temps {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (kind, token) = match classify_temp_name(&name, suffix) {
+            TempName::Slot => ("slot", None),
+            TempName::Temp(t) => ("temp", Some(t)),
+            TempName::Foreign => {
+                out.push(kept(&path, "other", KeptReason::NotOurName));
+                continue;
+            }
+        };
+        match judge_temp(&path, token.as_deref(), Duration::ZERO) {
+            Ok(_) | Err(KeptReason::InGrace | KeptReason::Changed) => {}
+            Err(r) => out.push(kept(&path, kind, r)),
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
 /// Lock files, names that look like our temp files (`.*.lock.*.tmp`) and
 /// queue files (`<name>.lock.queue`) in `dir`, each sorted by name.
 type Listing = (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>);

@@ -517,6 +517,17 @@ fn clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes() {
             p.display()
         );
     }
+    // `status DIR` lists the files that are not provably ours, with the
+    // reason (not those that are ours and only busy: open or locked).
+    let status = cli(&[os("status"), os(d)]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    for (p, why) in &kept {
+        let busy = matches!(*why, "open-elsewhere" | "locked");
+        let shown = text
+            .lines()
+            .any(|l| l.contains(why) && l.ends_with(&p.display().to_string()));
+        assert_eq!(shown, !busy, "status and {} ({why}):\n{text}", p.display());
+    }
     for mut c in children {
         drop(c.stdin.take());
         wait_child(&mut c, WAIT, "child keeping a file");

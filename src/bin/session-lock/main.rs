@@ -608,6 +608,35 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
             }
         }
     }
+    // Files next to the locks that look like ours and are not: listed
+    // with the reason (`clean` keeps them too).
+    for dir in paths.iter().filter(|p| p.is_dir()) {
+        let found = match session_lock::sweep::foreign_files(dir, suffix) {
+            Ok(f) => f,
+            Err(e) => {
+                code = fail(&e);
+                continue;
+            }
+        };
+        for k in found {
+            if json {
+                emit(
+                    &serde_json::json!({
+                        "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
+                        "attention": null,
+                    })
+                    .to_string(),
+                );
+            } else {
+                let mut row = vec![k.kind.to_owned()];
+                row.extend(["-", "-", "-"].map(String::from));
+                row.push(k.reason.as_str().to_owned());
+                row.push("-".into());
+                row.push(k.path.display().to_string());
+                rows.push(row);
+            }
+        }
+    }
     if !json {
         print_table(
             &[

@@ -246,3 +246,91 @@ fn a_live_guard_is_named_with_when_it_counts_as_abandoned() {
     );
     assert!(guard.is_dir());
 }
+
+/// Another user's abandoned guard in a sticky directory: an unprivileged
+/// acquirer may not remove it (`rmdir` is refused), so it is reported as
+/// such, with `rmdir` by its owner or root as the fix, and left in place.
+/// Runs the acquirer as uid 65534 (`setpriv`); skipped with a message
+/// where that is impossible (not root, no setpriv).
+#[test]
+fn another_users_guard_in_a_sticky_directory_is_reported_not_removable() {
+    let _serial = serial();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to act as two other users");
+        return;
+    }
+    let setpriv = |uid: &str| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ]);
+        c
+    };
+    if setpriv("65534")
+        .arg("true")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: setpriv is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let t = d.join("s.jsonl");
+    let guard = guard_of(&t);
+    // The guard: uid 65533's, an hour old.
+    assert!(
+        setpriv("65533")
+            .arg("mkdir")
+            .arg(&guard)
+            .status()
+            .unwrap()
+            .success()
+    );
+    age_link(&guard);
+    // A dead owner's lock, written by the acquirer's user (65534).
+    let dead = dead_pid();
+    let record = format!("{{\"pid\":{dead},\"createdAt\":\"2020-01-01T00:00:00.000Z\"}}");
+    assert!(
+        setpriv("65534")
+            .args(["sh", "-c", "printf '%s' \"$1\" > \"$0\""])
+            .arg(lock_of(&t))
+            .arg(&record)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = snapshot(&guard);
+    let mut child = setpriv("65534")
+        .arg(BIN)
+        .args(["append", "--wait", "300ms"])
+        .arg(&t)
+        .arg("{}")
+        .env("SESSION_LOCK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_child(&mut child, WAIT, "acquirer as uid 65534");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !status.success(),
+        "acquired under another user's guard: {err}"
+    );
+    let shown = guard.display().to_string();
+    for part in [
+        shown.as_str(),
+        "uid 65533",
+        "may not remove it",
+        "rmdir -- ",
+    ] {
+        assert!(err.contains(part), "the error lacks {part:?}: {err}");
+    }
+    assert_eq!(snapshot(&guard), before, "the guard was changed");
+    assert!(lock_of(&t).exists(), "reclaimed under the guard");
+}

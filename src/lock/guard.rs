@@ -320,3 +320,129 @@ impl PrivateDir for std::fs::DirBuilder {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(problem: GuardProblem, age_s: u64) -> GuardReport {
+        GuardReport {
+            path: PathBuf::from("/s/x.jsonl.lock.reclaim"),
+            kind: "directory",
+            uid: Some(1000),
+            user: Some("alice".into()),
+            age: Some(Duration::from_secs(age_s)),
+            problem,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn each_problem_says_what_to_do() {
+        for (problem, age, abandoned_in, fix, says) in [
+            (
+                GuardProblem::Live,
+                10,
+                Some(20),
+                None,
+                "live; counts as abandoned in 20.0s",
+            ),
+            (
+                GuardProblem::Live,
+                45,
+                Some(0),
+                None,
+                "counts as abandoned in 0.0s",
+            ),
+            (
+                GuardProblem::NotEmpty,
+                45,
+                None,
+                Some("rm -r -- '/s/x.jsonl.lock.reclaim'"),
+                "not empty",
+            ),
+            (
+                GuardProblem::NotRemovable,
+                45,
+                None,
+                Some("rmdir -- '/s/x.jsonl.lock.reclaim'"),
+                "we may not remove it",
+            ),
+            (
+                GuardProblem::NotADirectory,
+                1,
+                None,
+                Some("rm -- '/s/x.jsonl.lock.reclaim'"),
+                "not a directory",
+            ),
+        ] {
+            let r = report(problem, age);
+            assert_eq!(
+                r.abandoned_in(),
+                abandoned_in.map(Duration::from_secs),
+                "{problem:?}"
+            );
+            let text = r.to_string();
+            assert!(text.contains(says), "{text}");
+            assert!(text.contains("owner uid 1000 (alice)"), "{text}");
+            match fix {
+                Some(f) => assert!(
+                    r.fix().is_some_and(|x| x.contains(f)) && text.contains(f),
+                    "{text}"
+                ),
+                None => assert!(r.fix().is_none() && !text.contains("by hand"), "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_an_empty_abandoned_directory_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("s.jsonl.lock");
+        let guard = reclaim_guard_path(&lock);
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        // A file: never removed, whatever its age.
+        std::fs::write(&guard, b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&guard)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let r = take_reclaim_guard(&lock).unwrap().err().expect("blocked");
+        assert_eq!(r.problem, GuardProblem::NotADirectory);
+        assert!(guard.is_file());
+        std::fs::remove_file(&guard).unwrap();
+        // A fresh directory: live.
+        std::fs::create_dir(&guard).unwrap();
+        let r = take_reclaim_guard(&lock).unwrap().err().expect("blocked");
+        assert_eq!(r.problem, GuardProblem::Live);
+        assert_eq!(
+            guard_report(&lock).map(|r| r.problem),
+            Some(GuardProblem::Live)
+        );
+        // Non-empty and old: kept.
+        std::fs::write(guard.join("inside"), b"x").unwrap();
+        std::fs::File::open(&guard)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let r = take_reclaim_guard(&lock).unwrap().err().expect("blocked");
+        assert_eq!(r.problem, GuardProblem::NotEmpty);
+        assert_eq!(
+            guard_report(&lock).map(|r| r.problem),
+            Some(GuardProblem::NotEmpty)
+        );
+        // Empty and old: cleared and taken (and released on drop).
+        std::fs::remove_file(guard.join("inside")).unwrap();
+        std::fs::File::open(&guard)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(guard_report(&lock), None);
+        let taken = take_reclaim_guard(&lock).unwrap().ok().expect("taken");
+        assert!(guard.is_dir());
+        drop(taken);
+        assert!(!guard.exists());
+    }
+}

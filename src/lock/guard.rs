@@ -440,7 +440,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         assert_eq!(guard_report(&lock), None);
-        let taken = take_reclaim_guard(&lock).unwrap().ok().expect("taken");
+        let taken = take_reclaim_guard(&lock).unwrap().expect("taken");
         assert!(guard.is_dir());
         drop(taken);
         assert!(!guard.exists());

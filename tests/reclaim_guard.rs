@@ -334,3 +334,48 @@ fn another_users_guard_in_a_sticky_directory_is_reported_not_removable() {
     assert_eq!(snapshot(&guard), before, "the guard was changed");
     assert!(lock_of(&t).exists(), "reclaimed under the guard");
 }
+
+/// The async API waits behind a guard the same way: on the process-wide
+/// inotify hub, which maps the guard's name to its lock; the guard's
+/// removal wakes the task by an event.
+#[test]
+fn removing_the_guard_wakes_an_async_waiter_by_an_event() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let guard = guard_of(&t);
+    write_reference_lock(&lock_of(&t), dead_pid(), 3_600_000, None);
+    std::fs::create_dir(&guard).unwrap();
+    std::fs::write(guard.join("inside"), b"x").unwrap();
+    age_link(&guard);
+    let steps_before = session_lock::__private::acquire_steps();
+    let remover = {
+        let guard = guard.clone();
+        let dir = dir.path().to_owned();
+        std::thread::spawn(move || {
+            wait_until(
+                WAIT,
+                || session_lock::__private::acquire_steps() >= steps_before + 2 && watched(&dir),
+                || "the async waiter never watched the directory".into(),
+            );
+            std::fs::remove_file(guard.join("inside")).unwrap();
+            std::fs::remove_dir(&guard).unwrap();
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (events_before, timers_before) = session_lock::__private::wait_wakeups();
+    let g = rt
+        .block_on(session_lock::tokio::acquire_with(
+            &t,
+            &LockOptions::new().timeout(WAIT),
+        ))
+        .expect("the lock is reclaimed once the guard is gone");
+    remover.join().unwrap();
+    let (events, timers) = session_lock::__private::wait_wakeups();
+    assert_eq!(timers - timers_before, 0, "woken by a timer");
+    assert!(events > events_before, "not woken by an event");
+    g.release().unwrap();
+}

@@ -244,7 +244,7 @@ pub struct Error(Box<Repr>);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Repr {
     /// See [`ErrorKind::Busy`].
-    #[error("session file locked: {owner} {}", lock_path.display())]
+    #[error("session file locked: {owner} {}{}", lock_path.display(), guard_note(guard))]
     Busy {
         /// The lock file.
         lock_path: PathBuf,
@@ -252,9 +252,12 @@ pub(crate) enum Repr {
         owner: Box<Owner>,
         /// Report-only reasons (e.g. `too-old`), if any.
         reasons: Vec<Reason>,
+        /// A reclaim guard that kept a reclaimable lock (see
+        /// `lock::GuardReport`), as a sentence.
+        guard: Option<String>,
     },
     /// See [`ErrorKind::Timeout`].
-    #[error("session file locked (timeout {}ms): {owner} {}", timeout.as_millis(), lock_path.display())]
+    #[error("session file locked (timeout {}ms): {owner} {}{}", timeout.as_millis(), lock_path.display(), guard_note(guard))]
     Timeout {
         /// The lock file.
         lock_path: PathBuf,
@@ -264,6 +267,8 @@ pub(crate) enum Repr {
         owner: Box<Owner>,
         /// Report-only reasons (e.g. `too-old`), if any.
         reasons: Vec<Reason>,
+        /// As for `Busy`.
+        guard: Option<String>,
     },
     /// See [`ErrorKind::Stale`].
     #[error("session file lock stale ({}): {owner} {}", join_reasons(reasons), lock_path.display())]
@@ -464,6 +469,17 @@ impl Error {
         }
     }
 
+    /// For `Busy` and `Timeout` on a lock whose owner is gone but whose
+    /// reclaim a reclaim guard (`<lock>.reclaim`) blocked: that guard's
+    /// path, owner, age and what to do about it, as one sentence (also at
+    /// the end of the message).
+    pub fn blocking_guard(&self) -> Option<&str> {
+        match &*self.0 {
+            Repr::Busy { guard, .. } | Repr::Timeout { guard, .. } => guard.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The timeout that ran out, for [`ErrorKind::Timeout`].
     pub fn timeout(&self) -> Option<Duration> {
         match &*self.0 {
@@ -523,6 +539,14 @@ impl Error {
     }
 }
 
+/// `"; <guard>"` after a `Busy` or `Timeout` message, or nothing.
+fn guard_note(guard: &Option<String>) -> String {
+    guard
+        .as_deref()
+        .map(|g| format!("; {g}"))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +563,7 @@ mod tests {
                 ..Owner::default()
             }),
             reasons: vec![],
+            guard: None,
         });
         assert_eq!(
             err.to_string(),
@@ -582,6 +607,7 @@ mod tests {
             lock_path: PathBuf::from("/x.lock"),
             owner: Box::default(),
             reasons: vec![],
+            guard: None,
         });
         assert_eq!(io::Error::from(busy).kind(), io::ErrorKind::WouldBlock);
         let lost = Error::from(Repr::LockLost {

@@ -163,7 +163,10 @@ pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use inspect::{Inspection, Reason, Verdict, Witness};
 pub use lock::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
-pub use lock::{LockPaths, acquire, acquire_with, inspect, try_acquire};
+pub use lock::{
+    GuardProblem, GuardReport, LockPaths, RECLAIM_GUARD_ABANDONED, acquire, acquire_with,
+    guard_report, inspect, try_acquire,
+};
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,

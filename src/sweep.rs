@@ -9,9 +9,16 @@
 //! (`.<name>.lock.w<N>.tmp`, see `docs/protocol.md`, "Witness slots") left
 //! by processes that exited, once nobody holds them and they are older than
 //! the orphan grace. A lock's queue file
-//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed,
-//! without a report, only once its transcript and its lock file are both
-//! gone and nobody holds or waits for its `flock`.
+//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed
+//! only once its transcript and its lock file are both gone and nobody
+//! holds or waits for its `flock`.
+//!
+//! Only what is provably ours is removed (issue 19): the exact names we
+//! create (`classify_temp_name`), a regular file of our user, private,
+//! with one link, holding nothing or one of our records
+//! (`is_our_content`; a queue file: nothing), that no other process has
+//! open or locked. Everything else is kept and reported
+//! ([`SweepResult::kept`]); removed temp and queue files are listed.
 
 use crate::error::{Error, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};
@@ -78,6 +85,9 @@ pub struct SweepReport {
     pub removed: bool,
     /// What went wrong with this file, if anything (the sweep goes on).
     pub error: Option<String>,
+    /// A reclaim guard (`<lock>.reclaim`) that kept this reclaimable lock
+    /// (on a dry run: that would keep it).
+    pub guard: Option<lock::GuardReport>,
 }
 
 impl Serialize for SweepReport {
@@ -94,12 +104,15 @@ impl Serialize for SweepReport {
             lock: L,
             removed: bool,
             error: &'a Option<String>,
+            #[serde(rename = "reclaimGuard", skip_serializing_if = "Option::is_none")]
+            guard: &'a Option<lock::GuardReport>,
         }
         match &self.inspection {
             Some(lock) => Report {
                 lock,
                 removed: self.removed,
                 error: &self.error,
+                guard: &self.guard,
             }
             .serialize(s),
             None => Report {
@@ -114,6 +127,7 @@ impl Serialize for SweepReport {
                 },
                 removed: self.removed,
                 error: &self.error,
+                guard: &self.guard,
             }
             .serialize(s),
         }
@@ -131,6 +145,13 @@ pub struct SweepResult {
     pub temps_removed: Vec<PathBuf>,
     /// Leftover temp files a sweep with `remove` would remove (dry run).
     pub temps_removable: Vec<PathBuf>,
+    /// Queue files removed (their lock and transcript gone, nobody waiting).
+    pub queues_removed: Vec<PathBuf>,
+    /// Queue files a sweep with `remove` would remove (dry run).
+    pub queues_removable: Vec<PathBuf>,
+    /// Files that look like ours (temp files, witness slots, queue files)
+    /// and were left in place, each with the reason.
+    pub kept: Vec<KeptFile>,
 }
 
 fn sweep_policy(opts: &SweepOptions) -> Policy {
@@ -166,18 +187,19 @@ pub fn sweep(dir: impl AsRef<Path>, opts: &SweepOptions) -> Result<SweepResult> 
     for path in locks {
         result.locks.push(sweep_one(&path, &policy, opts.remove));
     }
-    if opts.remove {
-        for path in queues {
-            remove_idle_queue(&path);
+    for path in queues {
+        match idle_queue(&path, opts.remove) {
+            Ok(()) if opts.remove => result.queues_removed.push(path),
+            Ok(()) => result.queues_removable.push(path),
+            Err(None) => {}
+            Err(Some(kept)) => result.kept.push(kept),
         }
     }
-    for path in temps {
-        if stale_temp(&path, opts.orphan_grace, opts.remove) {
-            if opts.remove {
-                result.temps_removed.push(path);
-            } else {
-                result.temps_removable.push(path);
-            }
+    for (path, kept) in sweep_temps(temps, &opts.suffix, opts.orphan_grace, opts.remove) {
+        match kept {
+            None if opts.remove => result.temps_removed.push(path),
+            None => result.temps_removable.push(path),
+            Some(k) => result.kept.push(k),
         }
     }
     Ok(result)
@@ -193,8 +215,60 @@ pub fn lock_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<PathBuf>> {
     list(dir.as_ref(), suffix).map(|(locks, _, _)| locks)
 }
 
-/// Lock files, leftover temp files (`.<name>.lock.<token>.tmp`) and queue
-/// files (`<name>.lock.queue`) in `dir`, each sorted by name.
+/// The files in `dir` that look like ours (temp files, witness slots,
+/// queue files for locks ending in `suffix`) but are not provably ours,
+/// each with the reason, found without taking or removing anything: what
+/// `session-lock status DIR` lists. Files that pass the checks on their
+/// own and are only young, busy or in use are left out. A missing
+/// directory has none.
+///
+/// # Errors
+/// `Io` if the directory cannot be listed.
+///
+/// # Examples
+/// ```
+/// use session_lock::sweep::{foreign_files, KeptReason};
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join(".yarn.lock.tmp"), b"")?;
+/// let found = foreign_files(dir.path(), ".jsonl.lock")?;
+/// assert_eq!(found[0].reason, KeptReason::NotOurName);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn foreign_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<KeptFile>> {
+    let (_, temps, queues) = list(dir.as_ref(), suffix)?;
+    let mut out = Vec::new();
+    for path in queues {
+        let reason = match open_checked(&path) {
+            Ok((_, meta)) if meta.len() != 0 => KeptReason::NotEmpty,
+            Ok(_) => continue,
+            Err(r) => r,
+        };
+        out.push(kept(&path, "queue", reason));
+    }
+    for path in temps {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (kind, token) = match classify_temp_name(&name, suffix) {
+            TempName::Slot => ("slot", None),
+            TempName::Temp(t) => ("temp", Some(t)),
+            TempName::Foreign => {
+                out.push(kept(&path, "other", KeptReason::NotOurName));
+                continue;
+            }
+        };
+        match judge_temp(&path, token.as_deref(), Duration::ZERO) {
+            Ok(_) | Err(KeptReason::InGrace | KeptReason::Changed) => {}
+            Err(r) => out.push(kept(&path, kind, r)),
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Lock files, names that look like our temp files (`.*.lock.*.tmp`) and
+/// queue files (`<name>.lock.queue`) in `dir`, each sorted by name.
 type Listing = (Vec<PathBuf>, Vec<PathBuf>, Vec<PathBuf>);
 
 fn list(dir: &Path, suffix: &str) -> Result<Listing> {
@@ -225,45 +299,345 @@ fn list(dir: &Path, suffix: &str) -> Result<Listing> {
     Ok((locks, temps, queues))
 }
 
-/// Remove the queue file `path` (`<T>.lock.queue`) if `T` and `T.lock` are
-/// both gone and nobody holds its `flock` (taken without blocking and held
-/// across the unlink, so a contender that opened it just before waits on
-/// it until we are done, and then finds the lock path free). Returns
-/// whether it was removed.
-fn remove_idle_queue(path: &Path) -> bool {
+/// What a file next to the locks is, by its name alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TempName {
+    /// A witness slot `.<lock>.w<N>.tmp`, N below `slot::SLOTS`.
+    Slot,
+    /// A publisher's temp file `.<lock>.<token>.tmp` (32 lowercase hex).
+    Temp(String),
+    /// Anything else: not a name we create.
+    Foreign,
+}
+
+/// Classify `name` against the exact shapes we create for lock names
+/// ending in `suffix` (see `lock::slot::slot_path` and `lock::publish`).
+pub(crate) fn classify_temp_name(name: &str, suffix: &str) -> TempName {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return TempName::Foreign;
+    };
+    let Some((lock, tail)) = inner.rsplit_once('.') else {
+        return TempName::Foreign;
+    };
+    if !lock.ends_with(suffix) || lock.len() <= suffix.len() || !suffix.ends_with(".lock") {
+        return TempName::Foreign;
+    }
+    if let Some(n) = tail.strip_prefix('w') {
+        let canonical = !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && (n == "0" || !n.starts_with('0'));
+        return match n.parse::<u32>() {
+            Ok(n) if canonical && n < lock::slot::SLOTS => TempName::Slot,
+            _ => TempName::Foreign,
+        };
+    }
+    if tail.len() == 32 && tail.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return TempName::Temp(tail.to_owned());
+    }
+    TempName::Foreign
+}
+
+/// Whether `bytes` is what we write into a slot or temp file: nothing, or
+/// one of our records (`"witness": "flock"`, a 32-hex `token`, equal to
+/// `token` when given) on the first line. A slot may keep the tail of a
+/// longer earlier record after that line (a writer killed between its
+/// write and its truncate); a temp file is written once.
+pub(crate) fn is_our_content(bytes: &[u8], token: Option<&str>) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let line = match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) if token.is_none() || i + 1 == bytes.len() => &bytes[..i],
+        Some(_) => return false,
+        None => bytes,
+    };
+    match crate::record::OwnerRecord::parse(line) {
+        crate::record::ParsedRecord::Record(r) => {
+            r.has_flock_witness()
+                && r.token.as_deref().is_some_and(|t| {
+                    t.len() == 32
+                        && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                        && token.is_none_or(|want| want == t)
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Why the sweep left a file next to the locks in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum KeptReason {
+    /// The name only looks like one of ours (`.yarn.lock.tmp`, a slot
+    /// number of 32 or more, another suffix).
+    NotOurName,
+    /// Not a regular file (directory, symlink, FIFO, socket, device).
+    NotARegularFile,
+    /// Owned by another user.
+    OtherOwner,
+    /// Readable or writable by group or others: we create these 0600.
+    NotPrivate,
+    /// The file has more than one name (a hard link).
+    HardLinked,
+    /// Its contents are not one of our records.
+    ForeignContents,
+    /// A queue file that is not empty (ours always are).
+    NotEmpty,
+    /// Younger than the orphan grace.
+    InGrace,
+    /// Another process has it open.
+    OpenElsewhere,
+    /// Someone holds a lock on it (`flock`, POSIX or OFD lock, lease).
+    Locked,
+    /// It vanished or was replaced while we looked.
+    Changed,
+}
+
+impl KeptReason {
+    /// The reason as `clean` prints it (`not-our-name`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeptReason::NotOurName => "not-our-name",
+            KeptReason::NotARegularFile => "not-a-regular-file",
+            KeptReason::OtherOwner => "other-owner",
+            KeptReason::NotPrivate => "not-private",
+            KeptReason::HardLinked => "hard-linked",
+            KeptReason::ForeignContents => "foreign-contents",
+            KeptReason::NotEmpty => "not-empty",
+            KeptReason::InGrace => "in-grace",
+            KeptReason::OpenElsewhere => "open-elsewhere",
+            KeptReason::Locked => "locked",
+            KeptReason::Changed => "changed",
+        }
+    }
+}
+
+/// A file next to the locks that the sweep considered and left in place.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct KeptFile {
+    /// The file.
+    pub path: PathBuf,
+    /// What its name says it is: `temp`, `slot`, `queue`, or `other` for
+    /// a name that only looks like ours.
+    pub kind: &'static str,
+    /// Why it was kept.
+    pub reason: KeptReason,
+}
+
+fn kept(path: &Path, kind: &'static str, reason: KeptReason) -> KeptFile {
+    KeptFile {
+        path: path.to_owned(),
+        kind,
+        reason,
+    }
+}
+
+/// Checks on what `open_for_inspection` found at a temp, slot or queue
+/// name that hold for every file we create there: a regular file of our
+/// user, mode 0600 or stricter, one name.
+fn check_ours(meta: &std::fs::Metadata) -> std::result::Result<(), KeptReason> {
+    if !meta.file_type().is_file() {
+        return Err(KeptReason::NotARegularFile);
+    }
+    if !sys::owner_uid(meta).1 {
+        return Err(KeptReason::OtherOwner);
+    }
+    let (links, mode) = sys::links_and_mode(meta);
+    if mode & 0o077 != 0 {
+        return Err(KeptReason::NotPrivate);
+    }
+    if links != 1 {
+        return Err(KeptReason::HardLinked);
+    }
+    Ok(())
+}
+
+fn open_checked(
+    path: &Path,
+) -> std::result::Result<(std::fs::File, std::fs::Metadata), KeptReason> {
+    let file = sys::open_for_inspection(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => KeptReason::Changed,
+        io::ErrorKind::PermissionDenied => KeptReason::OtherOwner,
+        // ELOOP: a symlink (never followed), and the like.
+        _ => KeptReason::NotARegularFile,
+    })?;
+    let meta = file.metadata().map_err(|_| KeptReason::Changed)?;
+    check_ours(&meta)?;
+    Ok((file, meta))
+}
+
+/// A temp or slot file that passed the checks on its own, waiting for the
+/// checks against other processes.
+struct Candidate {
+    path: PathBuf,
+    kind: &'static str,
+    file: std::fs::File,
+    id: sys::FileId,
+}
+
+/// Judge every temp-looking name; remove (or, without `remove`, only
+/// report) those that are provably ours and abandoned. Returns each path
+/// with `None` (removed or removable) or why it was kept.
+fn sweep_temps(
+    temps: Vec<PathBuf>,
+    suffix: &str,
+    grace: Duration,
+    remove: bool,
+) -> Vec<(PathBuf, Option<KeptFile>)> {
+    let mut out = Vec::new();
+    let mut candidates = Vec::new();
+    for path in temps {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (kind, token) = match classify_temp_name(&name, suffix) {
+            TempName::Slot => ("slot", None),
+            TempName::Temp(t) => ("temp", Some(t)),
+            TempName::Foreign => {
+                out.push((
+                    path.clone(),
+                    Some(kept(&path, "other", KeptReason::NotOurName)),
+                ));
+                continue;
+            }
+        };
+        match judge_temp(&path, token.as_deref(), grace) {
+            Ok((file, id)) => candidates.push(Candidate {
+                path,
+                kind,
+                file,
+                id,
+            }),
+            Err(reason) => out.push((path.clone(), Some(kept(&path, kind, reason)))),
+        }
+    }
+    let ids: std::collections::HashSet<sys::FileId> = candidates.iter().map(|c| c.id).collect();
+    let locked = if ids.is_empty() {
+        Default::default()
+    } else {
+        sys::locked_by_others(&ids)
+    };
+    let open = sys::open_by_others(&ids);
+    for c in candidates {
+        let verdict = if locked.contains(&c.id) {
+            Err(KeptReason::Locked)
+        } else if open.contains(&c.id) {
+            Err(KeptReason::OpenElsewhere)
+        } else {
+            remove_temp(&c, remove)
+        };
+        let k = verdict.err().map(|r| kept(&c.path, c.kind, r));
+        out.push((c.path, k));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The checks of one temp or slot file on its own: ours by type, owner,
+/// mode, links and contents, and older than the grace.
+fn judge_temp(
+    path: &Path,
+    token: Option<&str>,
+    grace: Duration,
+) -> std::result::Result<(std::fs::File, sys::FileId), KeptReason> {
+    use std::io::Read;
+    let (file, meta) = open_checked(path)?;
+    let mut bytes = Vec::new();
+    (&file)
+        .take(crate::record::MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| KeptReason::ForeignContents)?;
+    if bytes.len() > crate::record::MAX_RECORD_BYTES || !is_our_content(&bytes, token) {
+        return Err(KeptReason::ForeignContents);
+    }
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > grace);
+    if !old {
+        return Err(KeptReason::InGrace);
+    }
+    Ok((file, sys::file_id(&meta)))
+}
+
+/// Take the candidate's `flock` (held across the unlink, so that no
+/// process of ours takes a slot over meanwhile), check the name still
+/// names it, and remove it when `remove`.
+fn remove_temp(c: &Candidate, remove: bool) -> std::result::Result<(), KeptReason> {
+    // `_writable` keeps a descriptor NFS needed (and its lock) until after
+    // the unlink.
+    let mut _writable = None;
+    match lock::lock_for_removal(&c.file, &mut _writable, &c.path, c.id) {
+        lock::RemovalLock::Taken => {}
+        lock::RemovalLock::Busy | lock::RemovalLock::Unsupported => {
+            return Err(KeptReason::Locked);
+        }
+        lock::RemovalLock::Changed => return Err(KeptReason::Changed),
+    }
+    let same = std::fs::symlink_metadata(&c.path).is_ok_and(|m| sys::file_id(&m) == c.id);
+    if !same {
+        return Err(KeptReason::Changed);
+    }
+    if remove && std::fs::remove_file(&c.path).is_err() {
+        return Err(KeptReason::Changed);
+    }
+    Ok(())
+}
+
+/// A queue file (`<T>.lock.queue`) that may go: ours (regular, our user,
+/// private, one name, empty), `T` and `T.lock` both gone, and nobody
+/// holding or waiting for a lock on it. Its `flock` is taken without
+/// blocking and held across the unlink, so a contender that opened it
+/// just before waits on it until we are done, and then finds the lock
+/// path free. `Ok`: removed (or removable, without `remove`); `Err(None)`:
+/// kept without a report (its lock is in use); `Err(Some)`: kept, and why.
+fn idle_queue(path: &Path, remove: bool) -> std::result::Result<(), Option<KeptFile>> {
+    let report = |r| Some(kept(path, "queue", r));
+    let (file, meta) = open_checked(path).map_err(report)?;
+    if meta.len() != 0 {
+        return Err(report(KeptReason::NotEmpty));
+    }
     let Some(lock) = path
         .to_str()
         .and_then(|p| p.strip_suffix(lock::queue::QUEUE_SUFFIX))
         .map(PathBuf::from)
     else {
-        return false;
+        return Err(None);
     };
     let Some(target) = lock
         .to_str()
         .and_then(|p| p.strip_suffix(".lock"))
         .map(PathBuf::from)
     else {
-        return false;
+        return Err(None);
     };
     let absent = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
     if !absent(&lock) || !absent(&target) {
-        return false;
+        return Err(None);
     }
-    let Ok(file) = sys::open_for_inspection(path) else {
-        return false;
-    };
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    if !meta.file_type().is_file() || !matches!(sys::flock_try(&file, true), Ok(true)) {
-        return false;
+    let id = sys::file_id(&meta);
+    if sys::locked_by_others(&[id].into_iter().collect()).contains(&id) {
+        return Err(report(KeptReason::Locked));
     }
-    let same =
-        std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    if !matches!(sys::flock_try(&file, true), Ok(true)) {
+        return Err(report(KeptReason::Locked));
+    }
+    let same = std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == id);
     // Checked again under the flock: our blocking holders publish only
     // while they hold it (the queue is advisory: a race here costs order,
     // never exclusion).
-    same && absent(&lock) && std::fs::remove_file(path).is_ok()
+    if !same || !absent(&lock) {
+        return Err(report(KeptReason::Changed));
+    }
+    if remove && std::fs::remove_file(path).is_err() {
+        return Err(report(KeptReason::Changed));
+    }
+    Ok(())
 }
 
 fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
@@ -272,11 +646,15 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
         inspection: None,
         removed: false,
         error: None,
+        guard: None,
     };
     match inspect::observe(path, policy, &crate::lock::held::held_by_us) {
         Ok(None) => {}
         Ok(Some(observed)) => {
             report.inspection = Some(observed.inspection.clone());
+            if !remove && observed.inspection.verdict == Verdict::Reclaimable {
+                report.guard = lock::guard_report(path);
+            }
             if remove && observed.inspection.verdict == Verdict::Reclaimable {
                 match lock::reclaim(observed) {
                     Ok(Reclaim::Removed) => {
@@ -296,7 +674,8 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
                                 .unwrap_or_default()
                         );
                     }
-                    Ok(Reclaim::Changed | Reclaim::Busy | Reclaim::Guarded) => {}
+                    Ok(Reclaim::Guarded(guard)) => report.guard = Some(*guard),
+                    Ok(Reclaim::Changed | Reclaim::Busy) => {}
                     Err(e) => report.error = Some(e.to_string()),
                 }
             }
@@ -306,37 +685,74 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
     report
 }
 
-/// A leftover temp file nobody holds a flock on, older than the grace:
-/// removed when `remove`, else only reported. Returns whether it was (or
-/// would be) removed.
-fn stale_temp(path: &Path, grace: Duration, remove: bool) -> bool {
-    let Ok(file) = sys::open_for_inspection(path) else {
-        return false;
-    };
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    if !meta.file_type().is_file() {
-        return false;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_shapes_we_create_are_ours() {
+        let tok = "0123456789abcdef0123456789abcdef";
+        let s = ".jsonl.lock";
+        for (name, want) in [
+            (".a.jsonl.lock.w0.tmp", TempName::Slot),
+            (".a.jsonl.lock.w31.tmp", TempName::Slot),
+            (".a.b.jsonl.lock.w7.tmp", TempName::Slot),
+            (".a.jsonl.lock.w32.tmp", TempName::Foreign),
+            (".a.jsonl.lock.w99.tmp", TempName::Foreign),
+            (".a.jsonl.lock.w01.tmp", TempName::Foreign),
+            (".a.jsonl.lock.w.tmp", TempName::Foreign),
+            (".a.jsonl.lock.w+1.tmp", TempName::Foreign),
+            (
+                &format!(".a.jsonl.lock.{tok}.tmp"),
+                TempName::Temp(tok.into()),
+            ),
+            (
+                &format!(".a.jsonl.lock.{}.tmp", tok.to_uppercase()),
+                TempName::Foreign,
+            ),
+            (
+                &format!(".a.jsonl.lock.{}.tmp", &tok[1..]),
+                TempName::Foreign,
+            ),
+            (".yarn.lock.tmp", TempName::Foreign),
+            (".Cargo.lock.tmp", TempName::Foreign),
+            (".notes.lock.backup.tmp", TempName::Foreign),
+            (".jsonl.lock.w0.tmp", TempName::Foreign),
+            (".a.db.lock.w0.tmp", TempName::Foreign),
+            ("a.jsonl.lock.w0.tmp", TempName::Foreign),
+            (".a.jsonl.lock.w0.tmp.bak", TempName::Foreign),
+        ] {
+            assert_eq!(classify_temp_name(name, s), want, "{name}");
+        }
+        assert_eq!(
+            classify_temp_name(".a.db.lock.w0.tmp", ".db.lock"),
+            TempName::Slot
+        );
     }
-    let old = meta
-        .modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|age| age > grace);
-    if !old {
-        return false;
+
+    #[test]
+    fn only_our_records_are_our_contents() {
+        let tok = "0123456789abcdef0123456789abcdef";
+        let rec = format!("{{\"pid\":1,\"token\":\"{tok}\",\"witness\":\"flock\"}}\n");
+        assert!(is_our_content(b"", None));
+        assert!(is_our_content(rec.as_bytes(), None));
+        assert!(is_our_content(rec.as_bytes(), Some(tok)));
+        assert!(!is_our_content(
+            rec.as_bytes(),
+            Some("ffffffffffffffffffffffffffffffff")
+        ));
+        // A slot keeps the tail of a longer earlier record; a temp file not.
+        let torn = format!("{rec}\"label\":\"x\"}}\n");
+        assert!(is_our_content(torn.as_bytes(), None));
+        assert!(!is_our_content(torn.as_bytes(), Some(tok)));
+        for foreign in [
+            "precious user data\n".to_owned(),
+            "{\"pid\":1}\n".to_owned(),
+            rec.replace("flock", "none"),
+            rec.replace(tok, "short"),
+            "[1,2]".to_owned(),
+        ] {
+            assert!(!is_our_content(foreign.as_bytes(), None), "{foreign}");
+        }
     }
-    // `_writable` keeps a descriptor NFS needed (and its lock) until after
-    // the unlink.
-    let mut _writable = None;
-    let id = sys::file_id(&meta);
-    if !matches!(
-        lock::lock_for_removal(&file, &mut _writable, path, id),
-        lock::RemovalLock::Taken
-    ) {
-        return false;
-    }
-    let same = std::fs::symlink_metadata(path).is_ok_and(|m| sys::file_id(&m) == id);
-    same && (!remove || std::fs::remove_file(path).is_ok())
 }

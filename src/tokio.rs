@@ -90,7 +90,12 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
-                return Err(lock::timeout_error(&paths, &opts, acq.last_inspection()));
+                return Err(lock::timeout_error(
+                    &paths,
+                    &opts,
+                    acq.last_inspection(),
+                    acq.blocking_guard(),
+                ));
             }
             Step::Retry => {}
             Step::Backoff => tokio::time::sleep(acq.backoff_delay()).await,
@@ -110,6 +115,9 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                         // the record after its wake-up.
                         let recheck =
                             now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                        let recheck = acq
+                            .guard_recheck(now.into_std())
+                            .map_or(recheck, |g| recheck.min(g.into()));
                         let recheck = acq
                             .wait_hook(now.into_std())
                             .map_or(recheck, |h| recheck.min(h.into()));

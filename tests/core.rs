@@ -426,11 +426,27 @@ fn threads_contending_with_waits_keep_exclusion() {
     assert_eq!(std::fs::read_to_string(&t).unwrap().lines().count(), 600);
 }
 
+/// A temp file as a publisher killed before publishing leaves it: its
+/// exact name `.<lock>.<32-hex token>.tmp`, mode 0600, our record with that
+/// token (the sweep removes nothing else; see `security.rs`
+/// `clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes`).
+fn plant_our_temp(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tok = "0123456789abcdef0123456789abcdef";
+    let tmp = dir.join(format!(".s.jsonl.lock.{tok}.tmp"));
+    std::fs::write(
+        &tmp,
+        format!("{{\"pid\":1,\"token\":\"{tok}\",\"witness\":\"flock\"}}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    tmp
+}
+
 #[test]
 fn leftover_temp_files_are_swept_once_old() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join(".s.jsonl.lock.0123abcd.tmp");
-    std::fs::write(&tmp, b"{\"pid\":1}\n").unwrap();
+    let tmp = plant_our_temp(dir.path());
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert!(r.temps_removed.is_empty());
     age_file(&tmp, Duration::from_secs(60));
@@ -458,8 +474,7 @@ fn leftover_temp_files_are_swept_once_old() {
 #[test]
 fn an_old_temp_file_with_a_live_flock_survives_a_sweep() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join(".s.jsonl.lock.0123abcd.tmp");
-    std::fs::write(&tmp, b"{\"pid\":1}\n").unwrap();
+    let tmp = plant_our_temp(dir.path());
     let held = std::fs::File::open(&tmp).unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
     age_file(&tmp, Duration::from_secs(60));

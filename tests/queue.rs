@@ -376,3 +376,128 @@ fn a_hook_that_waits_for_another_lock_leaves_the_waiter_watching() {
     assert_eq!(by_timer, 0, "the waiter slept until its safety re-check");
     holder_b.release().unwrap();
 }
+
+/// `session-lock append FILE {}` as a child whose stderr (warnings on) is
+/// kept: a blocking acquire in another process.
+fn exec_waiter(t: &Path) -> std::process::Child {
+    bin()
+        .args(["append", "--wait", "60s"])
+        .arg(t)
+        .arg("{}")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for a child's exit (bounded); its exit status and stderr.
+fn finish(mut c: std::process::Child, what: &str) -> (bool, String) {
+    let status = wait_child(&mut c, WAIT, what);
+    let out = c.wait_with_output().unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Contents, mtime and identity of a file, to prove it untouched.
+fn snapshot(p: &Path) -> (Vec<u8>, i64, i64, u64, u64) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (
+        std::fs::read(p).unwrap(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino(),
+        m.nlink(),
+    )
+}
+
+/// Warnings that a queue file is bypassed, in a child's stderr.
+fn bypass_reports(stderr: &str, queue: &Path) -> usize {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.contains("bypassing the lock's wait queue")
+                && l.contains(&queue.display().to_string())
+        })
+        .count()
+}
+
+/// A hard link to another file at the queue name: never opened for its
+/// `flock` by a waiter (it waits on lock-file events instead), never
+/// written or truncated; the handoff works and the bypass is reported
+/// once.
+#[test]
+fn a_hard_link_at_the_queue_name_is_bypassed_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    age_file(&victim, Duration::from_secs(3600));
+    std::fs::hard_link(&victim, &queue).unwrap();
+    let before = snapshot(&victim);
+    let h = Holder::start(&t, &[]);
+    let w = exec_waiter(&t);
+    wait_until(
+        WAIT,
+        || inotify_watches(w.id()) > 0,
+        || "the waiter never watched the directory".into(),
+    );
+    assert_eq!(
+        queued_on(&queue),
+        0,
+        "a waiter took a flock on the hard-linked file"
+    );
+    h.release();
+    let (ok, stderr) = finish(w, "waiter");
+    assert!(ok, "the handoff failed: {stderr}");
+    assert_eq!(bypass_reports(&stderr, &queue), 1, "stderr: {stderr}");
+    assert_eq!(snapshot(&victim).0, before.0, "contents changed");
+    assert_eq!(snapshot(&victim), before, "the linked file was touched");
+}
+
+/// A process that is not one of our waiters sits on the queue's `flock`:
+/// a waiter that finds it still held after the lock is free bypasses it
+/// (reported once), takes the lock, and the queue file is not written.
+#[test]
+fn a_squatter_on_the_queue_is_bypassed_and_the_handoff_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let queue = queue_of(&t);
+    std::fs::File::create(&queue).unwrap();
+    std::fs::set_permissions(&queue, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    age_file(&queue, Duration::from_secs(3600));
+    let mut squatter = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&queue)
+        .args(["-c", "echo ready; read x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1)");
+    let out = squatter.stdout.take().unwrap();
+    let line = within(WAIT, "squatter ready", move || {
+        let mut l = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut l);
+        l
+    });
+    assert!(line.starts_with("ready"), "{line:?}");
+    let before = snapshot(&queue);
+    let h = Holder::start(&t, &[]);
+    let w = exec_waiter(&t);
+    // The squatter's lock and the waiter's place behind it.
+    wait_queued(&queue, 2);
+    h.release();
+    let (ok, stderr) = finish(w, "waiter");
+    assert!(ok, "the handoff failed: {stderr}");
+    assert_eq!(bypass_reports(&stderr, &queue), 1, "stderr: {stderr}");
+    // And the next blocking acquire in a fresh process still gets through.
+    let (ok, stderr) = finish(exec_waiter(&t), "second waiter");
+    assert!(ok, "{stderr}");
+    assert_eq!(snapshot(&queue), before, "the queue file was written");
+    drop(squatter.stdin.take());
+    wait_child(&mut squatter, WAIT, "squatter");
+}

@@ -276,3 +276,260 @@ fn clean_through_a_hard_link_removes_only_the_name() {
     assert!(!sessions.join("h.jsonl.lock").exists());
     assert_eq!(std::fs::read(&victim).unwrap(), b"SQLite format 3\0 data");
 }
+
+/// Our record as a slot or temp file holds it: `"witness": "flock"` and a
+/// 32-hex token, on one line.
+fn our_record(token: &str) -> String {
+    format!(
+        "{{\"pid\":{},\"createdAt\":\"2026-01-01T00:00:00.000Z\",\"token\":\"{token}\",\"witness\":\"flock\",\"version\":1}}\n",
+        dead_pid()
+    )
+}
+
+/// Write `contents` at `path`, mode 0600, an hour old.
+fn plant(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    age_file(path, Duration::from_secs(3600));
+}
+
+/// A child process that keeps `path` open (`how`: `open`, `flock` with
+/// flock(1), or `posix`: a POSIX record lock with python3's `lockf`) until
+/// its stdin closes; `None` (with the reason printed) where the tool is
+/// missing.
+fn keep(path: &Path, how: &str) -> Option<std::process::Child> {
+    let mut c = match how {
+        "open" => {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", "exec 3<\"$0\"; echo ready; read x"])
+                .arg(path);
+            c
+        }
+        "flock" => {
+            let mut c = std::process::Command::new("flock");
+            c.args(["-s"]).arg(path).args(["-c", "echo ready; read x"]);
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new("python3");
+            c.args([
+                "-c",
+                "import fcntl,sys\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('ready',flush=True)\nsys.stdin.read()",
+            ])
+            .arg(path);
+            c
+        }
+    };
+    let mut child = match c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped the {how} case: {e}");
+            return None;
+        }
+    };
+    let stdout = child.stdout.take().unwrap();
+    let line = within(WAIT, "child keeping a file", move || {
+        let mut l = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut l);
+        l
+    });
+    if !line.starts_with("ready") {
+        eprintln!("skipped the {how} case: the child said {line:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some(child)
+}
+
+/// Create `path` with `contents` as uid/gid 65533 (setpriv), mode 0600.
+/// False (reason printed) where that is impossible.
+fn plant_as_other_user(dir: &Path, path: &Path, contents: &str) -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped the other-user case: not root");
+        return false;
+    }
+    let old = mode(dir);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let made = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65533",
+            "--regid=65533",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg("umask 077; printf '%s' \"$1\" > \"$0\"")
+        .arg(path)
+        .arg(contents)
+        .status();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(old)).unwrap();
+    match made {
+        Ok(s) if s.success() => {
+            age_file(path, Duration::from_secs(3600));
+            true
+        }
+        other => {
+            eprintln!("skipped the other-user case: setpriv: {other:?}");
+            false
+        }
+    }
+}
+
+/// `clean` removes a file next to the locks only if its exact name is one
+/// we create and its type, owner, mode, links and contents are what we
+/// create, and nobody else has it open or locked. Everything else is kept
+/// and listed with a reason; what it removes (queue files included) is
+/// listed, and `--dry-run` lists the same set.
+#[test]
+fn clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tok = "0123456789abcdef0123456789abcdef";
+    // Ours and abandoned: removed.
+    let ours = [
+        d.join(".a.jsonl.lock.w0.tmp"),
+        d.join(format!(".a.jsonl.lock.{tok}.tmp")),
+        d.join("gone.jsonl.lock.queue"),
+    ];
+    plant(&ours[0], our_record(tok).as_bytes());
+    plant(&ours[1], our_record(tok).as_bytes());
+    plant(&ours[2], b"");
+    // Kept, with the reason clean must give.
+    let mut kept: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    for name in [
+        ".yarn.lock.tmp",
+        ".Cargo.lock.tmp",
+        ".notes.lock.backup.tmp",
+        ".x.jsonl.lock.w99.tmp",
+        ".x.jsonl.lock.w01.tmp",
+        ".x.jsonl.lock.0123.tmp",
+    ] {
+        plant(&d.join(name), our_record(tok).as_bytes());
+        kept.push((d.join(name), "not-our-name"));
+    }
+    plant(&d.join(".b.jsonl.lock.w1.tmp"), b"precious user data\n");
+    kept.push((d.join(".b.jsonl.lock.w1.tmp"), "foreign-contents"));
+    plant(&d.join(".c.jsonl.lock.w0.tmp"), our_record(tok).as_bytes());
+    std::fs::hard_link(d.join(".c.jsonl.lock.w0.tmp"), d.join("c-other-name")).unwrap();
+    kept.push((d.join(".c.jsonl.lock.w0.tmp"), "hard-linked"));
+    let other = d.join(".d.jsonl.lock.w0.tmp");
+    if plant_as_other_user(d, &other, &our_record(tok)) {
+        kept.push((other, "other-owner"));
+    }
+    let mut children = Vec::new();
+    for (name, how, why) in [
+        (".e.jsonl.lock.w0.tmp", "open", "open-elsewhere"),
+        (".f.jsonl.lock.w0.tmp", "flock", "locked"),
+        (".g.jsonl.lock.w0.tmp", "posix", "locked"),
+    ] {
+        let p = d.join(name);
+        plant(&p, our_record(tok).as_bytes());
+        match keep(&p, how) {
+            Some(c) => {
+                children.push(c);
+                kept.push((p, why));
+            }
+            None => std::fs::remove_file(&p).unwrap(),
+        }
+    }
+    plant(&d.join("h.jsonl.lock.queue"), b"not a queue\n");
+    if let Some(c) = keep(&d.join("h.jsonl.lock.queue"), "posix") {
+        children.push(c);
+    }
+    kept.push((d.join("h.jsonl.lock.queue"), "not-empty"));
+    plant(&d.join("i.jsonl.lock.queue"), b"");
+    std::fs::hard_link(d.join("i.jsonl.lock.queue"), d.join("i-other-name")).unwrap();
+    kept.push((d.join("i.jsonl.lock.queue"), "hard-linked"));
+
+    let snapshot = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (std::fs::read(p).unwrap(), m.modified().unwrap(), m.ino())
+    };
+    use std::os::unix::fs::MetadataExt;
+    let before: Vec<_> = kept.iter().map(|(p, _)| snapshot(p)).collect();
+
+    // (path, action, reasons) of each row of `clean --json`.
+    let rows = |out: &Output| -> Vec<(String, String, String)> {
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["lockPath"].as_str().unwrap_or_default().to_owned(),
+                    v["action"].as_str().unwrap_or_default().to_owned(),
+                    v["reasons"][0].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let listed = |rows: &[(String, String, String)], action: &str| {
+        let mut v: Vec<String> = rows
+            .iter()
+            .filter(|r| r.1 == action)
+            .map(|r| r.0.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want_removed: Vec<String> = ours.iter().map(|p| p.display().to_string()).collect();
+    want_removed.sort();
+
+    let dry = cli(&[os("clean"), os("--dry-run"), os("--json"), os(d)]);
+    let dry_rows = rows(&dry);
+    assert_eq!(
+        listed(&dry_rows, "would-remove"),
+        want_removed,
+        "{dry_rows:#?}"
+    );
+    for p in &ours {
+        assert!(p.exists(), "the dry run removed {}", p.display());
+    }
+    let out = cli(&[os("clean"), os("--json"), os(d)]);
+    let out_rows = rows(&out);
+    assert_eq!(listed(&out_rows, "removed"), want_removed, "{out_rows:#?}");
+    for p in &ours {
+        assert!(!p.exists(), "clean kept {}", p.display());
+    }
+    for ((p, why), was) in kept.iter().zip(&before) {
+        assert!(p.exists(), "clean removed {}: {out_rows:#?}", p.display());
+        assert_eq!(&snapshot(p), was, "clean changed {}", p.display());
+        let shown = p.display().to_string();
+        for (what, rows) in [("clean", &out_rows), ("clean --dry-run", &dry_rows)] {
+            assert!(
+                rows.iter()
+                    .any(|r| r.0 == shown && r.1 == "kept" && r.2 == *why),
+                "{what} did not report {shown} kept ({why}): {rows:#?}"
+            );
+        }
+    }
+    // The table says the same, one row per file.
+    let table = cli(&[os("clean"), os("--dry-run"), os(d)]);
+    let text = String::from_utf8_lossy(&table.stdout).into_owned();
+    eprintln!("clean --dry-run after the clean:\n{text}");
+    for (p, why) in &kept {
+        assert!(
+            text.lines().any(|l| l.starts_with("kept")
+                && l.contains(why)
+                && l.ends_with(&p.display().to_string())),
+            "no row for {}: {text}",
+            p.display()
+        );
+    }
+    // `status DIR` lists the files that are not provably ours, with the
+    // reason (not those that are ours and only busy: open or locked).
+    let status = cli(&[os("status"), os(d)]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    for (p, why) in &kept {
+        let busy = matches!(*why, "open-elsewhere" | "locked");
+        let shown = text
+            .lines()
+            .any(|l| l.contains(why) && l.ends_with(&p.display().to_string()));
+        assert_eq!(shown, !busy, "status and {} ({why}):\n{text}", p.display());
+    }
+    for mut c in children {
+        drop(c.stdin.take());
+        wait_child(&mut c, WAIT, "child keeping a file");
+    }
+}

@@ -140,7 +140,10 @@ fn clean_removes_a_dead_processes_slot_and_keeps_a_live_ones() {
         .unwrap();
     let ours = dir.path().join(".s.jsonl.lock.w0.tmp");
     let dead = dir.path().join(".s.jsonl.lock.w1.tmp");
-    std::fs::write(&dead, b"{}\n").unwrap();
+    // As a killed process leaves it: private, one of our records (a copy
+    // of ours; the sweep removes nothing that is not, see security.rs).
+    std::fs::write(&dead, std::fs::read(&ours).unwrap()).unwrap();
+    std::fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // Young: both kept (a slot being claimed has no flock for a moment).
     let swept = sweep(dir.path(), &SweepOptions::default()).unwrap();
     assert!(swept.temps_removed.is_empty(), "{:?}", swept.temps_removed);

@@ -292,7 +292,7 @@ impl Recovery {
                     o
                 }
                 // Someone else reclaimed or replaced it meanwhile.
-                Reclaim::Changed | Reclaim::Busy | Reclaim::Guarded => {
+                Reclaim::Changed | Reclaim::Busy | Reclaim::Guarded(_) => {
                     RecoveryOutcome::new(key, S::Skipped, A::ObserveOnly, "lock_changed")
                 }
             },

@@ -655,6 +655,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             lock_path,
             owner: Box::new(h.owner()),
             reasons: vec![],
+            guard: None,
         }));
     }
 
@@ -793,6 +794,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                 lock_path,
                 owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
                 reasons: vec![],
+                guard: None,
             }));
         } else {
             let d = dir.clone();
@@ -863,6 +865,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                     timeout: opts.timeout.unwrap_or(Duration::MAX),
                     owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
                     reasons: vec![],
+                    guard: None,
                 }));
             }
             reason = shared.wait_lost() => {

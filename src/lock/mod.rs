@@ -6,6 +6,7 @@
 //! points. Publishing is in `publish`, waiting in `wait`, holds, release and
 //! the guard in `held`.
 
+pub(crate) mod guard;
 pub(crate) mod held;
 pub(crate) mod publish;
 pub(crate) mod queue;
@@ -16,6 +17,9 @@ use crate::error::{Error, NameProblem, Repr, Result};
 use crate::inspect::{self, Inspection, Policy, Verdict};
 use crate::options::LockOptions;
 use crate::sys::{self, FileId};
+pub(crate) use guard::RECLAIM_GUARD_SUFFIX;
+use guard::take_reclaim_guard;
+pub use guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
 use held::LockGuard;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -299,7 +303,7 @@ pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
 }
 
 /// Outcome of a reclaim attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reclaim {
     /// We removed the stale file.
     Removed,
@@ -308,119 +312,12 @@ pub(crate) enum Reclaim {
     /// Someone else holds the stale inode's lock right now (another
     /// reclaimer or an inspector); try again shortly.
     Busy,
-    /// A live reclaim guard (`<lock>.reclaim`) of another reclaimer exists:
-    /// nothing removed; look again after [`GUARD_RECHECK`].
-    Guarded,
-}
-
-/// Suffix of the reclaim guard, the directory the reference's lock engine
-/// creates with `mkdir` next to the lock file while it re-checks and deletes
-/// a stale lock (see `docs/reclaim.md`, "Next to the reference").
-pub(crate) const RECLAIM_GUARD_SUFFIX: &str = ".reclaim";
-
-/// A reclaim guard whose mtime is older than this is abandoned (its
-/// reclaimer died between `mkdir` and `rmdir`) and may be removed. A live
-/// guard lives for a re-read, a policy callback and an unlink: milliseconds
-/// (the reference's slowest callback, a PowerShell argv read on Windows,
-/// takes about a second). 30 s leaves a wide margin for a paused event loop
-/// and still unwedges the directory without a human.
-pub const RECLAIM_GUARD_ABANDONED: Duration = Duration::from_secs(30);
-
-/// While another reclaimer's guard is live, look again this often (guards
-/// live for milliseconds; an abandoned one for [`RECLAIM_GUARD_ABANDONED`]).
-pub(crate) const GUARD_RECHECK: Duration = Duration::from_millis(10);
-
-/// `<lock>.reclaim`.
-pub(crate) fn reclaim_guard_path(lock: &Path) -> PathBuf {
-    let mut s = lock.as_os_str().to_owned();
-    s.push(RECLAIM_GUARD_SUFFIX);
-    PathBuf::from(s)
-}
-
-/// A reclaim guard we created; dropping it removes it if the path still
-/// names the directory we made.
-struct ReclaimGuard {
-    path: PathBuf,
-    id: FileId,
-}
-
-impl Drop for ReclaimGuard {
-    fn drop(&mut self) {
-        crate::fault::hit("reclaim.before_guard_rmdir");
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| sys::file_id(&m) == self.id)
-            && let Err(e) = std::fs::remove_dir(&self.path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(guard = %self.path.display(), error = %e, "could not remove our reclaim guard");
-        }
-    }
-}
-
-/// Take the reclaim guard of `lock` the way the reference does (`mkdir`),
-/// removing an abandoned one first. `Ok(None)`: another reclaimer's guard
-/// is live. Callers hold the stale inode's exclusive flock, so our own
-/// reclaimers never break each other's guards; a guard is broken only when
-/// older than [`RECLAIM_GUARD_ABANDONED`].
-fn take_reclaim_guard(lock: &Path) -> Result<Option<ReclaimGuard>> {
-    let path = reclaim_guard_path(lock);
-    for _ in 0..3 {
-        match std::fs::DirBuilder::new().mode_private().create(&path) {
-            Ok(()) => {
-                let meta = std::fs::symlink_metadata(&path)
-                    .map_err(|e| Error::io("stat reclaim guard", &path, e))?;
-                return Ok(Some(ReclaimGuard {
-                    id: sys::file_id(&meta),
-                    path,
-                }));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create reclaim guard", &path, e)),
-        }
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("stat reclaim guard", &path, e)),
-        };
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .unwrap_or_default();
-        if age < RECLAIM_GUARD_ABANDONED {
-            return Ok(None);
-        }
-        // Abandoned. A directory is removed only if empty; a file or
-        // symlink there (not the reference's, but no one else's guard
-        // either) is unlinked without being followed.
-        let removed = if meta.is_dir() {
-            std::fs::remove_dir(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
-            Ok(()) => tracing::warn!(
-                guard = %path.display(),
-                age_s = age.as_secs(),
-                "removed an abandoned reclaim guard"
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // Not empty, or not ours to remove: treat it as live.
-            Err(_) => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
-/// `DirBuilder` with mode 0700 where the platform has modes.
-trait PrivateDir {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl PrivateDir for std::fs::DirBuilder {
-    fn mode_private(&mut self) -> &mut Self {
-        sys::dir_builder_private(self);
-        self
-    }
+    /// A reclaim guard (`<lock>.reclaim`) is in the way: another
+    /// reclaimer's live one, or one we may not remove (see
+    /// [`GuardReport`]). Nothing removed; its removal wakes waiters (the
+    /// lock's watch also accepts the guard's name), and a live one is
+    /// looked at again when it would count as abandoned.
+    Guarded(Box<GuardReport>),
 }
 
 /// Outcome of [`lock_for_removal`].
@@ -499,8 +396,9 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
     // to its delete by path: publishing while it is there would let it delete
     // our fresh lock. Take the same guard (so it waits for us), or wait for
     // its guard to go.
-    let Some(guard) = take_reclaim_guard(path)? else {
-        return Ok(Reclaim::Guarded);
+    let guard = match take_reclaim_guard(path)? {
+        Ok(g) => g,
+        Err(report) => return Ok(Reclaim::Guarded(report)),
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() && sys::file_id(&meta) == inspection.id => {}
@@ -602,9 +500,9 @@ pub(crate) struct Acquirer<'a> {
     rewaited: bool,
     /// Short re-checks left after a close event on a still-held lock.
     settle: u32,
-    /// The last step found a reclaimable lock under another reclaimer's
-    /// live guard (the lock as judged then).
-    guarded: Option<Box<Inspection>>,
+    /// The last step found a reclaimable lock under a reclaim guard (the
+    /// lock as judged then, and the guard).
+    guarded: Option<(Box<Inspection>, Box<GuardReport>)>,
     /// When this acquire began (for `LockOptions::on_wait`).
     started: Instant,
     /// The `on_wait` hook has run.
@@ -671,6 +569,18 @@ impl<'a> Acquirer<'a> {
         self.queued.is_some()
     }
 
+    /// The queue stayed held while the lock was free (see
+    /// [`queue::STALL_BOUND`]): give our place up, stop using the queue,
+    /// and have this process bypass that queue file (reported once).
+    pub(crate) fn bypass_queue(&mut self) {
+        self.queued = None;
+        if let Some(fd) = self.busy.take() {
+            queue::release_fd(fd);
+        }
+        self.queue_use = QueueUse::Off;
+        queue::bypass(&self.paths.lock);
+    }
+
     /// Whether we have a place in the queue (a wait goes there).
     pub(crate) fn in_queue(&self) -> bool {
         self.queued.is_some()
@@ -707,7 +617,12 @@ impl<'a> Acquirer<'a> {
                 self.last = Some((o.inspection.id, Box::new(o.inspection)));
             }
         }
-        timeout_error(self.paths, self.opts, self.last_inspection())
+        timeout_error(
+            self.paths,
+            self.opts,
+            self.last_inspection(),
+            self.blocking_guard(),
+        )
     }
 
     /// Look (one lstat) before the first publish attempt: a crowd of tasks
@@ -722,26 +637,29 @@ impl<'a> Acquirer<'a> {
     /// The inspection behind the last [`Step::Wait`] (or the reclaimable
     /// lock another reclaimer's guard kept us from removing).
     pub(crate) fn last_inspection(&self) -> Option<&Inspection> {
-        self.last
+        self.guarded
             .as_ref()
-            .map(|(_, i)| &**i)
-            .or(self.guarded.as_deref())
+            .map(|(i, _)| &**i)
+            .or(self.last.as_ref().map(|(_, i)| &**i))
+    }
+
+    /// The reclaim guard that kept the last step from reclaiming.
+    pub(crate) fn blocking_guard(&self) -> Option<&GuardReport> {
+        self.guarded.as_ref().map(|(_, g)| &**g)
+    }
+
+    /// When to look again at the lock kept by a live reclaim guard: once
+    /// the guard counts as abandoned (at least 1 ms from `now`). Its
+    /// removal wakes the waiter before that (see `wait`).
+    pub(crate) fn guard_recheck(&self, now: Instant) -> Option<Instant> {
+        let left = self.blocking_guard()?.abandoned_in()?;
+        now.checked_add(left.max(Duration::from_millis(1)))
     }
 
     /// How long to sleep after [`Step::Backoff`]: another reclaimer of ours
-    /// needs microseconds; a live reclaim guard (see [`Reclaim::Guarded`])
-    /// is looked at again every [`GUARD_RECHECK`].
+    /// needs microseconds. (A reclaim guard in the way is a [`Step::Wait`].)
     pub(crate) fn backoff_delay(&self) -> Duration {
-        if self.guarded.is_some() {
-            GUARD_RECHECK
-        } else {
-            RECLAIM_BACKOFF
-        }
-    }
-
-    /// The last step backed off because of another reclaimer's guard.
-    pub(crate) fn guarded(&self) -> bool {
-        self.guarded.is_some()
+        RECLAIM_BACKOFF
     }
 
     /// Before a blocking contender looks at the lock: if it is neither
@@ -829,9 +747,11 @@ impl<'a> Acquirer<'a> {
                     }
                     Reclaim::Changed => Step::Retry,
                     Reclaim::Busy => Step::Backoff,
-                    Reclaim::Guarded => {
-                        self.guarded = Some(Box::new(judged));
-                        Step::Backoff
+                    Reclaim::Guarded(guard) => {
+                        // Wait for the guard's removal (an event on its
+                        // name) or for it to count as abandoned.
+                        self.guarded = Some((Box::new(judged), guard));
+                        Step::Wait
                     }
                 })
             }
@@ -930,7 +850,12 @@ impl<'a> Acquirer<'a> {
             return Err(stale_error(self.paths, insp));
         }
         if deadline.is_some_and(|d| now >= d) {
-            return Err(timeout_error(self.paths, self.opts, self.last_inspection()));
+            return Err(timeout_error(
+                self.paths,
+                self.opts,
+                self.last_inspection(),
+                self.blocking_guard(),
+            ));
         }
         Ok(())
     }
@@ -940,12 +865,14 @@ pub(crate) fn timeout_error(
     paths: &LockPaths,
     opts: &LockOptions,
     last: Option<&Inspection>,
+    guard: Option<&GuardReport>,
 ) -> Error {
     Error::from(Repr::Timeout {
         lock_path: paths.lock.clone(),
         timeout: opts.timeout.unwrap_or(Duration::MAX),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+        guard: guard.map(ToString::to_string),
     })
 }
 
@@ -1034,6 +961,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
                 };
                 acq.prepare()?;
                 let recheck = now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
+                let recheck = acq.guard_recheck(now).map_or(recheck, |g| g.min(recheck));
                 let hooked = acq.hooked;
                 let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
                 if acq.hooked && !hooked {
@@ -1092,17 +1020,42 @@ fn wait_in_queue(
     }
     // The attempt after the grant only has to link it.
     acq.prepare()?;
-    let recheck = now + wait::SAFETY_RECHECK;
+    // The lock is free but someone holds the queue: the next in line is
+    // about to publish, or the queue's holder is not one of ours. Wait
+    // only a short bound in the queue then (see `queue::STALL_BOUND`).
+    let free = lock_absent(paths);
+    let recheck = now
+        + if free {
+            queue::STALL_BOUND
+        } else {
+            wait::SAFETY_RECHECK
+        };
     // Waking for the `on_wait` hook makes the next step look at the lock,
     // so the hook then has the holder to show.
     let recheck = acq.wait_hook(now).map_or(recheck, |h| h.min(recheck));
     let until = deadline.map_or(recheck, |d| d.min(recheck));
-    let granted = acq.wait_in_queue(until);
+    let mut granted = acq.wait_in_queue(until);
     count_wake(granted, deadline.is_none_or(|d| recheck < d));
+    if !granted && acq.in_queue() && lock_absent(paths) {
+        // Free now and still not granted: if it was free all along, or
+        // stays free for one more short bound, the queue is squatted.
+        if !free {
+            let bound = Instant::now() + queue::STALL_BOUND;
+            granted = acq.wait_in_queue(deadline.map_or(bound, |d| d.min(bound)));
+        }
+        if !granted && acq.in_queue() && lock_absent(paths) {
+            acq.bypass_queue();
+        }
+    }
     if granted {
         *watch = Some(wait::BlockingWatch::new(paths));
     }
     Ok(())
+}
+
+/// Whether nothing is at the lock path (one `lstat`).
+fn lock_absent(paths: &LockPaths) -> bool {
+    matches!(std::fs::symlink_metadata(&paths.lock), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Try once, never blocking.
@@ -1144,8 +1097,6 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry => continue,
-            // Another reclaimer's guard: someone is reclaiming right now.
-            Step::Backoff if acq.guarded() => break,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
             Step::Wait | Step::Queue => break,
@@ -1162,6 +1113,7 @@ pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuar
         lock_path: paths.lock.clone(),
         owner: Box::new(last.map(Inspection::owner).unwrap_or_default()),
         reasons: last.map(|i| i.reasons.clone()).unwrap_or_default(),
+        guard: acq.blocking_guard().map(ToString::to_string),
     }))
 }
 

@@ -74,12 +74,110 @@ pub(crate) struct QueueFd {
 
 impl QueueFd {
     fn open(lock: &Path) -> Option<QueueFd> {
-        let file = sys::open_queue(&queue_path(lock)).ok()?;
+        let path = queue_path(lock);
+        let file = sys::open_queue(&path).ok()?;
+        if let Err(why) = usable(&file) {
+            report_bypass(&path, &file, why);
+            return None;
+        }
         Some(QueueFd {
             file,
             lock: lock.to_owned(),
         })
     }
+}
+
+/// How long the queue's `flock` may stay held while the lock itself is
+/// free before a waiter takes its holder for a squatter (not one of our
+/// waiters: ours publish within milliseconds of a release) and bypasses
+/// the queue. Long enough for a loaded machine to schedule the legitimate
+/// next in line; short against the safety re-check it replaces.
+pub(crate) const STALL_BOUND: Duration = Duration::from_millis(250);
+
+/// Whether an open queue file is one we could have made: a regular file
+/// of our user, private, with one name and nothing in it (we never write
+/// to it). Anything else (a hard link to another file, a planted file) is
+/// never `flock`ed by us; waiters bypass it.
+fn usable(file: &File) -> Result<(), &'static str> {
+    let meta = file.metadata().map_err(|_| "cannot stat it")?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file");
+    }
+    if !sys::owner_uid(&meta).1 {
+        return Err("owned by another user");
+    }
+    let (links, mode) = sys::links_and_mode(&meta);
+    if links == 0 {
+        return Err("removed");
+    }
+    if links != 1 {
+        return Err("hard-linked (more than one name)");
+    }
+    if mode & 0o077 != 0 {
+        return Err("readable or writable by others");
+    }
+    if meta.len() != 0 {
+        return Err("not empty");
+    }
+    let mut bypassed = bypassed();
+    let id = sys::file_id(&meta);
+    match bypassed.get(&id) {
+        Some(&until) if Instant::now() < until => {
+            return Err("held by something that is not one of our waiters");
+        }
+        Some(_) => {
+            bypassed.remove(&id);
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// A squatted queue file is bypassed this long, then tried again (a
+/// stopped waiter of ours that held it may have moved on).
+pub(crate) const BYPASS_FOR: Duration = Duration::from_secs(60);
+
+/// Queue files this process bypasses, by identity, until when.
+fn bypassed() -> MutexGuard<'static, HashMap<sys::FileId, Instant>> {
+    static BYPASSED: OnceLock<Mutex<HashMap<sys::FileId, Instant>>> = OnceLock::new();
+    lock_or_recover(BYPASSED.get_or_init(Default::default))
+}
+
+/// Queue files already reported, by identity: one warning per file and
+/// process.
+fn report_bypass(path: &Path, file: &File, why: &str) {
+    static REPORTED: OnceLock<Mutex<std::collections::HashSet<sys::FileId>>> = OnceLock::new();
+    let Ok(meta) = file.metadata() else { return };
+    let id = sys::file_id(&meta);
+    if why == "removed" {
+        return;
+    }
+    if lock_or_recover(REPORTED.get_or_init(Default::default)).insert(id) {
+        tracing::warn!(
+            queue = %path.display(),
+            reason = why,
+            "bypassing the lock's wait queue file (waiting on lock-file events instead); remove it if nothing uses it"
+        );
+    }
+}
+
+/// The queue of `lock` stayed held for [`STALL_BOUND`] while the lock
+/// was free: whoever holds it is not one of our waiters. This process
+/// bypasses that queue file from now on (reported once).
+pub(crate) fn bypass(lock: &Path) {
+    let path = queue_path(lock);
+    let Ok(file) = sys::open_for_inspection(&path) else {
+        return;
+    };
+    if let Ok(meta) = file.metadata() {
+        bypassed().insert(sys::file_id(&meta), Instant::now() + BYPASS_FOR);
+    }
+    spares().remove(lock);
+    report_bypass(
+        &path,
+        &file,
+        "its flock is held while the lock is free, by something that is not one of our waiters",
+    );
 }
 
 /// Spare descriptors (no lock held on them), so that an acquire does not
@@ -92,9 +190,10 @@ fn spares() -> MutexGuard<'static, HashMap<PathBuf, Vec<QueueFd>>> {
 fn take_fd(lock: &Path) -> Option<QueueFd> {
     let spare = spares().get_mut(lock).and_then(Vec::pop);
     // `clean` may have removed an idle queue file since this descriptor
-    // was kept: one of the removed inode would queue alone (one `fstat`).
+    // was kept (one of the removed inode would queue alone), or someone
+    // may have linked it elsewhere since: one `fstat`.
     match spare {
-        Some(fd) if !sys::is_unlinked(&fd.file) => Some(fd),
+        Some(fd) if usable(&fd.file).is_ok() => Some(fd),
         _ => QueueFd::open(lock),
     }
 }

@@ -144,7 +144,13 @@ impl Hub {
                 DirEvent::Entry(wd, name) if name.as_encoded_bytes().ends_with(b".lock") => {
                     events.push((wd, Some(name.to_owned())));
                 }
-                DirEvent::Entry(..) => {}
+                // A lock's reclaim guard going away wakes that lock's
+                // waiters (a reclaim it blocked may go ahead now).
+                DirEvent::Entry(wd, name) => {
+                    if let Some(lock) = guard_of(name) {
+                        events.push((wd, Some(lock)));
+                    }
+                }
             });
             if let Err(e) = read {
                 tracing::warn!(error = %e, "inotify read failed; lock waits fall back to re-checking");
@@ -402,6 +408,24 @@ impl Drop for Watch {
     }
 }
 
+/// The lock name whose reclaim guard (`<lock>.reclaim`, see
+/// `lock::reclaim_guard_path`) `name` is, if it is one: its removal
+/// concerns that lock's waiters. (Names that are not UTF-8 are left to the
+/// safety re-check here; the thread-local waits compare bytes.)
+fn guard_of(name: &OsStr) -> Option<OsString> {
+    let lock = name
+        .to_str()?
+        .strip_suffix(crate::lock::RECLAIM_GUARD_SUFFIX)?;
+    lock.ends_with(".lock").then(|| OsString::from(lock))
+}
+
+/// Whether `name` is the reclaim guard of the lock named `lock`.
+fn is_guard_of(name: &OsStr, lock: &OsStr) -> bool {
+    name.as_encoded_bytes()
+        .strip_suffix(crate::lock::RECLAIM_GUARD_SUFFIX.as_bytes())
+        == Some(lock.as_encoded_bytes())
+}
+
 /// Stop this thread's own inotify instance from watching any directory
 /// while the thread waits in a lock's queue (see `local::unwatch`); the
 /// watch is made again before the next look.
@@ -614,7 +638,9 @@ mod local {
                         });
                         relevant |= current.unwrap_or(true);
                     }
-                    DirEvent::Entry(_, name) => relevant |= name == self.name,
+                    DirEvent::Entry(_, name) => {
+                        relevant |= name == self.name || super::is_guard_of(name, &self.name);
+                    }
                 });
                 if !matches!(read, Ok(true)) || (relevant && stop_when_relevant) {
                     return relevant;

@@ -20,6 +20,9 @@ pub(crate) use inotify::DirEvents;
 #[cfg(feature = "signals")]
 pub(crate) mod signals;
 
+mod owner;
+pub(crate) use owner::{links_and_mode, locked_by_others, open_by_others, owner_uid, user_name};
+
 /// `custom_flags` takes the C `int` value of the open flags.
 fn oflags(flags: OFlags) -> i32 {
     flags.bits() as i32
@@ -234,12 +237,6 @@ pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
         make_private(&file)?;
     }
     Ok(file)
-}
-
-/// Whether the file open as `file` has no name left (its link count is
-/// 0: someone removed it while we kept it open).
-pub(crate) fn is_unlinked(file: &File) -> bool {
-    file.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
 /// An unnamed regular file in `dir` (Linux `O_TMPFILE`, mode 0600): it has

@@ -15,21 +15,6 @@ fn unsupported() -> io::Error {
     )
 }
 
-pub(crate) fn create_private_exclusive(_path: &Path) -> io::Result<File> {
-    Err(unsupported())
-}
-pub(crate) fn open_for_inspection(_path: &Path) -> io::Result<File> {
-    Err(unsupported())
-}
-pub(crate) fn open_append(_path: &Path) -> io::Result<File> {
-    Err(unsupported())
-}
-pub(crate) fn open_queue(_path: &Path) -> io::Result<File> {
-    Err(unsupported())
-}
-pub(crate) fn is_unlinked(_file: &File) -> bool {
-    true
-}
 pub(crate) fn file_id(_meta: &Metadata) -> FileId {
     FileId { dev: 0, ino: 0 }
 }
@@ -125,6 +110,26 @@ pub(crate) fn set_inheritable(_file: &File, _inherit: bool) -> io::Result<()> {
 }
 
 pub(crate) fn dir_builder_private(_b: &mut std::fs::DirBuilder) {}
+
+pub(crate) fn owner_uid(_meta: &Metadata) -> (u32, bool) {
+    (0, false)
+}
+pub(crate) fn links_and_mode(_meta: &Metadata) -> (u64, u32) {
+    (0, 0)
+}
+pub(crate) fn user_name(_uid: u32) -> Option<String> {
+    None
+}
+pub(crate) fn locked_by_others(
+    _ids: &std::collections::HashSet<FileId>,
+) -> std::collections::HashSet<FileId> {
+    Default::default()
+}
+pub(crate) fn open_by_others(
+    _ids: &std::collections::HashSet<FileId>,
+) -> std::collections::HashSet<FileId> {
+    Default::default()
+}
 
 /// No signal handling here: `install` answers `Unsupported`.
 #[cfg(feature = "signals")]

@@ -530,6 +530,18 @@ fn lock_cells(insp: Option<&Inspection>) -> Vec<String> {
     ]
 }
 
+/// The cells VERDICT PID ALIVE AGE REASONS of a reclaim guard in the way:
+/// `guard - - AGE PROBLEM`.
+fn guard_cells(g: &session_lock::GuardReport) -> Vec<String> {
+    vec![
+        "guard".into(),
+        "-".into(),
+        "-".into(),
+        age(g.age),
+        g.problem.as_str().into(),
+    ]
+}
+
 /// A lock as JSON: the library's [`Inspection`] fields (camelCase), or just
 /// `lockPath` and `verdict: "absent"`: what `status --json` and
 /// `clean --json` print for a lock, before their own fields.
@@ -572,18 +584,67 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
             }
         };
         let attention = insp.as_ref().and_then(session_lock::lock_attention);
+        // A reclaim guard that keeps a reclaimable lock from going.
+        let guard = insp
+            .as_ref()
+            .filter(|i| i.verdict == Verdict::Reclaimable)
+            .and_then(|_| session_lock::guard_report(&f));
+        if let Some(g) = &guard {
+            eprintln!("session-lock: {}: {g}", f.display());
+        }
         if json {
             let mut v = lock_json(&f, insp.as_ref());
             v.insert(
                 "attention".into(),
                 serde_json::to_value(attention).unwrap_or_default(),
             );
+            if let Some(g) = &guard {
+                v.insert(
+                    "reclaimGuard".into(),
+                    serde_json::to_value(g).unwrap_or_default(),
+                );
+            }
             emit(&serde_json::Value::Object(v).to_string());
         } else {
             let mut row = lock_cells(insp.as_ref());
             row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
             row.push(f.display().to_string());
             rows.push(row);
+            if let Some(g) = &guard {
+                let mut row = guard_cells(g);
+                row.push("-".into());
+                row.push(g.path.display().to_string());
+                rows.push(row);
+            }
+        }
+    }
+    // Files next to the locks that look like ours and are not: listed
+    // with the reason (`clean` keeps them too).
+    for dir in paths.iter().filter(|p| p.is_dir()) {
+        let found = match session_lock::sweep::foreign_files(dir, suffix) {
+            Ok(f) => f,
+            Err(e) => {
+                code = fail(&e);
+                continue;
+            }
+        };
+        for k in found {
+            if json {
+                emit(
+                    &serde_json::json!({
+                        "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
+                        "attention": null,
+                    })
+                    .to_string(),
+                );
+            } else {
+                let mut row = vec![k.kind.to_owned()];
+                row.extend(["-", "-", "-"].map(String::from));
+                row.push(k.reason.as_str().to_owned());
+                row.push("-".into());
+                row.push(k.path.display().to_string());
+                rows.push(row);
+            }
         }
     }
     if !json {
@@ -711,6 +772,8 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
                 "removed"
             } else if r.error.is_some() {
                 "error"
+            } else if reclaimable && r.guard.is_some() {
+                "kept-guarded"
             } else if reclaimable && dry_run {
                 "would-remove"
             } else if reclaimable {
@@ -738,27 +801,60 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
                 }
                 row.push(r.lock_path.display().to_string());
                 rows.push(row);
+                if let Some(g) = &r.guard {
+                    let mut row = vec!["kept".to_owned()];
+                    row.extend(guard_cells(g));
+                    row.push(g.path.display().to_string());
+                    rows.push(row);
+                }
+            }
+            if let Some(g) = &r.guard {
+                eprintln!("session-lock: {}: {g}", r.lock_path.display());
             }
         }
-        let temps = result
-            .temps_removed
-            .iter()
-            .map(|t| (t, true))
-            .chain(result.temps_removable.iter().map(|t| (t, false)));
-        for (t, removed) in temps {
+        let removed = |v: &'static str, done: &[PathBuf], would: &[PathBuf]| {
+            let done = done.iter().map(move |p| (v, p.clone(), true));
+            done.chain(would.iter().map(move |p| (v, p.clone(), false)))
+                .collect::<Vec<_>>()
+        };
+        let mut files = removed("temp", &result.temps_removed, &result.temps_removable);
+        files.extend(removed(
+            "queue",
+            &result.queues_removed,
+            &result.queues_removable,
+        ));
+        for (kind, t, removed) in files {
             let action = if removed { "removed" } else { "would-remove" };
             if json {
                 emit(
                     &serde_json::json!({
-                        "lockPath": t, "verdict": "temp", "removed": removed,
+                        "lockPath": t, "verdict": kind, "removed": removed,
                         "error": null, "action": action,
                     })
                     .to_string(),
                 );
             } else {
-                let mut row = vec![action.to_owned(), "temp".to_owned()];
+                let mut row = vec![action.to_owned(), kind.to_owned()];
                 row.extend(["-", "-", "-", "-"].map(String::from));
                 row.push(t.display().to_string());
+                rows.push(row);
+            }
+        }
+        // Files that look like ours and were left in place, with the reason.
+        for k in &result.kept {
+            if json {
+                emit(
+                    &serde_json::json!({
+                        "lockPath": k.path, "verdict": k.kind, "removed": false,
+                        "error": null, "action": "kept", "reasons": [k.reason],
+                    })
+                    .to_string(),
+                );
+            } else {
+                let mut row = vec!["kept".to_owned(), k.kind.to_owned()];
+                row.extend(["-", "-", "-"].map(String::from));
+                row.push(k.reason.as_str().to_owned());
+                row.push(k.path.display().to_string());
                 rows.push(row);
             }
         }

@@ -955,7 +955,7 @@ impl LockGuard {
     /// guard.append_line(r#"{"turn":3}"#)?;
     /// let takeover = guard.takeover().expect("a torn line was found");
     /// let torn = takeover.torn_tail().unwrap();
-    /// assert_eq!(torn.bytes(), 14);
+    /// assert_eq!(torn.bytes(), 13);
     /// assert_eq!(std::fs::read_to_string(torn.saved_to())?, "{\"turn\":2,\"te");
     /// assert_eq!(std::fs::read_to_string(&transcript)?, "{\"turn\":1}\n{\"turn\":3}\n");
     /// # Ok::<(), Box<dyn std::error::Error>>(())

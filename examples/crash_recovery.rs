@@ -107,7 +107,7 @@ fn parent() -> Res<()> {
     if before.verdict != Verdict::Held || before.witness != Witness::Held {
         return Err("expected a held lock with its witness taken".into());
     }
-    match session_lock::try_acquire(&transcript, &opts) {
+    match session_lock::try_acquire_with(&transcript, &opts) {
         Err(e) if e.kind() == ErrorKind::Busy => println!("try_acquire: {e}"),
         Err(e) => return Err(e.into()),
         Ok(_) => return Err("try_acquire succeeded while the holder lives".into()),
@@ -140,7 +140,7 @@ fn parent() -> Res<()> {
     // 5. Take it over at once: try_acquire never waits, and it does not
     //    need to, because the dead holder's file is reclaimable right now.
     let start = Instant::now();
-    let guard = session_lock::try_acquire(&transcript, &opts.clone().label("successor"))?;
+    let guard = session_lock::try_acquire_with(&transcript, &opts.clone().label("successor"))?;
     println!(
         "try_acquire took the lock over in {:?}; new owner pid {:?} (ours: {})",
         start.elapsed(),

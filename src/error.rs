@@ -425,8 +425,11 @@ impl Error {
         }
     }
 
-    /// The path the error is about (the lock file, or the transcript for
-    /// errors while appending to it).
+    /// The path the error is about: the lock file (`<transcript>.lock`) for
+    /// `Busy`, `Timeout`, `Stale`, `LockLost` and errors on the lock's own
+    /// files; the transcript for errors while opening or writing it
+    /// (`Io`, `NotAFile` with role "transcript") and for `InvalidName` and
+    /// `InvalidInput`. The message always names it.
     pub fn lock_path(&self) -> &Path {
         match &*self.0 {
             Repr::Busy { lock_path, .. }

@@ -165,7 +165,7 @@ pub use inspect::{Inspection, Reason, Verdict, Witness};
 pub use lock::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
 pub use lock::{
     GuardProblem, GuardReport, LockPaths, RECLAIM_GUARD_ABANDONED, acquire, acquire_with,
-    guard_report, inspect, try_acquire,
+    guard_report, inspect, try_acquire, try_acquire_with,
 };
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,

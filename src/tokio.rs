@@ -14,6 +14,21 @@
 //!   removed by the future's destructor.
 //! * The returned [`LockGuard`] is the blocking API's guard: dropping it
 //!   inside the runtime releases with two or three non-blocking syscalls.
+//!
+//! This module is called `tokio`, like the crate it runs on. Import it
+//! under a name of its own next to the `tokio` crate, and avoid
+//! `use session_lock::*`, which would shadow the crate with this module:
+//!
+//! ```
+//! use session_lock::tokio as lock_async;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), session_lock::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let guard = lock_async::acquire(dir.path().join("s.jsonl")).await?;
+//! tokio::task::yield_now().await; // the tokio crate, still reachable
+//! guard.release()?;
+//! # Ok(()) }
+//! ```
 
 use crate::error::Result;
 use crate::lock::wait::Watch;
@@ -140,11 +155,19 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
     }
 }
 
-/// Try once without waiting (yields once first).
+/// Try once with the default options, without waiting (yields once first).
 ///
 /// # Errors
 /// `Busy` with the owner if someone holds it; anything else is a real failure.
-pub async fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+pub async fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
+    try_acquire_with(target, &LockOptions::default()).await
+}
+
+/// Try once with options, without waiting (yields once first).
+///
+/// # Errors
+/// As [`try_acquire`].
+pub async fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     opts.validate(target.as_ref())?;
     tokio::task::yield_now().await;
     let mut opts = opts.clone();

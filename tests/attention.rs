@@ -75,7 +75,7 @@ fn live_owner_is_not_stuck_dead_owner_is_stuck_and_recovery_frees_the_lane() {
     );
     assert!(out.released);
     assert!(!lock_of(&t).exists());
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("next writer proceeds");
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("next writer proceeds");
     g.append_line("queued turn").unwrap();
     g.release().unwrap();
 

@@ -668,7 +668,7 @@ fn probe(case: &Case, vals: &Vals, aged: bool, fails: &mut Vec<String>) -> Probe
     let copy = make(case, vals, aged);
     let t = copy.t.clone();
     let r = guarded(move || {
-        session_lock::try_acquire(&t, &LockOptions::new()).and_then(|g| g.release())
+        session_lock::try_acquire_with(&t, &LockOptions::new()).and_then(|g| g.release())
     });
     p.try_acq = acquire_outcome(r, &copy.lock, fails, &format!("{tag} try_acquire"));
     p.survived[0] = still_same(&copy);

@@ -589,7 +589,7 @@ fn run_chaos(cfg: &Config) {
         "none".into()
     };
     // The lock is free and acquirable (a killed last holder's file is reclaimed).
-    match session_lock::try_acquire(&run.target, &LockOptions::new()) {
+    match session_lock::try_acquire_with(&run.target, &LockOptions::new()) {
         Ok(g) => {
             assert_eq!(g.record().pid, Some(std::process::id()));
             g.release().unwrap();

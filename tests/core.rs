@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use session_lock::{ErrorKind, LockOptions, LostReason, Reason, Verdict, acquire, try_acquire};
+use session_lock::{
+    ErrorKind, LockOptions, LostReason, Reason, Verdict, acquire, try_acquire_with,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -32,7 +34,7 @@ fn fresh_empty_lock_is_left_alone_and_six_second_old_one_is_reclaimed() {
         ]
     );
     age_file(&lock, Duration::from_secs(6));
-    let g = try_acquire(&t, &quick()).expect("6 s old empty lock reclaimed");
+    let g = try_acquire_with(&t, &quick()).expect("6 s old empty lock reclaimed");
     g.release().unwrap();
 }
 
@@ -43,11 +45,11 @@ fn fresh_brace_lock_kept_old_one_reclaimed_and_removed_on_release() {
     let lock = lock_of(&t);
     std::fs::write(&lock, b"{}").unwrap();
     assert_eq!(
-        try_acquire(&t, &quick()).unwrap_err().kind(),
+        try_acquire_with(&t, &quick()).unwrap_err().kind(),
         ErrorKind::Busy
     );
     age_file(&lock, Duration::from_secs(120));
-    let g = try_acquire(&t, &quick().stale(Duration::from_secs(10))).unwrap();
+    let g = try_acquire_with(&t, &quick().stale(Duration::from_secs(10))).unwrap();
     g.release().unwrap();
     assert!(!lock.exists());
 }
@@ -104,7 +106,7 @@ fn symlink_at_the_lock_path_is_neither_followed_nor_deleted() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     // Dangling too.
     std::fs::remove_file(&victim).unwrap();
-    let err = try_acquire(&t, &quick()).unwrap_err();
+    let err = try_acquire_with(&t, &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
     let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert!(
@@ -122,7 +124,7 @@ fn directory_and_fifo_at_the_lock_path_are_clear_errors_not_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("d.jsonl");
     std::fs::create_dir(lock_of(&t)).unwrap();
-    let err = try_acquire(&t, &quick()).unwrap_err();
+    let err = try_acquire_with(&t, &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAFile);
     assert!(err.to_string().contains("directory"), "{err}");
 
@@ -161,7 +163,7 @@ fn same_thread_try_acquire_is_busy_other_threads_wait() {
     let g = acquire(&t).unwrap();
     // Held by this process: busy, naming us (guards move between threads,
     // so this is contention, not a deadlock; see tests/gateway.rs).
-    let err = try_acquire(&t, &LockOptions::new()).unwrap_err();
+    let err = try_acquire_with(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy);
     assert!(err.to_string().contains("s.jsonl.lock"), "{err}");
     let t2 = t.clone();
@@ -185,7 +187,7 @@ fn symlinked_directory_shares_one_lock() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let g = acquire(real.join("s.jsonl")).unwrap();
     let p = link.join("s.jsonl");
-    let err = std::thread::spawn(move || try_acquire(&p, &LockOptions::new()).unwrap_err())
+    let err = std::thread::spawn(move || try_acquire_with(&p, &LockOptions::new()).unwrap_err())
         .join()
         .unwrap();
     assert_eq!(err.kind(), ErrorKind::Busy);
@@ -196,7 +198,7 @@ fn symlinked_directory_shares_one_lock() {
 fn a_path_naming_a_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let with_slash = format!("{}/sessions/", dir.path().display());
-    let err = try_acquire(&with_slash, &quick()).unwrap_err();
+    let err = try_acquire_with(&with_slash, &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(err.to_string().contains("must name a file"), "{err}");
     assert_eq!(names(dir.path()), Vec::<String>::new());
@@ -224,7 +226,7 @@ fn release_after_replacement_never_removes_the_successor() {
     std::fs::remove_file(&lock).unwrap();
     let successor = std::thread::spawn({
         let t = t.clone();
-        move || try_acquire(&t, &LockOptions::new()).unwrap()
+        move || try_acquire_with(&t, &LockOptions::new()).unwrap()
     })
     .join()
     .unwrap();
@@ -251,7 +253,7 @@ fn replaced_under(g: &session_lock::LockGuard) -> (session_lock::LockGuard, (u64
     std::fs::remove_file(&lock).unwrap();
     let t = g.target().to_owned();
     let successor = within(WAIT, "successor acquire", move || {
-        try_acquire(&t, &LockOptions::new()).unwrap()
+        try_acquire_with(&t, &LockOptions::new()).unwrap()
     });
     let id = file_identity(&lock);
     (successor, id)
@@ -325,7 +327,7 @@ fn unknown_newer_version_is_held_not_garbage() {
         (Verdict::Held, vec![Reason::UnknownVersion])
     );
     assert_eq!(
-        try_acquire(&t, &quick()).unwrap_err().kind(),
+        try_acquire_with(&t, &quick()).unwrap_err().kind(),
         ErrorKind::Busy
     );
     assert!(lock.exists());
@@ -339,10 +341,10 @@ fn orphan_self_pid_is_reclaimed_but_never_our_own_live_lock() {
     write_reference_lock(&lock_of(&t), me, 1000, Some(starttime(me)));
     let insp = session_lock::inspect(&t, &quick()).unwrap().unwrap();
     assert_eq!(insp.reasons, vec![Reason::OrphanSelfPid]);
-    let g = try_acquire(&t, &quick()).expect("orphan-self-pid reclaimed");
+    let g = try_acquire_with(&t, &quick()).expect("orphan-self-pid reclaimed");
     // Our own live lock: another thread must not reclaim it.
     let p = t.clone();
-    let err = std::thread::spawn(move || try_acquire(&p, &LockOptions::new()).unwrap_err())
+    let err = std::thread::spawn(move || try_acquire_with(&p, &LockOptions::new()).unwrap_err())
         .join()
         .unwrap();
     assert_eq!(err.kind(), ErrorKind::Busy);
@@ -364,7 +366,7 @@ fn many_threads_reclaiming_one_stale_lock_never_both_win() {
                 let (t, barrier, done) = (t.clone(), barrier.clone(), done.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    let r = try_acquire(&t, &LockOptions::new());
+                    let r = try_acquire_with(&t, &LockOptions::new());
                     // Hold until every contender has tried.
                     done.wait();
                     match r {
@@ -509,7 +511,7 @@ fn read_only_directory_is_a_clear_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
-    let err = try_acquire(dir.path().join("s.jsonl"), &quick()).unwrap_err();
+    let err = try_acquire_with(dir.path().join("s.jsonl"), &quick()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
@@ -601,7 +603,7 @@ fn a_lost_guard_does_not_make_its_thread_deadlock() {
     let g = acquire(&t).unwrap();
     std::fs::remove_file(g.lock_path()).unwrap();
     assert_eq!(g.check().unwrap_err().kind(), ErrorKind::LockLost);
-    let again = try_acquire(&t, &LockOptions::new())
+    let again = try_acquire_with(&t, &LockOptions::new())
         .unwrap_or_else(|e| panic!("the lost guard still counts as held: {e}"));
     assert!(again.is_held());
     // And an inspection sees the new holder, not the lost one.

@@ -63,14 +63,14 @@ fn sigkill_of_holder_frees_the_lock_without_any_timeout() {
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &[]);
     let pid = holder.pid();
-    let err = session_lock::try_acquire(&t, &LockOptions::new()).unwrap_err();
+    let err = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy);
     assert_eq!(err.owner().and_then(|o| o.pid), Some(pid));
     assert_eq!(err.owner().and_then(|o| o.alive), Some(true));
     holder.kill9();
     // try_acquire never waits: success proves the dead owner's lock was
     // reclaimed at once, not after a timeout or an age threshold.
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("reclaimed at once");
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("reclaimed at once");
     assert_eq!(g.record().pid, Some(std::process::id()));
     g.release().unwrap();
 }
@@ -204,7 +204,7 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
     // Two hours old, correct start time: alive, merely old.
     write_reference_lock(&lock, pid, 2 * 3600 * 1000, Some(starttime(pid)));
     age_file(&lock, Duration::from_secs(7200));
-    let err = session_lock::try_acquire(&t, &LockOptions::new()).unwrap_err();
+    let err = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
     let insp = session_lock::inspect(&t, &LockOptions::new())
         .unwrap()
@@ -212,7 +212,7 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
     assert_eq!(insp.verdict, Verdict::Stale);
     assert_eq!(insp.reasons, vec![Reason::TooOld]);
     let fail_fast =
-        session_lock::try_acquire(&t, &LockOptions::new().fail_on_stale(true)).unwrap_err();
+        session_lock::try_acquire_with(&t, &LockOptions::new().fail_on_stale(true)).unwrap_err();
     assert_eq!(fail_fast.kind(), ErrorKind::Stale);
     assert!(lock.exists(), "a live owner's lock was removed");
     let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
@@ -221,7 +221,7 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
     live.kill().unwrap();
     live.wait().unwrap();
     // Now the pid is dead: reclaimed.
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("dead pid reclaimed");
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("dead pid reclaimed");
     g.release().unwrap();
 }
 
@@ -242,7 +242,8 @@ fn reference_format_lock_with_recycled_pid_is_reclaimed() {
         (insp.verdict, insp.reasons.clone()),
         (Verdict::Reclaimable, vec![Reason::RecycledPid])
     );
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("recycled pid reclaimed");
+    let g =
+        session_lock::try_acquire_with(&t, &LockOptions::new()).expect("recycled pid reclaimed");
     g.release().unwrap();
     live.kill().unwrap();
     live.wait().unwrap();
@@ -253,7 +254,7 @@ fn reference_format_lock_of_a_dead_pid_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     write_reference_lock(&lock_of(&t), dead_pid(), 60_000, None);
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("dead pid reclaimed");
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("dead pid reclaimed");
     assert_eq!(g.record().pid, Some(std::process::id()));
     g.release().unwrap();
 }
@@ -265,7 +266,7 @@ fn pid_1_style_epermish_owner_is_alive() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     write_reference_lock(&lock_of(&t), 1, 1000, None);
-    let err = session_lock::try_acquire(&t, &LockOptions::new()).unwrap_err();
+    let err = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy);
     assert!(lock_of(&t).exists());
 }
@@ -347,7 +348,7 @@ fn dead_holder_lock_is_cleaned_by_sweep_live_one_kept() {
 fn a_waiters_aged_temp_file_survives_a_sweep_and_the_waiter_acquires() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap();
     let mut waiter = bin()
         .args(["append", "--timeout", "60s"])
         .arg(&t)

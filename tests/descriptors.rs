@@ -55,7 +55,7 @@ fn a_held_lock_costs_about_one_descriptor_with_every_api() {
     for round in 0..2 {
         let blocking = per_lock(dir.path(), |t| session_lock::acquire(t).unwrap());
         let trying = per_lock(dir.path(), |t| {
-            session_lock::try_acquire(t, &Default::default()).unwrap()
+            session_lock::try_acquire_with(t, &Default::default()).unwrap()
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

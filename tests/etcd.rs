@@ -373,7 +373,7 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
     guard.append_line("after leader loss").unwrap();
     // Someone else (another thread) still cannot get it.
     let (f, o) = (file.clone(), opts(&cfg, Duration::from_secs(1)));
-    let busy = std::thread::spawn(move || session_lock::try_acquire(&f, &o).unwrap_err())
+    let busy = std::thread::spawn(move || session_lock::try_acquire_with(&f, &o).unwrap_err())
         .join()
         .unwrap();
     assert_eq!(busy.kind(), ErrorKind::Busy, "{busy}");
@@ -451,7 +451,8 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
         "{err}"
     );
     assert_eq!(err.to_string().lines().count(), 1);
-    let err = session_lock::try_acquire(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
+    let err =
+        session_lock::try_acquire_with(&file, &opts(&cfg, Duration::from_secs(2))).unwrap_err();
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
@@ -500,18 +501,18 @@ fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     let o = opts(&cfg, Duration::from_secs(5)).label("first");
-    let g = session_lock::try_acquire(&file, &o).unwrap();
+    let g = session_lock::try_acquire_with(&file, &o).unwrap();
     assert!(g.fencing_token().unwrap() > 0);
     assert!(g.share_with_children().is_ok(), "a no-op on etcd");
     let nested = g.nested().unwrap();
     // Same thread, same lock: busy, naming us, as with files.
-    let e = session_lock::try_acquire(&file, &o).unwrap_err();
+    let e = session_lock::try_acquire_with(&file, &o).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     let (o2, f2) = (o.clone(), file.clone());
     let (err, took) = std::thread::spawn(move || {
         let t = Instant::now();
         (
-            session_lock::try_acquire(&f2, &o2).unwrap_err(),
+            session_lock::try_acquire_with(&f2, &o2).unwrap_err(),
             t.elapsed(),
         )
     })
@@ -568,7 +569,7 @@ fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
             r.is_err(),
             "still held: the acquire is cancelled by the timeout"
         );
-        let busy = session_lock::tokio::try_acquire(&file, &o)
+        let busy = session_lock::tokio::try_acquire_with(&file, &o)
             .await
             .unwrap_err();
         assert_eq!(busy.kind(), ErrorKind::Busy);

@@ -73,7 +73,7 @@ fn reference_may_enter(lock: &Path) -> bool {
 
 /// Our own contender's view: `try_acquire` must say Busy.
 fn assert_busy(t: &Path, when: &str) {
-    match session_lock::try_acquire(t, &LockOptions::new()) {
+    match session_lock::try_acquire_with(t, &LockOptions::new()) {
         Err(e) if e.kind() == ErrorKind::Busy => {}
         Ok(_) => panic!("{when}: our contender got the lock"),
         Err(e) => panic!("{when}: unexpected error {e}"),
@@ -154,7 +154,7 @@ fn a_killed_holder_leaves_the_witness_with_the_command_tree_and_waiters_keep_wai
     );
     // Our contenders judge by the witness (a pid-judging client would
     // enter now: its pid is the holder's, which we killed).
-    match session_lock::try_acquire(&t, &LockOptions::new()) {
+    match session_lock::try_acquire_with(&t, &LockOptions::new()) {
         Err(e) if e.kind() == ErrorKind::Busy => {}
         Ok(_) => panic!("holder killed, command running: our contender got the lock"),
         Err(e) => panic!("unexpected error {e}"),

@@ -11,7 +11,9 @@ mod common;
 
 use common::*;
 use session_lock::sweep::{SweepOptions, sweep};
-use session_lock::{ErrorKind, LockGuard, LockOptions, LostReason, Verdict, Witness, try_acquire};
+use session_lock::{
+    ErrorKind, LockGuard, LockOptions, LostReason, Verdict, Witness, try_acquire_with,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -191,12 +193,14 @@ fn two_reclaimers_on_one_stale_lock_serialise_and_exactly_one_wins() {
         let stale = file_identity(&lock);
         let mut gate = trap("reclaim.before_unlink", "reclaimer-a");
         let ta = t.clone();
-        let a = named("reclaimer-a", move || try_acquire(&ta, &LockOptions::new()));
+        let a = named("reclaimer-a", move || {
+            try_acquire_with(&ta, &LockOptions::new())
+        });
         // A holds the stale inode's flock and has checked the path names it.
         gate.reached();
         // B: the second reclaimer sees the witness held, removes nothing and
         // does not win, whether it tries once or waits.
-        let err = try_acquire(&t, &LockOptions::new()).unwrap_err();
+        let err = try_acquire_with(&t, &LockOptions::new()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy, "round {round}: {err}");
         if round % 10 == 0 {
             let err = session_lock::acquire_with(&t, &opts()).unwrap_err();
@@ -231,7 +235,7 @@ fn two_reclaimers_on_one_stale_lock_serialise_and_exactly_one_wins() {
         let g =
             join(a, "reclaimer A").unwrap_or_else(|e| panic!("round {round}: A did not win: {e}"));
         assert_holds(&g, &lock, "A");
-        let err = try_acquire(&t, &LockOptions::new()).unwrap_err();
+        let err = try_acquire_with(&t, &LockOptions::new()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy, "round {round}: two holders");
         g.release().unwrap();
         assert_eq!(names(dir.path()), Vec::<String>::new(), "round {round}");
@@ -252,13 +256,15 @@ fn a_reclaimer_with_a_stale_verdict_never_removes_the_winners_lock() {
         plant_dead_owner_lock(&lock, dead);
         let mut gate = trap("acquire.after_observe", "reclaimer-a");
         let ta = t.clone();
-        let a = named("reclaimer-a", move || try_acquire(&ta, &LockOptions::new()));
+        let a = named("reclaimer-a", move || {
+            try_acquire_with(&ta, &LockOptions::new())
+        });
         gate.reached();
-        let b = try_acquire(&t, &LockOptions::new())
+        let b = try_acquire_with(&t, &LockOptions::new())
             .unwrap_or_else(|e| panic!("round {round}: B could not reclaim: {e}"));
         let holder = if round % 2 == 1 {
             b.release().unwrap();
-            try_acquire(&t, &LockOptions::new()).expect("C acquires")
+            try_acquire_with(&t, &LockOptions::new()).expect("C acquires")
         } else {
             b
         };
@@ -296,7 +302,9 @@ fn two_reclaimers_past_their_look_one_backs_off_on_time() {
         // A locks the stale inode and is paused just before its unlink.
         let mut gate_a = trap("reclaim.before_unlink", "reclaimer-a");
         let ta = t.clone();
-        let a = named("reclaimer-a", move || try_acquire(&ta, &LockOptions::new()));
+        let a = named("reclaimer-a", move || {
+            try_acquire_with(&ta, &LockOptions::new())
+        });
         gate_a.reached();
         // B goes on: it cannot lock the inode, backs off, then finds the
         // witness held and waits out its 50 ms; it removes nothing.
@@ -331,10 +339,12 @@ fn a_foreign_unlink_under_a_stale_verdict_never_costs_the_new_holder() {
         plant_dead_owner_lock(&lock, dead);
         let mut gate = trap("acquire.after_observe", "reclaimer-a");
         let ta = t.clone();
-        let a = named("reclaimer-a", move || try_acquire(&ta, &LockOptions::new()));
+        let a = named("reclaimer-a", move || {
+            try_acquire_with(&ta, &LockOptions::new())
+        });
         gate.reached();
         std::fs::remove_file(&lock).unwrap();
-        let c = try_acquire(&t, &LockOptions::new()).expect("C publishes at the free path");
+        let c = try_acquire_with(&t, &LockOptions::new()).expect("C publishes at the free path");
         gate.open();
         let err = join(a, "reclaimer A").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy, "round {round}: {err}");
@@ -357,7 +367,7 @@ fn a_release_paused_before_its_unlink_is_never_reclaimed_under_it() {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut gate = trap("release.before_unlink", "holder");
         let h = named("holder", move || {
-            let g = try_acquire(&th, &LockOptions::new()).expect("holder acquires");
+            let g = try_acquire_with(&th, &LockOptions::new()).expect("holder acquires");
             g.append_line("holder").unwrap();
             ready_tx.send(()).unwrap();
             g.release()
@@ -368,7 +378,7 @@ fn a_release_paused_before_its_unlink_is_never_reclaimed_under_it() {
         // find it held and remove nothing.
         gate.reached();
         let id = file_identity(&lock);
-        let err = try_acquire(&t, &LockOptions::new()).unwrap_err();
+        let err = try_acquire_with(&t, &LockOptions::new()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy, "round {round}: {err}");
         if round % 10 == 0 {
             let swept = sweep(dir.path(), &SweepOptions::default()).unwrap();
@@ -381,7 +391,7 @@ fn a_release_paused_before_its_unlink_is_never_reclaimed_under_it() {
         assert_eq!(file_identity(&lock), id, "round {round}");
         gate.open();
         join(h, "releasing holder").expect("release succeeds");
-        let g = try_acquire(&t, &LockOptions::new()).expect("free after release");
+        let g = try_acquire_with(&t, &LockOptions::new()).expect("free after release");
         g.append_line("next").unwrap();
         g.release().unwrap();
         assert_eq!(names(dir.path()), vec!["s.jsonl"], "round {round}");
@@ -409,7 +419,7 @@ fn a_lock_swapped_between_a_releases_check_and_its_rename_is_put_back() {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut gate = trap("release.after_check", "holder");
         let h = named("holder", move || {
-            let g = try_acquire(&th, &LockOptions::new()).expect("holder acquires");
+            let g = try_acquire_with(&th, &LockOptions::new()).expect("holder acquires");
             ready_tx.send(()).unwrap();
             g.release()
         });
@@ -451,7 +461,7 @@ fn release_and_watchdog_racing_remove_only_their_own_file() {
         let th = t.clone();
         let mut gate = trap("release.before_unlink", "holder");
         let h = named("holder", move || {
-            let g = session_lock::try_acquire(
+            let g = session_lock::try_acquire_with(
                 &th,
                 &LockOptions::new().max_hold(Duration::from_millis(60)),
             )
@@ -464,7 +474,7 @@ fn release_and_watchdog_racing_remove_only_their_own_file() {
         gate.open();
         let (released, _) = join(h, "holder");
         released.unwrap_or_else(|e| panic!("round {round}: release failed: {e}"));
-        let succ = try_acquire(&t, &LockOptions::new()).expect("successor");
+        let succ = try_acquire_with(&t, &LockOptions::new()).expect("successor");
         std::thread::sleep(Duration::from_millis(30)); // a late watchdog pass
         assert_holds(&succ, &lock, "successor");
         succ.release().unwrap();
@@ -483,7 +493,7 @@ fn a_holder_learns_of_a_watchdog_release_before_its_next_write() {
         // owner writes meanwhile: its write waits for the release and is
         // refused, and a successor's lock is never touched.
         let mut gate = trap("release.before_unlink", "session-lock-watchdog");
-        let g = try_acquire(&t, &LockOptions::new().max_hold(Duration::from_millis(30)))
+        let g = try_acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(30)))
             .expect("acquire");
         g.append_line("before").unwrap();
         gate.reached();
@@ -500,7 +510,7 @@ fn a_holder_learns_of_a_watchdog_release_before_its_next_write() {
             g.lost_reason()
         );
         assert!(!lock.exists(), "round {round}: watchdog left the file");
-        let succ = try_acquire(&t, &LockOptions::new()).expect("successor");
+        let succ = try_acquire_with(&t, &LockOptions::new()).expect("successor");
         let g = Arc::into_inner(g).expect("only guard");
         assert_eq!(g.release().unwrap_err().kind(), ErrorKind::LockLost);
         assert_holds(&succ, &lock, "successor");
@@ -522,7 +532,9 @@ fn a_publisher_paused_before_its_rename_is_invisible_and_cleans_up() {
     for round in 0..ROUNDS {
         let mut gate = trap("publish.before_rename", "publisher");
         let tp = t.clone();
-        let p = named("publisher", move || try_acquire(&tp, &LockOptions::new()));
+        let p = named("publisher", move || {
+            try_acquire_with(&tp, &LockOptions::new())
+        });
         gate.reached();
         // Its file is complete, private and witnessed but has no name yet
         // (O_TMPFILE) or only a private temp name; the lock path does not
@@ -542,7 +554,7 @@ fn a_publisher_paused_before_its_rename_is_invisible_and_cleans_up() {
         }
         assert!(!lock.exists(), "round {round}: visible before publish");
         // A contender acquires normally.
-        let c = try_acquire(&t, &LockOptions::new())
+        let c = try_acquire_with(&t, &LockOptions::new())
             .unwrap_or_else(|e| panic!("round {round}: contender: {e}"));
         gate.open();
         // The paused publisher finds the lock taken and removes its temp file.
@@ -590,7 +602,7 @@ fn a_publisher_process_paused_before_its_rename_loses_cleanly() {
     );
     assert!(temp_files(dir.path()).len() <= 1);
     assert!(!lock.exists());
-    let c = try_acquire(&t, &LockOptions::new()).expect("contender acquires");
+    let c = try_acquire_with(&t, &LockOptions::new()).expect("contender acquires");
     go(faults.path(), point, pid);
     let status = wait_child(&mut child, WAIT, "paused publisher");
     assert_eq!(status.code(), Some(3), "not obtained: {status}");
@@ -630,7 +642,9 @@ fn a_reclaimer_process_paused_before_its_unlink_keeps_everyone_else_out() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     // B in this process too, and a sweep.
     assert_eq!(
-        try_acquire(&t, &LockOptions::new()).unwrap_err().kind(),
+        try_acquire_with(&t, &LockOptions::new())
+            .unwrap_err()
+            .kind(),
         ErrorKind::Busy
     );
     assert!(!sweep(dir.path(), &SweepOptions::default()).unwrap().locks[0].removed);
@@ -688,7 +702,7 @@ fn path_replaced_by_a_live_lock_under_a_paused_reclaimer() {
         let aside = dir.path().join("stale-aside");
         std::fs::rename(&lock, &aside).unwrap();
         let tg = t.clone();
-        let g = named("victim", move || try_acquire(&tg, &LockOptions::new()))
+        let g = named("victim", move || try_acquire_with(&tg, &LockOptions::new()))
             .join()
             .unwrap()
             .expect("G publishes at the free path");

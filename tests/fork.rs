@@ -70,7 +70,7 @@ fn child(
     parent: u32,
 ) -> Result<(), i32> {
     // 1. The parent's lock is someone else's.
-    match session_lock::try_acquire(t, &LockOptions::new()) {
+    match session_lock::try_acquire_with(t, &LockOptions::new()) {
         Err(e) if e.kind() == ErrorKind::Busy && e.owner().and_then(|o| o.pid) == Some(parent) => {}
         _ => return Err(1),
     }

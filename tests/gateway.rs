@@ -28,7 +28,7 @@ fn a_guard_moved_to_another_thread_is_waited_for_not_refused() {
         g.append_line("{\"from\":\"mover\"}").unwrap();
         drop(g);
     });
-    let busy = session_lock::try_acquire(&t, &LockOptions::new()).unwrap_err();
+    let busy = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap_err();
     assert_eq!(busy.kind(), ErrorKind::Busy, "{busy}");
     assert_eq!(
         busy.owner().and_then(|o| o.pid),
@@ -200,10 +200,10 @@ fn options_the_lock_cannot_honour_are_refused() {
     for (opts, what) in table {
         let errs = [
             session_lock::acquire_with(&t, &opts).unwrap_err(),
-            session_lock::try_acquire(&t, &opts).unwrap_err(),
+            session_lock::try_acquire_with(&t, &opts).unwrap_err(),
             rt.block_on(session_lock::tokio::acquire_with(&t, &opts))
                 .unwrap_err(),
-            rt.block_on(session_lock::tokio::try_acquire(&t, &opts))
+            rt.block_on(session_lock::tokio::try_acquire_with(&t, &opts))
                 .unwrap_err(),
         ];
         for err in errs {

@@ -65,7 +65,7 @@ fn foreign_reclaimer_paused_before_its_delete(ours: bool) {
     let seen = snapshot(&lock).expect("stale lock present");
 
     // Our contenders during the pause.
-    match session_lock::try_acquire(&t, &LockOptions::new()) {
+    match session_lock::try_acquire_with(&t, &LockOptions::new()) {
         Err(e) if e.kind() == ErrorKind::Busy => {}
         other => panic!("try_acquire under a live reclaim guard: {other:?}"),
     }
@@ -172,14 +172,14 @@ fn an_abandoned_reclaim_guard_is_cleared_after_30_s_and_never_sooner() {
     assert!(guard_of(&lock).is_dir());
     // 29 s old: still counts as live.
     age(&guard_of(&lock), Duration::from_secs(29));
-    match session_lock::try_acquire(&t, &LockOptions::new()) {
+    match session_lock::try_acquire_with(&t, &LockOptions::new()) {
         Err(e) if e.kind() == ErrorKind::Busy => {}
         other => panic!("a 29 s old guard was not respected: {other:?}"),
     }
     assert!(lock.exists() && guard_of(&lock).exists());
     // 31 s old: abandoned; the next contender clears it and takes over.
     age(&guard_of(&lock), Duration::from_secs(31));
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).expect("takeover");
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("takeover");
     assert!(!guard_of(&lock).exists(), "abandoned guard left behind");
     g.release().unwrap();
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use session_lock::{ErrorKind, LockOptions, try_acquire};
+use session_lock::{ErrorKind, LockOptions, try_acquire_with};
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -137,7 +137,7 @@ fn odd_transcript(odd: Odd) {
     // Library: acquire refuses it before taking the lock.
     let t2 = t.clone();
     let err = within(FAST, "try_acquire on an odd transcript", move || {
-        try_acquire(&t2, &quick()).map(drop)
+        try_acquire_with(&t2, &quick()).map(drop)
     })
     .expect_err("acquire of an odd transcript must fail");
     assert_eq!(err.kind(), ErrorKind::NotAFile, "{odd:?}: {err}");
@@ -161,12 +161,12 @@ fn odd_transcript(odd: Odd) {
     // Nothing of the lock is left: once the odd file is gone, the
     // transcript can be locked at once.
     remove(&t);
-    try_acquire(&t, &quick()).unwrap().release().unwrap();
+    try_acquire_with(&t, &quick()).unwrap().release().unwrap();
 
     // Planted after the lock was taken: the append fails fast, without
     // blocking in open, and the lock is released when the guard goes.
     let t3 = dir.path().join("late.jsonl");
-    let guard = try_acquire(&t3, &quick()).unwrap();
+    let guard = try_acquire_with(&t3, &quick()).unwrap();
     odd.plant(&t3).unwrap();
     let err = within(FAST, "append_line on an odd transcript", move || {
         let r = guard.append_line("x");
@@ -296,7 +296,7 @@ fn the_longest_accepted_name_survives_a_crash_and_one_byte_more_is_refused() {
     let fresh = root.path().join("too-long");
     std::fs::create_dir(&fresh).unwrap();
     let long = fresh.join(format!("b{name}"));
-    let err = try_acquire(&long, &quick()).map(drop).unwrap_err();
+    let err = try_acquire_with(&long, &quick()).map(drop).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidName, "{err}");
     assert!(err.to_string().contains(&longest.to_string()), "{err}");
     assert_eq!(err.longest_name(), Some(longest), "{err}");
@@ -509,7 +509,7 @@ fn a_missing_directory_is_an_error_naming_it_and_nothing_is_created() {
         assert!(!missing.exists(), "{args:?} created the directory");
     }
     // The library, by default: the same.
-    let err = try_acquire(&t, &quick()).map(drop).unwrap_err();
+    let err = try_acquire_with(&t, &quick()).map(drop).unwrap_err();
     assert!(
         err.to_string().contains(&*missing.to_string_lossy()),
         "{err}"
@@ -518,7 +518,7 @@ fn a_missing_directory_is_an_error_naming_it_and_nothing_is_created() {
     assert!(!missing.exists());
     // Asked to: every missing directory is made, private.
     let deep = missing.join("a/b/s.jsonl");
-    let g = try_acquire(&deep, &quick().create_dirs(true)).unwrap();
+    let g = try_acquire_with(&deep, &quick().create_dirs(true)).unwrap();
     g.append_line("x").unwrap();
     g.release().unwrap();
     for d in [&missing, &missing.join("a"), &missing.join("a/b")] {
@@ -545,7 +545,7 @@ fn protocol_names_are_refused_as_transcripts_with_a_suggestion() {
         ),
     ] {
         let p = dir.path().join(name);
-        let err = try_acquire(&p, &quick()).map(drop).unwrap_err();
+        let err = try_acquire_with(&p, &quick()).map(drop).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidName, "{name}: {err}");
         assert_eq!(err.suggestion(), Some(t.as_path()), "{name}: {err}");
         let msg = err.to_string();

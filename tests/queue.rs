@@ -312,7 +312,7 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
         .expect("the first acquire never ended");
     let kept = fds_watching(dir.path());
     assert_eq!(kept.len(), 1, "the thread's watch was not kept: {kept:?}");
-    let ours = session_lock::try_acquire(&t, &opts).unwrap();
+    let ours = session_lock::try_acquire_with(&t, &opts).unwrap();
     // Another waiter is next in line now; the first thread queues behind it.
     let (t2, o2) = (t.clone(), opts.clone());
     let second = std::thread::spawn(move || {

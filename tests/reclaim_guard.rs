@@ -114,7 +114,7 @@ fn a_guard_that_blocks_the_reclaim_is_kept_and_named_with_the_fix() {
             );
         }
         assert!(err.blocking_guard().is_some(), "{case}");
-        let busy = session_lock::try_acquire(&t, &LockOptions::new()).expect_err(case);
+        let busy = session_lock::try_acquire_with(&t, &LockOptions::new()).expect_err(case);
         assert!(busy.to_string().contains(&shown), "{case}: {busy}");
 
         let status = cli(&["status".as_ref(), dir.path().as_os_str()]);

@@ -151,7 +151,8 @@ fn status_and_clean_never_follow_a_symlink_at_the_lock_path() {
     // The library sweep and acquire agree.
     let swept = session_lock::sweep::sweep(&sessions, &Default::default()).unwrap();
     assert!(swept.locks.iter().all(|r| !r.removed && r.error.is_some()));
-    let err = session_lock::try_acquire(sessions.join("x.jsonl"), &LockOptions::new()).unwrap_err();
+    let err =
+        session_lock::try_acquire_with(sessions.join("x.jsonl"), &LockOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotAFile, "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), before);
 }
@@ -249,7 +250,7 @@ fn append_never_writes_through_a_symlinked_transcript() {
     std::fs::write(&victim, b"precious\n").unwrap();
     let t = dir.path().join("s.jsonl");
     std::os::unix::fs::symlink(&victim, &t).unwrap();
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap();
     let err = g.append_line("injected").unwrap_err();
     assert!(err.to_string().contains("s.jsonl"), "{err}");
     g.release().unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use session_lock::sweep::{SweepOptions, sweep};
-use session_lock::{LockOptions, try_acquire};
+use session_lock::{LockOptions, try_acquire_with};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -63,7 +63,7 @@ fn a_process_keeps_one_witness_inode_across_its_holds() {
         return;
     };
     let lock = lock_of(&t);
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     let first = file_identity(&lock);
     let first_token = token(&lock);
     g.release().unwrap();
@@ -78,7 +78,7 @@ fn a_process_keeps_one_witness_inode_across_its_holds() {
     let h = Holder::start(&t, &[]);
     h.release();
     // Our next hold publishes the same inode, with a fresh record.
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_eq!(
         file_identity(&lock),
         first,
@@ -112,7 +112,7 @@ fn a_slot_left_by_a_dead_process_is_taken_over_not_multiplied() {
     .unwrap();
     std::fs::set_permissions(&left, std::fs::Permissions::from_mode(0o600)).unwrap();
     let id = file_identity(&left);
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_eq!(
         file_identity(&lock),
         id,
@@ -134,7 +134,7 @@ fn clean_removes_a_dead_processes_slot_and_keeps_a_live_ones() {
         return;
     };
     // Ours, parked (slot 0), and one left by a dead process (slot 1).
-    try_acquire(&t, &LockOptions::new())
+    try_acquire_with(&t, &LockOptions::new())
         .unwrap()
         .release()
         .unwrap();
@@ -155,7 +155,7 @@ fn clean_removes_a_dead_processes_slot_and_keeps_a_live_ones() {
     assert_eq!(slot_names(dir.path()), vec![".s.jsonl.lock.w0.tmp"]);
     // And ours is still the one we use.
     let id = file_identity(&ours);
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_eq!(file_identity(&lock_of(&t)), id);
     g.release().unwrap();
     session_lock::close_idle();
@@ -167,7 +167,7 @@ fn a_witness_shared_with_children_is_never_parked() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let lock = lock_of(&t);
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     let first = file_identity(&lock);
     let old = std::fs::File::open(&lock).unwrap();
     g.share_with_children().unwrap();
@@ -180,7 +180,7 @@ fn a_witness_shared_with_children_is_never_parked() {
     // So the next hold is on another inode (the old one may still be
     // flocked by a child). `old` keeps the first inode from being freed,
     // so its number cannot be handed out again.
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_ne!(file_identity(&lock), first);
     g.release().unwrap();
     drop(old);
@@ -221,7 +221,7 @@ fn a_file_planted_at_a_slot_name_is_never_adopted() {
     std::fs::write(&victim, &precious).unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::hard_link(&victim, dir.path().join(".s.jsonl.lock.w0.tmp")).unwrap();
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_ne!(file_identity(&lock_of(&t)), file_identity(&victim));
     g.release().unwrap();
     session_lock::close_idle();
@@ -232,7 +232,7 @@ fn a_file_planted_at_a_slot_name_is_never_adopted() {
     let w0 = dir.path().join(".s.jsonl.lock.w0.tmp");
     std::fs::write(&w0, b"").unwrap();
     std::fs::set_permissions(&w0, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_eq!(
         std::fs::metadata(lock_of(&t)).unwrap().mode() & 0o777,
         0o600
@@ -249,7 +249,7 @@ fn a_parked_slot_whose_directory_was_made_again_never_publishes_another_file() {
     std::fs::create_dir(&d).unwrap();
     let t = d.join("s.jsonl");
     let lock = lock_of(&t);
-    try_acquire(&t, &LockOptions::new())
+    try_acquire_with(&t, &LockOptions::new())
         .unwrap()
         .release()
         .unwrap();
@@ -272,7 +272,7 @@ fn a_parked_slot_whose_directory_was_made_again_never_publishes_another_file() {
     let theirs = file_identity(&slot);
     // Our parked slot names that path now: the acquire must not rename
     // their file onto the lock name.
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_ne!(
         file_identity(&lock),
         theirs,
@@ -312,7 +312,7 @@ fn a_forked_childs_copy_of_a_guard_never_passes_for_the_parents_new_hold() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     let (go, answer) = (pipe(), pipe());
     // SAFETY: the child only uses the guard it inherited and async-signal-
     // safe calls (read, write, _exit) around it; this file's tests run one
@@ -331,7 +331,7 @@ fn a_forked_childs_copy_of_a_guard_never_passes_for_the_parents_new_hold() {
         }
     }
     g.release().unwrap();
-    let again = try_acquire(&t, &LockOptions::new()).unwrap();
+    let again = try_acquire_with(&t, &LockOptions::new()).unwrap();
     // SAFETY: write(2) of one byte to our pipe.
     unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
     let answer = read_byte(answer[0], WAIT);
@@ -358,7 +358,7 @@ fn a_forked_childs_copy_of_a_guard_never_passes_for_the_parents_new_hold() {
 fn a_slot_name_that_cannot_be_opened_is_passed_over_for_the_next() {
     let Some((_s, dir, t)) = start() else { return };
     std::fs::create_dir(dir.path().join(".s.jsonl.lock.w0.tmp")).unwrap();
-    let g = try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = try_acquire_with(&t, &LockOptions::new()).unwrap();
     g.release().unwrap();
     let w1 = dir.path().join(".s.jsonl.lock.w1.tmp");
     assert!(
@@ -378,7 +378,7 @@ fn beyond_sixty_four_parked_slots_the_oldest_is_removed() {
     let slot0 = |i: usize| dir.path().join(format!(".l{i}.jsonl.lock.w0.tmp"));
     for i in 0..=64 {
         let t = dir.path().join(format!("l{i}.jsonl"));
-        try_acquire(&t, &LockOptions::new())
+        try_acquire_with(&t, &LockOptions::new())
             .unwrap()
             .release()
             .unwrap();

@@ -130,7 +130,7 @@ fn dropping_the_acquire_future_at_any_point_leaves_nothing_behind() {
                 "left behind after {n} polls (contended={contended}): {left:?}"
             );
             // And the lock is free.
-            session_lock::try_acquire(&t, &LockOptions::new())
+            session_lock::try_acquire_with(&t, &LockOptions::new())
                 .unwrap()
                 .release()
                 .unwrap();
@@ -157,7 +157,7 @@ fn async_waiter_wakes_when_another_process_releases() {
             .await
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let busy = session_lock::tokio::try_acquire(&t, &LockOptions::new())
+        let busy = session_lock::tokio::try_acquire_with(&t, &LockOptions::new())
             .await
             .unwrap_err();
         assert_eq!(busy.kind(), ErrorKind::Busy);
@@ -367,7 +367,7 @@ fn a_dropped_future_that_lost_a_publish_race_leaves_only_the_winners_lock() {
     if std::env::var_os("SESSION_LOCK_NO_TMPFILE").is_some() {
         assert_eq!(temps().len(), 1, "no prepared temp file: {:?}", temps());
     }
-    let winner = session_lock::try_acquire(&t, &LockOptions::new()).expect("winner acquires");
+    let winner = session_lock::try_acquire_with(&t, &LockOptions::new()).expect("winner acquires");
     go_tx.send(()).unwrap();
     let out = within(WAIT, "the paused async acquire", move || {
         loser.join().unwrap()

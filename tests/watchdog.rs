@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use session_lock::{ErrorKind, LockOptions, LostReason, acquire_with, try_acquire};
+use session_lock::{ErrorKind, LockOptions, LostReason, acquire_with, try_acquire_with};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -66,7 +66,7 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     assert!(!lock_of(&t).exists(), "forced release left the file");
     // A successor takes the lock.
     let t2 = t.clone();
-    let successor = std::thread::spawn(move || try_acquire(&t2, &LockOptions::new()).unwrap())
+    let successor = std::thread::spawn(move || try_acquire_with(&t2, &LockOptions::new()).unwrap())
         .join()
         .unwrap();
     successor.append_line("successor").unwrap();
@@ -109,7 +109,7 @@ fn forced_release_after_replacement_never_removes_the_successor() {
     std::fs::remove_file(&lock).unwrap();
     let t2 = t.clone();
     let successor = within(WAIT, "successor acquire", move || {
-        try_acquire(&t2, &LockOptions::new()).unwrap()
+        try_acquire_with(&t2, &LockOptions::new()).unwrap()
     });
     let id = file_identity(&lock);
     // Nothing has looked at the old guard yet: only the watchdog will.

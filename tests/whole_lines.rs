@@ -239,7 +239,7 @@ fn the_next_holder_learns_it_took_over_from_a_killed_holder() {
     assert_eq!(takeover.torn_tail(), None);
     g.release().unwrap();
     // After a normal release there is nothing to report.
-    let g = session_lock::try_acquire(&t, &LockOptions::new()).unwrap();
+    let g = session_lock::try_acquire_with(&t, &LockOptions::new()).unwrap();
     assert_eq!(g.takeover(), None);
     g.append_line("{}").unwrap();
     assert_eq!(g.takeover(), None);

@@ -1058,7 +1058,7 @@ fn lock_absent(paths: &LockPaths) -> bool {
     matches!(std::fs::symlink_metadata(&paths.lock), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
-/// Try once, never blocking.
+/// Try once with the default options, never blocking.
 ///
 /// # Errors
 /// `Busy` (with the owner and any report-only reasons) if someone holds the
@@ -1068,17 +1068,26 @@ fn lock_absent(paths: &LockPaths) -> bool {
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("s.jsonl");
-/// let first = session_lock::try_acquire(&path, &Default::default())?;
+/// let first = session_lock::try_acquire(&path)?;
 /// // Another thread finds it busy and learns who holds it.
 /// let p = path.clone();
-/// let err = std::thread::spawn(move || session_lock::try_acquire(&p, &Default::default()).unwrap_err())
+/// let err = std::thread::spawn(move || session_lock::try_acquire(&p).unwrap_err())
 ///     .join().unwrap();
 /// assert_eq!(err.kind(), session_lock::ErrorKind::Busy);
 /// assert_eq!(err.owner().and_then(|o| o.pid), Some(std::process::id()));
 /// drop(first);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn try_acquire(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
+pub fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
+    try_acquire_with(target, &LockOptions::default())
+}
+
+/// Try once with options, never blocking.
+///
+/// # Errors
+/// As [`try_acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set
+/// and the live holder is past its stale threshold or max hold.
+pub fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     opts.validate(target.as_ref())?;
     #[cfg(feature = "etcd")]
     if let crate::Backend::Etcd(cfg) = &opts.backend {

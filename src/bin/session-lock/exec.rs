@@ -319,7 +319,7 @@ pub(crate) fn holder(json: &str) -> u8 {
     }
     let file = &args.file;
     let acquired = if args.nonblock {
-        session_lock::try_acquire(file, &opts)
+        session_lock::try_acquire_with(file, &opts)
     } else {
         acquire_announcing(file, &opts)
     };

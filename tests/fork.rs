@@ -9,8 +9,10 @@ use std::time::Duration;
 
 /// A forked child starts with no holds of its own: the parent's lock is
 /// `Busy` for it, its copy of the parent's guard says it is inherited and
-/// removes nothing, and a lock it takes with a max hold is released by a
-/// watchdog of its own. The parent's guard keeps working.
+/// removes nothing, a lock it takes with a max hold is released by a
+/// watchdog of its own, and its queued waiters get queue helper threads of
+/// its own (the parent's idle ones are not inherited). The parent's guard
+/// keeps working.
 #[test]
 fn a_forked_child_has_no_holds_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,6 +27,8 @@ fn a_forked_child_has_no_holds_of_its_own() {
     )
     .unwrap();
     warm.release().unwrap();
+    // And leave an idle queue helper thread behind (see `queue_dance`).
+    queue_dance(&dir.path().join("queue-parent.jsonl")).expect("the parent's queue works");
     let parent = std::process::id();
     // SAFETY: the child only runs this crate's code and `_exit`s; this test
     // binary has this one test, so no other thread can hold a lock of the
@@ -97,5 +101,55 @@ fn child(
     if other.with_extension("jsonl.lock").exists() {
         return Err(6);
     }
+    // 4. A waiter behind the one next in line waits in the kernel's queue,
+    //    through a helper thread of the child's own.
+    queue_dance(&t.with_file_name("queue-child.jsonl")).map_err(|_| 7)?;
+    Ok(())
+}
+
+/// A holder, a waiter next in line, and a second waiter that must wait in
+/// the lock's queue (a helper thread blocks in its `flock`): the second
+/// waiter shows up as a blocked `flock` on the queue file in `/proc/locks`
+/// before the holder releases, and all three get the lock in turn.
+fn queue_dance(t: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let limit = Duration::from_secs(10);
+    let g = session_lock::acquire(t).map_err(|e| e.to_string())?;
+    let queue = t.with_extension("jsonl.lock.queue");
+    let spawn = |t: std::path::PathBuf| {
+        std::thread::spawn(move || {
+            session_lock::acquire_with(&t, &LockOptions::new().timeout(limit))
+                .and_then(|g| g.release())
+                .map_err(|e| e.to_string())
+        })
+    };
+    let a = spawn(t.to_owned());
+    let until = std::time::Instant::now() + limit;
+    // The first waiter is next in line once it holds the queue's flock.
+    while common::flock_free(&queue) {
+        if std::time::Instant::now() > until {
+            return Err("the first waiter never took the queue".into());
+        }
+        std::thread::yield_now();
+    }
+    let b = spawn(t.to_owned());
+    let ino = std::fs::metadata(&queue).map_err(|e| e.to_string())?.ino();
+    let blocked = |ino: u64| {
+        std::fs::read_to_string("/proc/locks").is_ok_and(|l| {
+            l.lines()
+                .any(|line| line.contains("-> FLOCK") && line.contains(&format!(":{ino} ")))
+        })
+    };
+    while !blocked(ino) {
+        if std::time::Instant::now() > until {
+            return Err("the second waiter never blocked in the queue's flock".into());
+        }
+        std::thread::yield_now();
+    }
+    g.release().map_err(|e| e.to_string())?;
+    a.join()
+        .map_err(|_| "first waiter panicked".to_string())??;
+    b.join()
+        .map_err(|_| "second waiter panicked".to_string())??;
     Ok(())
 }

@@ -463,6 +463,10 @@ struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
     threads: usize,
+    /// The process these counts are of: a child forked from it has none of
+    /// its helper threads (fork copies only the calling thread), so its
+    /// first job starts the pool afresh.
+    pid: u32,
 }
 
 #[derive(Default)]
@@ -480,6 +484,15 @@ impl Pool {
     /// Give the job to an idle helper, or start one. `Err`: the limit.
     fn submit(&'static self, fd: QueueFd, slot: Arc<Slot>) -> Result<(), QueueFd> {
         let mut st = lock_or_recover(&self.st);
+        let pid = std::process::id();
+        if st.pid != pid {
+            // The parent's jobs are its waiters'; dropping our copies of
+            // their descriptors leaves their flocks alone.
+            *st = PoolState {
+                pid,
+                ..PoolState::default()
+            };
+        }
         if st.idle > st.jobs.len() {
             st.jobs.push_back((fd, slot));
             drop(st);

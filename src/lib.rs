@@ -92,6 +92,10 @@
 //!   waiting is futile). So a thread that acquires a lock it still holds
 //!   itself waits until its timeout (a warning says so when it starts);
 //!   use [`LockGuard::nested`] for re-entrancy.
+//! * After `fork(2)` the child holds none of the parent's locks: its copies
+//!   of the parent's guards report [`LostReason::Inherited`], refuse to
+//!   write and remove nothing when dropped; the child acquires (and gets a
+//!   watchdog and queue helpers of its own) like any other process.
 //! * Host names must be unique among hosts sharing a directory: a record from
 //!   another host (a different host name, and not the boot id of this
 //!   kernel) is never judged by pid, only by the witness and by age. A

@@ -225,19 +225,36 @@ impl Held {
     /// For a blocking contender in this process: sleep until this hold
     /// ends (release, loss) or `until`. True if it ended.
     pub(crate) fn wait_end(&self, until: Instant) -> bool {
+        self.wait_for(Some(until), |_| !self.is_live()).1
+    }
+
+    /// Sleep on the hold's condition variable (notified by every end of
+    /// the hold) until `done` says so or `until` passes (`None`: never).
+    /// Returns the state and whether `done` said so.
+    fn wait_for(
+        &self,
+        until: Option<Instant>,
+        mut done: impl FnMut(&HeldState) -> bool,
+    ) -> (MutexGuard<'_, HeldState>, bool) {
         let mut st = self.state();
-        while self.is_live() {
-            let now = Instant::now();
-            if now >= until {
-                return false;
+        loop {
+            if done(&st) {
+                return (st, true);
             }
-            st = self
-                .lost_cv
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = match until {
+                None => self.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return (st, false);
+                    }
+                    self.lost_cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
-        true
     }
 
     /// Warn when the thread about to wait for this hold is the one that
@@ -722,29 +739,9 @@ impl LockGuard {
     /// once there).
     pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
         let held = file_or_etcd!(self, e => e.wait_lost(timeout));
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = held.state();
-        loop {
-            if let Some(r) = held.ended(&st) {
-                return Some(r);
-            }
-            match deadline {
-                None => {
-                    st = held.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    st = held
-                        .lost_cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let (st, _) = held.wait_for(deadline, |st| held.ended(st).is_some());
+        held.ended(&st)
     }
 
     /// Covers only this process's death: if this process dies while child

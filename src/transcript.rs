@@ -325,6 +325,23 @@ fn move_torn_tail(file: &File, target: &Path) -> Result<Option<TornTail>> {
         // Best effort: the sidecar's name survives a crash too.
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
+    crate::fault::hit("torn.before_cut");
+    // Cut only what we copied: if the transcript changed meanwhile (this
+    // hold was force-released during a long copy and a new holder wrote),
+    // the fragment is no longer ours to cut; it is saved either way.
+    let now = file
+        .metadata()
+        .map_err(|e| err("stat transcript", e))?
+        .len();
+    if now != len {
+        return Err(err(
+            "move the torn line out of transcript",
+            io::Error::other(format!(
+                "it changed while its torn last line was copied to {} ({len} bytes before, {now} now); nothing was cut",
+                saved_to.display()
+            )),
+        ));
+    }
     file.set_len(offset)
         .map_err(|e| err("truncate the torn line of transcript", e))?;
     tracing::warn!(
@@ -433,6 +450,36 @@ mod tests {
         assert!(!t.exists());
         tr.append(&t, ["{}"], false).unwrap();
         assert_eq!(std::fs::read(&t).unwrap(), b"{}\n");
+    }
+
+    /// A transcript that changes while its torn tail is being copied (this
+    /// hold force-released during a long copy, a new holder writing) is not
+    /// cut: the new lines stay, the fragment is saved anyway.
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn a_transcript_that_changed_during_the_copy_is_not_cut() {
+        let (_d, t) = setup(b"{\"a\":1}\n{\"to");
+        let t2 = t.clone();
+        crate::fault::set_hook(Some(std::sync::Arc::new(move |point: &str| {
+            if point == "torn.before_cut" && std::thread::current().name() == Some("torn-copier") {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&t2).unwrap();
+                f.write_all(b"rn\"}\n{\"new\":2}\n").unwrap();
+            }
+        })));
+        let t3 = t.clone();
+        let err = std::thread::Builder::new()
+            .name("torn-copier".into())
+            .spawn(move || Transcript::default().repair_tail(&t3))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        crate::fault::set_hook(None);
+        assert!(err.to_string().contains("nothing was cut"), "{err}");
+        assert_eq!(
+            std::fs::read(&t).unwrap(),
+            b"{\"a\":1}\n{\"torn\"}\n{\"new\":2}\n"
+        );
     }
 
     #[test]

@@ -74,8 +74,8 @@
 //! `flock` for blocking waiters (they exit after 10 s idle). Descriptors:
 //! one per held lock, plus bounded caches for the whole process (32
 //! transcripts, 32 queue spares, 64 parked slots, the waiters' inotify
-//! instances), all given back by [`close_idle`]; see the README,
-//! "Descriptors".
+//! instances); release closes a hold's descriptors and [`close_idle`] the
+//! idle caches; see the README, "Descriptors".
 //!
 //! ## Hazards
 //!
@@ -193,6 +193,10 @@ pub mod __private {
     /// Waits ended (by an event, by the timer) so far on this thread.
     pub fn wait_wakeups() -> (u64, u64) {
         crate::lock::WAKES.with(|w| w.get())
+    }
+    /// Transcript descriptors kept open between appends, process-wide.
+    pub fn cached_transcripts() -> usize {
+        crate::transcript::cached()
     }
     /// Acquire-loop steps taken so far in this process.
     pub fn acquire_steps() -> u64 {

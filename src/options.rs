@@ -114,8 +114,8 @@ impl Default for LockOptions {
 impl LockOptions {
     /// Refuse what the lock cannot honour, before anything is touched:
     /// a max hold under 1 ms (the record and the watchdog count in
-    /// milliseconds; zero would mean "lost at once"), and a zero stale
-    /// threshold or orphan grace (a record of another host, or a lock file
+    /// milliseconds; zero would mean "lost at once"), and a stale threshold
+    /// or orphan grace under 1 ms (a record of another host, or a lock file
     /// that another writer is still filling, would be taken over at once).
     /// A zero timeout is allowed: one attempt, as `try_acquire`.
     pub(crate) fn validate(&self, path: &std::path::Path) -> crate::Result<()> {
@@ -132,17 +132,19 @@ impl LockOptions {
                 MAX_HOLD_CAP.as_millis()
             ));
         }
-        if self.stale.is_zero() {
-            return refuse(
-                "a stale threshold of 0 is refused: another host's lock would be taken over at once"
-                    .into(),
-            );
+        // Both count in milliseconds (mtimes and `createdAt`); the effective
+        // orphan grace is `min(stale, orphan_grace)`.
+        if self.stale < Duration::from_millis(1) {
+            return refuse(format!(
+                "a stale threshold of {:?} is refused: another host's lock would be taken over at once; give at least 1ms",
+                self.stale
+            ));
         }
-        if self.orphan_grace.is_zero() {
-            return refuse(
-                "an orphan grace of 0 is refused: a lock file another writer is still filling would be removed"
-                    .into(),
-            );
+        if self.orphan_grace < Duration::from_millis(1) {
+            return refuse(format!(
+                "an orphan grace of {:?} is refused: a lock file another writer is still filling would be removed; give at least 1ms",
+                self.orphan_grace
+            ));
         }
         Ok(())
     }

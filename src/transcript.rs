@@ -76,7 +76,7 @@ pub struct TornTail {
 
 impl TornTail {
     /// Where the fragment began in the transcript (the transcript's length
-    /// now).
+    /// right after the repair).
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -100,6 +100,12 @@ pub(crate) const TRANSCRIPT_CACHE: usize = 32;
 
 /// Descriptors kept open now (see [`TRANSCRIPT_CACHE`]).
 static CACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many transcript descriptors are kept open now (tests).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn cached() -> usize {
+    CACHED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The transcript as one hold writes it: opened on first use, its tail
 /// checked once per hold.
@@ -158,13 +164,21 @@ impl Transcript {
 
     /// Check the tail once per hold; see the module docs. Returns what was
     /// repaired by this call or an earlier one in the same hold.
-    pub(crate) fn repair_tail(&mut self, target: &Path) -> Result<Option<TornTail>> {
-        let out = self.repair_tail_inner(target);
+    pub(crate) fn repair_tail(
+        &mut self,
+        target: &Path,
+        held: &dyn Fn() -> bool,
+    ) -> Result<Option<TornTail>> {
+        let out = self.repair_tail_inner(target, held);
         self.keep_or_close();
         out
     }
 
-    fn repair_tail_inner(&mut self, target: &Path) -> Result<Option<TornTail>> {
+    fn repair_tail_inner(
+        &mut self,
+        target: &Path,
+        held: &dyn Fn() -> bool,
+    ) -> Result<Option<TornTail>> {
         if !self.checked {
             if self.file.is_none()
                 && std::fs::symlink_metadata(target)
@@ -175,7 +189,7 @@ impl Transcript {
                 return Ok(None);
             }
             let file = self.open(target)?;
-            let torn = move_torn_tail(file, target)?;
+            let torn = move_torn_tail(file, target, held)?;
             self.torn = torn;
             self.checked = true;
         }
@@ -184,35 +198,31 @@ impl Transcript {
 
     /// Write whole lines (each plus `\n` in one `write(2)` on the
     /// `O_APPEND` descriptor), after the tail check, optionally followed by
-    /// `fdatasync`. The caller has just checked, under its hold's state
-    /// lock, that the lock is still held.
-    pub(crate) fn append<I, L>(&mut self, target: &Path, lines: I, sync: bool) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
-        let out = self.append_inner(target, lines, sync);
+    /// `fdatasync`. The lines were checked by [`validate_lines`]; the
+    /// caller has just checked that the lock is held, and `held` says
+    /// whether it still is (a rollback or a cut is done only while it is,
+    /// so a write stuck past a forced release never cuts a new holder's
+    /// lines).
+    pub(crate) fn append<L: AsRef<[u8]>>(
+        &mut self,
+        target: &Path,
+        lines: &[L],
+        sync: bool,
+        held: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let out = self.append_inner(target, lines, sync, held);
         self.keep_or_close();
         out
     }
 
-    fn append_inner<I, L>(&mut self, target: &Path, lines: I, sync: bool) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
-        // Refused as a whole before anything is written.
-        let lines: Vec<L> = lines.into_iter().collect();
-        if lines.iter().any(|l| {
-            let l = l.as_ref();
-            l.strip_suffix(b"\n").unwrap_or(l).contains(&b'\n')
-        }) {
-            return Err(Error::from(crate::error::Repr::InvalidInput {
-                path: target.to_owned(),
-                what: "a line to append must not contain a newline (one JSON value per line: serialise it compactly, or use append_json); nothing was written".into(),
-            }));
-        }
-        self.repair_tail_inner(target)?;
+    fn append_inner<L: AsRef<[u8]>>(
+        &mut self,
+        target: &Path,
+        lines: &[L],
+        sync: bool,
+        held: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        self.repair_tail_inner(target, held)?;
         let file = self.open(target)?;
         let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
         // The length before this call and before each line: a failure rolls
@@ -223,24 +233,52 @@ impl Transcript {
             .len();
         let mut end = start;
         let mut buf = Vec::new();
-        for line in &lines {
+        for line in lines {
             let line = line.as_ref();
             let body = line.strip_suffix(b"\n").unwrap_or(line);
             buf.clear();
             buf.extend_from_slice(body);
             buf.push(b'\n');
             if let Err(e) = write_line(file, &buf) {
-                roll_back(file, target, if sync { start } else { end });
+                // Somewhere between `end` and `end + buf.len()` now.
+                let to = if sync { start } else { end };
+                if !roll_back(file, target, to, end..=end + buf.len() as u64, held) {
+                    // Left in place: the next check (this hold's or the
+                    // next holder's) moves the fragment out.
+                    self.checked = false;
+                }
                 return Err(err("append to transcript", e));
             }
             end += buf.len() as u64;
         }
         if sync && let Err(e) = file.sync_data() {
-            roll_back(file, target, start);
+            if !roll_back(file, target, start, end..=end, held) {
+                self.checked = false;
+            }
             return Err(err("sync transcript", e));
         }
         Ok(())
     }
+}
+
+/// Refuse a batch with a line that contains a newline, before anything is
+/// touched (not even the hold's write gate).
+pub(crate) fn validate_lines<I, L>(target: &Path, lines: I) -> Result<Vec<L>>
+where
+    I: IntoIterator<Item = L>,
+    L: AsRef<[u8]>,
+{
+    let lines: Vec<L> = lines.into_iter().collect();
+    if lines.iter().any(|l| {
+        let l = l.as_ref();
+        l.strip_suffix(b"\n").unwrap_or(l).contains(&b'\n')
+    }) {
+        return Err(Error::from(crate::error::Repr::InvalidInput {
+            path: target.to_owned(),
+            what: "a line to append must not contain a newline (one JSON value per line: serialise it compactly, or use append_json); nothing was written".into(),
+        }));
+    }
+    Ok(lines)
 }
 
 /// One line in one `write(2)` where the kernel takes it whole; `write_all`
@@ -258,17 +296,34 @@ fn write_line(mut file: &File, buf: &[u8]) -> io::Result<()> {
     file.write_all(buf)
 }
 
-/// Cut the transcript back to `len` after a failed write of ours.
-fn roll_back(file: &File, target: &Path, len: u64) {
-    if let Err(e) = file.set_len(len) {
-        // Left torn: the next holder's tail check moves the fragment out.
-        tracing::error!(
-            transcript = %target.display(),
-            length = len,
-            error = %e,
-            "could not roll back a failed append; the next holder will move the torn line out"
-        );
-    }
+/// Cut the transcript back to `to` after a failed write of ours, if the
+/// hold is still `held` and its length is still in `ours` (what our writes
+/// can have made it): never cut what someone else wrote after a forced
+/// release. Returns whether the transcript ends where it did before.
+fn roll_back(
+    file: &File,
+    target: &Path,
+    to: u64,
+    ours: std::ops::RangeInclusive<u64>,
+    held: &dyn Fn() -> bool,
+) -> bool {
+    let now = file.metadata().map(|m| m.len());
+    let why = match now {
+        Ok(n) if held() && ours.contains(&n) => match file.set_len(to) {
+            Ok(()) => return true,
+            Err(e) => e.to_string(),
+        },
+        Ok(n) if held() => format!("its length ({n}) is not what our writes made it"),
+        Ok(_) => "the lock was released while the write was stuck".into(),
+        Err(e) => e.to_string(),
+    };
+    // Left as it is: a torn end is moved out by the next tail check.
+    tracing::error!(
+        transcript = %target.display(),
+        length = to,
+        "could not roll back a failed append ({why}); the next tail check will move a torn line out"
+    );
+    false
 }
 
 /// Read size for scanning back to the last newline.
@@ -276,7 +331,7 @@ const SCAN_CHUNK: usize = 64 * 1024;
 
 /// If the transcript does not end with `\n`, move everything after its last
 /// `\n` to a sidecar file and truncate it away.
-fn move_torn_tail(file: &File, target: &Path) -> Result<Option<TornTail>> {
+fn move_torn_tail(file: &File, target: &Path, held: &dyn Fn() -> bool) -> Result<Option<TornTail>> {
     let err = |op: &'static str, e: io::Error| Error::io(op, target, e);
     let len = file
         .metadata()
@@ -333,11 +388,11 @@ fn move_torn_tail(file: &File, target: &Path) -> Result<Option<TornTail>> {
         .metadata()
         .map_err(|e| err("stat transcript", e))?
         .len();
-    if now != len {
+    if now != len || !held() {
         return Err(err(
             "move the torn line out of transcript",
             io::Error::other(format!(
-                "it changed while its torn last line was copied to {} ({len} bytes before, {now} now); nothing was cut",
+                "it changed, or the lock was released, while its torn last line was copied to {} ({len} bytes before, {now} now); nothing was cut",
                 saved_to.display()
             )),
         ));
@@ -413,7 +468,7 @@ mod tests {
         for content in [&b""[..], b"{}\n", b"a\nb\n"] {
             let (_d, t) = setup(content);
             let mut tr = Transcript::default();
-            assert_eq!(tr.repair_tail(&t).unwrap(), None);
+            assert_eq!(tr.repair_tail(&t, &|| true).unwrap(), None);
             assert_eq!(std::fs::read(&t).unwrap(), content);
         }
     }
@@ -428,7 +483,10 @@ mod tests {
                 content.extend_from_slice(&frag);
                 let (_d, t) = setup(&content);
                 let mut tr = Transcript::default();
-                let torn = tr.repair_tail(&t).unwrap().expect("torn tail found");
+                let torn = tr
+                    .repair_tail(&t, &|| true)
+                    .unwrap()
+                    .expect("torn tail found");
                 assert_eq!(torn.offset(), head.len() as u64);
                 assert_eq!(torn.bytes(), frag_len as u64);
                 assert_eq!(std::fs::read(torn.saved_to()).unwrap(), frag);
@@ -436,7 +494,7 @@ mod tests {
                 let name = torn.saved_to().file_name().unwrap().to_string_lossy();
                 assert!(name.starts_with("t.jsonl.torn-"), "{name}");
                 // Checked once per hold: the answer is kept, nothing redone.
-                assert_eq!(tr.repair_tail(&t).unwrap(), Some(torn));
+                assert_eq!(tr.repair_tail(&t, &|| true).unwrap(), Some(torn));
             }
         }
     }
@@ -446,9 +504,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("t.jsonl");
         let mut tr = Transcript::default();
-        assert_eq!(tr.repair_tail(&t).unwrap(), None);
+        assert_eq!(tr.repair_tail(&t, &|| true).unwrap(), None);
         assert!(!t.exists());
-        tr.append(&t, ["{}"], false).unwrap();
+        tr.append(&t, &["{}"], false, &|| true).unwrap();
         assert_eq!(std::fs::read(&t).unwrap(), b"{}\n");
     }
 
@@ -469,7 +527,7 @@ mod tests {
         let t3 = t.clone();
         let err = std::thread::Builder::new()
             .name("torn-copier".into())
-            .spawn(move || Transcript::default().repair_tail(&t3))
+            .spawn(move || Transcript::default().repair_tail(&t3, &|| true))
             .unwrap()
             .join()
             .unwrap()
@@ -494,7 +552,7 @@ mod tests {
     fn an_append_after_a_torn_tail_starts_on_its_own_line() {
         let (_d, t) = setup(b"{\"a\":1}\n{\"half");
         let mut tr = Transcript::default();
-        tr.append(&t, ["{\"b\":2}"], false).unwrap();
+        tr.append(&t, &["{\"b\":2}"], false, &|| true).unwrap();
         assert_eq!(std::fs::read(&t).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
         assert_eq!(tr.torn.as_ref().map(TornTail::bytes), Some(6));
     }

@@ -34,10 +34,17 @@ fn per_lock(dir: &Path, acquire: impl Fn(&Path) -> LockGuard) -> f64 {
         })
         .collect();
     let during = open_fds();
+    let cached = session_lock::__private::cached_transcripts();
+    assert!(cached <= 32, "{cached} transcript descriptors cached");
     for g in guards {
         g.release().unwrap();
     }
     session_lock::close_idle();
+    assert_eq!(
+        session_lock::__private::cached_transcripts(),
+        0,
+        "the transcript cache's count is back to zero"
+    );
     let after = open_fds();
     assert_eq!(
         after, before,

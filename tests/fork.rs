@@ -62,6 +62,7 @@ fn a_forked_child_has_no_holds_of_its_own() {
         libc::WEXITSTATUS(status)
     );
     g.check().expect("the parent still holds its lock");
+    a_crashed_parents_lock_is_free_while_its_forked_child_lives(dir.path());
     g.append_line("{\"from\":\"parent\"}").unwrap();
     g.release().unwrap();
 }
@@ -152,4 +153,87 @@ fn queue_dance(t: &std::path::Path) -> Result<(), String> {
     b.join()
         .map_err(|_| "second waiter panicked".to_string())??;
     Ok(())
+}
+
+/// A holder forks a child that goes on living (and uses the library once),
+/// then dies without releasing: its lock is reclaimable at once, although
+/// the child inherited a copy of the witness descriptor (the child closes
+/// its copies of the parent's holds at its first use of the library).
+fn a_crashed_parents_lock_is_free_while_its_forked_child_lives(dir: &std::path::Path) {
+    let t = dir.join("crashed-parent.jsonl");
+    let mut ready = [0i32; 2];
+    let mut linger = [0i32; 2];
+    // SAFETY: plain pipe(2) calls into arrays of two descriptors.
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(linger.as_mut_ptr()) }, 0);
+    // SAFETY: as in the test above; the children only run this crate's
+    // code, plain system calls and `_exit`.
+    let a = unsafe { libc::fork() };
+    assert!(a >= 0, "fork failed");
+    if a == 0 {
+        // A: holds the lock, forks B, dies without releasing.
+        unsafe {
+            libc::close(ready[0]);
+            libc::close(linger[1]);
+        }
+        let g = match session_lock::acquire(&t) {
+            Ok(g) => g,
+            Err(_) => unsafe { libc::_exit(11) },
+        };
+        let b = unsafe { libc::fork() };
+        if b == 0 {
+            // B: one use of the library (here a lock of its own), then
+            // "ready", then live until the test closes the linger pipe.
+            let other = t.with_file_name("b-own.jsonl");
+            let code = match session_lock::try_acquire(&other) {
+                Ok(mine) => {
+                    drop(mine);
+                    0
+                }
+                Err(_) => 12,
+            };
+            let mut byte = [0u8; 1];
+            unsafe {
+                libc::write(ready[1], [b'r'].as_ptr().cast(), 1);
+                libc::read(linger[0], byte.as_mut_ptr().cast(), 1);
+                libc::_exit(code);
+            }
+        }
+        // Crash: no release, no destructors.
+        std::mem::forget(g);
+        unsafe { libc::_exit(if b > 0 { 0 } else { 13 }) };
+    }
+    // SAFETY: our copies of the ends the children use.
+    unsafe {
+        libc::close(ready[1]);
+        libc::close(linger[0]);
+    }
+    let status = within(WAIT, "the crashing parent", move || {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(a, &mut status, 0) };
+        status
+    });
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the crashing parent failed: {status:#x}"
+    );
+    let fd = ready[0];
+    let got = within(WAIT, "the forked child's readiness", move || {
+        let mut byte = [0u8; 1];
+        // SAFETY: reads one byte from our pipe end.
+        unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) }
+    });
+    assert_eq!(got, 1, "the forked child never said ready");
+    // The child lives on; the dead parent's lock is free.
+    let taken = session_lock::try_acquire(&t);
+    // SAFETY: closing our pipe ends lets the child exit.
+    unsafe {
+        libc::close(linger[1]);
+        libc::close(ready[0]);
+    }
+    let g = taken.unwrap_or_else(|e| {
+        panic!("the dead parent's lock is held by its forked child's copy of the witness: {e}")
+    });
+    g.release().unwrap();
 }

@@ -124,6 +124,10 @@ fn threads_behind_an_in_process_holder_all_get_the_lock() {
             std::thread::spawn(move || {
                 ready_tx.send(()).unwrap();
                 let g = session_lock::acquire_with(&t, &opts(WAIT)).unwrap();
+                // Woken by events (in-process or the kernel's), never by
+                // the safety re-check's timer.
+                let (_, timers) = session_lock::__private::wait_wakeups();
+                assert_eq!(timers, 0, "waiter {i} was woken by the timer");
                 g.append_line(format!("{{\"waiter\":{i}}}")).unwrap();
                 g.release().unwrap();
             })
@@ -191,7 +195,10 @@ fn options_the_lock_cannot_honour_are_refused() {
             LockOptions::new().max_hold(Duration::from_micros(999)),
             "max hold",
         ),
-        (LockOptions::new().stale(Duration::ZERO), "stale threshold"),
+        (
+            LockOptions::new().stale(Duration::from_micros(5)),
+            "stale threshold",
+        ),
         (
             LockOptions::new().orphan_grace(Duration::ZERO),
             "orphan grace",

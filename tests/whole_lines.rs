@@ -12,7 +12,8 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The short-write fault is process-wide: tests that set it run alone.
+/// The short-write fault and the fault hook are process-wide: every test
+/// of this file runs alone.
 static FAULT: Mutex<()> = Mutex::new(());
 
 fn fault_serial() -> std::sync::MutexGuard<'static, ()> {
@@ -65,6 +66,7 @@ fn sidecars(t: &Path) -> Vec<PathBuf> {
 /// glue its line onto the fragment.
 #[test]
 fn a_writer_killed_mid_line_never_corrupts_the_next_writers_line() {
+    let _serial = fault_serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     std::fs::write(&t, "{\"before\":1}\n").unwrap();
@@ -220,6 +222,7 @@ fn a_failed_durable_append_leaves_none_of_its_lines() {
 
 #[test]
 fn the_next_holder_learns_it_took_over_from_a_killed_holder() {
+    let _serial = fault_serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "doomed"]);
@@ -248,6 +251,7 @@ fn the_next_holder_learns_it_took_over_from_a_killed_holder() {
 
 #[test]
 fn a_holder_that_died_mid_line_is_reported_with_its_fragment() {
+    let _serial = fault_serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     // A writer that wrote one and a half lines under the lock, then died.
@@ -277,6 +281,7 @@ fn a_holder_that_died_mid_line_is_reported_with_its_fragment() {
 
 #[test]
 fn exec_moves_a_torn_line_out_before_the_command_writes() {
+    let _serial = fault_serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     std::fs::write(&t, "{\"a\":1}\n{\"torn\":").unwrap();
@@ -314,6 +319,7 @@ fn exec_moves_a_torn_line_out_before_the_command_writes() {
 /// releases anyway, and the next holder gets the lock.
 #[test]
 fn a_write_stuck_in_the_kernel_does_not_keep_the_watchdog_from_releasing() {
+    let _serial = fault_serial();
     use std::sync::{Arc, mpsc};
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
@@ -366,6 +372,62 @@ fn a_write_stuck_in_the_kernel_does_not_keep_the_watchdog_from_releasing() {
             serde_json::json!({"next":1}),
             serde_json::json!({"late":1}),
             serde_json::json!({"next":2})
+        ]
+    );
+}
+
+/// Within the grace a release waits for an append in flight: the line is
+/// in the transcript before `release_all` returns, and before the next
+/// holder's line.
+#[test]
+fn a_release_waits_for_an_append_in_flight_within_the_grace() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    let _serial = fault_serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let releasing = Arc::new(AtomicBool::new(false));
+    let (parked_tx, parked_rx) = mpsc::channel::<()>();
+    let parked_tx = Mutex::new(parked_tx);
+    let seen = releasing.clone();
+    session_lock::fault::set_hook(Some(Arc::new(move |point: &str| {
+        if point == "append.before_write" && std::thread::current().name() == Some("slow-writer") {
+            let _ = parked_tx.lock().unwrap().send(());
+            // Until the release has begun (bounded), then a slow write.
+            let start = std::time::Instant::now();
+            while !seen.load(Ordering::SeqCst) && start.elapsed() < WAIT {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })));
+    let guard = Arc::new(session_lock::acquire(&t).unwrap());
+    let g = guard.clone();
+    let writer = std::thread::Builder::new()
+        .name("slow-writer".into())
+        .spawn(move || g.append_line("{\"first\":1}"))
+        .unwrap();
+    parked_rx
+        .recv_timeout(WAIT)
+        .expect("the append reached its write");
+    releasing.store(true, Ordering::SeqCst);
+    assert_eq!(session_lock::release_all(), 1);
+    // release_all returned: the append in flight has landed.
+    assert_eq!(
+        std::fs::read_to_string(&t).unwrap_or_default(),
+        "{\"first\":1}\n",
+        "release_all returned before the append in flight was written"
+    );
+    session_lock::fault::set_hook(None);
+    writer.join().unwrap().unwrap();
+    let next = session_lock::try_acquire(&t).unwrap();
+    next.append_line("{\"next\":1}").unwrap();
+    next.release().unwrap();
+    assert_eq!(
+        json_lines(&t),
+        vec![
+            serde_json::json!({"first":1}),
+            serde_json::json!({"next":1})
         ]
     );
 }

@@ -43,7 +43,6 @@ struct State {
     /// Released or abandoned: the keep-alive stops.
     finished: bool,
     refs: usize,
-    transcript: crate::transcript::Transcript,
     wakers: Vec<Waker>,
 }
 
@@ -63,7 +62,6 @@ impl Shared {
                 lost: None,
                 finished: false,
                 refs: 1,
-                transcript: Default::default(),
                 wakers: Vec::new(),
             }),
             cv: Condvar::new(),
@@ -92,7 +90,6 @@ impl Shared {
         let mut st = self.state();
         if st.lost.is_none() && !st.finished {
             st.lost = Some(reason);
-            st.transcript.close();
         }
         self.wake_all(&mut st);
     }
@@ -101,7 +98,6 @@ impl Shared {
     pub(crate) fn finish(&self) {
         let mut st = self.state();
         st.finished = true;
-        st.transcript.close();
         self.wake_all(&mut st);
     }
 
@@ -154,7 +150,6 @@ impl Shared {
                 ),
             };
             st.lost = Some(reason.clone());
-            st.transcript.close();
             self.wake_all(st);
             return Err(reason);
         }
@@ -337,6 +332,11 @@ async fn next_delete(watch: &mut Option<WatchStream>) -> bool {
 
 /// A held etcd lock. Shared by its guards (nested) and the registry.
 pub struct EtcdHold {
+    /// The transcript as this hold writes it: its own mutex, never the
+    /// shared state's, so that a slow write, `fdatasync` or torn-line copy
+    /// never keeps the keep-alive tasks (which lock the state) from
+    /// renewing this or any other lease of the process.
+    writer: Mutex<crate::transcript::Transcript>,
     cfg: EtcdBackend,
     client: Client,
     shared: Arc<Shared>,
@@ -424,6 +424,7 @@ impl EtcdHold {
             ttl,
             acquired,
             max_hold: opts.max_hold,
+            writer: Mutex::new(crate::transcript::Transcript::default()),
         })
     }
 
@@ -567,30 +568,43 @@ impl EtcdHold {
     /// Append under the lock: the hold is checked (lost flag, local
     /// deadline) under the state lock, then each line goes out in one
     /// `write` on an `O_APPEND` descriptor.
-    pub(crate) fn append_lines<I, L>(&self, lines: I, sync: bool) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
+    pub(crate) fn append_lines<L: AsRef<[u8]>>(&self, lines: &[L], sync: bool) -> Result<()> {
+        self.with_writer(|w| w.append(&self.target, lines, sync, &|| self.still_held()))
+    }
+
+    /// Check the hold under the state lock, then write without it.
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut crate::transcript::Transcript) -> Result<T>,
+    ) -> Result<T> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut st = self.shared.state();
+            self.shared
+                .check_locked(&mut st)
+                .map_err(|r| self.lost_error(r))?;
+        }
+        f(&mut w)
+    }
+
+    /// Not lost, not released, local deadline not passed.
+    fn still_held(&self) -> bool {
         let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))?;
-        st.transcript.append(&self.target, lines, sync)
+        self.shared.check_locked(&mut st).is_ok()
     }
 
     /// The torn last line moved out of the transcript in this hold, if any.
     pub(crate) fn torn_tail(&self) -> Option<crate::transcript::TornTail> {
-        self.shared.state().transcript.torn.clone()
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .torn
+            .clone()
     }
 
     /// See [`crate::LockGuard::repair_torn_tail`].
     pub(crate) fn repair_torn_tail(&self) -> Result<Option<crate::transcript::TornTail>> {
-        let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))?;
-        st.transcript.repair_tail(&self.target)
+        self.with_writer(|w| w.repair_tail(&self.target, &|| self.still_held()))
     }
 
     /// Revoke our lease (deletes our key; the next waiter's watch fires).
@@ -624,7 +638,6 @@ impl EtcdHold {
         }
         let lost = st.lost.clone();
         st.finished = true;
-        st.transcript.close();
         self.shared.wake_all(&mut st);
         drop(st);
         self.unregister();

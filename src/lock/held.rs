@@ -110,7 +110,37 @@ fn registry() -> &'static Mutex<HashMap<std::path::PathBuf, Arc<Held>>> {
 }
 
 fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>> {
-    registry().lock().unwrap_or_else(|p| p.into_inner())
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    forget_inherited(&mut reg);
+    reg
+}
+
+/// The process whose holds the registry lists (0: none yet).
+static REGISTRY_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// In a child forked from a holder (seen at its first use of the registry):
+/// the parent's holds are not ours. Close our copies of their descriptors,
+/// so that the parent's death frees its locks even while we live (a copy of
+/// the witness descriptor would keep the witness held), and forget them.
+/// The child's copies of the parent's guards report `Inherited`.
+fn forget_inherited(reg: &mut HashMap<std::path::PathBuf, Arc<Held>>) {
+    let pid = std::process::id();
+    if REGISTRY_PID.swap(pid, std::sync::atomic::Ordering::SeqCst) == pid {
+        return;
+    }
+    reg.retain(|_, h| {
+        if h.owner_pid == pid {
+            return true;
+        }
+        // try_lock: a parent's thread may have held these at the fork, and
+        // no thread of ours will ever release them.
+        if let Ok(mut st) = h.state.try_lock() {
+            st.witness = None;
+            st.sentinel = None;
+        }
+        h.close_transcript();
+        false
+    });
 }
 
 /// Whether this process holds the lock file with identity `id`.
@@ -374,9 +404,27 @@ impl Held {
     /// Close the transcript's descriptor unless an append (stuck past
     /// [`APPEND_GRACE`]) still uses it; that one is closed with the hold.
     fn close_transcript(&self) {
-        if let Ok(mut w) = self.writer.try_lock() {
-            w.close();
+        match self.writer.try_lock() {
+            Ok(mut w) => w.close(),
+            // A panic inside an append (a caller's `AsRef`) poisoned it:
+            // nobody writes there any more.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().close(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
+    }
+
+    /// `Err` with [`LostReason::Inherited`] in a child forked from the
+    /// holder: its copy of the hold must not write, wait or release.
+    fn ours(&self) -> Result<()> {
+        if std::process::id() == self.owner_pid {
+            return Ok(());
+        }
+        Err(Error::from(Repr::LockLost {
+            lock_path: self.paths.lock.clone(),
+            reason: LostReason::Inherited {
+                pid: self.owner_pid,
+            },
+        }))
     }
 
     /// Enter the write gate: wait for an append in flight on another
@@ -410,6 +458,9 @@ impl Held {
                 reason: st.lost.clone().unwrap_or(LostReason::ReleasedAll),
             })
         };
+        // A forked child's copy may have inherited a write in flight (the
+        // gate closed for good): refused before the gate.
+        self.ours()?;
         let Some(_turn) = self.enter_write() else {
             return Err(lost());
         };
@@ -481,6 +532,8 @@ impl Held {
             w.wake();
         }
         self.lost_cv.notify_all();
+        // Appends queued behind a stuck one give up now.
+        self.write_idle.notify_all();
     }
 
     /// Forced release (watchdog, `release_all`): remove the file if it is
@@ -518,6 +571,8 @@ impl Held {
 
     /// Drop one guard's reference; the last one releases the file.
     fn release_ref(self: &Arc<Held>) -> Result<()> {
+        // Never wait on a forked copy's gate or touch the parent's files.
+        self.ours()?;
         let mut st = self.state();
         st.refs = st.refs.saturating_sub(1);
         if st.refs > 0 {
@@ -558,6 +613,7 @@ impl Held {
     }
 
     fn check_locked(&self, st: &mut HeldState) -> Result<()> {
+        self.ours()?;
         if let Some(reason) = &st.lost {
             return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
@@ -727,7 +783,8 @@ impl LockGuard {
     /// Why the lock was lost, if it was (does not touch the filesystem).
     pub fn lost_reason(&self) -> Option<LostReason> {
         let held = file_or_etcd!(self, e => e.lost_reason());
-        held.state().lost.clone()
+        let lost = held.state().lost.clone();
+        lost.or_else(|| held.ours().err().and_then(|e| e.lost_reason().cloned()))
     }
 
     /// Block until the hold ends or `timeout` passes (`None`: forever).
@@ -922,8 +979,10 @@ impl LockGuard {
         I: IntoIterator<Item = L>,
         L: AsRef<[u8]>,
     {
-        let held = file_or_etcd!(self, e => e.append_lines(lines, sync));
-        held.with_writer(|w| w.append(&held.paths.target, lines, sync))
+        // Validated (and any lazy iterator run) before the hold is touched.
+        let lines = crate::transcript::validate_lines(self.target(), lines)?;
+        let held = file_or_etcd!(self, e => e.append_lines(&lines, sync));
+        held.with_writer(|w| w.append(&held.paths.target, &lines, sync, &|| held.is_live()))
     }
 
     /// What this guard took over, if the writer before it did not finish
@@ -988,7 +1047,7 @@ impl LockGuard {
     /// the transcript cannot be opened, read, copied or truncated.
     pub fn repair_torn_tail(&self) -> Result<Option<TornTail>> {
         let held = file_or_etcd!(self, e => e.repair_torn_tail());
-        held.with_writer(|w| w.repair_tail(&held.paths.target))
+        held.with_writer(|w| w.repair_tail(&held.paths.target, &|| held.is_live()))
     }
 
     /// Release the lock: remove the lock file if it still names ours, then
@@ -1072,10 +1131,10 @@ pub fn release_all() -> usize {
 /// the next acquire simply claims a slot again. Call it before a
 /// short-lived process exits to leave no such file behind (a slot left by
 /// an exited process is taken over by the next process that needs one, and
-/// removed by `clean` once older than the orphan grace). Also closes every
-/// other idle descriptor the process keeps for later acquires: spare queue
-/// descriptors and cached transcript descriptors of released holds (see
-/// the README, "Descriptors"). Returns how many slots were removed.
+/// removed by `clean` once older than the orphan grace). Also closes the
+/// spare queue descriptors the process keeps for later acquires (a
+/// released hold's transcript descriptor is closed by the release itself;
+/// see the README, "Descriptors"). Returns how many slots were removed.
 pub fn close_idle() -> usize {
     let slots = slot::close_all();
     crate::lock::queue::close_spares();

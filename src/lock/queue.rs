@@ -70,6 +70,10 @@ fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct QueueFd {
     file: File,
     lock: PathBuf,
+    /// The process that opened it: a forked child's copy shares the
+    /// parent's open file description, so its `flock` would be the
+    /// parent's too; a child never uses it.
+    pid: u32,
 }
 
 impl QueueFd {
@@ -83,6 +87,7 @@ impl QueueFd {
         Some(QueueFd {
             file,
             lock: lock.to_owned(),
+            pid: std::process::id(),
         })
     }
 }
@@ -193,7 +198,7 @@ fn take_fd(lock: &Path) -> Option<QueueFd> {
     // was kept (one of the removed inode would queue alone), or someone
     // may have linked it elsewhere since: one `fstat`.
     match spare {
-        Some(fd) if usable(&fd.file).is_ok() => Some(fd),
+        Some(fd) if fd.pid == std::process::id() && usable(&fd.file).is_ok() => Some(fd),
         _ => QueueFd::open(lock),
     }
 }

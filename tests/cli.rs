@@ -388,10 +388,10 @@ fn exec_options_follow_flock_conventions() {
         // -E only changes the code of a lock not obtained, not the command's.
         (&["exec", "-E", "42", t, "sh", "-c", "exit 1"], 1, "", ""),
         // A command starting with `-` needs `--`; otherwise a usage error says so.
-        (&["exec", t, "-x"], 2, "", "'-- -x'"),
+        (&["exec", t, "-y"], 2, "", "'-- -y'"),
         (&["exec", t, "--", "-x"], 127, "", "cannot run \"-x\""),
         // Usage errors.
-        (&["exec", t], 2, "", "required"),
+        (&["exec", t], 2, "", "a command is required"),
         (
             &["exec", t, "-c", "true", "extra"],
             2,
@@ -412,7 +412,7 @@ fn exec_options_follow_flock_conventions() {
             "",
             "500ms, 1.5s, 5m, 1h",
         ),
-        (&["exec", "-w", "-1", t, "true"], 2, "", ""),
+        (&["exec", "-w", "-1", t, "true"], 2, "", "is negative; a duration"),
         (
             &["exec", "--kill-after", "soon", t, "true"],
             2,
@@ -811,4 +811,136 @@ fn status_and_clean_end_quietly_on_a_closed_pipe() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out), "", "{args:?}");
     }
+}
+
+/// flock(1) habits that do not apply: one line each saying so and what to
+/// do instead (exit 2), never clap's generic `-- -x` tip; and the duration
+/// spellings for "no deadline" and "no max hold".
+#[test]
+fn flock_options_we_refuse_and_duration_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "s.jsonl";
+    // (arguments, exit code, stdout, pieces of stderr, a piece that must not be there)
+    let table: &[(&[&str], i32, &str, &[&str])] = &[
+        (&["exec", "-s", t, "true"], 2, "", &["-s/--shared is not supported", "drop -s"]),
+        (&["exec", "--shared", t, "true"], 2, "", &["-s/--shared is not supported"]),
+        (&["exec", "-x", t, "true"], 2, "", &["always exclusive"]),
+        (&["exec", "-e", t, "true"], 2, "", &["always exclusive"]),
+        (&["exec", t, "-x", "true"], 2, "", &["always exclusive"]),
+        (&["exec", "-o", t, "true"], 2, "", &["-o/--close is not supported"]),
+        (&["exec", "-u", t, "true"], 2, "", &["-u/--unlock is not supported"]),
+        (
+            &["exec", "-s", "-u", t, "true"],
+            2,
+            "",
+            &["-s/--shared", "-u/--unlock"],
+        ),
+        (&["exec", "9"], 2, "", &["fd mode (flock FD) is not supported"]),
+        (&["exec", "-w", "-1", t, "true"], 2, "", &["negative"]),
+        (&["exec", "--max-hold", "-5", t, "true"], 2, "", &["negative"]),
+        (&["exec", "--kill-after", "-1", t, "true"], 2, "", &["negative"]),
+        (&["append", "-w", "-1", t, "x"], 2, "", &["negative"]),
+        (&["exec", "--max-hold", "0", t, "true"], 2, "", &["say `off`"]),
+        (&["exec", "-w", "forever", t, "printf", "ok"], 0, "ok", &[]),
+        (&["exec", "-w", "inf", "--max-hold", "off", t, "printf", "ok"], 0, "ok", &[]),
+        (&["append", "-w", "forever", t, "line"], 0, "", &[]),
+    ];
+    let mut fails = Vec::new();
+    for (args, code, out, pieces) in table {
+        let o = run_in(dir.path(), args);
+        let err = stderr(&o);
+        let ok = o.status.code() == Some(*code)
+            && stdout(&o) == *out
+            && pieces.iter().all(|p| err.contains(p))
+            && !err.contains("'-- -")
+            && (*code != 2 || err.lines().count() <= pieces.len().max(1) || err.starts_with("error:"));
+        if !ok {
+            fails.push(format!(
+                "{args:?}: want {code} {out:?} stderr ~ {pieces:?}; got {:?} {:?} stderr {err:?}",
+                o.status.code(),
+                stdout(&o),
+            ));
+        }
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+
+/// Log lines carry colour only on a terminal with `NO_COLOR` unset: never
+/// into a pipe or file, never with `NO_COLOR` on a pty.
+#[test]
+fn no_escape_bytes_in_pipes_and_no_colour_with_no_color_on_a_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    // A dead holder's lock: taking it over logs an INFO line.
+    let dead_lock = || {
+        write_reference_lock(&lock_of(&t), dead_pid(), 1_000, None);
+    };
+    dead_lock();
+    let o = bin()
+        .env("SESSION_LOCK_LOG", "info")
+        .args(["append", "--verbose", s(&t), "x"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("reclaimed stale session lock"), "no log line: {err:?}");
+    assert!(err.contains("took over the lock of pid"), "--verbose said no takeover: {err:?}");
+    assert!(
+        !o.stderr.contains(&0x1b) && !o.stdout.contains(&0x1b),
+        "an escape byte in a pipe: {err:?}"
+    );
+    // On a pty: colour unless NO_COLOR is set.
+    for (no_color, want_escape) in [(Some("1"), false), (None, true)] {
+        dead_lock();
+        let mut c = bin();
+        c.env("SESSION_LOCK_LOG", "info")
+            .env_remove("NO_COLOR")
+            .envs(no_color.map(|v| ("NO_COLOR", v)))
+            .args(["append", s(&t), "y"]);
+        let captured = on_pty(c);
+        assert!(
+            captured.contains("reclaimed stale session lock"),
+            "no log line on the pty: {captured:?}"
+        );
+        assert_eq!(
+            captured.contains('\x1b'),
+            want_escape,
+            "NO_COLOR={no_color:?}: {captured:?}"
+        );
+    }
+}
+
+/// Run `cmd` with stdout and stderr on a new pseudo-terminal; what it wrote.
+fn on_pty(mut cmd: std::process::Command) -> String {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut m, mut sl) = (-1, -1);
+    // SAFETY: openpty writes two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(&mut m, &mut sl, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh descriptors from openpty, owned once each.
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(sl)) };
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    // The command keeps its copies of the slave until it is dropped.
+    drop(cmd);
+    wait_child(&mut child, WAIT, "command on a pty");
+    // The child has exited and the slave is closed: read until EIO.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -5,13 +5,14 @@ mod backend_args;
 mod bench;
 #[cfg(feature = "etcd")]
 mod bench_etcd;
+mod durations;
 mod exec;
 
 use backend_args::{BACKEND, BackendArgs, options};
 use clap::{Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,13 +95,13 @@ enum Command {
     #[command(
         after_help = EXEC_EXAMPLES,
         override_usage = "session-lock exec [OPTIONS] <FILE> <CMD> [ARGS]...\n       session-lock exec [OPTIONS] <FILE> -c <SHELL_COMMAND>",
-        group(clap::ArgGroup::new("what_to_run").required(true).args(["command", "cmd"])),
+        group(clap::ArgGroup::new("what_to_run").args(["command", "cmd"])),
     )]
     Exec {
-        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock) [default: 60s]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock; forever or inf: no deadline) [default: 60s]
         #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
-              value_parser = session_lock::parse_duration)]
-        wait: Option<Duration>,
+              value_parser = durations::parse_wait, allow_hyphen_values = true)]
+        wait: Option<durations::Wait>,
         /// Fail at once if the lock is held (exit 3, or the -E code).
         #[arg(short = 'n', long, conflicts_with = "wait")]
         nonblock: bool,
@@ -110,15 +111,30 @@ enum Command {
         /// Run SHELL_COMMAND with `/bin/sh -c` instead of CMD [ARGS]...
         #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
         command: Option<String>,
-        /// Say on stderr when the lock is obtained and released.
+        /// Say on stderr when the lock is obtained (after how long a wait, and
+        /// whose dead lock was taken over) and released.
         #[arg(long)]
         verbose: bool,
-        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after) [default: 5m]
-        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after); off: no max hold (about 24.8 days) [default: 5m]
+        #[arg(long, value_name = "DURATION", value_parser = durations::parse_max_hold,
+              allow_hyphen_values = true)]
         max_hold: Option<Duration>,
         /// Grace between SIGTERM and SIGKILL when the command must stop [default: 5s]
-        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = durations::parse_plain,
+              allow_hyphen_values = true)]
         kill_after: Option<Duration>,
+        /// flock(1)'s shared lock: refused (see the message).
+        #[arg(short = 's', long = "shared", hide = true)]
+        flock_shared: bool,
+        /// flock(1)'s exclusive lock: refused (see the message).
+        #[arg(short = 'x', short_alias = 'e', long = "exclusive", hide = true)]
+        flock_exclusive: bool,
+        /// flock(1)'s close-before-exec: refused (see the message).
+        #[arg(short = 'o', long = "close", hide = true)]
+        flock_close: bool,
+        /// flock(1)'s unlock: refused (see the message).
+        #[arg(short = 'u', long = "unlock", hide = true)]
+        flock_unlock: bool,
         /// Free text recorded in the lock's owner record.
         #[arg(long)]
         label: Option<String>,
@@ -131,10 +147,13 @@ enum Command {
     /// Append each LINE (or each line of stdin with `-`) to FILE under the lock, whole lines only.
     #[command(after_help = APPEND_EXAMPLES)]
     Append {
-        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m) [default: 60s]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; forever or inf: no deadline) [default: 60s]
         #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
-              value_parser = session_lock::parse_duration)]
-        wait: Option<Duration>,
+              value_parser = durations::parse_wait, allow_hyphen_values = true)]
+        wait: Option<durations::Wait>,
+        /// Say on stderr how long the wait took and whose dead lock was taken over.
+        #[arg(long)]
+        verbose: bool,
         /// fdatasync the transcript before releasing.
         #[arg(long)]
         sync: bool,
@@ -182,10 +201,6 @@ enum Command {
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
-    /// Internal to `exec`: the process that holds the lock while the command
-    /// runs (see `docs/cli.md`).
-    #[command(name = "__exec-holder", hide = true)]
-    ExecHolder { args: String },
 }
 
 fn main() -> ExitCode {
@@ -196,7 +211,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
+        .with_ansi(colour_wanted(std::io::stderr().is_terminal()))
         .init();
+    // `exec`'s holder: started by the front with its arguments in the
+    // environment, so that `ps` shows its short title.
+    if let Ok(json) = std::env::var(exec::HANDOFF_ENV) {
+        return ExitCode::from(exec::holder(&json));
+    }
     let cli = Cli::parse();
     match cli.backend.resolve() {
         Ok(b) => {
@@ -225,35 +246,76 @@ fn main() -> ExitCode {
             max_hold,
             label,
             kill_after,
+            flock_shared,
+            flock_exclusive,
+            flock_close,
+            flock_unlock,
             file,
             cmd,
-        } => exec::run(&exec::ExecArgs {
-            backend: cli.backend.clone(),
-            file,
-            timeout: wait,
-            label,
-            max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
-            kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
-            // `-w 0` is `-n`, as in flock(1).
-            nonblock: nonblock || wait == Some(Duration::ZERO),
-            conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
-            verbose,
-            cmd: match command {
-                Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
-                None => cmd,
-            },
-        }),
+        } => {
+            let refused: Vec<&str> = [
+                (flock_shared, "-s"),
+                (flock_exclusive, "-x"),
+                (flock_close, "-o"),
+                (flock_unlock, "-u"),
+            ]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect();
+            if !refused.is_empty() {
+                for name in refused {
+                    eprintln!("session-lock: {}", refused_flock_option(name));
+                }
+                return ExitCode::from(2);
+            }
+            if command.is_none() && cmd.is_empty() {
+                if file.to_str().is_some_and(|f| f.bytes().all(|b| b.is_ascii_digit())) {
+                    eprintln!("session-lock: {}", refused_flock_option("FD"));
+                } else {
+                    eprintln!(
+                        "session-lock: a command is required: session-lock exec FILE CMD [ARGS]... or session-lock exec FILE -c SHELL_COMMAND"
+                    );
+                }
+                return ExitCode::from(2);
+            }
+            exec::run(&exec::ExecArgs {
+                backend: cli.backend.clone(),
+                file,
+                timeout: match wait {
+                    Some(durations::Wait::For(d)) => Some(d),
+                    _ => None,
+                },
+                forever: wait == Some(durations::Wait::Forever),
+                label,
+                max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
+                kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
+                // `-w 0` is `-n`, as in flock(1).
+                nonblock: nonblock || wait == Some(durations::Wait::For(Duration::ZERO)),
+                conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
+                verbose,
+                cmd: match command {
+                    Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
+                    None => cmd,
+                },
+            })
+        }
         Command::Append {
             wait,
+            verbose,
             sync,
             file,
             lines,
-        } => append(
-            &file,
-            &options(wait, None, Some("session-lock append".into())),
-            &lines,
-            sync,
-        ),
+        } => {
+            let timeout = match wait {
+                Some(durations::Wait::For(d)) => Some(d),
+                _ => None,
+            };
+            let mut opts = options(timeout, None, Some("session-lock append".into()));
+            if wait == Some(durations::Wait::Forever) {
+                opts = opts.no_timeout();
+            }
+            append(&file, &opts, &lines, sync, verbose)
+        }
         Command::Status {
             json,
             noheadings,
@@ -274,7 +336,6 @@ fn main() -> ExitCode {
             }
             return ExitCode::from(bench::run(&args) as u8);
         }
-        Command::ExecHolder { args } => exec::holder(&args),
     };
     // A one-shot process: leave no parked witness slot behind.
     session_lock::close_idle();
@@ -288,6 +349,33 @@ pub(crate) fn fail(err: &Error) -> u8 {
         ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale => EXIT_NOT_OBTAINED,
         ErrorKind::LockLost => EXIT_LOST,
         _ => EXIT_IO,
+    }
+}
+
+/// Whether log lines on a stream may carry colour: only on a terminal, and
+/// only while `NO_COLOR` is unset or empty (<https://no-color.org>).
+fn colour_wanted(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// What `exec` says about a flock(1) option it does not support: one line,
+/// with what to do instead.
+fn refused_flock_option(name: &str) -> &'static str {
+    match name {
+        "-s" => {
+            "-s/--shared is not supported: the lock is exclusive only (readers of an append-only transcript need no lock); drop -s"
+        }
+        "-x" => "-x/-e/--exclusive is not needed: the lock is always exclusive; drop it",
+        "-o" => {
+            "-o/--close is not supported: the command's whole tree keeps the lock (that is what guards its writes); to let a child outlive the lock, start it detached (setsid -f) after the lock is released"
+        }
+        "-u" => {
+            "-u/--unlock is not supported: the lock is released when the command's tree exits; there is no descriptor to unlock"
+        }
+        "FD" => {
+            "fd mode (flock FD) is not supported: there is no descriptor to lock; name the transcript and the command: session-lock exec FILE CMD [ARGS]..."
+        }
+        _ => "this flock(1) option is not supported",
     }
 }
 
@@ -362,7 +450,38 @@ pub(crate) fn check_transcript(file: &Path) -> Result<(), u8> {
     Ok(())
 }
 
-fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
+/// The lock file of `file` as the user named it (the rule for every path
+/// the command line prints: as given, never made absolute).
+pub(crate) fn shown_lock(file: &Path) -> String {
+    format!("{}.lock", file.display())
+}
+
+/// `--verbose`: the lock obtained, after how long a wait, and whose dead
+/// lock it took over (and why), if any.
+pub(crate) fn report_acquired(file: &Path, guard: &LockGuard, waited: Duration, pid: u32) {
+    eprintln!(
+        "session-lock: holding the lock on {} (pid {pid}) after waiting {:.3}s",
+        shown_lock(file),
+        waited.as_secs_f64()
+    );
+    if let Some(t) = guard.takeover()
+        && t.reclaimed()
+    {
+        eprintln!(
+            "session-lock: took over the lock of pid {} ({}), which did not release it",
+            t.previous()
+                .and_then(|r| r.pid)
+                .map_or("?".into(), |p| p.to_string()),
+            t.reasons()
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool, verbose: bool) -> u8 {
     if let Err(code) = check_transcript(file) {
         return code;
     }
@@ -387,10 +506,14 @@ fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
         eprintln!("session-lock: a line must not contain a newline: {bad:?}");
         return 2;
     }
+    let asked = std::time::Instant::now();
     let guard = match acquire_announcing(file, opts) {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
+    if verbose {
+        report_acquired(file, &guard, asked.elapsed(), std::process::id());
+    }
     let appended = if sync {
         guard.append_lines_durable(&all)
     } else {

@@ -216,7 +216,7 @@ fn status_shows_owner_verdict_and_no_attention_the_lock_cannot_justify() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "gw"]);
-    let out = run(&["status", "--json", s(dir.path())]);
+    let out = run(&["status", "--json-lines", s(dir.path())]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value =
         serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
@@ -579,6 +579,7 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
             "AGE",
             "REASONS",
             "ATTENTION",
+            "HOLDERS",
             "PATH"
         ],
         "{table:#?}"
@@ -592,14 +593,14 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
     );
     assert_eq!(
         cells[1][5..],
-        ["-", path("a.jsonl.lock").as_str()],
+        ["-", pid.as_str(), path("a.jsonl.lock").as_str()],
         "{table:#?}"
     );
     // 200 s (plus the test's own time, well under 10 s).
     assert!(cells[2][3].starts_with("3m2"), "{table:#?}");
     assert_eq!(
         cells[2][4..],
-        ["-", "session.long_running", path("b.jsonl.lock").as_str()],
+        ["-", "session.long_running", "-", path("b.jsonl.lock").as_str()],
         "{table:#?}"
     );
     assert_eq!(
@@ -609,7 +610,7 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
     );
     assert_eq!(
         cells[3][4..],
-        ["dead-pid,too-old", "-", path("c.jsonl.lock").as_str()],
+        ["dead-pid,too-old", "-", "-", path("c.jsonl.lock").as_str()],
         "{table:#?}"
     );
     // Aligned: every field starts in its header's column.
@@ -687,7 +688,7 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let status = json_lines(run(&["status", "--json", s(d)]));
+    let status = json_lines(run(&["status", "--json-lines", s(d)]));
     let clean = json_lines(run(&["clean", "--dry-run", "--json", s(d)]));
     let opts = session_lock::sweep::SweepOptions {
         remove: false,
@@ -731,7 +732,12 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     };
     for i in 0..2 {
         assert_eq!(keys(&lib_inspect[i]), lock_keys, "{}", lib_inspect[i]);
-        assert_eq!(keys(&status[i]), plus(&["attention"]), "{}", status[i]);
+        assert_eq!(
+            keys(&status[i]),
+            plus(&["attention", "holders", "waiters", "command"]),
+            "{}",
+            status[i]
+        );
         assert_eq!(
             keys(&clean[i]),
             plus(&["action", "removed", "error"]),
@@ -765,11 +771,11 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     assert_eq!(clean[1]["action"], "would-remove");
     assert_eq!(lib_sweep[1]["removed"], false);
     // An absent lock: the same two fields everywhere it can occur.
-    let absent = json_lines(run(&["status", "--json", s(&d.join("zz.jsonl"))]));
+    let absent = json_lines(run(&["status", "--json-lines", s(&d.join("zz.jsonl"))]));
     assert_eq!(absent[0]["verdict"], "absent");
     assert_eq!(
         keys(&absent[0]),
-        ["attention", "lockPath", "verdict"]
+        ["attention", "lockPath", "verdict", "waiters"]
             .map(String::from)
             .into()
     );
@@ -943,4 +949,89 @@ fn on_pty(mut cmd: std::process::Command) -> String {
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `status` as `lslocks`: `-o` picks columns (any case, `+` appends),
+/// `-n`/`--noheadings`, `-p PID` filters, `-J` is one JSON document and
+/// `--json-lines` one object per line.
+#[test]
+fn status_columns_pid_filter_and_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &["--label", "gw"]);
+    write_reference_lock(&d.join("c.jsonl.lock"), 1 << 30, 60_000, None);
+    let pid = holder.pid().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let a = format!("{}/a.jsonl.lock", s(d));
+    let c = format!("{}/c.jsonl.lock", s(d));
+    // (arguments, the table's lines as whitespace-separated cells)
+    let table: Vec<(Vec<&str>, Vec<Vec<&str>>)> = vec![
+        (
+            vec!["status", "-o", "pid,alive,label,host,path", s(d)],
+            vec![
+                vec!["PID", "ALIVE", "LABEL", "HOST", "PATH"],
+                vec![&pid, "true", "gw", &host, &a],
+                vec!["1073741824", "false", "-", "-", &c],
+            ],
+        ),
+        (
+            vec!["status", "-n", "-o", "PATH,verdict", s(d)],
+            vec![vec!["held", &a], vec!["reclaimable", &c]],
+        ),
+        (
+            vec!["status", "--noheadings", "-o", "holders,waiters,command", "-p", &pid, s(d)],
+            vec![vec![&pid, "0", "session-lock-te"]],
+        ),
+        (
+            vec!["status", "-p", "1073741824", "-o", "verdict", "-n", s(d)],
+            vec![vec!["reclaimable"]],
+        ),
+        (
+            vec!["status", "-n", "-o", "+label", &a],
+            vec![vec!["held", &pid, "true"]],
+        ),
+    ];
+    let mut fails = Vec::new();
+    for (args, want) in &table {
+        let o = run(args);
+        let got: Vec<Vec<String>> = lines(&o)
+            .iter()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect();
+        let matches = got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                // A want row may be a prefix of the line's cells.
+                g.len() >= w.len() && g.iter().zip(w).all(|(a, b)| a == b)
+            });
+        if !o.status.success() || !matches {
+            fails.push(format!("{args:?}: want {want:?}, got {got:?} (stderr {:?})", stderr(&o)));
+        }
+    }
+    let o = run(&["status", "-o", "owner", s(d)]);
+    if o.status.code() != Some(2) || !stderr(&o).contains("unknown column \"owner\"") {
+        fails.push(format!("-o owner: {:?} {:?}", o.status.code(), stderr(&o)));
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    // -J: one document, {"locks": [...]}, pretty-printed over many lines.
+    let o = run(&["status", "-J", s(d)]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let locks = doc["locks"].as_array().expect("locks array");
+    assert_eq!(locks.len(), 2, "{doc}");
+    assert_eq!(locks[0]["record"]["label"], "gw");
+    assert_eq!(locks[0]["holders"], serde_json::json!([holder.pid()]));
+    assert_eq!(locks[1]["pidAlive"], false);
+    // --json-lines: one object a line, the same objects.
+    let o = run(&["status", "--json-lines", s(d)]);
+    let objs: Vec<serde_json::Value> = lines(&o)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs.len(), 2);
+    assert_eq!(objs[0]["lockPath"], locks[0]["lockPath"]);
+    let o = run(&["status", "-J", "--json-lines", s(d)]);
+    assert_eq!(o.status.code(), Some(2), "-J with --json-lines");
+    assert!(holder.release().success());
 }

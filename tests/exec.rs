@@ -690,3 +690,54 @@ fn an_interactive_command_reads_the_terminal_and_is_not_stopped_by_sigttin() {
     assert!(status.success(), "exec on a pty: {status:?}");
     drop(master);
 }
+
+/// `status` on a lock whose recorded process (exec's holder) was SIGKILLed
+/// while its command holds the witness: ALIVE says false for the dead pid,
+/// and HOLDERS names the command, which keeps the lock.
+#[test]
+fn status_never_says_a_dead_recorded_pid_is_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    let script = format!(
+        "echo $$ > '{d}/cmd.pid'; while [ ! -e '{d}/cmd-go' ] && [ -d '{d}' ]; do sleep 0.01; done",
+        d = d.display()
+    );
+    let mut front = spawn_exec_job(&[s(&t), "sh", "-c", &script], &d.join("err"));
+    let cmd = read_pid(&d.join("cmd.pid"));
+    let v: serde_json::Value =
+        serde_json::from_str(&read(&lock_of(&t))).expect("a complete record");
+    let holder = v["pid"].as_u64().expect("record pid") as u32;
+    // SAFETY: kill(2) of the holder our own exec started (its pid is in the record).
+    assert_eq!(unsafe { libc::kill(holder as i32, libc::SIGKILL) }, 0);
+    wait_gone(holder, "killed holder");
+    assert!(alive(cmd), "the command died with its holder");
+    // The default table: VERDICT PID ALIVE ... HOLDERS PATH.
+    let out = bin()
+        .args(["status", "--noheadings", s(&t)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(
+        cells.get(..3),
+        Some(&["held", holder.to_string().as_str(), "false"][..]),
+        "status says the dead holder {holder} is alive: {table:?}"
+    );
+    let out = bin()
+        .args(["status", "-o", "holders", "--noheadings", s(&t)])
+        .output()
+        .unwrap();
+    let holders = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        holders.split(',').any(|p| p == cmd.to_string()),
+        "HOLDERS does not name the command {cmd}: {holders:?}"
+    );
+    let out = bin().args(["status", "-J", s(&t)]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["locks"][0]["pidAlive"], false, "{doc}");
+    assert_eq!(doc["locks"][0]["verdict"], "held", "the command's lock is not free: {doc}");
+    std::fs::write(d.join("cmd-go"), "").unwrap();
+    lock_within(&t, WAIT, "command finished").release().unwrap();
+    wait_child(&mut front, WAIT, "exec front");
+}

@@ -5,6 +5,7 @@ mod backend_args;
 mod bench;
 #[cfg(feature = "etcd")]
 mod bench_etcd;
+mod columns;
 mod durations;
 mod exec;
 
@@ -77,8 +78,43 @@ const APPEND_EXAMPLES: &str = "Examples:
 const STATUS_EXAMPLES: &str = "Examples:
   session-lock status sessions/
   session-lock status sessions/a.jsonl sessions/b.jsonl.lock
+  session-lock status -o pid,alive,holders,label,waiters,path sessions/
+  session-lock status -p 4242 sessions/
   session-lock status --noheadings sessions/ | awk '$1 == \"reclaimable\" {print $NF}'
-  session-lock status --json sessions/ | jq -c 'select(.verdict != \"held\")'";
+  session-lock status -J sessions/ | jq -c '.locks[] | select(.verdict != \"held\")'
+  session-lock status --json-lines sessions/ | jq -c 'select(.verdict != \"held\")'";
+
+/// `status --help`'s end: examples, then the columns `-o` can name.
+fn status_after_help() -> String {
+    format!("{STATUS_EXAMPLES}\n\n{}", columns::HELP)
+}
+
+/// `status -o LIST`: the chosen columns.
+#[derive(Debug, Clone)]
+struct Columns(Vec<&'static str>);
+
+fn parse_columns(text: &str) -> Result<Columns, String> {
+    columns::parse_output(text).map(Columns)
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Json {
+    /// A table.
+    No,
+    /// One document, `{"locks": [...]}`.
+    Document,
+    /// One object per line.
+    Lines,
+}
+
+/// `status`'s output options.
+struct StatusFormat {
+    json: Json,
+    headings: bool,
+    columns: Vec<&'static str>,
+    pid: Option<u32>,
+}
 
 const CLEAN_EXAMPLES: &str = "Examples:
   session-lock clean --dry-run sessions/
@@ -163,14 +199,23 @@ enum Command {
         lines: Vec<String>,
     },
     /// Show every lock under DIRs / of FILEs: verdict, owner, liveness, age, reasons, path.
-    #[command(after_help = STATUS_EXAMPLES)]
+    #[command(after_help = status_after_help())]
     Status {
-        /// JSON lines instead of a table.
-        #[arg(long)]
+        /// One JSON document, `{"locks": [...]}` (as `lslocks -J`), instead of a table.
+        #[arg(short = 'J', long)]
         json: bool,
+        /// JSON Lines: one object per lock.
+        #[arg(long, conflicts_with = "json")]
+        json_lines: bool,
         /// Leave out the header row.
-        #[arg(long)]
+        #[arg(short = 'n', long)]
         noheadings: bool,
+        /// Columns to print (see the list below); +LIST adds to the default.
+        #[arg(short = 'o', long, value_name = "LIST", value_parser = parse_columns)]
+        output: Option<Columns>,
+        /// Only locks whose record names PID or that PID holds open.
+        #[arg(short = 'p', long, value_name = "PID")]
+        pid: Option<u32>,
         /// In directories, consider lock files whose names end with this.
         #[arg(long, default_value = DEFAULT_SUFFIX)]
         suffix: String,
@@ -318,10 +363,28 @@ fn main() -> ExitCode {
         }
         Command::Status {
             json,
+            json_lines,
             noheadings,
+            output,
+            pid,
             suffix,
             paths,
-        } => status(&paths, json, !noheadings, &suffix),
+        } => status(
+            &paths,
+            &StatusFormat {
+                json: if json {
+                    Json::Document
+                } else if json_lines {
+                    Json::Lines
+                } else {
+                    Json::No
+                },
+                headings: !noheadings,
+                columns: output.map_or(columns::DEFAULT.to_vec(), |c| c.0),
+                pid,
+            },
+            &suffix,
+        ),
         Command::Clean {
             dry_run,
             json,
@@ -549,7 +612,14 @@ fn lock_files(paths: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Error> {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
                 ));
             }
-            out.push(LockPaths::resolve_existing(p)?.lock);
+            // Printed as the user named it (FILE.lock), unless the lock
+            // lives elsewhere (a symlinked transcript's lock is beside
+            // its target): one rule for every path we print.
+            let lock = LockPaths::resolve_existing(p)?.lock;
+            let given = PathBuf::from(shown_lock(p));
+            let same = std::fs::canonicalize(parent)
+                .is_ok_and(|d| Some(d.join(given.file_name().unwrap_or_default())) == Some(lock.clone()));
+            out.push(if same { given } else { lock });
         }
     }
     Ok(out)
@@ -679,10 +749,51 @@ fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, 
     }
 }
 
-fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
+/// The facts `status` adds to the library's inspection of a lock: the
+/// recorded pid's own liveness, who holds the witness, the waiters.
+struct LockFacts {
+    alive: Option<bool>,
+    holders: Vec<u32>,
+    waiters: Option<usize>,
+    command: Option<String>,
+}
+
+fn lock_facts(lock: &Path, insp: Option<&Inspection>) -> LockFacts {
+    let rec = insp.and_then(|i| i.record.as_ref());
+    let local = rec.is_some_and(|r| {
+        r.hostname.is_none()
+            || r.hostname.as_deref() == rustix::system::uname().nodename().to_str().ok()
+    });
+    // The library's `pid_alive` counts a held witness as life; the pid's
+    // own liveness is what ALIVE says (issue 22: never `true` for a dead pid).
+    let alive = match (rec.and_then(|r| r.pid), local) {
+        (Some(pid), true) => columns::pid_alive(pid, rec.and_then(|r| r.starttime)),
+        _ => insp.and_then(|i| i.pid_alive),
+    };
+    let queue = {
+        let mut q = lock.as_os_str().to_owned();
+        q.push(".queue");
+        PathBuf::from(q)
+    };
+    LockFacts {
+        alive,
+        holders: if insp.is_some() {
+            columns::holders(lock)
+        } else {
+            Vec::new()
+        },
+        waiters: columns::waiters(&queue),
+        command: match (alive, rec.and_then(|r| r.pid)) {
+            (Some(true), Some(pid)) if local => columns::command_of(pid),
+            _ => None,
+        },
+    }
+}
+
+fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
     #[cfg(feature = "etcd")]
     if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
-        return etcd_status(&cfg, json, headings);
+        return etcd_status(&cfg, fmt.json, fmt.headings);
     }
     if paths.is_empty() {
         eprintln!("session-lock: status needs at least one directory, transcript or lock file");
@@ -697,7 +808,13 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     };
     let opts = LockOptions::new();
     let mut code = 0;
-    let mut rows = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut docs: Vec<serde_json::Value> = Vec::new();
+    let dash = || "-".to_owned();
+    // A row of the chosen columns from a column -> cell function.
+    let row_of = |cell: &dyn Fn(&str) -> String| -> Vec<String> {
+        fmt.columns.iter().map(|c| cell(c)).collect()
+    };
     for f in files {
         let insp = match session_lock::inspect(&f, &opts) {
             Ok(i) => i,
@@ -706,6 +823,14 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
                 continue;
             }
         };
+        let facts = lock_facts(&f, insp.as_ref());
+        let rec = insp.as_ref().and_then(|i| i.record.as_ref());
+        if let Some(p) = fmt.pid
+            && rec.and_then(|r| r.pid) != Some(p)
+            && !facts.holders.contains(&p)
+        {
+            continue;
+        }
         let attention = insp.as_ref().and_then(session_lock::lock_attention);
         // A reclaim guard that keeps a reclaimable lock from going.
         let guard = insp
@@ -715,8 +840,14 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
         if let Some(g) = &guard {
             eprintln!("session-lock: {}: {g}", f.display());
         }
-        if json {
+        if fmt.json != Json::No {
             let mut v = lock_json(&f, insp.as_ref());
+            if insp.is_some() {
+                v.insert("pidAlive".into(), serde_json::to_value(facts.alive).unwrap_or_default());
+                v.insert("holders".into(), serde_json::to_value(&facts.holders).unwrap_or_default());
+                v.insert("command".into(), serde_json::to_value(&facts.command).unwrap_or_default());
+            }
+            v.insert("waiters".into(), serde_json::to_value(facts.waiters).unwrap_or_default());
             v.insert(
                 "attention".into(),
                 serde_json::to_value(attention).unwrap_or_default(),
@@ -727,23 +858,56 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
                     serde_json::to_value(g).unwrap_or_default(),
                 );
             }
-            emit(&serde_json::Value::Object(v).to_string());
+            docs.push(serde_json::Value::Object(v));
         } else {
-            let mut row = lock_cells(insp.as_ref());
-            row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
-            row.push(f.display().to_string());
-            rows.push(row);
+            let base = lock_cells(insp.as_ref());
+            rows.push(row_of(&|c| match c {
+                "VERDICT" => base[0].clone(),
+                "PID" => base[1].clone(),
+                "ALIVE" if insp.is_some() => facts.alive.map_or("?".into(), |a| a.to_string()),
+                "ALIVE" => base[2].clone(),
+                "AGE" => base[3].clone(),
+                "REASONS" => base[4].clone(),
+                "ATTENTION" => attention.map_or_else(dash, |a| a.event_type.as_str().to_owned()),
+                "HOLDERS" if insp.is_none() => dash(),
+                "HOLDERS" if facts.holders.is_empty() => {
+                    if insp.as_ref().is_some_and(|i| i.witness == session_lock::Witness::Held) {
+                        "?".into()
+                    } else {
+                        dash()
+                    }
+                }
+                "HOLDERS" => facts
+                    .holders
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "LABEL" => rec.and_then(|r| r.label.clone()).unwrap_or_else(dash),
+                "HOST" => rec.and_then(|r| r.hostname.clone()).unwrap_or_else(dash),
+                "COMMAND" => facts.command.clone().unwrap_or_else(dash),
+                "WAITERS" => facts.waiters.map_or("?".into(), |w| w.to_string()),
+                "PATH" => f.display().to_string(),
+                _ => dash(),
+            }));
             if let Some(g) = &guard {
-                let mut row = guard_cells(g);
-                row.push("-".into());
-                row.push(g.path.display().to_string());
-                rows.push(row);
+                let cells = guard_cells(g);
+                rows.push(row_of(&|c| match c {
+                    "VERDICT" => cells[0].clone(),
+                    "AGE" => cells[3].clone(),
+                    "REASONS" => cells[4].clone(),
+                    "PATH" => g.path.display().to_string(),
+                    _ => dash(),
+                }));
             }
         }
     }
     // Files next to the locks that look like ours and are not: listed
     // with the reason (`clean` keeps them too).
     for dir in paths.iter().filter(|p| p.is_dir()) {
+        if fmt.pid.is_some() {
+            break;
+        }
         let found = match session_lock::sweep::foreign_files(dir, suffix) {
             Ok(f) => f,
             Err(e) => {
@@ -752,51 +916,41 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
             }
         };
         for k in found {
-            if json {
-                emit(
-                    &serde_json::json!({
-                        "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
-                        "attention": null,
-                    })
-                    .to_string(),
-                );
+            if fmt.json != Json::No {
+                docs.push(serde_json::json!({
+                    "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
+                    "attention": null,
+                }));
             } else {
-                let mut row = vec![k.kind.to_owned()];
-                row.extend(["-", "-", "-"].map(String::from));
-                row.push(k.reason.as_str().to_owned());
-                row.push("-".into());
-                row.push(k.path.display().to_string());
-                rows.push(row);
+                rows.push(row_of(&|c| match c {
+                    "VERDICT" => k.kind.to_owned(),
+                    "REASONS" => k.reason.as_str().to_owned(),
+                    "PATH" => k.path.display().to_string(),
+                    _ => dash(),
+                }));
             }
         }
     }
-    if !json {
-        print_table(
-            &[
-                "VERDICT",
-                "PID",
-                "ALIVE",
-                "AGE",
-                "REASONS",
-                "ATTENTION",
-                "PATH",
-            ],
-            &rows,
-            headings,
-        );
+    match fmt.json {
+        Json::No => print_table(&fmt.columns, &rows, fmt.headings),
+        Json::Lines => docs.iter().for_each(|d| emit(&d.to_string())),
+        Json::Document => emit(
+            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs })).unwrap_or_default(),
+        ),
     }
     code
 }
 
 /// `status` with an etcd backend: every lock under the prefix.
 #[cfg(feature = "etcd")]
-fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool) -> u8 {
+fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: Json, headings: bool) -> u8 {
     let locks = match session_lock::etcd::status(cfg) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
     let mut code = 0;
     let mut rows = Vec::new();
+    let mut docs = Vec::new();
     for l in &locks {
         for f in &l.foreign {
             eprintln!(
@@ -807,8 +961,8 @@ fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool
         if l.holder_key.is_empty() {
             continue;
         }
-        if json {
-            emit(&serde_json::to_string(l).unwrap_or_default());
+        if json != Json::No {
+            docs.push(serde_json::to_value(l).unwrap_or_default());
         } else {
             let age = l
                 .owner
@@ -826,14 +980,19 @@ fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool
             ]);
         }
     }
-    if !json {
-        print_table(
+    match json {
+        Json::No => print_table(
             &[
                 "PID", "HOST", "AGE", "TTL", "TOKEN", "WAITERS", "LABEL", "KEY",
             ],
             &rows,
             headings,
-        );
+        ),
+        Json::Lines => docs.iter().for_each(|d| emit(&d.to_string())),
+        Json::Document => emit(
+            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs }))
+                .unwrap_or_default(),
+        ),
     }
     code
 }

@@ -512,7 +512,7 @@ fn exec_verbose_says_so_and_is_quiet_otherwise() {
 
 #[test]
 fn every_subcommand_help_has_examples() {
-    for sub in ["exec", "append", "status", "clean", "bench"] {
+    for sub in ["exec", "append", "status", "clean", "bench", "completions", "man"] {
         let o = run(&[sub, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{sub}");
         let help = stdout(&o);
@@ -1034,4 +1034,48 @@ fn status_columns_pid_filter_and_json_document() {
     let o = run(&["status", "-J", "--json-lines", s(d)]);
     assert_eq!(o.status.code(), Some(2), "-J with --json-lines");
     assert!(holder.release().success());
+}
+
+/// Completions and man pages come from the clap definition; the etcd-only
+/// options sit under "Backend options" and only where a lock is taken.
+#[test]
+fn completions_man_pages_and_backend_options_where_they_apply() {
+    for (shell, piece) in [
+        ("bash", "complete -F _session__lock"),
+        ("zsh", "#compdef session-lock"),
+        ("fish", "complete -c session-lock"),
+    ] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains(piece), "{shell}: no {piece:?} in {text}");
+        assert!(text.contains("exec") && text.contains("max-hold"), "{shell}: {text}");
+    }
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+    let o = run(&["man"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(page.starts_with(".ie") && page.contains(".TH session-lock 1"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["man", "--dir", s(dir.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut pages = names(dir.path());
+    pages.sort();
+    assert!(
+        pages.contains(&"session-lock.1".to_owned())
+            && pages.contains(&"session-lock-exec.1".to_owned())
+            && !pages.iter().any(|p| p.contains("help")),
+        "{pages:?}"
+    );
+    let help = |sub: &str| stdout(&run(&[sub, "--help"]));
+    for sub in ["exec", "append"] {
+        let h = help(sub);
+        let backend = h.find("Backend options:").unwrap_or_else(|| panic!("{sub}: {h}"));
+        assert!(h[backend..].contains("--lease-ttl") && h[backend..].contains("--key"), "{sub}: {h}");
+    }
+    for sub in ["status", "clean", "completions", "man"] {
+        let h = help(sub);
+        assert!(!h.contains("--lease-ttl") && !h.contains("--key"), "{sub}: {h}");
+    }
 }

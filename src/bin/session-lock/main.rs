@@ -10,7 +10,7 @@ mod durations;
 mod exec;
 
 use backend_args::{BACKEND, BackendArgs, options};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
 use std::io::{BufRead, IsTerminal, Write};
@@ -120,6 +120,16 @@ const CLEAN_EXAMPLES: &str = "Examples:
   session-lock clean --dry-run sessions/
   session-lock clean sessions/ archive/sessions/
   session-lock clean --json sessions/ | jq -r 'select(.removed) | .lockPath'";
+
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  session-lock completions bash > ~/.local/share/bash-completion/completions/session-lock
+  session-lock completions zsh > ~/.zfunc/_session-lock     # fpath+=~/.zfunc in .zshrc
+  session-lock completions fish > ~/.config/fish/completions/session-lock.fish";
+
+const MAN_EXAMPLES: &str = "Examples:
+  session-lock man | man -l -
+  session-lock man > /usr/local/share/man/man1/session-lock.1
+  session-lock man --dir /usr/local/share/man/man1   # also session-lock-exec.1 etc.";
 
 const BENCH_EXAMPLES: &str = "Examples:
   session-lock bench --quick
@@ -246,6 +256,19 @@ enum Command {
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into DIR.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man {
+        /// Write session-lock.1 and session-lock-SUBCOMMAND.1 into this existing directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -263,7 +286,10 @@ fn main() -> ExitCode {
     if let Ok(json) = std::env::var(exec::HANDOFF_ENV) {
         return ExitCode::from(exec::holder(&json));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.backend.resolve() {
         Ok(b) => {
             let _ = BACKEND.set(b);
@@ -392,6 +418,12 @@ fn main() -> ExitCode {
             suffix,
             dirs,
         } => clean(&dirs, dry_run, json, !noheadings, &suffix),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut cli_command(), "session-lock", &mut out);
+            0
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Bench(args) => {
             #[cfg(feature = "etcd")]
             if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
@@ -403,6 +435,64 @@ fn main() -> ExitCode {
     // A one-shot process: leave no parked witness slot behind.
     session_lock::close_idle();
     ExitCode::from(code)
+}
+
+/// The command line's definition, with the etcd-only options shown only
+/// on the subcommands that take a lock (they are global, so that they may
+/// stand anywhere on the line, and clap would list them everywhere).
+fn cli_command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for id in ["lease_ttl", "key"] {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == id).cloned() else {
+            continue;
+        };
+        // Hidden where propagated; a visible copy where a lock is taken
+        // (clap does not propagate a global arg to a subcommand that has
+        // one of the same id, and passes its value up either way).
+        cmd = cmd.mut_arg(id, |a| a.hide(true));
+        for sub in ["exec", "append"] {
+            let visible = arg.clone();
+            cmd = cmd.mut_subcommand(sub, |s| s.arg(visible));
+        }
+    }
+    cmd
+}
+
+/// `session-lock.1` and `session-lock-SUB.1` for each visible subcommand
+/// (clap_mangen's `generate_to` would add pages for `help` too).
+fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    let mut cmd = cmd.clone().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = vec![("session-lock.1".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("session-lock-{}", sub.get_name());
+        pages.push((format!("{name}.1"), sub.clone().display_name(&name).bin_name(&name)));
+    }
+    for (file, page) in pages {
+        let mut out = std::fs::File::create(dir.join(file))?;
+        clap_mangen::Man::new(page).render(&mut out)?;
+    }
+    Ok(())
+}
+
+/// `man`: the page on stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    let cmd = cli_command();
+    let written = match dir {
+        Some(d) => man_pages(&cmd, d),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock()),
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 128 + 13,
+        Err(e) => {
+            eprintln!(
+                "session-lock: writing the man page{}: {e}",
+                dir.map_or(String::new(), |d| format!(" into {}", d.display()))
+            );
+            EXIT_IO
+        }
+    }
 }
 
 /// Print an error as one line and map it to an exit code.

@@ -412,7 +412,12 @@ fn exec_options_follow_flock_conventions() {
             "",
             "500ms, 1.5s, 5m, 1h",
         ),
-        (&["exec", "-w", "-1", t, "true"], 2, "", "is negative; a duration"),
+        (
+            &["exec", "-w", "-1", t, "true"],
+            2,
+            "",
+            "is negative; a duration",
+        ),
         (
             &["exec", "--kill-after", "soon", t, "true"],
             2,
@@ -512,7 +517,15 @@ fn exec_verbose_says_so_and_is_quiet_otherwise() {
 
 #[test]
 fn every_subcommand_help_has_examples() {
-    for sub in ["exec", "append", "status", "clean", "bench", "completions", "man"] {
+    for sub in [
+        "exec",
+        "append",
+        "status",
+        "clean",
+        "bench",
+        "completions",
+        "man",
+    ] {
         let o = run(&[sub, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{sub}");
         let help = stdout(&o);
@@ -600,7 +613,12 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
     assert!(cells[2][3].starts_with("3m2"), "{table:#?}");
     assert_eq!(
         cells[2][4..],
-        ["-", "session.long_running", "-", path("b.jsonl.lock").as_str()],
+        [
+            "-",
+            "session.long_running",
+            "-",
+            path("b.jsonl.lock").as_str()
+        ],
         "{table:#?}"
     );
     assert_eq!(
@@ -828,27 +846,72 @@ fn flock_options_we_refuse_and_duration_spellings() {
     let t = "s.jsonl";
     // (arguments, exit code, stdout, pieces of stderr, a piece that must not be there)
     let table: &[(&[&str], i32, &str, &[&str])] = &[
-        (&["exec", "-s", t, "true"], 2, "", &["-s/--shared is not supported", "drop -s"]),
-        (&["exec", "--shared", t, "true"], 2, "", &["-s/--shared is not supported"]),
+        (
+            &["exec", "-s", t, "true"],
+            2,
+            "",
+            &["-s/--shared is not supported", "drop -s"],
+        ),
+        (
+            &["exec", "--shared", t, "true"],
+            2,
+            "",
+            &["-s/--shared is not supported"],
+        ),
         (&["exec", "-x", t, "true"], 2, "", &["always exclusive"]),
         (&["exec", "-e", t, "true"], 2, "", &["always exclusive"]),
         (&["exec", t, "-x", "true"], 2, "", &["always exclusive"]),
-        (&["exec", "-o", t, "true"], 2, "", &["-o/--close is not supported"]),
-        (&["exec", "-u", t, "true"], 2, "", &["-u/--unlock is not supported"]),
+        (
+            &["exec", "-o", t, "true"],
+            2,
+            "",
+            &["-o/--close is not supported"],
+        ),
+        (
+            &["exec", "-u", t, "true"],
+            2,
+            "",
+            &["-u/--unlock is not supported"],
+        ),
         (
             &["exec", "-s", "-u", t, "true"],
             2,
             "",
             &["-s/--shared", "-u/--unlock"],
         ),
-        (&["exec", "9"], 2, "", &["fd mode (flock FD) is not supported"]),
+        (
+            &["exec", "9"],
+            2,
+            "",
+            &["fd mode (flock FD) is not supported"],
+        ),
         (&["exec", "-w", "-1", t, "true"], 2, "", &["negative"]),
-        (&["exec", "--max-hold", "-5", t, "true"], 2, "", &["negative"]),
-        (&["exec", "--kill-after", "-1", t, "true"], 2, "", &["negative"]),
+        (
+            &["exec", "--max-hold", "-5", t, "true"],
+            2,
+            "",
+            &["negative"],
+        ),
+        (
+            &["exec", "--kill-after", "-1", t, "true"],
+            2,
+            "",
+            &["negative"],
+        ),
         (&["append", "-w", "-1", t, "x"], 2, "", &["negative"]),
-        (&["exec", "--max-hold", "0", t, "true"], 2, "", &["say `off`"]),
+        (
+            &["exec", "--max-hold", "0", t, "true"],
+            2,
+            "",
+            &["say `off`"],
+        ),
         (&["exec", "-w", "forever", t, "printf", "ok"], 0, "ok", &[]),
-        (&["exec", "-w", "inf", "--max-hold", "off", t, "printf", "ok"], 0, "ok", &[]),
+        (
+            &["exec", "-w", "inf", "--max-hold", "off", t, "printf", "ok"],
+            0,
+            "ok",
+            &[],
+        ),
         (&["append", "-w", "forever", t, "line"], 0, "", &[]),
     ];
     let mut fails = Vec::new();
@@ -859,7 +922,9 @@ fn flock_options_we_refuse_and_duration_spellings() {
             && stdout(&o) == *out
             && pieces.iter().all(|p| err.contains(p))
             && !err.contains("'-- -")
-            && (*code != 2 || err.lines().count() <= pieces.len().max(1) || err.starts_with("error:"));
+            && (*code != 2
+                || err.lines().count() <= pieces.len().max(1)
+                || err.starts_with("error:"));
         if !ok {
             fails.push(format!(
                 "{args:?}: want {code} {out:?} stderr ~ {pieces:?}; got {:?} {:?} stderr {err:?}",
@@ -890,8 +955,14 @@ fn no_escape_bytes_in_pipes_and_no_colour_with_no_color_on_a_pty() {
         .unwrap();
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("reclaimed stale session lock"), "no log line: {err:?}");
-    assert!(err.contains("took over the lock of pid"), "--verbose said no takeover: {err:?}");
+    assert!(
+        err.contains("reclaimed stale session lock"),
+        "no log line: {err:?}"
+    );
+    assert!(
+        err.contains("took over the lock of pid"),
+        "--verbose said no takeover: {err:?}"
+    );
     assert!(
         !o.stderr.contains(&0x1b) && !o.stdout.contains(&0x1b),
         "an escape byte in a pipe: {err:?}"
@@ -924,11 +995,22 @@ fn on_pty(mut cmd: std::process::Command) -> String {
     let (mut m, mut sl) = (-1, -1);
     // SAFETY: openpty writes two descriptors we then own.
     let rc = unsafe {
-        libc::openpty(&mut m, &mut sl, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        libc::openpty(
+            &mut m,
+            &mut sl,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: fresh descriptors from openpty, owned once each.
-    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(sl)) };
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(m),
+            std::fs::File::from_raw_fd(sl),
+        )
+    };
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(slave.try_clone().unwrap())
@@ -982,7 +1064,15 @@ fn status_columns_pid_filter_and_json_document() {
             vec![vec!["held", &a], vec!["reclaimable", &c]],
         ),
         (
-            vec!["status", "--noheadings", "-o", "holders,waiters,command", "-p", &pid, s(d)],
+            vec![
+                "status",
+                "--noheadings",
+                "-o",
+                "holders,waiters,command",
+                "-p",
+                &pid,
+                s(d),
+            ],
             vec![vec![&pid, "0", "session-lock-te"]],
         ),
         (
@@ -1007,7 +1097,10 @@ fn status_columns_pid_filter_and_json_document() {
                 g.len() >= w.len() && g.iter().zip(w).all(|(a, b)| a == b)
             });
         if !o.status.success() || !matches {
-            fails.push(format!("{args:?}: want {want:?}, got {got:?} (stderr {:?})", stderr(&o)));
+            fails.push(format!(
+                "{args:?}: want {want:?}, got {got:?} (stderr {:?})",
+                stderr(&o)
+            ));
         }
     }
     let o = run(&["status", "-o", "owner", s(d)]);
@@ -1049,14 +1142,24 @@ fn completions_man_pages_and_backend_options_where_they_apply() {
         assert!(o.status.success(), "{shell}: {}", stderr(&o));
         let text = stdout(&o);
         assert!(text.contains(piece), "{shell}: no {piece:?} in {text}");
-        assert!(text.contains("exec") && text.contains("max-hold"), "{shell}: {text}");
+        assert!(
+            text.contains("exec") && text.contains("max-hold"),
+            "{shell}: {text}"
+        );
     }
     let o = run(&["completions", "tcsh"]);
-    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
     let o = run(&["man"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let page = stdout(&o);
-    assert!(page.starts_with(".ie") && page.contains(".TH session-lock 1"), "{page}");
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH session-lock 1"),
+        "{page}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let o = run(&["man", "--dir", s(dir.path())]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1071,11 +1174,19 @@ fn completions_man_pages_and_backend_options_where_they_apply() {
     let help = |sub: &str| stdout(&run(&[sub, "--help"]));
     for sub in ["exec", "append"] {
         let h = help(sub);
-        let backend = h.find("Backend options:").unwrap_or_else(|| panic!("{sub}: {h}"));
-        assert!(h[backend..].contains("--lease-ttl") && h[backend..].contains("--key"), "{sub}: {h}");
+        let backend = h
+            .find("Backend options:")
+            .unwrap_or_else(|| panic!("{sub}: {h}"));
+        assert!(
+            h[backend..].contains("--lease-ttl") && h[backend..].contains("--key"),
+            "{sub}: {h}"
+        );
     }
     for sub in ["status", "clean", "completions", "man"] {
         let h = help(sub);
-        assert!(!h.contains("--lease-ttl") && !h.contains("--key"), "{sub}: {h}");
+        assert!(
+            !h.contains("--lease-ttl") && !h.contains("--key"),
+            "{sub}: {h}"
+        );
     }
 }

@@ -529,7 +529,11 @@ fn spawn_exec_job(args: &[&str], err: &Path) -> Child {
 /// A process's state letter from /proc (`T` stopped, `Z` zombie...).
 fn state(pid: u32) -> Option<char> {
     let t = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    t[t.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    t[t.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// The lock, taken within `limit` or the test fails saying how long it took.
@@ -555,7 +559,10 @@ fn sigkill_to_the_jobs_process_group_ends_the_command_and_frees_the_lock_within_
     assert_busy(&t, "command running");
     // `kill -9 %1`: the whole job, as a shell sends it.
     // SAFETY: kill(2) of the process group our child leads.
-    assert_eq!(unsafe { libc::kill(-(front.id() as i32), libc::SIGKILL) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(-(front.id() as i32), libc::SIGKILL) },
+        0
+    );
     wait_child(&mut front, WAIT, "killed exec front");
     let guard = lock_within(&t, Duration::from_secs(1), "kill -9 of the job");
     assert!(!alive(cmd), "the command survived kill -9 of its job");
@@ -572,7 +579,15 @@ fn sigkill_of_exec_alone_keeps_the_lock_while_the_command_runs() {
         d = d.display(),
         t = t.display()
     );
-    let mut c = spawn_exec_job(&[s(&t), "sh", "-c", &format!("cd '{}' && {script}", d.display())], &d.join("err"));
+    let mut c = spawn_exec_job(
+        &[
+            s(&t),
+            "sh",
+            "-c",
+            &format!("cd '{}' && {script}", d.display()),
+        ],
+        &d.join("err"),
+    );
     let cmd = read_pid(&d.join("cmd.pid"));
     c.kill().unwrap();
     wait_child(&mut c, WAIT, "killed exec front");
@@ -601,7 +616,11 @@ fn a_stopped_command_ends_after_sigterm_to_exec_within_the_kill_after_grace() {
     let cmd = read_pid(&d.join("cmd.pid"));
     // SAFETY: kill(2) of the command our child started.
     assert_eq!(unsafe { libc::kill(cmd as i32, libc::SIGSTOP) }, 0);
-    wait_until(WAIT, || state(cmd) == Some('T'), || format!("command {cmd} never stopped"));
+    wait_until(
+        WAIT,
+        || state(cmd) == Some('T'),
+        || format!("command {cmd} never stopped"),
+    );
     let start = Instant::now();
     // SAFETY: kill(2) of our child.
     assert_eq!(unsafe { libc::kill(front.id() as i32, libc::SIGTERM) }, 0);
@@ -617,9 +636,15 @@ fn a_stopped_command_ends_after_sigterm_to_exec_within_the_kill_after_grace() {
         took < Duration::from_secs(2),
         "exec took {took:?} to end a stopped command (grace 1 s)"
     );
-    assert_eq!(status.code(), Some(128 + 9), "the command was killed after the grace");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "the command was killed after the grace"
+    );
     assert!(!alive(cmd), "the stopped command survived");
-    lock_within(&t, Duration::from_secs(1), "after exec ended").release().unwrap();
+    lock_within(&t, Duration::from_secs(1), "after exec ended")
+        .release()
+        .unwrap();
 }
 
 #[test]
@@ -647,10 +672,7 @@ fn an_interactive_command_reads_the_terminal_and_is_not_stopped_by_sigttin() {
         // SAFETY: fresh descriptors from openpty, owned once each.
         unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) }
     };
-    let script = format!(
-        "read line; echo \"got:$line\" > '{}/out'",
-        d.display()
-    );
+    let script = format!("read line; echo \"got:$line\" > '{}/out'", d.display());
     let mut c = bin();
     c.args(["exec", s(&t), "sh", "-c", &script])
         .stdin(slave.try_clone().unwrap())
@@ -736,7 +758,10 @@ fn status_never_says_a_dead_recorded_pid_is_alive() {
     let out = bin().args(["status", "-J", s(&t)]).output().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(doc["locks"][0]["pidAlive"], false, "{doc}");
-    assert_eq!(doc["locks"][0]["verdict"], "held", "the command's lock is not free: {doc}");
+    assert_eq!(
+        doc["locks"][0]["verdict"], "held",
+        "the command's lock is not free: {doc}"
+    );
     std::fs::write(d.join("cmd-go"), "").unwrap();
     lock_within(&t, WAIT, "command finished").release().unwrap();
     wait_child(&mut front, WAIT, "exec front");

@@ -35,7 +35,8 @@ pub(crate) const DEFAULT: [&str; 8] = [
 ];
 
 /// What each column shows, for `--help` and docs/cli.md.
-pub(crate) const HELP: &str = "Columns (-o/--output, comma-separated, case-insensitive; +LIST appends to the default):
+pub(crate) const HELP: &str =
+    "Columns (-o/--output, comma-separated, case-insensitive; +LIST appends to the default):
   VERDICT    held, stale, reclaimable, absent (or what a look-alike file is)
   PID        the pid in the owner record (for exec: its holder process)
   ALIVE      whether that pid itself is alive (true/false; ? unknown, e.g. another host)
@@ -61,10 +62,7 @@ pub(crate) fn parse_output(text: &str) -> Result<Vec<&'static str>, String> {
     };
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let Some(col) = ALL.iter().find(|c| c.eq_ignore_ascii_case(name)) else {
-            return Err(format!(
-                "unknown column {name:?}; known: {}",
-                ALL.join(",")
-            ));
+            return Err(format!("unknown column {name:?}; known: {}", ALL.join(",")));
         };
         if !cols.contains(col) {
             cols.push(col);
@@ -104,7 +102,10 @@ fn stat_says_alive(stat: &str, starttime: Option<u64>) -> bool {
         return false;
     }
     // Field 22 of stat(5), the 20th after the name.
-    match (starttime, fields.get(19).and_then(|f| f.parse::<u64>().ok())) {
+    match (
+        starttime,
+        fields.get(19).and_then(|f| f.parse::<u64>().ok()),
+    ) {
         (Some(want), Some(got)) => want == got,
         _ => true,
     }

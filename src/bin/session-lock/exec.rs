@@ -553,7 +553,10 @@ pub(crate) fn holder(json: &str) -> u8 {
         }
         (Supervised::Exited(status), Ok(())) => {
             if args.verbose {
-                eprintln!("session-lock: released the lock on {}", crate::shown_lock(file));
+                eprintln!(
+                    "session-lock: released the lock on {}",
+                    crate::shown_lock(file)
+                );
             }
             match (status.code(), status.signal()) {
                 (Some(c), _) => c as u8,

@@ -340,7 +340,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if command.is_none() && cmd.is_empty() {
-                if file.to_str().is_some_and(|f| f.bytes().all(|b| b.is_ascii_digit())) {
+                if file
+                    .to_str()
+                    .is_some_and(|f| f.bytes().all(|b| b.is_ascii_digit()))
+                {
                     eprintln!("session-lock: {}", refused_flock_option("FD"));
                 } else {
                     eprintln!(
@@ -466,7 +469,10 @@ fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
     let mut pages = vec![("session-lock.1".to_owned(), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("session-lock-{}", sub.get_name());
-        pages.push((format!("{name}.1"), sub.clone().display_name(&name).bin_name(&name)));
+        pages.push((
+            format!("{name}.1"),
+            sub.clone().display_name(&name).bin_name(&name),
+        ));
     }
     for (file, page) in pages {
         let mut out = std::fs::File::create(dir.join(file))?;
@@ -707,8 +713,9 @@ fn lock_files(paths: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Error> {
             // its target): one rule for every path we print.
             let lock = LockPaths::resolve_existing(p)?.lock;
             let given = PathBuf::from(shown_lock(p));
-            let same = std::fs::canonicalize(parent)
-                .is_ok_and(|d| Some(d.join(given.file_name().unwrap_or_default())) == Some(lock.clone()));
+            let same = std::fs::canonicalize(parent).is_ok_and(|d| {
+                Some(d.join(given.file_name().unwrap_or_default())) == Some(lock.clone())
+            });
             out.push(if same { given } else { lock });
         }
     }
@@ -933,11 +940,23 @@ fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
         if fmt.json != Json::No {
             let mut v = lock_json(&f, insp.as_ref());
             if insp.is_some() {
-                v.insert("pidAlive".into(), serde_json::to_value(facts.alive).unwrap_or_default());
-                v.insert("holders".into(), serde_json::to_value(&facts.holders).unwrap_or_default());
-                v.insert("command".into(), serde_json::to_value(&facts.command).unwrap_or_default());
+                v.insert(
+                    "pidAlive".into(),
+                    serde_json::to_value(facts.alive).unwrap_or_default(),
+                );
+                v.insert(
+                    "holders".into(),
+                    serde_json::to_value(&facts.holders).unwrap_or_default(),
+                );
+                v.insert(
+                    "command".into(),
+                    serde_json::to_value(&facts.command).unwrap_or_default(),
+                );
             }
-            v.insert("waiters".into(), serde_json::to_value(facts.waiters).unwrap_or_default());
+            v.insert(
+                "waiters".into(),
+                serde_json::to_value(facts.waiters).unwrap_or_default(),
+            );
             v.insert(
                 "attention".into(),
                 serde_json::to_value(attention).unwrap_or_default(),
@@ -961,7 +980,10 @@ fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
                 "ATTENTION" => attention.map_or_else(dash, |a| a.event_type.as_str().to_owned()),
                 "HOLDERS" if insp.is_none() => dash(),
                 "HOLDERS" if facts.holders.is_empty() => {
-                    if insp.as_ref().is_some_and(|i| i.witness == session_lock::Witness::Held) {
+                    if insp
+                        .as_ref()
+                        .is_some_and(|i| i.witness == session_lock::Witness::Held)
+                    {
                         "?".into()
                     } else {
                         dash()
@@ -1025,7 +1047,8 @@ fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
         Json::No => print_table(&fmt.columns, &rows, fmt.headings),
         Json::Lines => docs.iter().for_each(|d| emit(&d.to_string())),
         Json::Document => emit(
-            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs })).unwrap_or_default(),
+            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs }))
+                .unwrap_or_default(),
         ),
     }
     code

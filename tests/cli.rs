@@ -1190,3 +1190,27 @@ fn completions_man_pages_and_backend_options_where_they_apply() {
         );
     }
 }
+
+/// One rule for paths: every line names the lock as the user named the
+/// transcript (relative here), the library's errors included.
+#[test]
+fn paths_are_printed_as_given_in_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = Holder::start(&dir.path().join("s.jsonl"), &[]);
+    let abs = s(dir.path()).to_owned();
+    for args in [
+        &["exec", "-n", "s.jsonl", "true"][..],
+        &["exec", "-w", "1.2", "s.jsonl", "true"][..],
+        &["append", "-w", "0.2", "s.jsonl", "x"][..],
+        &["status", "s.jsonl"][..],
+    ] {
+        let o = run_in(dir.path(), args);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(all.contains("s.jsonl"), "{args:?}: {all}");
+        assert!(
+            !all.contains(&abs),
+            "{args:?} printed an absolute path: {all}"
+        );
+    }
+    assert!(holder.release().success());
+}

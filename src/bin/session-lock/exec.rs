@@ -183,8 +183,8 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
     // Blocked before any thread or child exists, and taken with
     // sigwaitinfo(2) by the relay thread below, which sees each signal's
     // origin. A signal that arrives before the holder exists stays pending
-    // and is relayed once its pid is known. (std's spawn gives the child an
-    // empty signal mask.)
+    // and is relayed once its pid is known. (The holder inherits the mask
+    // and unblocks them once its own handlers are in place.)
     let set = match block_signals(&FORWARDED) {
         Ok(s) => s,
         Err(e) => {
@@ -459,6 +459,7 @@ pub(crate) fn holder(json: &str) -> u8 {
         opts = opts.label(l.clone());
     }
     let file = &args.file;
+    crate::remember_shown(file);
     let asked = Instant::now();
     let acquired = if args.nonblock {
         session_lock::try_acquire_with(file, &opts)

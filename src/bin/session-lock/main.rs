@@ -501,9 +501,41 @@ fn man(dir: Option<&Path>) -> u8 {
     }
 }
 
+/// The library's resolved names of the transcript this run locks (its
+/// directory made absolute and real) and how the user named them: the
+/// library's messages are printed with the user's names (one rule for
+/// every path the command line prints).
+static SHOWN: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Remember how the user named `file`, for [`fail`].
+pub(crate) fn remember_shown(file: &Path) {
+    if let Ok(paths) = LockPaths::resolve_existing(file) {
+        let _ = SHOWN.set(vec![
+            (paths.lock.display().to_string(), shown_lock(file)),
+            (
+                paths.target.display().to_string(),
+                file.display().to_string(),
+            ),
+        ]);
+    }
+}
+
+/// `msg` with the library's resolved names replaced by the user's (the
+/// lock's first: the transcript's name is a prefix of it).
+fn as_user_named(msg: String, names: &[(String, String)]) -> String {
+    names.iter().fold(msg, |m, (resolved, shown)| {
+        if resolved == shown {
+            m
+        } else {
+            m.replace(resolved.as_str(), shown)
+        }
+    })
+}
+
 /// Print an error as one line and map it to an exit code.
 pub(crate) fn fail(err: &Error) -> u8 {
-    eprintln!("session-lock: {err}");
+    let msg = as_user_named(err.to_string(), SHOWN.get().map_or(&[], Vec::as_slice));
+    eprintln!("session-lock: {msg}");
     match err.kind() {
         ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale => EXIT_NOT_OBTAINED,
         ErrorKind::LockLost => EXIT_LOST,
@@ -644,6 +676,7 @@ fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool, verbose
     if let Err(code) = check_transcript(file) {
         return code;
     }
+    remember_shown(file);
     let mut all: Vec<String> = Vec::new();
     for l in lines {
         if l == "-" {
@@ -1268,7 +1301,34 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
 
 #[cfg(test)]
 mod tests {
-    use super::age;
+    use super::{age, as_user_named};
+
+    #[test]
+    fn library_names_are_printed_as_the_user_gave_them() {
+        let names = [
+            (
+                "/srv/s/a.jsonl.lock".to_owned(),
+                "s/a.jsonl.lock".to_owned(),
+            ),
+            ("/srv/s/a.jsonl".to_owned(), "s/a.jsonl".to_owned()),
+        ];
+        for (msg, want) in [
+            (
+                "session file locked (timeout 300ms): pid=1 alive=true ageMs=5 /srv/s/a.jsonl.lock",
+                "session file locked (timeout 300ms): pid=1 alive=true ageMs=5 s/a.jsonl.lock",
+            ),
+            (
+                "open transcript /srv/s/a.jsonl: denied",
+                "open transcript s/a.jsonl: denied",
+            ),
+            (
+                "nothing to change /srv/other",
+                "nothing to change /srv/other",
+            ),
+        ] {
+            assert_eq!(as_user_named(msg.into(), &names), want);
+        }
+    }
     use std::time::Duration;
 
     #[test]

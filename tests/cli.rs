@@ -1126,6 +1126,19 @@ fn status_columns_pid_filter_and_json_document() {
     assert_eq!(objs[0]["lockPath"], locks[0]["lockPath"]);
     let o = run(&["status", "-J", "--json-lines", s(d)]);
     assert_eq!(o.status.code(), Some(2), "-J with --json-lines");
+    // A setting the etcd backend cannot honour is an error, not ignored
+    // (refused before any connection is tried).
+    for args in [&["-o", "pid"][..], &["-p", "1"][..]] {
+        let o = bin()
+            .args(["--backend", "etcd://127.0.0.1:1", "status"])
+            .args(args)
+            .output()
+            .unwrap();
+        if cfg!(feature = "etcd") {
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("apply to lock files"), "{}", stderr(&o));
+        }
+    }
     assert!(holder.release().success());
 }
 

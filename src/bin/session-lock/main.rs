@@ -114,6 +114,8 @@ struct StatusFormat {
     headings: bool,
     columns: Vec<&'static str>,
     pid: Option<u32>,
+    /// `-o` or `-p` was given: the file backend's options.
+    file_only: bool,
 }
 
 const CLEAN_EXAMPLES: &str = "Examples:
@@ -409,6 +411,7 @@ fn main() -> ExitCode {
                     Json::No
                 },
                 headings: !noheadings,
+                file_only: output.is_some() || pid.is_some(),
                 columns: output.map_or(columns::DEFAULT.to_vec(), |c| c.0),
                 pid,
             },
@@ -923,6 +926,12 @@ fn lock_facts(lock: &Path, insp: Option<&Inspection>) -> LockFacts {
 fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
     #[cfg(feature = "etcd")]
     if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
+        if fmt.file_only {
+            eprintln!(
+                "session-lock: status -o and -p apply to lock files; with etcd the table has its own columns (PID HOST AGE TTL TOKEN WAITERS LABEL KEY)"
+            );
+            return 2;
+        }
         return etcd_status(&cfg, fmt.json, fmt.headings);
     }
     if paths.is_empty() {

@@ -730,6 +730,14 @@ fn status_never_says_a_dead_recorded_pid_is_alive() {
     let v: serde_json::Value =
         serde_json::from_str(&read(&lock_of(&t))).expect("a complete record");
     let holder = v["pid"].as_u64().expect("record pid") as u32;
+    // The process the record names is recognisable in `ps`: a short title,
+    // no JSON in its argv.
+    let argv = std::fs::read(format!("/proc/{holder}/cmdline")).unwrap();
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(
+        argv.starts_with("session-lock exec: holder for ") && !argv.contains('{'),
+        "the holder's argv: {argv:?}"
+    );
     // SAFETY: kill(2) of the holder our own exec started (its pid is in the record).
     assert_eq!(unsafe { libc::kill(holder as i32, libc::SIGKILL) }, 0);
     wait_gone(holder, "killed holder");

@@ -60,7 +60,7 @@ impl Default for SweepOptions {
 /// `pidAlive`, `ageMs`, `fileAgeMs`; without an inspection just `lockPath`
 /// and `verdict`: `"unknown"` with an `error`, else `"absent"`) followed
 /// by `removed` and `error`: the
-/// shape `session-lock status --json` and `clean --json` print for a lock.
+/// shape `session-lock status --json-lines` and `clean --json` print for a lock.
 ///
 /// ```
 /// use session_lock::sweep::{sweep, SweepOptions};

@@ -1,6 +1,6 @@
 //! Bad-input corpus for the lock file, driven through `try_acquire`,
 //! `acquire_with` (100 ms timeout), `session_lock::inspect` and the CLI
-//! (`session-lock status --json TRANSCRIPT`, `session-lock clean --json DIR`).
+//! (`session-lock status --json-lines TRANSCRIPT`, `session-lock clean --json DIR`).
 //!
 //! Every case is probed twice, fresh and with its mtime 60 s in the past
 //! (`File::set_modified`, no sleeping), each probe on its own fresh copy.
@@ -537,7 +537,7 @@ fn rc(c: &Cli) -> String {
     c.code.map_or("none".into(), |c| c.to_string())
 }
 
-/// `status --json LOCK`: "rc verdict[reasons]".
+/// `status --json-lines LOCK`: "rc verdict[reasons]".
 fn status_outcome(c: &Cli) -> String {
     let v: Option<serde_json::Value> = c
         .stdout
@@ -695,7 +695,7 @@ fn probe(case: &Case, vals: &Vals, aged: bool, fails: &mut Vec<String>) -> Probe
     // CLI status
     let copy = make(case, vals, aged);
     let mut cmd = bin();
-    cmd.args([OsStr::new("status"), OsStr::new("--json")])
+    cmd.args([OsStr::new("status"), OsStr::new("--json-lines")])
         .arg(&copy.t);
     let c = run_cli(cmd, &format!("{tag} status"), fails);
     p.status = status_outcome(&c);
@@ -978,7 +978,7 @@ fn bad_lock_file_corpus() {
                     let acq_kept = still_same(&copy);
                     let copy2 = make(c, &vals, aged);
                     let mut s = cmd();
-                    s.args([OsStr::new("status"), OsStr::new("--json")])
+                    s.args([OsStr::new("status"), OsStr::new("--json-lines")])
                         .arg(&copy2.lock);
                     let st = run_cli(s, &format!("{tag} status as {runner}"), &mut fails);
                     let copy3 = make(c, &vals, aged);
@@ -1026,7 +1026,7 @@ fn bad_lock_file_corpus() {
     let mut text = String::new();
     text.push_str("Bad-input corpus: outcome per case (each probe on a fresh copy).\n");
     text.push_str("try_acquire: acquired | busy | error:<kind>; acquire 100ms: acquired | timeout | error:<kind>;\n");
-    text.push_str("status = `session-lock status --json TRANSCRIPT` exit code and verdict; clean = `session-lock clean --json DIR` exit code and action.\n");
+    text.push_str("status = `session-lock status --json-lines TRANSCRIPT` exit code and verdict; clean = `session-lock clean --json DIR` exit code and action.\n");
     text.push_str("Exit codes: 0 ok, 3 not obtained, 5 bad path / I/O error.\n\n");
     for l in &table {
         text.push_str(l);

@@ -216,7 +216,7 @@ fn status_shows_owner_verdict_and_no_attention_the_lock_cannot_justify() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "gw"]);
-    let out = run(&["status", "--json", s(dir.path())]);
+    let out = run(&["status", "--json-lines", s(dir.path())]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value =
         serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
@@ -388,10 +388,10 @@ fn exec_options_follow_flock_conventions() {
         // -E only changes the code of a lock not obtained, not the command's.
         (&["exec", "-E", "42", t, "sh", "-c", "exit 1"], 1, "", ""),
         // A command starting with `-` needs `--`; otherwise a usage error says so.
-        (&["exec", t, "-x"], 2, "", "'-- -x'"),
+        (&["exec", t, "-y"], 2, "", "'-- -y'"),
         (&["exec", t, "--", "-x"], 127, "", "cannot run \"-x\""),
         // Usage errors.
-        (&["exec", t], 2, "", "required"),
+        (&["exec", t], 2, "", "a command is required"),
         (
             &["exec", t, "-c", "true", "extra"],
             2,
@@ -412,7 +412,12 @@ fn exec_options_follow_flock_conventions() {
             "",
             "500ms, 1.5s, 5m, 1h",
         ),
-        (&["exec", "-w", "-1", t, "true"], 2, "", ""),
+        (
+            &["exec", "-w", "-1", t, "true"],
+            2,
+            "",
+            "is negative; a duration",
+        ),
         (
             &["exec", "--kill-after", "soon", t, "true"],
             2,
@@ -512,7 +517,15 @@ fn exec_verbose_says_so_and_is_quiet_otherwise() {
 
 #[test]
 fn every_subcommand_help_has_examples() {
-    for sub in ["exec", "append", "status", "clean", "bench"] {
+    for sub in [
+        "exec",
+        "append",
+        "status",
+        "clean",
+        "bench",
+        "completions",
+        "man",
+    ] {
         let o = run(&[sub, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{sub}");
         let help = stdout(&o);
@@ -579,6 +592,7 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
             "AGE",
             "REASONS",
             "ATTENTION",
+            "HOLDERS",
             "PATH"
         ],
         "{table:#?}"
@@ -592,14 +606,19 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
     );
     assert_eq!(
         cells[1][5..],
-        ["-", path("a.jsonl.lock").as_str()],
+        ["-", pid.as_str(), path("a.jsonl.lock").as_str()],
         "{table:#?}"
     );
     // 200 s (plus the test's own time, well under 10 s).
     assert!(cells[2][3].starts_with("3m2"), "{table:#?}");
     assert_eq!(
         cells[2][4..],
-        ["-", "session.long_running", path("b.jsonl.lock").as_str()],
+        [
+            "-",
+            "session.long_running",
+            "-",
+            path("b.jsonl.lock").as_str()
+        ],
         "{table:#?}"
     );
     assert_eq!(
@@ -609,7 +628,7 @@ fn status_and_clean_tables_put_the_path_last_with_compact_ages() {
     );
     assert_eq!(
         cells[3][4..],
-        ["dead-pid,too-old", "-", path("c.jsonl.lock").as_str()],
+        ["dead-pid,too-old", "-", "-", path("c.jsonl.lock").as_str()],
         "{table:#?}"
     );
     // Aligned: every field starts in its header's column.
@@ -687,7 +706,7 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let status = json_lines(run(&["status", "--json", s(d)]));
+    let status = json_lines(run(&["status", "--json-lines", s(d)]));
     let clean = json_lines(run(&["clean", "--dry-run", "--json", s(d)]));
     let opts = session_lock::sweep::SweepOptions {
         remove: false,
@@ -731,7 +750,12 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     };
     for i in 0..2 {
         assert_eq!(keys(&lib_inspect[i]), lock_keys, "{}", lib_inspect[i]);
-        assert_eq!(keys(&status[i]), plus(&["attention"]), "{}", status[i]);
+        assert_eq!(
+            keys(&status[i]),
+            plus(&["attention", "holders", "waiters", "command"]),
+            "{}",
+            status[i]
+        );
         assert_eq!(
             keys(&clean[i]),
             plus(&["action", "removed", "error"]),
@@ -765,11 +789,11 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     assert_eq!(clean[1]["action"], "would-remove");
     assert_eq!(lib_sweep[1]["removed"], false);
     // An absent lock: the same two fields everywhere it can occur.
-    let absent = json_lines(run(&["status", "--json", s(&d.join("zz.jsonl"))]));
+    let absent = json_lines(run(&["status", "--json-lines", s(&d.join("zz.jsonl"))]));
     assert_eq!(absent[0]["verdict"], "absent");
     assert_eq!(
         keys(&absent[0]),
-        ["attention", "lockPath", "verdict"]
+        ["attention", "lockPath", "verdict", "waiters"]
             .map(String::from)
             .into()
     );
@@ -811,4 +835,395 @@ fn status_and_clean_end_quietly_on_a_closed_pipe() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out), "", "{args:?}");
     }
+}
+
+/// flock(1) habits that do not apply: one line each saying so and what to
+/// do instead (exit 2), never clap's generic `-- -x` tip; and the duration
+/// spellings for "no deadline" and "no max hold".
+#[test]
+fn flock_options_we_refuse_and_duration_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "s.jsonl";
+    // (arguments, exit code, stdout, pieces of stderr, a piece that must not be there)
+    let table: &[(&[&str], i32, &str, &[&str])] = &[
+        (
+            &["exec", "-s", t, "true"],
+            2,
+            "",
+            &["-s/--shared is not supported", "drop -s"],
+        ),
+        (
+            &["exec", "--shared", t, "true"],
+            2,
+            "",
+            &["-s/--shared is not supported"],
+        ),
+        (&["exec", "-x", t, "true"], 2, "", &["always exclusive"]),
+        (&["exec", "-e", t, "true"], 2, "", &["always exclusive"]),
+        (&["exec", t, "-x", "true"], 2, "", &["always exclusive"]),
+        (
+            &["exec", "-o", t, "true"],
+            2,
+            "",
+            &["-o/--close is not supported"],
+        ),
+        (
+            &["exec", "-u", t, "true"],
+            2,
+            "",
+            &["-u/--unlock is not supported"],
+        ),
+        (
+            &["exec", "-s", "-u", t, "true"],
+            2,
+            "",
+            &["-s/--shared", "-u/--unlock"],
+        ),
+        (
+            &["exec", "9"],
+            2,
+            "",
+            &["fd mode (flock FD) is not supported"],
+        ),
+        (&["exec", "-w", "-1", t, "true"], 2, "", &["negative"]),
+        (
+            &["exec", "--max-hold", "-5", t, "true"],
+            2,
+            "",
+            &["negative"],
+        ),
+        (
+            &["exec", "--kill-after", "-1", t, "true"],
+            2,
+            "",
+            &["negative"],
+        ),
+        (&["append", "-w", "-1", t, "x"], 2, "", &["negative"]),
+        (
+            &["exec", "--max-hold", "0", t, "true"],
+            2,
+            "",
+            &["say `off`"],
+        ),
+        (&["exec", "-w", "forever", t, "printf", "ok"], 0, "ok", &[]),
+        (
+            &["exec", "-w", "inf", "--max-hold", "off", t, "printf", "ok"],
+            0,
+            "ok",
+            &[],
+        ),
+        (&["append", "-w", "forever", t, "line"], 0, "", &[]),
+    ];
+    let mut fails = Vec::new();
+    for (args, code, out, pieces) in table {
+        let o = run_in(dir.path(), args);
+        let err = stderr(&o);
+        let ok = o.status.code() == Some(*code)
+            && stdout(&o) == *out
+            && pieces.iter().all(|p| err.contains(p))
+            && !err.contains("'-- -")
+            && (*code != 2
+                || err.lines().count() <= pieces.len().max(1)
+                || err.starts_with("error:"));
+        if !ok {
+            fails.push(format!(
+                "{args:?}: want {code} {out:?} stderr ~ {pieces:?}; got {:?} {:?} stderr {err:?}",
+                o.status.code(),
+                stdout(&o),
+            ));
+        }
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+
+/// Log lines carry colour only on a terminal with `NO_COLOR` unset: never
+/// into a pipe or file, never with `NO_COLOR` on a pty.
+#[test]
+fn no_escape_bytes_in_pipes_and_no_colour_with_no_color_on_a_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = d.join("s.jsonl");
+    // A dead holder's lock: taking it over logs an INFO line.
+    let dead_lock = || {
+        write_reference_lock(&lock_of(&t), dead_pid(), 1_000, None);
+    };
+    dead_lock();
+    let o = bin()
+        .env("SESSION_LOCK_LOG", "info")
+        .args(["append", "--verbose", s(&t), "x"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("reclaimed stale session lock"),
+        "no log line: {err:?}"
+    );
+    assert!(
+        err.contains("took over the lock of pid"),
+        "--verbose said no takeover: {err:?}"
+    );
+    assert!(
+        !o.stderr.contains(&0x1b) && !o.stdout.contains(&0x1b),
+        "an escape byte in a pipe: {err:?}"
+    );
+    // On a pty: colour unless NO_COLOR is set.
+    for (no_color, want_escape) in [(Some("1"), false), (None, true)] {
+        dead_lock();
+        let mut c = bin();
+        c.env("SESSION_LOCK_LOG", "info")
+            .env_remove("NO_COLOR")
+            .envs(no_color.map(|v| ("NO_COLOR", v)))
+            .args(["append", s(&t), "y"]);
+        let captured = on_pty(c);
+        assert!(
+            captured.contains("reclaimed stale session lock"),
+            "no log line on the pty: {captured:?}"
+        );
+        assert_eq!(
+            captured.contains('\x1b'),
+            want_escape,
+            "NO_COLOR={no_color:?}: {captured:?}"
+        );
+    }
+}
+
+/// Run `cmd` with stdout and stderr on a new pseudo-terminal; what it wrote.
+fn on_pty(mut cmd: std::process::Command) -> String {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut m, mut sl) = (-1, -1);
+    // SAFETY: openpty writes two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut sl,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh descriptors from openpty, owned once each.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(m),
+            std::fs::File::from_raw_fd(sl),
+        )
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    // The command keeps its copies of the slave until it is dropped.
+    drop(cmd);
+    wait_child(&mut child, WAIT, "command on a pty");
+    // The child has exited and the slave is closed: read until EIO.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `status` as `lslocks`: `-o` picks columns (any case, `+` appends),
+/// `-n`/`--noheadings`, `-p PID` filters, `-J` is one JSON document and
+/// `--json-lines` one object per line.
+#[test]
+fn status_columns_pid_filter_and_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let holder = Holder::start(&d.join("a.jsonl"), &["--label", "gw"]);
+    write_reference_lock(&d.join("c.jsonl.lock"), 1 << 30, 60_000, None);
+    let pid = holder.pid().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let a = format!("{}/a.jsonl.lock", s(d));
+    let c = format!("{}/c.jsonl.lock", s(d));
+    // (arguments, the table's lines as whitespace-separated cells)
+    let table: Vec<(Vec<&str>, Vec<Vec<&str>>)> = vec![
+        (
+            vec!["status", "-o", "pid,alive,label,host,path", s(d)],
+            vec![
+                vec!["PID", "ALIVE", "LABEL", "HOST", "PATH"],
+                vec![&pid, "true", "gw", &host, &a],
+                vec!["1073741824", "false", "-", "-", &c],
+            ],
+        ),
+        (
+            vec!["status", "-n", "-o", "PATH,verdict", s(d)],
+            vec![vec!["held", &a], vec!["reclaimable", &c]],
+        ),
+        (
+            vec![
+                "status",
+                "--noheadings",
+                "-o",
+                "holders,waiters,command",
+                "-p",
+                &pid,
+                s(d),
+            ],
+            vec![vec![&pid, "0", "session-lock-te"]],
+        ),
+        (
+            vec!["status", "-p", "1073741824", "-o", "verdict", "-n", s(d)],
+            vec![vec!["reclaimable"]],
+        ),
+        (
+            vec!["status", "-n", "-o", "+label", &a],
+            vec![vec!["held", &pid, "true"]],
+        ),
+    ];
+    let mut fails = Vec::new();
+    for (args, want) in &table {
+        let o = run(args);
+        let got: Vec<Vec<String>> = lines(&o)
+            .iter()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect();
+        let matches = got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                // A want row may be a prefix of the line's cells.
+                g.len() >= w.len() && g.iter().zip(w).all(|(a, b)| a == b)
+            });
+        if !o.status.success() || !matches {
+            fails.push(format!(
+                "{args:?}: want {want:?}, got {got:?} (stderr {:?})",
+                stderr(&o)
+            ));
+        }
+    }
+    let o = run(&["status", "-o", "owner", s(d)]);
+    if o.status.code() != Some(2) || !stderr(&o).contains("unknown column \"owner\"") {
+        fails.push(format!("-o owner: {:?} {:?}", o.status.code(), stderr(&o)));
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    // -J: one document, {"locks": [...]}, pretty-printed over many lines.
+    let o = run(&["status", "-J", s(d)]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let locks = doc["locks"].as_array().expect("locks array");
+    assert_eq!(locks.len(), 2, "{doc}");
+    assert_eq!(locks[0]["record"]["label"], "gw");
+    assert_eq!(locks[0]["holders"], serde_json::json!([holder.pid()]));
+    assert_eq!(locks[1]["pidAlive"], false);
+    // --json-lines: one object a line, the same objects.
+    let o = run(&["status", "--json-lines", s(d)]);
+    let objs: Vec<serde_json::Value> = lines(&o)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs.len(), 2);
+    assert_eq!(objs[0]["lockPath"], locks[0]["lockPath"]);
+    let o = run(&["status", "-J", "--json-lines", s(d)]);
+    assert_eq!(o.status.code(), Some(2), "-J with --json-lines");
+    // A setting the etcd backend cannot honour is an error, not ignored
+    // (refused before any connection is tried).
+    for args in [&["-o", "pid"][..], &["-p", "1"][..]] {
+        let o = bin()
+            .args(["--backend", "etcd://127.0.0.1:1", "status"])
+            .args(args)
+            .output()
+            .unwrap();
+        if cfg!(feature = "etcd") {
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("apply to lock files"), "{}", stderr(&o));
+        }
+    }
+    assert!(holder.release().success());
+}
+
+/// Completions and man pages come from the clap definition; the etcd-only
+/// options sit under "Backend options" and only where a lock is taken.
+#[test]
+fn completions_man_pages_and_backend_options_where_they_apply() {
+    for (shell, piece) in [
+        ("bash", "complete -F _session__lock"),
+        ("zsh", "#compdef session-lock"),
+        ("fish", "complete -c session-lock"),
+    ] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains(piece), "{shell}: no {piece:?} in {text}");
+        assert!(
+            text.contains("exec") && text.contains("max-hold"),
+            "{shell}: {text}"
+        );
+    }
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    let o = run(&["man"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH session-lock 1"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["man", "--dir", s(dir.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut pages = names(dir.path());
+    pages.sort();
+    assert!(
+        pages.contains(&"session-lock.1".to_owned())
+            && pages.contains(&"session-lock-exec.1".to_owned())
+            && !pages.iter().any(|p| p.contains("help")),
+        "{pages:?}"
+    );
+    let help = |sub: &str| stdout(&run(&[sub, "--help"]));
+    for sub in ["exec", "append"] {
+        let h = help(sub);
+        let backend = h
+            .find("Backend options:")
+            .unwrap_or_else(|| panic!("{sub}: {h}"));
+        assert!(
+            h[backend..].contains("--lease-ttl") && h[backend..].contains("--key"),
+            "{sub}: {h}"
+        );
+    }
+    for sub in ["status", "clean", "completions", "man"] {
+        let h = help(sub);
+        assert!(
+            !h.contains("--lease-ttl") && !h.contains("--key"),
+            "{sub}: {h}"
+        );
+    }
+}
+
+/// One rule for paths: every line names the lock as the user named the
+/// transcript (relative here), the library's errors included.
+#[test]
+fn paths_are_printed_as_given_in_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = Holder::start(&dir.path().join("s.jsonl"), &[]);
+    let abs = s(dir.path()).to_owned();
+    for args in [
+        &["exec", "-n", "s.jsonl", "true"][..],
+        &["exec", "-w", "1.2", "s.jsonl", "true"][..],
+        &["append", "-w", "0.2", "s.jsonl", "x"][..],
+        &["status", "s.jsonl"][..],
+    ] {
+        let o = run_in(dir.path(), args);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(all.contains("s.jsonl"), "{args:?}: {all}");
+        assert!(
+            !all.contains(&abs),
+            "{args:?} printed an absolute path: {all}"
+        );
+    }
+    assert!(holder.release().success());
 }

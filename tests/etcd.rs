@@ -637,7 +637,7 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
         .into_owned();
     let json = wait_for("status to show 2 waiters", Duration::from_secs(10), || {
         let out = Command::new(BIN)
-            .args(["--backend", &url(&etcd), "status", "--json"])
+            .args(["--backend", &url(&etcd), "status", "--json-lines"])
             .output()
             .unwrap();
         assert!(out.status.success());

@@ -11,13 +11,24 @@ pub(crate) struct BackendArgs {
     /// `file` (lock files beside the transcripts) or
     /// `etcd://HOST:PORT[,HOST:PORT...]` (needs the `etcd` build feature)
     /// [env: SESSION_LOCK_BACKEND] [default: file]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Backend options"
+    )]
     backend: Option<String>,
     /// etcd: lease TTL; a killed holder's lock is free after about this long [default: 10s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = session_lock::parse_duration,
+          help_heading = "Backend options")]
     lease_ttl: Option<Duration>,
     /// etcd: the lock's key [default: the transcript's canonical path]
-    #[arg(long, global = true, value_name = "KEY")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        help_heading = "Backend options"
+    )]
     key: Option<String>,
 }
 

@@ -5,12 +5,16 @@
 //!
 //! * the **front** (`session-lock exec`, the process the caller started and
 //!   may signal or kill) starts the holder in its own process group, relays
-//!   SIGTERM/SIGINT/SIGHUP to it and exits with its status;
-//! * the **holder** (the same binary, `__exec-holder`) becomes a child
-//!   subreaper, acquires the lock (the record names the holder's pid), lets
-//!   the command inherit the witness descriptor, runs it in a process group
-//!   of its own, and releases the lock only once the command *and every
-//!   process it started* have exited and been reaped.
+//!   SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it (not the terminal's) to the
+//!   holder and exits with its status;
+//! * the **holder** (the same binary, shown in `ps` as `session-lock exec:
+//!   holder for FILE`) becomes a child subreaper, acquires the lock (the
+//!   record names the holder's pid), lets the command inherit the witness
+//!   descriptor, runs it **in the front's process group** (the caller's job,
+//!   as `flock(1)` does: the terminal's Ctrl-C, Ctrl-Z, `fg` and `kill %1`
+//!   reach it as they would without us, and it may read the terminal), and
+//!   releases the lock only once the command *and every process it started*
+//!   have exited and been reaped.
 //!
 //! So a SIGKILL of the front leaves the lock held by a live pid and a held
 //! witness until the command's whole tree has exited; a SIGKILL of the
@@ -21,16 +25,20 @@
 //!
 //! On max hold, on loss of the lock (the file removed or replaced) and on
 //! signals the holder stops the tree first: the signal received is
-//! forwarded, max hold and loss send SIGTERM and then SIGKILL after
-//! `--kill-after`; the lock is let go only after the last process is reaped.
+//! forwarded (followed by SIGCONT, so that a stopped command sees it), max
+//! hold and loss send SIGTERM; after SIGTERM or SIGHUP, SIGKILL follows
+//! `--kill-after` later; the lock is let go only after the last process is
+//! reaped. The holder signals the processes of the tree one by one (its
+//! descendants), never a process group: the job's group holds the front,
+//! and without job control (a script) the caller's whole script.
 
 use crate::{
     EXIT_CANNOT_RUN, EXIT_IO, EXIT_LOST, EXIT_NOT_FOUND, EXIT_NOT_OBTAINED, acquire_announcing,
     check_transcript, fail,
 };
 use rustix::process::{Pid, Signal};
-use session_lock::{LockGuard, LockOptions, LostReason};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use session_lock::{LockOptions, LostReason};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use std::future::Future;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -43,7 +51,12 @@ pub(crate) const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// The signals the front relays to the holder and the holder forwards to
 /// the command's tree.
-const FORWARDED: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
+const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
+
+/// The environment variable that hands the holder its arguments (JSON): not
+/// argv, so that `ps` shows the holder's short title; removed from the
+/// command's environment.
+pub(crate) const HANDOFF_ENV: &str = "SESSION_LOCK_EXEC_HOLDER";
 
 /// Without inotify events (some network filesystems), the holder still
 /// checks that the lock file is its own this often.
@@ -71,6 +84,8 @@ pub(crate) struct ExecArgs {
     pub file: PathBuf,
     /// How long to wait for the lock (`-w`); `None`: the library default.
     pub timeout: Option<Duration>,
+    /// `-w forever`: no deadline.
+    pub forever: bool,
     /// Free text for the owner record.
     pub label: Option<String>,
     /// How long the command may hold the lock before it is stopped.
@@ -100,6 +115,14 @@ struct HolderArgs {
     #[serde(with = "path_bytes")]
     file: PathBuf,
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    forever: bool,
+    /// The front's process group: the command joins it (the caller's job).
+    group: i32,
+    /// The write end of a pipe: one byte on it tells the front that the
+    /// command has started (from then on the terminal's signals reach the
+    /// command directly, and the front relays them no more).
+    started_fd: i32,
     label: Option<String>,
     max_hold_ms: u64,
     kill_after_ms: u64,
@@ -157,62 +180,115 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
             return EXIT_IO;
         }
     };
-    let handoff = HolderArgs {
-        front: std::process::id(),
-        backend: args.backend.clone(),
-        file: args.file.clone(),
-        timeout_ms: args.timeout.map(ms),
-        label: args.label.clone(),
-        max_hold_ms: ms(args.max_hold),
-        kill_after_ms: ms(args.kill_after),
-        nonblock: args.nonblock,
-        conflict_exit_code: args.conflict_exit_code,
-        verbose: args.verbose,
-        cmd: args.cmd.clone(),
-    };
-    let json = match serde_json::to_string(&handoff) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("session-lock: cannot pass the command to the holder: {e}");
-            return EXIT_IO;
-        }
-    };
-    // Registered before the holder exists: a signal that arrives in between
-    // is relayed as soon as the holder's pid is known.
-    let mut signals = match signal_hook::iterator::Signals::new(FORWARDED) {
+    // Blocked before any thread or child exists, and taken with
+    // sigwaitinfo(2) by the relay thread below, which sees each signal's
+    // origin. A signal that arrives before the holder exists stays pending
+    // and is relayed once its pid is known. (The holder inherits the mask
+    // and unblocks them once its own handlers are in place.)
+    let set = match block_signals(&FORWARDED) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("session-lock: cannot handle signals: {e}");
             return EXIT_IO;
         }
     };
-    let handle = signals.handle();
-    // Its own process group: a terminal's Ctrl-C reaches the front only,
-    // which relays it once (the holder forwards it to the command's group).
-    let mut holder = match std::process::Command::new(exe)
-        .arg("__exec-holder")
-        .arg(json)
-        .process_group(0)
-        .spawn()
-    {
-        Ok(c) => c,
+    let (started_r, started_w) = match std::io::pipe() {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("session-lock: cannot start the holder process: {e}");
             return EXIT_IO;
         }
     };
+    // The holder inherits the write end (no other thread spawns a process
+    // meanwhile); the front keeps none of it.
+    {
+        use std::os::fd::AsRawFd;
+        let _ = rustix::io::fcntl_setfd(&started_w, rustix::io::FdFlags::empty());
+        let handoff = HolderArgs {
+            front: std::process::id(),
+            backend: args.backend.clone(),
+            file: args.file.clone(),
+            timeout_ms: args.timeout.map(ms),
+            forever: args.forever,
+            group: rustix::process::getpgrp().as_raw_nonzero().get(),
+            started_fd: started_w.as_raw_fd(),
+            label: args.label.clone(),
+            max_hold_ms: ms(args.max_hold),
+            kill_after_ms: ms(args.kill_after),
+            nonblock: args.nonblock,
+            conflict_exit_code: args.conflict_exit_code,
+            verbose: args.verbose,
+            cmd: args.cmd.clone(),
+        };
+        let json = match serde_json::to_string(&handoff) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("session-lock: cannot pass the command to the holder: {e}");
+                return EXIT_IO;
+            }
+        };
+        // Its own process group: the job's signals (Ctrl-C, `kill %1`,
+        // `kill -9 %1`) reach the front and the command, never the holder,
+        // which must outlive both to stop the tree and release the lock.
+        let spawned = std::process::Command::new(&exe)
+            .arg0(holder_title(&args.file))
+            .env(HANDOFF_ENV, json)
+            .process_group(0)
+            .spawn();
+        drop(started_w);
+        match spawned {
+            Ok(c) => run_front(c, started_r, set),
+            Err(e) => {
+                eprintln!("session-lock: cannot start the holder process: {e}");
+                EXIT_IO
+            }
+        }
+    }
+}
+
+/// The holder's title in `ps`: `session-lock exec: holder for FILE` (the
+/// path as the user gave it).
+fn holder_title(file: &Path) -> String {
+    format!("session-lock exec: holder for {}", file.display())
+}
+
+/// The front's wait: relay signals sent to it to the holder, exit with the
+/// holder's status.
+fn run_front(
+    mut holder: std::process::Child,
+    started_r: std::io::PipeReader,
+    set: libc::sigset_t,
+) -> u8 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let started = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        let mut r = started_r;
+        std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            if matches!(std::io::Read::read(&mut r, &mut byte), Ok(1)) {
+                started.store(true, Ordering::Release);
+            }
+        });
+    }
     let holder_pid = Pid::from_raw(holder.id() as i32);
-    let relay = std::thread::spawn(move || {
-        for sig in signals.forever() {
+    std::thread::spawn(move || {
+        loop {
+            let Some((sig, from_terminal)) = wait_signal(&set) else {
+                continue;
+            };
+            // Once the command runs in our process group, the terminal's
+            // signals (Ctrl-C, Ctrl-\, a hangup) reach it directly: relaying
+            // them would deliver them twice. Before that, they cancel the run.
+            if from_terminal && started.load(Ordering::Acquire) {
+                continue;
+            }
             if let (Some(pid), Some(sig)) = (holder_pid, Signal::from_named_raw(sig)) {
                 let _ = rustix::process::kill_process(pid, sig);
             }
         }
     });
-    let status = holder.wait();
-    handle.close();
-    let _ = relay.join();
-    match status {
+    match holder.wait() {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(c), _) => u8::try_from(c).unwrap_or(1),
             (None, Some(sig)) => 128u8.saturating_add(sig as u8),
@@ -222,6 +298,54 @@ pub(crate) fn run(args: &ExecArgs) -> u8 {
             eprintln!("session-lock: waiting for the holder process failed: {e}");
             EXIT_IO
         }
+    }
+}
+
+/// Block `sigs` in the calling thread (and the threads it starts later).
+fn block_signals(sigs: &[i32]) -> std::io::Result<libc::sigset_t> {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set;
+    // pthread_sigmask reads it and changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+/// Unblock `sigs` in the calling thread (and the processes it starts).
+fn unblock_signals(sigs: &[i32]) -> std::io::Result<()> {
+    // SAFETY: as in `block_signals`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
+/// Take one signal of `set` (blocked in every thread): the signal, and
+/// whether the kernel sent it for the terminal (`SI_KERNEL`: Ctrl-C,
+/// Ctrl-\, a hangup), as opposed to kill(2) by a process. `None` on EINTR.
+fn wait_signal(set: &libc::sigset_t) -> Option<(i32, bool)> {
+    // SAFETY: `info` is written by sigwaitinfo before it is read; `set` is
+    // an initialised signal set.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let sig = libc::sigwaitinfo(set, &mut info);
+        (sig > 0).then_some((sig, info.si_code == libc::SI_KERNEL))
     }
 }
 
@@ -243,17 +367,24 @@ enum Event {
 enum Stop {
     MaxHold,
     Lost,
+    /// SIGTERM or SIGHUP was forwarded: the command's own status counts.
+    Signal,
 }
 
-/// The holder (`session-lock __exec-holder JSON`).
+/// The holder (`session-lock` started by the front with its arguments in
+/// [`HANDOFF_ENV`]).
 pub(crate) fn holder(json: &str) -> u8 {
     let args: HolderArgs = match serde_json::from_str(json) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("session-lock: __exec-holder is internal to `session-lock exec` ({e})");
+            eprintln!(
+                "session-lock: {HANDOFF_ENV} is internal to `session-lock exec`; unset it ({e})"
+            );
             return 2;
         }
     };
+    // The front's end of the "started" pipe: never inherited by the command.
+    let started_pipe = take_inherited_fd(args.started_fd);
     // Until the command starts, the front's death cancels the run (a
     // `timeout -s KILL` around a waiting `exec` must not run the command
     // later); from the start on, the holder outlives the front.
@@ -278,6 +409,14 @@ pub(crate) fn holder(json: &str) -> u8 {
         }
     };
     let sig_handle = signals.handle();
+    // The front blocks these signals (to take them with sigwaitinfo) and
+    // the mask is inherited: unblocked here, once our handlers are in place
+    // (one that was pending is now taken by them), so that the command
+    // starts with them unblocked too.
+    if let Err(e) = unblock_signals(&FORWARDED) {
+        eprintln!("session-lock: cannot handle signals: {e}");
+        return EXIT_IO;
+    }
     // Until the command is started, a signal ends the holder at once (a
     // record published in between names a dead pid and a free witness:
     // reclaimable at once); afterwards it is forwarded to the command.
@@ -311,13 +450,17 @@ pub(crate) fn holder(json: &str) -> u8 {
             .saturating_add(kill_after)
             .saturating_add(BACKSTOP_MARGIN),
     );
-    if let Some(t) = args.timeout_ms {
+    if args.forever {
+        opts = opts.no_timeout();
+    } else if let Some(t) = args.timeout_ms {
         opts = opts.timeout(Duration::from_millis(t));
     }
     if let Some(l) = &args.label {
         opts = opts.label(l.clone());
     }
     let file = &args.file;
+    crate::remember_shown(file);
+    let asked = Instant::now();
     let acquired = if args.nonblock {
         session_lock::try_acquire_with(file, &opts)
     } else {
@@ -335,27 +478,7 @@ pub(crate) fn holder(json: &str) -> u8 {
         }
     };
     if args.verbose {
-        eprintln!(
-            "session-lock: holding the lock on {} (pid {})",
-            guard.lock_path().display(),
-            std::process::id()
-        );
-    }
-    if args.verbose
-        && let Some(t) = guard.takeover()
-        && t.reclaimed()
-    {
-        let prev = t.previous();
-        eprintln!(
-            "session-lock: took over the lock of pid {} ({}), which did not release it",
-            prev.and_then(|r| r.pid)
-                .map_or("?".into(), |p| p.to_string()),
-            t.reasons()
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        crate::report_acquired(file, &guard, asked.elapsed(), std::process::id());
     }
     // The command writes the transcript itself: a line torn by a writer
     // before it is moved out first (the library warns where it went).
@@ -374,10 +497,24 @@ pub(crate) fn holder(json: &str) -> u8 {
         // The front died before we detached: the run is cancelled.
         return 128 + 9;
     }
-    let spawned = std::process::Command::new(&args.cmd[0])
-        .args(&args.cmd[1..])
-        .process_group(0)
-        .spawn();
+    // The command joins the front's process group, the caller's job (as
+    // with flock(1)). That group is gone only if the front is (it has just
+    // been seen alive): then a group of its own.
+    let command = |group: i32| {
+        std::process::Command::new(&args.cmd[0])
+            .args(&args.cmd[1..])
+            .env_remove(HANDOFF_ENV)
+            .process_group(group)
+            .spawn()
+    };
+    let spawned = match command(args.group) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => command(0),
+        other => other,
+    };
+    if let Some(mut pipe) = started_pipe {
+        // The front stops relaying the terminal's signals from here on.
+        let _ = std::io::Write::write_all(&mut pipe, b"s");
+    }
     let child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -391,13 +528,13 @@ pub(crate) fn holder(json: &str) -> u8 {
         }
     };
     let _ = guard.keep_from_children();
-    let Some(group) = Pid::from_raw(child.id() as i32) else {
+    let Some(command_pid) = Pid::from_raw(child.id() as i32) else {
         return EXIT_IO;
     };
     // The child is reaped by the reaper thread below (wait for any child),
     // never through `Child`.
     drop(child);
-    spawn_reaper(group, tx.clone());
+    spawn_reaper(command_pid, tx.clone());
     if guard.fencing_token().is_some() {
         // etcd: no lock file to watch; the guard itself learns of a loss
         // (lease past its local deadline, key deleted, max hold).
@@ -405,7 +542,7 @@ pub(crate) fn holder(json: &str) -> u8 {
     } else {
         spawn_loss_watch(guard.lock_path(), tx.clone());
     }
-    let code = supervise(&args, &guard, group, max_hold, kill_after, &rx);
+    let code = supervise(&args, max_hold, kill_after, &rx);
     sig_handle.close();
     let released = guard.release();
     match (code, released) {
@@ -417,7 +554,10 @@ pub(crate) fn holder(json: &str) -> u8 {
         }
         (Supervised::Exited(status), Ok(())) => {
             if args.verbose {
-                eprintln!("session-lock: released the lock on {}", file.display());
+                eprintln!(
+                    "session-lock: released the lock on {}",
+                    crate::shown_lock(file)
+                );
             }
             match (status.code(), status.signal()) {
                 (Some(c), _) => c as u8,
@@ -438,8 +578,6 @@ enum Supervised {
 /// signal. Returns once every process of the tree has been reaped.
 fn supervise(
     args: &HolderArgs,
-    guard: &LockGuard,
-    group: Pid,
     max_hold: Duration,
     kill_after: Duration,
     rx: &mpsc::Receiver<Event>,
@@ -459,7 +597,7 @@ fn supervise(
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Event::CommandExited(s)) => {
                 status = Some(s);
-                if stopping.is_none() {
+                if stopping.is_none_or(|(why, _)| why == Stop::Signal) {
                     notice_at = Some(Instant::now() + LEFTOVER_NOTICE);
                 }
             }
@@ -468,45 +606,51 @@ fn supervise(
                 if stopping.is_none_or(|(why, _)| why != Stop::Lost) {
                     eprintln!(
                         "session-lock: lost the lock on {} ({reason}); stopping the command",
-                        guard.lock_path().display()
+                        crate::shown_lock(&args.file)
                     );
-                    signal_tree(group, Signal::TERM);
+                    signal_tree(Signal::TERM);
                     stopping = Some((Stop::Lost, Instant::now() + kill_after));
                 }
             }
             Ok(Event::Signal(sig)) => {
                 if let Some(sig) = Signal::from_named_raw(sig) {
-                    signal_tree(group, sig);
+                    signal_tree(sig);
+                }
+                // SIGTERM and SIGHUP mean "end": a command that ignores them
+                // is killed after the grace, as on max hold (a stopped one
+                // was continued by signal_tree and ends now).
+                if (sig == SIGTERM || sig == SIGHUP) && stopping.is_none() {
+                    stopping = Some((Stop::Signal, Instant::now() + kill_after));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if killing {
-                    signal_tree(group, Signal::KILL);
+                    signal_tree(Signal::KILL);
                 } else if let Some((_, kill_at)) = stopping {
                     if now >= kill_at {
                         eprintln!(
                             "session-lock: the command did not stop within {}; killing it",
                             human(kill_after)
                         );
-                        signal_tree(group, Signal::KILL);
+                        signal_tree(Signal::KILL);
                         killing = true;
                     }
                 } else if now >= deadline {
                     eprintln!(
                         "session-lock: max hold {} reached on {}; stopping the command",
                         human(max_hold),
-                        guard.lock_path().display()
+                        crate::shown_lock(&args.file)
                     );
-                    signal_tree(group, Signal::TERM);
+                    signal_tree(Signal::TERM);
                     stopping = Some((Stop::MaxHold, now + kill_after));
                 } else if notice_at.is_some_and(|n| now >= n) {
                     notice_at = None;
                     eprintln!(
                         "session-lock: {:?} exited; waiting for the processes it started (they may still write, so they keep the lock on {})",
                         args.cmd[0],
-                        guard.lock_path().display()
+                        crate::shown_lock(&args.file)
                     );
                 }
             }
@@ -515,44 +659,79 @@ fn supervise(
     match stopping {
         Some((Stop::Lost, _)) => Supervised::Lost,
         Some((Stop::MaxHold, _)) => Supervised::MaxHold,
-        None => match status {
+        Some((Stop::Signal, _)) | None => match status {
             Some(s) => Supervised::Exited(s),
             None => Supervised::Lost,
         },
     }
 }
 
-/// Signal the command's process group and every other process of the tree:
-/// the holder's children that are not in that group (reparented orphans, or
-/// processes that left the group with `setsid`). Their own descendants are
-/// reached on a later round, once they are reparented in turn.
-fn signal_tree(group: Pid, sig: Signal) {
-    let _ = rustix::process::kill_process_group(group, sig);
-    for pid in children_of(std::process::id()) {
-        if let Some(pid) = Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, sig);
+/// Signal every process of the command's tree: the holder's descendants
+/// (orphans of the tree are reparented to the holder, a subreaper). Never a
+/// process group: the command's is the caller's job, with the front in it,
+/// and without job control the caller's whole script. Two rounds, so that a
+/// child forked while the first was under way is reached too. Any signal
+/// but SIGKILL and SIGCONT is followed by SIGCONT, so that a stopped
+/// process sees it (as timeout(1) does).
+fn signal_tree(sig: Signal) {
+    let me = std::process::id();
+    for sig in [sig, Signal::CONT] {
+        for _ in 0..2 {
+            for pid in descendants_of(me) {
+                if let Some(pid) = Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+        }
+        if sig == Signal::KILL || sig == Signal::CONT {
+            break;
         }
     }
 }
 
-/// Pids whose parent is `parent` (from `/proc/*/stat`).
-fn children_of(parent: u32) -> Vec<u32> {
+/// Every descendant of `root` (from the parent pids in `/proc/*/stat`).
+fn descendants_of(root: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.flatten()
+    let parents: Vec<(u32, u32)> = dir
+        .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|t| {
-                    // The command name may hold spaces and ')'.
-                    let after = t.get(t.rfind(')')? + 1..)?;
-                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
+        .filter_map(|pid| {
+            let t = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces and ')'.
+            let after = t.get(t.rfind(')')? + 1..)?;
+            let ppid = after.split_whitespace().nth(1)?.parse::<u32>().ok()?;
+            Some((pid, ppid))
         })
-        .collect()
+        .collect();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, _) in parents.iter().filter(|(_, ppid)| *ppid == p) {
+            if !out.contains(&pid) {
+                out.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Own an inherited descriptor by number, with close-on-exec set so that
+/// the command does not inherit it. `None` if `fd` is not open.
+fn take_inherited_fd(fd: i32) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only asks whether `fd` is open; nothing else in this
+    // process owns it (the front passed it to us, and the holder opens it
+    // here once, before any other descriptor is made from the number).
+    unsafe {
+        if fd < 3 || libc::fcntl(fd, libc::F_GETFD) < 0 {
+            return None;
+        }
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Some(std::fs::File::from_raw_fd(fd))
+    }
 }
 
 /// Reap every child (we are a subreaper, so that includes orphaned

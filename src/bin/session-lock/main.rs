@@ -5,13 +5,15 @@ mod backend_args;
 mod bench;
 #[cfg(feature = "etcd")]
 mod bench_etcd;
+mod columns;
+mod durations;
 mod exec;
 
 use backend_args::{BACKEND, BackendArgs, options};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{Error, ErrorKind, Inspection, LockGuard, LockOptions, LockPaths, Verdict};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -76,13 +78,60 @@ const APPEND_EXAMPLES: &str = "Examples:
 const STATUS_EXAMPLES: &str = "Examples:
   session-lock status sessions/
   session-lock status sessions/a.jsonl sessions/b.jsonl.lock
+  session-lock status -o pid,alive,holders,label,waiters,path sessions/
+  session-lock status -p 4242 sessions/
   session-lock status --noheadings sessions/ | awk '$1 == \"reclaimable\" {print $NF}'
-  session-lock status --json sessions/ | jq -c 'select(.verdict != \"held\")'";
+  session-lock status -J sessions/ | jq -c '.locks[] | select(.verdict != \"held\")'
+  session-lock status --json-lines sessions/ | jq -c 'select(.verdict != \"held\")'";
+
+/// `status --help`'s end: examples, then the columns `-o` can name.
+fn status_after_help() -> String {
+    format!("{STATUS_EXAMPLES}\n\n{}", columns::HELP)
+}
+
+/// `status -o LIST`: the chosen columns.
+#[derive(Debug, Clone)]
+struct Columns(Vec<&'static str>);
+
+fn parse_columns(text: &str) -> Result<Columns, String> {
+    columns::parse_output(text).map(Columns)
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Json {
+    /// A table.
+    No,
+    /// One document, `{"locks": [...]}`.
+    Document,
+    /// One object per line.
+    Lines,
+}
+
+/// `status`'s output options.
+struct StatusFormat {
+    json: Json,
+    headings: bool,
+    columns: Vec<&'static str>,
+    pid: Option<u32>,
+    /// `-o` or `-p` was given: the file backend's options.
+    file_only: bool,
+}
 
 const CLEAN_EXAMPLES: &str = "Examples:
   session-lock clean --dry-run sessions/
   session-lock clean sessions/ archive/sessions/
   session-lock clean --json sessions/ | jq -r 'select(.removed) | .lockPath'";
+
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  session-lock completions bash > ~/.local/share/bash-completion/completions/session-lock
+  session-lock completions zsh > ~/.zfunc/_session-lock     # fpath+=~/.zfunc in .zshrc
+  session-lock completions fish > ~/.config/fish/completions/session-lock.fish";
+
+const MAN_EXAMPLES: &str = "Examples:
+  session-lock man | man -l -
+  session-lock man > /usr/local/share/man/man1/session-lock.1
+  session-lock man --dir /usr/local/share/man/man1   # also session-lock-exec.1 etc.";
 
 const BENCH_EXAMPLES: &str = "Examples:
   session-lock bench --quick
@@ -94,13 +143,13 @@ enum Command {
     #[command(
         after_help = EXEC_EXAMPLES,
         override_usage = "session-lock exec [OPTIONS] <FILE> <CMD> [ARGS]...\n       session-lock exec [OPTIONS] <FILE> -c <SHELL_COMMAND>",
-        group(clap::ArgGroup::new("what_to_run").required(true).args(["command", "cmd"])),
+        group(clap::ArgGroup::new("what_to_run").args(["command", "cmd"])),
     )]
     Exec {
-        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock) [default: 60s]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; 0 is --nonblock; forever or inf: no deadline) [default: 60s]
         #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
-              value_parser = session_lock::parse_duration)]
-        wait: Option<Duration>,
+              value_parser = durations::parse_wait, allow_hyphen_values = true)]
+        wait: Option<durations::Wait>,
         /// Fail at once if the lock is held (exit 3, or the -E code).
         #[arg(short = 'n', long, conflicts_with = "wait")]
         nonblock: bool,
@@ -110,15 +159,30 @@ enum Command {
         /// Run SHELL_COMMAND with `/bin/sh -c` instead of CMD [ARGS]...
         #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
         command: Option<String>,
-        /// Say on stderr when the lock is obtained and released.
+        /// Say on stderr when the lock is obtained (after how long a wait, and
+        /// whose dead lock was taken over) and released.
         #[arg(long)]
         verbose: bool,
-        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after) [default: 5m]
-        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        /// Max hold: then the command is stopped (SIGTERM, SIGKILL after --kill-after); off: no max hold (about 24.8 days) [default: 5m]
+        #[arg(long, value_name = "DURATION", value_parser = durations::parse_max_hold,
+              allow_hyphen_values = true)]
         max_hold: Option<Duration>,
         /// Grace between SIGTERM and SIGKILL when the command must stop [default: 5s]
-        #[arg(long, value_name = "DURATION", value_parser = session_lock::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = durations::parse_plain,
+              allow_hyphen_values = true)]
         kill_after: Option<Duration>,
+        /// flock(1)'s shared lock: refused (see the message).
+        #[arg(short = 's', long = "shared", hide = true)]
+        flock_shared: bool,
+        /// flock(1)'s exclusive lock: refused (see the message).
+        #[arg(short = 'x', short_alias = 'e', long = "exclusive", hide = true)]
+        flock_exclusive: bool,
+        /// flock(1)'s close-before-exec: refused (see the message).
+        #[arg(short = 'o', long = "close", hide = true)]
+        flock_close: bool,
+        /// flock(1)'s unlock: refused (see the message).
+        #[arg(short = 'u', long = "unlock", hide = true)]
+        flock_unlock: bool,
         /// Free text recorded in the lock's owner record.
         #[arg(long)]
         label: Option<String>,
@@ -131,10 +195,13 @@ enum Command {
     /// Append each LINE (or each line of stdin with `-`) to FILE under the lock, whole lines only.
     #[command(after_help = APPEND_EXAMPLES)]
     Append {
-        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m) [default: 60s]
+        /// How long to wait for the lock (5, 0.5, 500ms, 30s, 5m; forever or inf: no deadline) [default: 60s]
         #[arg(short = 'w', long = "wait", visible_alias = "timeout", value_name = "DURATION",
-              value_parser = session_lock::parse_duration)]
-        wait: Option<Duration>,
+              value_parser = durations::parse_wait, allow_hyphen_values = true)]
+        wait: Option<durations::Wait>,
+        /// Say on stderr how long the wait took and whose dead lock was taken over.
+        #[arg(long)]
+        verbose: bool,
         /// fdatasync the transcript before releasing.
         #[arg(long)]
         sync: bool,
@@ -144,14 +211,23 @@ enum Command {
         lines: Vec<String>,
     },
     /// Show every lock under DIRs / of FILEs: verdict, owner, liveness, age, reasons, path.
-    #[command(after_help = STATUS_EXAMPLES)]
+    #[command(after_help = status_after_help())]
     Status {
-        /// JSON lines instead of a table.
-        #[arg(long)]
+        /// One JSON document, `{"locks": [...]}` (as `lslocks -J`), instead of a table.
+        #[arg(short = 'J', long)]
         json: bool,
+        /// JSON Lines: one object per lock.
+        #[arg(long, conflicts_with = "json")]
+        json_lines: bool,
         /// Leave out the header row.
-        #[arg(long)]
+        #[arg(short = 'n', long)]
         noheadings: bool,
+        /// Columns to print (see the list below); +LIST adds to the default.
+        #[arg(short = 'o', long, value_name = "LIST", value_parser = parse_columns)]
+        output: Option<Columns>,
+        /// Only locks whose record names PID or that PID holds open.
+        #[arg(short = 'p', long, value_name = "PID")]
+        pid: Option<u32>,
         /// In directories, consider lock files whose names end with this.
         #[arg(long, default_value = DEFAULT_SUFFIX)]
         suffix: String,
@@ -182,10 +258,19 @@ enum Command {
     /// Measure handoff, uncontended, inspection, throughput and async latency against baselines.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
-    /// Internal to `exec`: the process that holds the lock while the command
-    /// runs (see `docs/cli.md`).
-    #[command(name = "__exec-holder", hide = true)]
-    ExecHolder { args: String },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into DIR.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man {
+        /// Write session-lock.1 and session-lock-SUBCOMMAND.1 into this existing directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -196,8 +281,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
+        .with_ansi(colour_wanted(std::io::stderr().is_terminal()))
         .init();
-    let cli = Cli::parse();
+    // `exec`'s holder: started by the front with its arguments in the
+    // environment, so that `ps` shows its short title.
+    if let Ok(json) = std::env::var(exec::HANDOFF_ENV) {
+        return ExitCode::from(exec::holder(&json));
+    }
+    let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.backend.resolve() {
         Ok(b) => {
             let _ = BACKEND.set(b);
@@ -225,41 +319,104 @@ fn main() -> ExitCode {
             max_hold,
             label,
             kill_after,
+            flock_shared,
+            flock_exclusive,
+            flock_close,
+            flock_unlock,
             file,
             cmd,
-        } => exec::run(&exec::ExecArgs {
-            backend: cli.backend.clone(),
-            file,
-            timeout: wait,
-            label,
-            max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
-            kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
-            // `-w 0` is `-n`, as in flock(1).
-            nonblock: nonblock || wait == Some(Duration::ZERO),
-            conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
-            verbose,
-            cmd: match command {
-                Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
-                None => cmd,
-            },
-        }),
+        } => {
+            let refused: Vec<&str> = [
+                (flock_shared, "-s"),
+                (flock_exclusive, "-x"),
+                (flock_close, "-o"),
+                (flock_unlock, "-u"),
+            ]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect();
+            if !refused.is_empty() {
+                for name in refused {
+                    eprintln!("session-lock: {}", refused_flock_option(name));
+                }
+                return ExitCode::from(2);
+            }
+            if command.is_none() && cmd.is_empty() {
+                if file
+                    .to_str()
+                    .is_some_and(|f| f.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    eprintln!("session-lock: {}", refused_flock_option("FD"));
+                } else {
+                    eprintln!(
+                        "session-lock: a command is required: session-lock exec FILE CMD [ARGS]... or session-lock exec FILE -c SHELL_COMMAND"
+                    );
+                }
+                return ExitCode::from(2);
+            }
+            exec::run(&exec::ExecArgs {
+                backend: cli.backend.clone(),
+                file,
+                timeout: match wait {
+                    Some(durations::Wait::For(d)) => Some(d),
+                    _ => None,
+                },
+                forever: wait == Some(durations::Wait::Forever),
+                label,
+                max_hold: max_hold.unwrap_or(session_lock::DEFAULT_MAX_HOLD),
+                kill_after: kill_after.unwrap_or(exec::DEFAULT_KILL_AFTER),
+                // `-w 0` is `-n`, as in flock(1).
+                nonblock: nonblock || wait == Some(durations::Wait::For(Duration::ZERO)),
+                conflict_exit_code: conflict_exit_code.unwrap_or(EXIT_NOT_OBTAINED),
+                verbose,
+                cmd: match command {
+                    Some(c) => vec!["/bin/sh".into(), "-c".into(), c],
+                    None => cmd,
+                },
+            })
+        }
         Command::Append {
             wait,
+            verbose,
             sync,
             file,
             lines,
-        } => append(
-            &file,
-            &options(wait, None, Some("session-lock append".into())),
-            &lines,
-            sync,
-        ),
+        } => {
+            let timeout = match wait {
+                Some(durations::Wait::For(d)) => Some(d),
+                _ => None,
+            };
+            let mut opts = options(timeout, None, Some("session-lock append".into()));
+            if wait == Some(durations::Wait::Forever) {
+                opts = opts.no_timeout();
+            }
+            append(&file, &opts, &lines, sync, verbose)
+        }
         Command::Status {
             json,
+            json_lines,
             noheadings,
+            output,
+            pid,
             suffix,
             paths,
-        } => status(&paths, json, !noheadings, &suffix),
+        } => status(
+            &paths,
+            &StatusFormat {
+                json: if json {
+                    Json::Document
+                } else if json_lines {
+                    Json::Lines
+                } else {
+                    Json::No
+                },
+                headings: !noheadings,
+                file_only: output.is_some() || pid.is_some(),
+                columns: output.map_or(columns::DEFAULT.to_vec(), |c| c.0),
+                pid,
+            },
+            &suffix,
+        ),
         Command::Clean {
             dry_run,
             json,
@@ -267,6 +424,12 @@ fn main() -> ExitCode {
             suffix,
             dirs,
         } => clean(&dirs, dry_run, json, !noheadings, &suffix),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut cli_command(), "session-lock", &mut out);
+            0
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Bench(args) => {
             #[cfg(feature = "etcd")]
             if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
@@ -274,20 +437,139 @@ fn main() -> ExitCode {
             }
             return ExitCode::from(bench::run(&args) as u8);
         }
-        Command::ExecHolder { args } => exec::holder(&args),
     };
     // A one-shot process: leave no parked witness slot behind.
     session_lock::close_idle();
     ExitCode::from(code)
 }
 
+/// The command line's definition, with the etcd-only options shown only
+/// on the subcommands that take a lock (they are global, so that they may
+/// stand anywhere on the line, and clap would list them everywhere).
+fn cli_command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for id in ["lease_ttl", "key"] {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == id).cloned() else {
+            continue;
+        };
+        // Hidden where propagated; a visible copy where a lock is taken
+        // (clap does not propagate a global arg to a subcommand that has
+        // one of the same id, and passes its value up either way).
+        cmd = cmd.mut_arg(id, |a| a.hide(true));
+        for sub in ["exec", "append"] {
+            let visible = arg.clone();
+            cmd = cmd.mut_subcommand(sub, |s| s.arg(visible));
+        }
+    }
+    cmd
+}
+
+/// `session-lock.1` and `session-lock-SUB.1` for each visible subcommand
+/// (clap_mangen's `generate_to` would add pages for `help` too).
+fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    let mut cmd = cmd.clone().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = vec![("session-lock.1".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("session-lock-{}", sub.get_name());
+        pages.push((
+            format!("{name}.1"),
+            sub.clone().display_name(&name).bin_name(&name),
+        ));
+    }
+    for (file, page) in pages {
+        let mut out = std::fs::File::create(dir.join(file))?;
+        clap_mangen::Man::new(page).render(&mut out)?;
+    }
+    Ok(())
+}
+
+/// `man`: the page on stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> u8 {
+    let cmd = cli_command();
+    let written = match dir {
+        Some(d) => man_pages(&cmd, d),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock()),
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 128 + 13,
+        Err(e) => {
+            eprintln!(
+                "session-lock: writing the man page{}: {e}",
+                dir.map_or(String::new(), |d| format!(" into {}", d.display()))
+            );
+            EXIT_IO
+        }
+    }
+}
+
+/// The library's resolved names of the transcript this run locks (its
+/// directory made absolute and real) and how the user named them: the
+/// library's messages are printed with the user's names (one rule for
+/// every path the command line prints).
+static SHOWN: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Remember how the user named `file`, for [`fail`].
+pub(crate) fn remember_shown(file: &Path) {
+    if let Ok(paths) = LockPaths::resolve_existing(file) {
+        let _ = SHOWN.set(vec![
+            (paths.lock.display().to_string(), shown_lock(file)),
+            (
+                paths.target.display().to_string(),
+                file.display().to_string(),
+            ),
+        ]);
+    }
+}
+
+/// `msg` with the library's resolved names replaced by the user's (the
+/// lock's first: the transcript's name is a prefix of it).
+fn as_user_named(msg: String, names: &[(String, String)]) -> String {
+    names.iter().fold(msg, |m, (resolved, shown)| {
+        if resolved == shown {
+            m
+        } else {
+            m.replace(resolved.as_str(), shown)
+        }
+    })
+}
+
 /// Print an error as one line and map it to an exit code.
 pub(crate) fn fail(err: &Error) -> u8 {
-    eprintln!("session-lock: {err}");
+    let msg = as_user_named(err.to_string(), SHOWN.get().map_or(&[], Vec::as_slice));
+    eprintln!("session-lock: {msg}");
     match err.kind() {
         ErrorKind::Busy | ErrorKind::Timeout | ErrorKind::Stale => EXIT_NOT_OBTAINED,
         ErrorKind::LockLost => EXIT_LOST,
         _ => EXIT_IO,
+    }
+}
+
+/// Whether log lines on a stream may carry colour: only on a terminal, and
+/// only while `NO_COLOR` is unset or empty (<https://no-color.org>).
+fn colour_wanted(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// What `exec` says about a flock(1) option it does not support: one line,
+/// with what to do instead.
+fn refused_flock_option(name: &str) -> &'static str {
+    match name {
+        "-s" => {
+            "-s/--shared is not supported: the lock is exclusive only (readers of an append-only transcript need no lock); drop -s"
+        }
+        "-x" => "-x/-e/--exclusive is not needed: the lock is always exclusive; drop it",
+        "-o" => {
+            "-o/--close is not supported: the command's whole tree keeps the lock (that is what guards its writes); to let a child outlive the lock, start it detached (setsid -f) after the lock is released"
+        }
+        "-u" => {
+            "-u/--unlock is not supported: the lock is released when the command's tree exits; there is no descriptor to unlock"
+        }
+        "FD" => {
+            "fd mode (flock FD) is not supported: there is no descriptor to lock; name the transcript and the command: session-lock exec FILE CMD [ARGS]..."
+        }
+        _ => "this flock(1) option is not supported",
     }
 }
 
@@ -362,10 +644,42 @@ pub(crate) fn check_transcript(file: &Path) -> Result<(), u8> {
     Ok(())
 }
 
-fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
+/// The lock file of `file` as the user named it (the rule for every path
+/// the command line prints: as given, never made absolute).
+pub(crate) fn shown_lock(file: &Path) -> String {
+    format!("{}.lock", file.display())
+}
+
+/// `--verbose`: the lock obtained, after how long a wait, and whose dead
+/// lock it took over (and why), if any.
+pub(crate) fn report_acquired(file: &Path, guard: &LockGuard, waited: Duration, pid: u32) {
+    eprintln!(
+        "session-lock: holding the lock on {} (pid {pid}) after waiting {:.3}s",
+        shown_lock(file),
+        waited.as_secs_f64()
+    );
+    if let Some(t) = guard.takeover()
+        && t.reclaimed()
+    {
+        eprintln!(
+            "session-lock: took over the lock of pid {} ({}), which did not release it",
+            t.previous()
+                .and_then(|r| r.pid)
+                .map_or("?".into(), |p| p.to_string()),
+            t.reasons()
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool, verbose: bool) -> u8 {
     if let Err(code) = check_transcript(file) {
         return code;
     }
+    remember_shown(file);
     let mut all: Vec<String> = Vec::new();
     for l in lines {
         if l == "-" {
@@ -387,10 +701,14 @@ fn append(file: &Path, opts: &LockOptions, lines: &[String], sync: bool) -> u8 {
         eprintln!("session-lock: a line must not contain a newline: {bad:?}");
         return 2;
     }
+    let asked = std::time::Instant::now();
     let guard = match acquire_announcing(file, opts) {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
+    if verbose {
+        report_acquired(file, &guard, asked.elapsed(), std::process::id());
+    }
     let appended = if sync {
         guard.append_lines_durable(&all)
     } else {
@@ -426,7 +744,15 @@ fn lock_files(paths: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Error> {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
                 ));
             }
-            out.push(LockPaths::resolve_existing(p)?.lock);
+            // Printed as the user named it (FILE.lock), unless the lock
+            // lives elsewhere (a symlinked transcript's lock is beside
+            // its target): one rule for every path we print.
+            let lock = LockPaths::resolve_existing(p)?.lock;
+            let given = PathBuf::from(shown_lock(p));
+            let same = std::fs::canonicalize(parent).is_ok_and(|d| {
+                Some(d.join(given.file_name().unwrap_or_default())) == Some(lock.clone())
+            });
+            out.push(if same { given } else { lock });
         }
     }
     Ok(out)
@@ -556,10 +882,57 @@ fn lock_json(path: &Path, insp: Option<&Inspection>) -> serde_json::Map<String, 
     }
 }
 
-fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
+/// The facts `status` adds to the library's inspection of a lock: the
+/// recorded pid's own liveness, who holds the witness, the waiters.
+struct LockFacts {
+    alive: Option<bool>,
+    holders: Vec<u32>,
+    waiters: Option<usize>,
+    command: Option<String>,
+}
+
+fn lock_facts(lock: &Path, insp: Option<&Inspection>) -> LockFacts {
+    let rec = insp.and_then(|i| i.record.as_ref());
+    let local = rec.is_some_and(|r| {
+        r.hostname.is_none()
+            || r.hostname.as_deref() == rustix::system::uname().nodename().to_str().ok()
+    });
+    // The library's `pid_alive` counts a held witness as life; the pid's
+    // own liveness is what ALIVE says (issue 22: never `true` for a dead pid).
+    let alive = match (rec.and_then(|r| r.pid), local) {
+        (Some(pid), true) => columns::pid_alive(pid, rec.and_then(|r| r.starttime)),
+        _ => insp.and_then(|i| i.pid_alive),
+    };
+    let queue = {
+        let mut q = lock.as_os_str().to_owned();
+        q.push(".queue");
+        PathBuf::from(q)
+    };
+    LockFacts {
+        alive,
+        holders: if insp.is_some() {
+            columns::holders(lock)
+        } else {
+            Vec::new()
+        },
+        waiters: columns::waiters(&queue),
+        command: match (alive, rec.and_then(|r| r.pid)) {
+            (Some(true), Some(pid)) if local => columns::command_of(pid),
+            _ => None,
+        },
+    }
+}
+
+fn status(paths: &[PathBuf], fmt: &StatusFormat, suffix: &str) -> u8 {
     #[cfg(feature = "etcd")]
     if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
-        return etcd_status(&cfg, json, headings);
+        if fmt.file_only {
+            eprintln!(
+                "session-lock: status -o and -p apply to lock files; with etcd the table has its own columns (PID HOST AGE TTL TOKEN WAITERS LABEL KEY)"
+            );
+            return 2;
+        }
+        return etcd_status(&cfg, fmt.json, fmt.headings);
     }
     if paths.is_empty() {
         eprintln!("session-lock: status needs at least one directory, transcript or lock file");
@@ -574,7 +947,13 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
     };
     let opts = LockOptions::new();
     let mut code = 0;
-    let mut rows = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut docs: Vec<serde_json::Value> = Vec::new();
+    let dash = || "-".to_owned();
+    // A row of the chosen columns from a column -> cell function.
+    let row_of = |cell: &dyn Fn(&str) -> String| -> Vec<String> {
+        fmt.columns.iter().map(|c| cell(c)).collect()
+    };
     for f in files {
         let insp = match session_lock::inspect(&f, &opts) {
             Ok(i) => i,
@@ -583,6 +962,14 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
                 continue;
             }
         };
+        let facts = lock_facts(&f, insp.as_ref());
+        let rec = insp.as_ref().and_then(|i| i.record.as_ref());
+        if let Some(p) = fmt.pid
+            && rec.and_then(|r| r.pid) != Some(p)
+            && !facts.holders.contains(&p)
+        {
+            continue;
+        }
         let attention = insp.as_ref().and_then(session_lock::lock_attention);
         // A reclaim guard that keeps a reclaimable lock from going.
         let guard = insp
@@ -592,8 +979,26 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
         if let Some(g) = &guard {
             eprintln!("session-lock: {}: {g}", f.display());
         }
-        if json {
+        if fmt.json != Json::No {
             let mut v = lock_json(&f, insp.as_ref());
+            if insp.is_some() {
+                v.insert(
+                    "pidAlive".into(),
+                    serde_json::to_value(facts.alive).unwrap_or_default(),
+                );
+                v.insert(
+                    "holders".into(),
+                    serde_json::to_value(&facts.holders).unwrap_or_default(),
+                );
+                v.insert(
+                    "command".into(),
+                    serde_json::to_value(&facts.command).unwrap_or_default(),
+                );
+            }
+            v.insert(
+                "waiters".into(),
+                serde_json::to_value(facts.waiters).unwrap_or_default(),
+            );
             v.insert(
                 "attention".into(),
                 serde_json::to_value(attention).unwrap_or_default(),
@@ -604,23 +1009,59 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
                     serde_json::to_value(g).unwrap_or_default(),
                 );
             }
-            emit(&serde_json::Value::Object(v).to_string());
+            docs.push(serde_json::Value::Object(v));
         } else {
-            let mut row = lock_cells(insp.as_ref());
-            row.push(attention.map_or("-".into(), |a| a.event_type.as_str().to_owned()));
-            row.push(f.display().to_string());
-            rows.push(row);
+            let base = lock_cells(insp.as_ref());
+            rows.push(row_of(&|c| match c {
+                "VERDICT" => base[0].clone(),
+                "PID" => base[1].clone(),
+                "ALIVE" if insp.is_some() => facts.alive.map_or("?".into(), |a| a.to_string()),
+                "ALIVE" => base[2].clone(),
+                "AGE" => base[3].clone(),
+                "REASONS" => base[4].clone(),
+                "ATTENTION" => attention.map_or_else(dash, |a| a.event_type.as_str().to_owned()),
+                "HOLDERS" if insp.is_none() => dash(),
+                "HOLDERS" if facts.holders.is_empty() => {
+                    if insp
+                        .as_ref()
+                        .is_some_and(|i| i.witness == session_lock::Witness::Held)
+                    {
+                        "?".into()
+                    } else {
+                        dash()
+                    }
+                }
+                "HOLDERS" => facts
+                    .holders
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "LABEL" => rec.and_then(|r| r.label.clone()).unwrap_or_else(dash),
+                "HOST" => rec.and_then(|r| r.hostname.clone()).unwrap_or_else(dash),
+                "COMMAND" => facts.command.clone().unwrap_or_else(dash),
+                "WAITERS" => facts.waiters.map_or("?".into(), |w| w.to_string()),
+                "PATH" => f.display().to_string(),
+                _ => dash(),
+            }));
             if let Some(g) = &guard {
-                let mut row = guard_cells(g);
-                row.push("-".into());
-                row.push(g.path.display().to_string());
-                rows.push(row);
+                let cells = guard_cells(g);
+                rows.push(row_of(&|c| match c {
+                    "VERDICT" => cells[0].clone(),
+                    "AGE" => cells[3].clone(),
+                    "REASONS" => cells[4].clone(),
+                    "PATH" => g.path.display().to_string(),
+                    _ => dash(),
+                }));
             }
         }
     }
     // Files next to the locks that look like ours and are not: listed
     // with the reason (`clean` keeps them too).
     for dir in paths.iter().filter(|p| p.is_dir()) {
+        if fmt.pid.is_some() {
+            break;
+        }
         let found = match session_lock::sweep::foreign_files(dir, suffix) {
             Ok(f) => f,
             Err(e) => {
@@ -629,51 +1070,42 @@ fn status(paths: &[PathBuf], json: bool, headings: bool, suffix: &str) -> u8 {
             }
         };
         for k in found {
-            if json {
-                emit(
-                    &serde_json::json!({
-                        "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
-                        "attention": null,
-                    })
-                    .to_string(),
-                );
+            if fmt.json != Json::No {
+                docs.push(serde_json::json!({
+                    "lockPath": k.path, "verdict": k.kind, "reasons": [k.reason],
+                    "attention": null,
+                }));
             } else {
-                let mut row = vec![k.kind.to_owned()];
-                row.extend(["-", "-", "-"].map(String::from));
-                row.push(k.reason.as_str().to_owned());
-                row.push("-".into());
-                row.push(k.path.display().to_string());
-                rows.push(row);
+                rows.push(row_of(&|c| match c {
+                    "VERDICT" => k.kind.to_owned(),
+                    "REASONS" => k.reason.as_str().to_owned(),
+                    "PATH" => k.path.display().to_string(),
+                    _ => dash(),
+                }));
             }
         }
     }
-    if !json {
-        print_table(
-            &[
-                "VERDICT",
-                "PID",
-                "ALIVE",
-                "AGE",
-                "REASONS",
-                "ATTENTION",
-                "PATH",
-            ],
-            &rows,
-            headings,
-        );
+    match fmt.json {
+        Json::No => print_table(&fmt.columns, &rows, fmt.headings),
+        Json::Lines => docs.iter().for_each(|d| emit(&d.to_string())),
+        Json::Document => emit(
+            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs }))
+                .unwrap_or_default(),
+        ),
     }
     code
 }
 
 /// `status` with an etcd backend: every lock under the prefix.
 #[cfg(feature = "etcd")]
-fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool) -> u8 {
+fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: Json, headings: bool) -> u8 {
     let locks = match session_lock::etcd::status(cfg) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
     let mut code = 0;
     let mut rows = Vec::new();
+    let mut docs = Vec::new();
     for l in &locks {
         for f in &l.foreign {
             eprintln!(
@@ -684,8 +1116,8 @@ fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool
         if l.holder_key.is_empty() {
             continue;
         }
-        if json {
-            emit(&serde_json::to_string(l).unwrap_or_default());
+        if json != Json::No {
+            docs.push(serde_json::to_value(l).unwrap_or_default());
         } else {
             let age = l
                 .owner
@@ -703,14 +1135,19 @@ fn etcd_status(cfg: &session_lock::etcd::EtcdBackend, json: bool, headings: bool
             ]);
         }
     }
-    if !json {
-        print_table(
+    match json {
+        Json::No => print_table(
             &[
                 "PID", "HOST", "AGE", "TTL", "TOKEN", "WAITERS", "LABEL", "KEY",
             ],
             &rows,
             headings,
-        );
+        ),
+        Json::Lines => docs.iter().for_each(|d| emit(&d.to_string())),
+        Json::Document => emit(
+            &serde_json::to_string_pretty(&serde_json::json!({ "locks": docs }))
+                .unwrap_or_default(),
+        ),
     }
     code
 }
@@ -873,7 +1310,34 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
 
 #[cfg(test)]
 mod tests {
-    use super::age;
+    use super::{age, as_user_named};
+
+    #[test]
+    fn library_names_are_printed_as_the_user_gave_them() {
+        let names = [
+            (
+                "/srv/s/a.jsonl.lock".to_owned(),
+                "s/a.jsonl.lock".to_owned(),
+            ),
+            ("/srv/s/a.jsonl".to_owned(), "s/a.jsonl".to_owned()),
+        ];
+        for (msg, want) in [
+            (
+                "session file locked (timeout 300ms): pid=1 alive=true ageMs=5 /srv/s/a.jsonl.lock",
+                "session file locked (timeout 300ms): pid=1 alive=true ageMs=5 s/a.jsonl.lock",
+            ),
+            (
+                "open transcript /srv/s/a.jsonl: denied",
+                "open transcript s/a.jsonl: denied",
+            ),
+            (
+                "nothing to change /srv/other",
+                "nothing to change /srv/other",
+            ),
+        ] {
+            assert_eq!(as_user_named(msg.into(), &names), want);
+        }
+    }
     use std::time::Duration;
 
     #[test]

@@ -293,7 +293,7 @@ async fn keep_alive(
                 // Stream broken or no answer yet: reconnect and retry soon
                 // (the deadline check above ends this).
                 if let Ok(Err(e)) = &other {
-                    tracing::debug!(error = %map_err(&cfg.url(), clone_err(e)), "lease keep-alive failed; retrying");
+                    tracing::debug!(error = %map_err(&cfg, clone_err(e)), "lease keep-alive failed; retrying");
                 }
                 keeper = None;
                 next = tokio::time::Instant::now() + Duration::from_millis(100);

@@ -1084,6 +1084,15 @@ fn tls_client_certs_and_auth_exclusion_nonblock_kill9_takeover_from_the_etcdctl_
     );
     eprintln!("TLS + auth: takeover after kill -9 in {took:?}");
 
+    // Tokens last a second on this server (--auth-token-ttl 1): a guard
+    // held past that still releases (the client gets a new token when etcd
+    // refuses the old one). The sleep is the point: the token must expire.
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(10))).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    g.append_line(r#"{"n":"after-token-expiry"}"#).unwrap();
+    g.release().expect("release with an expired token");
+    assert!(row(&cfg, &key).is_none(), "released: no holder left");
+
     // The stored records carry no password either.
     for l in session_lock::etcd::status(&cfg).unwrap() {
         assert_no_secret("a lock record", &serde_json::to_string(&l).unwrap());
@@ -1119,7 +1128,11 @@ fn expect_refusal(what: &str, mut cmd: Command, file: &Path, endpoint: &str, cau
         took < Duration::from_secs(2 + 1),
         "{what}: took {took:?}, more than the connect timeout plus a second: {err}"
     );
-    eprintln!("{what}: {took:?}: {line}");
+    let retries = err.lines().filter(|l| l.contains("trying again")).count();
+    eprintln!("{what}: {took:?} ({retries} retries): {line}");
+    if retries > 0 {
+        eprintln!("{err}");
+    }
 }
 
 #[test]
@@ -1216,4 +1229,29 @@ fn three_node_tls_cluster_with_its_first_endpoint_down_acquires_within_the_conne
         );
         eprintln!("first endpoint down: append (new process, TLS, acquire, release) in {took:?}");
     }
+    // A first endpoint that accepts TCP connections and never answers (a
+    // black hole, not a refusal): still within the connect timeout plus a
+    // second.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_ep = hole.local_addr().unwrap().to_string();
+    let eps2 = [hole_ep, eps[1].clone(), eps[2].clone()];
+    let mut c = Command::new(BIN);
+    etcdctl_env(&mut c, &pki, &eps2);
+    c.args(["append", "-w", "10", "--connect-timeout", "2s"])
+        .arg(&file)
+        .arg("{\"round\":\"black hole\"}");
+    let started = Instant::now();
+    let out = c.output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(2 + 1),
+        "append with a black-hole first endpoint took {took:?}"
+    );
+    eprintln!("first endpoint a black hole: append in {took:?}");
+    drop(hole);
 }

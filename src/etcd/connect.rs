@@ -137,6 +137,15 @@ fn hint(cause: Cause, cfg: &EtcdBackend, text: &str) -> String {
     }
 }
 
+/// For a cluster that never answered: a TLS server that closes every
+/// connection right after the handshake is most likely refusing our
+/// client certificate, or the lack of one (its alert races with the close,
+/// and the close sometimes wins).
+pub(crate) fn closed_hint(cfg: &EtcdBackend, last: &str) -> Option<String> {
+    (cfg.tls.on && last.contains("connection closed"))
+        .then(|| format!("TLS? {}", tls_hint(cfg, "alert")))
+}
+
 /// Which TLS setting to look at, from rustls's verdict.
 fn tls_hint(cfg: &EtcdBackend, text: &str) -> String {
     let ca = if cfg.tls.ca_file.is_some() {
@@ -380,6 +389,7 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
                 if !retryable(&err) {
                     return Err(err);
                 }
+                tracing::debug!(error = %err, "connecting to etcd failed; trying again");
                 last = Some(err);
                 let pause = tokio::time::sleep(Duration::from_millis(50));
                 if tokio::time::timeout_at(until, pause).await.is_err() {

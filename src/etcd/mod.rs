@@ -407,6 +407,10 @@ pub(crate) fn unreachable_error(cfg: &EtcdBackend, within: Duration, last: Optio
         Some(e) => format!(" (last error: {e})"),
         None => String::new(),
     };
+    let why = match connect::closed_hint(cfg, &why) {
+        Some(h) => format!("{why}; {h}"),
+        None => why,
+    };
     Error::io(
         "cannot reach etcd at",
         std::path::Path::new(&url),
@@ -460,6 +464,7 @@ where
                 if !retryable(&err) {
                     return Err(err);
                 }
+                tracing::debug!(error = %err, "etcd request failed; trying again");
                 last = Some(err);
                 let pause = tokio::time::sleep(Duration::from_millis(50));
                 if tokio::time::timeout_at(until, pause).await.is_err() {

@@ -106,7 +106,10 @@ fn spawn_member_tls(
             .arg(&t.pair.key)
             .arg("--trusted-ca-file")
             .arg(&t.ca)
-            .arg(format!("--client-cert-auth={}", t.client_cert_auth));
+            .arg(format!("--client-cert-auth={}", t.client_cert_auth))
+            // Authentication tokens expire after a second (default 300 s):
+            // the client must get new ones while it holds and waits.
+            .args(["--auth-token-ttl", "1"]);
     }
     let child = cmd
         .args(["--name", name])

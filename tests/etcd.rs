@@ -48,9 +48,10 @@ fn waiters(cfg: &EtcdBackend, key: &str) -> usize {
 struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
+    /// Each line with the instant the test received it.
+    lines: mpsc::Receiver<(Instant, String)>,
     /// Lines received but not yet matched by `expect`.
-    seen: Vec<String>,
+    seen: Vec<(Instant, String)>,
 }
 
 impl Holder {
@@ -85,7 +86,7 @@ impl Holder {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -100,14 +101,19 @@ impl Holder {
 
     /// The first line starting with `prefix`, among those seen or to come.
     fn expect(&mut self, prefix: &str, within: Duration) -> String {
-        if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
+        self.expect_at(prefix, within).1
+    }
+
+    /// As `expect`, with the instant the line was received.
+    fn expect_at(&mut self, prefix: &str, within: Duration) -> (Instant, String) {
+        if let Some(i) = self.seen.iter().position(|(_, l)| l.starts_with(prefix)) {
             return self.seen.remove(i);
         }
         let until = Instant::now() + within;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
+                Ok((at, l)) if l.starts_with(prefix) => return (at, l),
                 Ok(l) => self.seen.push(l),
                 Err(e) => panic!(
                     "no {prefix:?} line within {within:?} (other lines: {:?}): {e}",
@@ -1184,11 +1190,11 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
     expect_refusal("a user without the prefix", c, &file, &ep, "permission");
 
     // The same causes through the library: the kinds.
-    let cfg = tls_backend(&s.pki, &[ep.clone()]).user("alice", "wrong");
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("alice", "wrong");
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(!format!("{err:?}{cfg:?}").contains(ALICE_PW));
-    let cfg = tls_backend(&s.pki, &[ep.clone()]).user("bob", BOB_PW);
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("bob", BOB_PW);
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(
@@ -1254,4 +1260,85 @@ fn three_node_tls_cluster_with_its_first_endpoint_down_acquires_within_the_conne
     );
     eprintln!("first endpoint a black hole: append in {took:?}");
     drop(hole);
+}
+
+// ------------------------------------------------------------ partitions
+
+use etcd_support::proxy::{Mode, Proxy};
+
+/// Jepsen-style: the holder reaches etcd through a proxy the test
+/// controls; a waiter reaches it directly. The proxy freezes (bytes held,
+/// connections open) or drops (every connection closed, new ones refused)
+/// while the lock is held. In every run the holder must count itself lost
+/// (`lost` line) strictly before the waiter holds (`ready` line): the
+/// margin between the two is positive, 20 runs, half of each kind.
+#[test]
+fn partitions_freeze_and_drop_the_holder_counts_itself_lost_before_anyone_else_holds() {
+    if skip("partitions") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let direct = backend(&[etcd.endpoint()], 2);
+    let mut margins: Vec<(Mode, Duration)> = Vec::new();
+    for run in 0..20 {
+        let mode = if run % 2 == 0 {
+            Mode::Freeze
+        } else {
+            Mode::Drop
+        };
+        let proxy = Proxy::start(etcd.client_port);
+        let file = dir.path().join(format!("p{run}.jsonl"));
+        std::fs::write(&file, "").unwrap();
+        let key = session_lock::LockPaths::resolve(&file)
+            .unwrap()
+            .target
+            .to_string_lossy()
+            .into_owned();
+        let mut holder = Holder::start(
+            &format!("etcd://{}", proxy.endpoint()),
+            "2s",
+            &file,
+            &[],
+            false,
+        );
+        holder.expect("ready", Duration::from_secs(10));
+        let mut waiter = Holder::start(&url(&etcd), "2s", &file, &[], false);
+        wait_for("the waiter to queue", Duration::from_secs(10), || {
+            (waiters(&direct, &key) == 1).then_some(())
+        });
+        proxy.set(mode);
+        let cut = Instant::now();
+        let (lost_at, lost) = holder.expect_at("lost", Duration::from_secs(10));
+        let (held_at, _) = waiter.expect_at("ready", Duration::from_secs(10));
+        let margin = held_at.checked_duration_since(lost_at).unwrap_or_else(|| {
+            panic!(
+                "run {run} ({mode:?}): the waiter held {:?} BEFORE the partitioned holder counted itself lost ({lost})",
+                lost_at - held_at
+            )
+        });
+        assert!(margin > Duration::ZERO, "run {run} ({mode:?}): zero margin");
+        eprintln!(
+            "run {run:2} {mode:?}: holder lost after {:?} ({lost}); waiter held {margin:?} later",
+            lost_at - cut
+        );
+        margins.push((mode, margin));
+        waiter.close();
+        drop(proxy);
+    }
+    for mode in [Mode::Freeze, Mode::Drop] {
+        let mut m: Vec<Duration> = margins
+            .iter()
+            .filter(|(k, _)| *k == mode)
+            .map(|(_, d)| *d)
+            .collect();
+        m.sort();
+        eprintln!(
+            "{mode:?}: margin min {:?} median {:?} max {:?} over {} runs",
+            m[0],
+            m[m.len() / 2],
+            m[m.len() - 1],
+            m.len()
+        );
+    }
 }

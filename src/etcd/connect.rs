@@ -358,7 +358,7 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
     static CLIENTS: OnceLock<Mutex<HashMap<ConnKey, Client>>> = OnceLock::new();
     let key = ConnKey {
         endpoints: cfg.endpoints.clone(),
-        tls: cfg.tls.clone(),
+        tls: (*cfg.tls).clone(),
         user: cfg.user_password(),
         connect_timeout: cfg.connect_timeout,
     };

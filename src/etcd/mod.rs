@@ -77,7 +77,8 @@ pub struct EtcdBackend {
     prefix: String,
     lease_ttl: Duration,
     key: Option<String>,
-    tls: TlsSettings,
+    /// Boxed: keeps `Backend` small (clippy's large_enum_variant).
+    tls: Box<TlsSettings>,
     /// Some endpoint was given as `http://` (refused together with TLS).
     plain_http: bool,
     user: Option<String>,
@@ -89,7 +90,7 @@ impl EtcdBackend {
     /// A backend on these endpoints: `HOST:PORT`, `http://HOST:PORT`, or
     /// `https://HOST:PORT` (TLS; then for every endpoint).
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> EtcdBackend {
-        let mut tls = TlsSettings::default();
+        let mut tls = Box::<TlsSettings>::default();
         let mut plain_http = false;
         let endpoints = endpoints
             .into_iter()

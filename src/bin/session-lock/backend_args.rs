@@ -224,3 +224,118 @@ pub(crate) fn options(
     }
     o
 }
+
+#[cfg(all(test, feature = "etcd"))]
+mod tests {
+    use super::*;
+    use session_lock::Backend;
+    use std::path::Path;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn etcd(args: &BackendArgs, vars: &[(&str, &str)]) -> session_lock::etcd::EtcdBackend {
+        match args.resolve_with(&env(vars)) {
+            Ok(Backend::Etcd(e)) => e,
+            other => panic!("expected etcd for {vars:?}: {other:?}"),
+        }
+    }
+
+    const ETCDCTL: &[(&str, &str)] = &[
+        ("ETCDCTL_ENDPOINTS", "https://a:2379,https://b:2379"),
+        ("ETCDCTL_CACERT", "/env/ca.pem"),
+        ("ETCDCTL_CERT", "/env/c.pem"),
+        ("ETCDCTL_KEY", "/env/k.pem"),
+        ("ETCDCTL_USER", "alice:pw-from-user"),
+        ("ETCDCTL_DIAL_TIMEOUT", "3s"),
+    ];
+
+    #[test]
+    fn the_etcdctl_environment_alone_is_enough() {
+        let e = etcd(&BackendArgs::default(), ETCDCTL);
+        assert_eq!(e.endpoints(), ["a:2379", "b:2379"]);
+        assert!(e.uses_tls());
+        assert_eq!(e.get_ca_file(), Some(Path::new("/env/ca.pem")));
+        assert_eq!(
+            e.get_client_cert(),
+            Some((Path::new("/env/c.pem"), Path::new("/env/k.pem")))
+        );
+        assert_eq!(e.get_user(), Some("alice"));
+        assert_eq!(e.get_connect_timeout(), Duration::from_secs(3));
+        assert!(!format!("{e:?}").contains("pw-from-user"));
+    }
+
+    #[test]
+    fn options_override_the_variables_and_the_backend_order_holds() {
+        let args = BackendArgs {
+            cacert: Some("/opt/ca.pem".into()),
+            cert: Some("/opt/c.pem".into()),
+            cert_key: Some("/opt/k.pem".into()),
+            connect_timeout: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let e = etcd(&args, ETCDCTL);
+        assert_eq!(e.get_ca_file(), Some(Path::new("/opt/ca.pem")));
+        assert_eq!(e.get_client_cert().unwrap().0, Path::new("/opt/c.pem"));
+        assert_eq!(e.get_connect_timeout(), Duration::from_millis(500));
+        // SESSION_LOCK_BACKEND beats ETCDCTL_ENDPOINTS; --backend beats both.
+        let mut vars = ETCDCTL.to_vec();
+        vars.push(("SESSION_LOCK_BACKEND", "etcd://c:1"));
+        assert_eq!(etcd(&BackendArgs::default(), &vars).endpoints(), ["c:1"]);
+        let file = BackendArgs {
+            backend: Some("file".into()),
+            ..Default::default()
+        };
+        assert_eq!(file.resolve_with(&env(&vars)), Ok(Backend::File));
+        assert_eq!(
+            BackendArgs::default().resolve_with(&env(&[])),
+            Ok(Backend::File)
+        );
+    }
+
+    #[test]
+    fn passwords_come_from_the_environment_or_a_file_never_argv() {
+        let refused = BackendArgs {
+            user: Some("alice:secret".into()),
+            ..Default::default()
+        };
+        let err = refused.resolve_with(&env(ETCDCTL)).unwrap_err();
+        assert!(err.contains("ps") && !err.contains("secret"), "{err}");
+        // ETCDCTL_PASSWORD beats the part after ':'; a file beats both.
+        let mut vars = ETCDCTL.to_vec();
+        vars.push(("ETCDCTL_PASSWORD", "pw-from-password"));
+        let e = etcd(&BackendArgs::default(), &vars);
+        assert_eq!(e, e.clone().user("alice", "pw-from-password"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "pw-from-file\n").unwrap();
+        let args = BackendArgs {
+            password_file: Some(f),
+            ..Default::default()
+        };
+        let e = etcd(&args, &vars);
+        assert_eq!(e, e.clone().user("alice", "pw-from-file"));
+        // Another user does not get ETCDCTL_USER's password.
+        let bob = BackendArgs {
+            user: Some("bob".into()),
+            ..Default::default()
+        };
+        let err = bob.resolve_with(&env(ETCDCTL)).unwrap_err();
+        assert!(err.contains("no password for etcd user \"bob\""), "{err}");
+    }
+
+    #[test]
+    fn etcd_options_with_the_file_backend_are_refused() {
+        let args = BackendArgs {
+            cacert: Some("/ca.pem".into()),
+            ..Default::default()
+        };
+        let err = args.resolve_with(&env(&[])).unwrap_err();
+        assert!(err.starts_with("--cacert needs an etcd backend"), "{err}");
+    }
+}

@@ -40,7 +40,7 @@ pub(crate) struct BackendArgs {
     #[arg(long, global = true, value_name = "NAME")]
     server_name: Option<String>,
     /// etcd: user name; the password comes from --password-file or
-    /// ETCDCTL_PASSWORD, never from the command line [env: ETCDCTL_USER=NAME[:PASSWORD]]
+    /// ETCDCTL_PASSWORD, never from the command line [env: ETCDCTL_USER, as NAME or NAME:PASSWORD]
     #[arg(long, global = true, value_name = "NAME")]
     user: Option<String>,
     /// etcd: read the user's password from this file (its first line)

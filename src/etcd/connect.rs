@@ -138,12 +138,32 @@ fn hint(cause: Cause, cfg: &EtcdBackend, text: &str) -> String {
 }
 
 /// For a cluster that never answered: a TLS server that closes every
-/// connection right after the handshake is most likely refusing our
-/// client certificate, or the lack of one (its alert races with the close,
-/// and the close sometimes wins).
-pub(crate) fn closed_hint(cfg: &EtcdBackend, last: &str) -> Option<String> {
-    (cfg.tls.on && last.contains("connection closed"))
-        .then(|| format!("TLS? {}", tls_hint(cfg, "alert")))
+/// connection right after the handshake is refusing our client
+/// certificate, or the lack of one (its alert races with the close, and
+/// the close sometimes wins: seen in the refusal tests), or it does not
+/// speak TLS. Then the error is a TLS one, with that hint.
+pub(crate) fn closed_after_handshake(
+    cfg: &EtcdBackend,
+    within: Duration,
+    why: &str,
+) -> Option<Error> {
+    if !(cfg.tls.on && why.contains("connection closed")) {
+        return None;
+    }
+    let client = if cfg.tls.cert_file.is_some() {
+        "our client certificate (--cert / ETCDCTL_CERT) is refused"
+    } else {
+        "it requires a client certificate (--cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY)"
+    };
+    let text = format!(
+        "the server closed every connection within {}ms{why}; most likely {client}, or it does not speak TLS",
+        within.as_millis()
+    );
+    Some(Error::io(
+        TLS_OP,
+        Path::new(&cfg.url()),
+        io::Error::new(io::ErrorKind::InvalidData, text),
+    ))
 }
 
 /// Which TLS setting to look at, from rustls's verdict.
@@ -234,7 +254,7 @@ pub(crate) fn error_for(cfg: &EtcdBackend, cause: Cause, text: String) -> Error 
     };
     match cause {
         Cause::Tls => Error::io(
-            "TLS: the secure connection to etcd failed at",
+            TLS_OP,
             path,
             io::Error::new(io::ErrorKind::InvalidData, with_hint(text)),
         ),
@@ -256,6 +276,9 @@ pub(crate) fn error_for(cfg: &EtcdBackend, cause: Cause, text: String) -> Error 
         Cause::Other => Error::io("etcd request failed at", path, io::Error::other(text)),
     }
 }
+
+/// How every TLS error of the backend begins.
+const TLS_OP: &str = "TLS: the secure connection to etcd failed at";
 
 /// Whether an error of ours (from [`error_for`]) is worth another try on
 /// another connection or after an election.
@@ -296,13 +319,12 @@ fn connect_options(cfg: &EtcdBackend) -> Result<ConnectOptions> {
         .with_connect_timeout(cfg.connect_timeout)
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_require_leader(true);
-    if let Some((user, Password(pw))) = &cfg.user_password() {
-        // The client authenticates at connect, and again whenever etcd
-        // says the token is invalid (it expires: `--auth-token-ttl`,
-        // 300 s by default), then retries the request once.
-        opts = opts
-            .with_user(user.clone(), pw.clone())
-            .with_auto_token_refresh(true);
+    if cfg.user.is_some() {
+        // The user is given after connecting ([`client`]); from then on the
+        // client authenticates again whenever etcd says the token is
+        // invalid (it expires: `--auth-token-ttl`, 300 s by default), then
+        // retries the request once.
+        opts = opts.with_auto_token_refresh(true);
     }
     if cfg.tls.on {
         if cfg.plain_http {
@@ -349,8 +371,9 @@ fn endpoint_urls(cfg: &EtcdBackend) -> Vec<String> {
 }
 
 /// The client for `cfg`'s connection settings: one per setting, shared by
-/// every lock of the process. Without a user, connecting is lazy (errors
-/// surface on the first request); with one, it authenticates now. Bounded
+/// every lock of the process. With a user it authenticates now; with TLS
+/// and no user it asks the cluster's status now; otherwise connecting is
+/// lazy (errors surface on the first request). Bounded
 /// by the connect timeout (or `deadline`, if sooner); a refusal (TLS,
 /// authentication) is final at once, an unreachable cluster is tried again
 /// until the bound.
@@ -376,11 +399,31 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
     let started = Instant::now();
     let bound = started + cfg.connect_timeout;
     let until = deadline.map_or(bound, |d| d.min(bound));
+    // Connecting itself is lazy (it fails only on bad settings); the first
+    // request is what meets the cluster. It is tried again on the same
+    // client: its channel balances over every endpoint and learns which
+    // ones answer, while a new client would start over (a dead first
+    // endpoint then fails every attempt alike).
+    let connect = Client::connect(eps, Some(opts));
+    let mut c = match tokio::time::timeout_at(until, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(map_err(cfg, e)),
+        Err(_) => return Err(super::unreachable_error(cfg, until - started, None)),
+    };
     let mut last = None;
     loop {
-        match tokio::time::timeout_at(until, Client::connect(eps.clone(), Some(opts.clone()))).await
-        {
-            Ok(Ok(c)) => {
+        let attempt = async {
+            match cfg.user_password() {
+                // Authenticate now: a wrong password is known at once.
+                Some((user, Password(pw))) => c.update_user(Some((user, pw))).await,
+                // With TLS, ask something harmless now, so that a TLS
+                // refusal surfaces here, within the connect timeout.
+                None if cfg.tls.on => c.status().await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout_at(until, attempt).await {
+            Ok(Ok(())) => {
                 cache().entry(key).or_insert(c.clone());
                 return Ok(c);
             }
@@ -561,6 +604,20 @@ mod tests {
             let h = tls_hint(cfg, text);
             assert!(h.contains(want), "{text:?}: {h}");
         }
+    }
+
+    #[test]
+    fn a_tls_server_closing_every_connection_is_a_tls_error() {
+        let tls = EtcdBackend::new(["https://h:1"]);
+        let why = " (last error: operation was canceled: transport error: connection closed)";
+        let e = closed_after_handshake(&tls, Duration::from_secs(2), why).expect("TLS error");
+        let text = e.to_string();
+        assert!(text.starts_with("TLS: "), "{text}");
+        assert!(text.contains("requires a client certificate"), "{text}");
+        let plain = EtcdBackend::new(["h:1"]);
+        assert!(closed_after_handshake(&plain, Duration::from_secs(2), why).is_none());
+        let refused = " (last error: tcp connect error: Connection refused)";
+        assert!(closed_after_handshake(&tls, Duration::from_secs(2), refused).is_none());
     }
 
     #[test]

@@ -408,10 +408,9 @@ pub(crate) fn unreachable_error(cfg: &EtcdBackend, within: Duration, last: Optio
         Some(e) => format!(" (last error: {e})"),
         None => String::new(),
     };
-    let why = match connect::closed_hint(cfg, &why) {
-        Some(h) => format!("{why}; {h}"),
-        None => why,
-    };
+    if let Some(e) = connect::closed_after_handshake(cfg, within, &why) {
+        return e;
+    }
     Error::io(
         "cannot reach etcd at",
         std::path::Path::new(&url),

@@ -1232,7 +1232,7 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
     let pw_file = dir.path().join("alice.pw");
     std::fs::write(&pw_file, format!("{ALICE_PW}\n")).unwrap();
     let mut c = Command::new(BIN);
-    etcdctl_env(&mut c, &s.pki, &[ep.clone()]);
+    etcdctl_env(&mut c, &s.pki, std::slice::from_ref(&ep));
     c.args(["--user", "alice", "--password-file"])
         .arg(&pw_file)
         .args(["append", "-w", "10"])

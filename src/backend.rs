@@ -24,7 +24,8 @@ pub enum Backend {
 
 impl Backend {
     /// Parse the CLI's `--backend` value: `file`, or
-    /// `etcd://HOST:PORT[,HOST:PORT...]` (needs the `etcd` feature).
+    /// `etcd://HOST:PORT[,HOST:PORT...]`, or `etcds://...` for TLS (needs
+    /// the `etcd` feature; an endpoint may also say `https://HOST:PORT`).
     ///
     /// # Errors
     /// A one-line message for anything else.
@@ -33,21 +34,28 @@ impl Backend {
         if text.is_empty() || text == "file" {
             return Ok(Backend::File);
         }
-        if let Some(rest) = text.strip_prefix("etcd://") {
+        let (rest, tls) = match (text.strip_prefix("etcd://"), text.strip_prefix("etcds://")) {
+            (Some(rest), _) => (Some(rest), false),
+            (None, Some(rest)) => (Some(rest), true),
+            (None, None) => (None, false),
+        };
+        if let Some(rest) = rest {
             #[cfg(feature = "etcd")]
             {
-                return crate::etcd::EtcdBackend::from_hosts(rest).map(Backend::Etcd);
+                return crate::etcd::EtcdBackend::from_hosts(rest)
+                    .map(|b| if tls { b.tls(true) } else { b })
+                    .map(Backend::Etcd);
             }
             #[cfg(not(feature = "etcd"))]
             {
-                let _ = rest;
+                let _ = (rest, tls);
                 return Err(format!(
                     "backend {text:?}: this build has no etcd backend (rebuild with the cargo feature `etcd`)"
                 ));
             }
         }
         Err(format!(
-            "backend {text:?}: expected `file` or `etcd://HOST:PORT[,HOST:PORT...]`"
+            "backend {text:?}: expected `file`, `etcd://HOST:PORT[,HOST:PORT...]` or `etcds://...` (TLS)"
         ))
     }
 

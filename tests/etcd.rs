@@ -48,9 +48,10 @@ fn waiters(cfg: &EtcdBackend, key: &str) -> usize {
 struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
+    /// Each line with the instant the test received it.
+    lines: mpsc::Receiver<(Instant, String)>,
     /// Lines received but not yet matched by `expect`.
-    seen: Vec<String>,
+    seen: Vec<(Instant, String)>,
 }
 
 impl Holder {
@@ -67,9 +68,13 @@ impl Holder {
             "30",
         ])
         .args(extra)
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .arg(file);
+        Holder::spawn(cmd, own_group)
+    }
+
+    /// Start `cmd` (a `__hold --append` command line) with piped stdio.
+    fn spawn(mut cmd: Command, own_group: bool) -> Holder {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         if own_group {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
@@ -81,7 +86,7 @@ impl Holder {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -96,14 +101,19 @@ impl Holder {
 
     /// The first line starting with `prefix`, among those seen or to come.
     fn expect(&mut self, prefix: &str, within: Duration) -> String {
-        if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
+        self.expect_at(prefix, within).1
+    }
+
+    /// As `expect`, with the instant the line was received.
+    fn expect_at(&mut self, prefix: &str, within: Duration) -> (Instant, String) {
+        if let Some(i) = self.seen.iter().position(|(_, l)| l.starts_with(prefix)) {
             return self.seen.remove(i);
         }
         let until = Instant::now() + within;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
+                Ok((at, l)) if l.starts_with(prefix) => return (at, l),
                 Ok(l) => self.seen.push(l),
                 Err(e) => panic!(
                     "no {prefix:?} line within {within:?} (other lines: {:?}): {e}",
@@ -796,4 +806,605 @@ fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
         std::fs::read_to_string(&file).unwrap(),
         "{\"a\":1}\n{\"c\":3}\n"
     );
+}
+
+// ------------------------------------------------------------ production
+// TLS, client certificates and authentication (issue 23).
+
+use etcd_support::tls::{Pki, have_openssl};
+use etcd_support::{ServerTls, cluster3_tls, single_tls, wait_listening, wait_ready_with};
+
+/// The passwords of the tests' etcd users; every captured output is
+/// searched for them.
+const ROOT_PW: &str = "root-pw-5d1e0c";
+const ALICE_PW: &str = "alice-pw-93b7f2a4";
+const BOB_PW: &str = "bob-pw-2c8e61d0";
+
+/// Skip (or fail, under SESSION_LOCK_REQUIRE_ETCD=1) without etcd or openssl.
+fn skip_tls(test: &str) -> bool {
+    if skip(test) {
+        return true;
+    }
+    if have_openssl() {
+        return false;
+    }
+    if std::env::var("SESSION_LOCK_REQUIRE_ETCD").as_deref() == Ok("1") {
+        panic!("{test}: no `openssl` command to make certificates (apt-get install openssl)");
+    }
+    eprintln!("SKIPPED {test}: no `openssl` command to make certificates");
+    true
+}
+
+/// A TLS etcd that requires client certificates, with authentication on:
+/// `root`; `alice`, whose role covers `/session-lock/`; `bob`, whose role
+/// covers only `/other/`.
+struct Secure {
+    pki: Pki,
+    etcd: Etcd,
+}
+
+fn server_tls(pki: &Pki, pair: &etcd_support::tls::Pair, client_cert_auth: bool) -> ServerTls {
+    ServerTls {
+        pair: pair.clone(),
+        ca: pki.ca.clone(),
+        client_cert_auth,
+    }
+}
+
+/// The library's view of `endpoints` with our CA and client certificate.
+fn tls_backend(pki: &Pki, endpoints: &[String]) -> EtcdBackend {
+    EtcdBackend::new(endpoints.iter().map(|e| format!("https://{e}")))
+        .ca_file(&pki.ca)
+        .client_cert(&pki.client.cert, &pki.client.key)
+}
+
+/// etcd's own client over TLS with our CA and client certificate.
+fn admin_options(pki: &Pki) -> etcd_client::ConnectOptions {
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&pki.ca)))
+        .identity(etcd_client::Identity::from_pem(
+            read(&pki.client.cert),
+            read(&pki.client.key),
+        ));
+    etcd_client::ConnectOptions::new().with_tls(tls)
+}
+
+/// Which of `eps` (TLS) is the leader.
+fn tls_leader_index(pki: &Pki, eps: &[String]) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (i, ep) in eps.iter().enumerate() {
+            let mut c =
+                etcd_client::Client::connect([format!("https://{ep}")], Some(admin_options(pki)))
+                    .await
+                    .unwrap();
+            let st = c.status().await.unwrap();
+            if st.leader() == st.header().unwrap().member_id() {
+                return i;
+            }
+        }
+        panic!("no leader among {eps:?}");
+    })
+}
+
+/// Users, roles and `auth enable`, through etcd's own client.
+fn enable_auth(pki: &Pki, endpoint: &str) {
+    let opts = admin_options(pki);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = etcd_client::Client::connect([format!("https://{endpoint}")], Some(opts))
+                .await
+                .expect("admin connection");
+            use etcd_client::{Permission, PermissionType};
+            c.user_add("root", ROOT_PW, None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.role_add("locker").await.unwrap();
+            c.role_grant_permission(
+                "locker",
+                Permission::new(PermissionType::Readwrite, "/session-lock/").with_prefix(),
+            )
+            .await
+            .unwrap();
+            c.user_add("alice", ALICE_PW, None).await.unwrap();
+            c.user_grant_role("alice", "locker").await.unwrap();
+            c.role_add("elsewhere").await.unwrap();
+            c.role_grant_permission(
+                "elsewhere",
+                Permission::new(PermissionType::Readwrite, "/other/").with_prefix(),
+            )
+            .await
+            .unwrap();
+            c.user_add("bob", BOB_PW, None).await.unwrap();
+            c.user_grant_role("bob", "elsewhere").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+}
+
+impl Secure {
+    fn start() -> Secure {
+        let pki = Pki::new();
+        let etcd = single_tls(&server_tls(&pki, &pki.server, true));
+        wait_ready_with(&tls_backend(&pki, &[etcd.endpoint()]));
+        enable_auth(&pki, &etcd.endpoint());
+        Secure { pki, etcd }
+    }
+
+    /// A `session-lock` (or helper) command with etcdctl's environment
+    /// only: no backend option, the password in `ETCDCTL_PASSWORD`.
+    fn command(&self, program: &str, user: &str, password: &str) -> Command {
+        let mut cmd = Command::new(program);
+        etcdctl_env(&mut cmd, &self.pki, &[self.etcd.endpoint()]);
+        cmd.env("ETCDCTL_USER", user)
+            .env("ETCDCTL_PASSWORD", password)
+            .env("SESSION_LOCK_LOG", "debug");
+        cmd
+    }
+}
+
+/// etcdctl's variables for `endpoints` with our CA and client certificate;
+/// nothing of ours.
+fn etcdctl_env(cmd: &mut Command, pki: &Pki, endpoints: &[String]) {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("https://{e}")).collect();
+    cmd.env_remove("SESSION_LOCK_BACKEND")
+        .env_remove("ETCDCTL_USER")
+        .env_remove("ETCDCTL_PASSWORD")
+        .env("ETCDCTL_ENDPOINTS", eps.join(","))
+        .env("ETCDCTL_CACERT", &pki.ca)
+        .env("ETCDCTL_CERT", &pki.client.cert)
+        .env("ETCDCTL_KEY", &pki.client.key);
+}
+
+/// Fails if any password shows in `text` (`what` names where it came from).
+fn assert_no_secret(what: &str, text: &str) {
+    for pw in [ROOT_PW, ALICE_PW, BOB_PW] {
+        assert!(!text.contains(pw), "a password in {what}: {text}");
+    }
+}
+
+/// Every process's command line on this machine, searched for passwords
+/// (what `ps` shows anyone).
+fn assert_no_secret_in_argv() {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert_no_secret(&format!("argv of {:?}", entry.file_name()), &text);
+        }
+    }
+}
+
+fn run_output(mut cmd: Command, what: &str) -> std::process::Output {
+    let out = cmd.stdin(Stdio::null()).output().expect(what);
+    assert_no_secret(
+        &format!("stdout of {what}"),
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    assert_no_secret(
+        &format!("stderr of {what}"),
+        &String::from_utf8_lossy(&out.stderr),
+    );
+    out
+}
+
+#[test]
+fn tls_client_certs_and_auth_exclusion_nonblock_kill9_takeover_from_the_etcdctl_environment() {
+    if skip_tls("TLS + client certificates + authentication") {
+        return;
+    }
+    let s = Secure::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secure.jsonl");
+    let marker = dir.path().join("inside");
+
+    // exec, from the etcdctl environment alone: four at once never overlap.
+    let script = format!(
+        "if [ -e {m} ]; then echo OVERLAP >&2; exit 9; fi; : > {m}; echo line >> {f}; sleep 0.1; rm {m}",
+        m = marker.display(),
+        f = file.display()
+    );
+    let execs: Vec<Child> = (0..4)
+        .map(|_| {
+            let mut c = s.command(BIN, "alice", ALICE_PW);
+            c.args(["exec", "-w", "30"])
+                .arg(&file)
+                .args(["-c", &script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // While they run: no password on any command line (exec hands its
+    // options to its holder process as an argument).
+    assert_no_secret_in_argv();
+    for e in execs {
+        let out = e.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_no_secret("exec's stderr", &err);
+        assert!(out.status.success(), "exec over TLS failed: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n".repeat(4));
+
+    // append, from the environment alone.
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    c.args(["append", "-w", "10"]).arg(&file).arg(r#"{"n":1}"#);
+    let out = run_output(c, "append");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A holder (TTL 2 s), and -n refused while it holds.
+    let mut cmd = s.command(HELPER, "alice", ALICE_PW);
+    cmd.args([
+        "--lease-ttl",
+        "2",
+        "__hold",
+        "--append",
+        "--timeout",
+        "30",
+        "--label",
+        "secure-holder",
+    ])
+    .arg(&file)
+    .stderr(Stdio::null());
+    let mut h = Holder::spawn(cmd, false);
+    let ready = h.expect("ready", Duration::from_secs(15));
+    let holder_pid: u64 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    c.args(["exec", "-n"]).arg(&file).arg("true");
+    let out = run_output(c, "exec -n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "exec -n while held: {err}");
+    assert!(
+        err.contains(&format!("pid={holder_pid}")),
+        "names the holder: {err}"
+    );
+
+    // status, from the environment alone: the holder; no password in it.
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    c.args(["status", "--json"]);
+    let out = run_output(c, "status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("secure-holder"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["owner"]["pid"], holder_pid, "{text}");
+
+    // A waiter, then kill -9 of the holder: the waiter holds within the
+    // TTL plus a second.
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    let waiter = c
+        .args(["append", "-w", "20"])
+        .arg(&file)
+        .arg(r#"{"n":"after-kill"}"#)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cfg = tls_backend(&s.pki, &[s.etcd.endpoint()]).user("alice", ALICE_PW);
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+    wait_for("the waiter to queue", Duration::from_secs(10), || {
+        (waiters(&cfg, &key) == 1).then_some(())
+    });
+    assert_no_secret_in_argv();
+    kill("-KILL", &h.pid().to_string());
+    let killed = Instant::now();
+    let out = waiter.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_no_secret("the waiter's stderr", &err);
+    assert!(out.status.success(), "waiter after kill -9: {err}");
+    assert!(
+        took < Duration::from_secs(2 + 1),
+        "takeover took {took:?} (TTL 2 s)"
+    );
+    eprintln!("TLS + auth: takeover after kill -9 in {took:?}");
+
+    // Tokens last a second on this server (--auth-token-ttl 1): a guard
+    // held past that still releases (the client gets a new token when etcd
+    // refuses the old one). The sleep is the point: the token must expire.
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(10))).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    g.append_line(r#"{"n":"after-token-expiry"}"#).unwrap();
+    g.release().expect("release with an expired token");
+    assert!(row(&cfg, &key).is_none(), "released: no holder left");
+
+    // The stored records carry no password either.
+    for l in session_lock::etcd::status(&cfg).unwrap() {
+        assert_no_secret("a lock record", &serde_json::to_string(&l).unwrap());
+    }
+    assert_no_secret("the transcript", &std::fs::read_to_string(&file).unwrap());
+}
+
+/// One refused connection, through the CLI: exit 5 within the connect
+/// timeout plus a second, one line naming the endpoint and `cause`.
+fn expect_refusal(what: &str, mut cmd: Command, file: &Path, endpoint: &str, cause: &str) {
+    cmd.args(["append", "-w", "10", "--connect-timeout", "2s"])
+        .arg(file)
+        .arg("x")
+        .env("SESSION_LOCK_LOG", "debug");
+    let started = Instant::now();
+    let out = run_output(cmd, what);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("session-lock: ") && !l.contains("waiting for the lock"))
+        .unwrap_or_else(|| panic!("{what}: no error line in {err}"));
+    assert_eq!(out.status.code(), Some(5), "{what}: {err}");
+    assert!(
+        line.contains(endpoint),
+        "{what}: names the endpoint: {line}"
+    );
+    assert!(
+        line.starts_with(&format!("session-lock: {cause}: ")),
+        "{what}: says {cause:?} first: {line}"
+    );
+    assert!(
+        took < Duration::from_secs(2 + 1),
+        "{what}: took {took:?}, more than the connect timeout plus a second: {err}"
+    );
+    let retries = err.lines().filter(|l| l.contains("trying again")).count();
+    eprintln!("{what}: {took:?} ({retries} retries): {line}");
+    if retries > 0 {
+        eprintln!("{err}");
+    }
+}
+
+#[test]
+fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeout() {
+    if skip_tls("TLS and authentication refusals") {
+        return;
+    }
+    let s = Secure::start();
+    let wrong_host = single_tls(&server_tls(&s.pki, &s.pki.wrong_host, false));
+    let expired = single_tls(&server_tls(&s.pki, &s.pki.expired, false));
+    wait_listening(wrong_host.client_port);
+    wait_listening(expired.client_port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.jsonl");
+    let ep = s.etcd.endpoint();
+
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    c.env("ETCDCTL_CACERT", &s.pki.other_ca);
+    expect_refusal("an unknown CA", c, &file, &ep, "TLS");
+
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    etcdctl_env(&mut c, &s.pki, &[wrong_host.endpoint()]);
+    expect_refusal(
+        "a certificate for another host",
+        c,
+        &file,
+        &wrong_host.endpoint(),
+        "TLS",
+    );
+
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    etcdctl_env(&mut c, &s.pki, &[expired.endpoint()]);
+    expect_refusal(
+        "an expired certificate",
+        c,
+        &file,
+        &expired.endpoint(),
+        "TLS",
+    );
+
+    let mut c = s.command(BIN, "alice", ALICE_PW);
+    c.env_remove("ETCDCTL_CERT").env_remove("ETCDCTL_KEY");
+    expect_refusal("no client certificate", c, &file, &ep, "TLS");
+
+    let c = s.command(BIN, "alice", "not-alices-password");
+    expect_refusal("a wrong password", c, &file, &ep, "authentication");
+
+    let c = s.command(BIN, "bob", BOB_PW);
+    expect_refusal("a user without the prefix", c, &file, &ep, "permission");
+
+    // The fixes the hints point at work: --server-name for the server made
+    // out to another host; the password from a file (--password-file),
+    // with no password in the environment.
+    let mut c = Command::new(BIN);
+    etcdctl_env(&mut c, &s.pki, &[wrong_host.endpoint()]);
+    c.args(["--server-name", "other.example", "append", "-w", "10"])
+        .arg(&file)
+        .arg("via-server-name");
+    let out = run_output(c, "--server-name");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pw_file = dir.path().join("alice.pw");
+    std::fs::write(&pw_file, format!("{ALICE_PW}\n")).unwrap();
+    let mut c = Command::new(BIN);
+    etcdctl_env(&mut c, &s.pki, std::slice::from_ref(&ep));
+    c.args(["--user", "alice", "--password-file"])
+        .arg(&pw_file)
+        .args(["append", "-w", "10"])
+        .arg(&file)
+        .arg("via-password-file");
+    let out = run_output(c, "--password-file");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The same causes through the library: the kinds.
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("alice", "wrong");
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(!format!("{err:?}{cfg:?}").contains(ALICE_PW));
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("bob", BOB_PW);
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.to_string().contains("/session-lock/"),
+        "names the prefix: {err}"
+    );
+}
+
+#[test]
+fn three_node_tls_cluster_with_its_first_endpoint_down_acquires_within_the_connect_timeout() {
+    if skip_tls("3-node TLS cluster, first endpoint down") {
+        return;
+    }
+    let pki = Pki::new();
+    let mut members = cluster3_tls(&server_tls(&pki, &pki.server, true));
+    let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
+    wait_ready_with(&tls_backend(&pki, &eps));
+    // The member killed is a follower: the point is a dead endpoint at the
+    // head of the list, not an election (the leader's death is the 3-node
+    // test above; etcd itself then times requests out for a while).
+    let leader = tls_leader_index(&pki, &eps);
+    let dead = (leader + 1) % 3;
+    members[dead].kill();
+    let eps: Vec<String> = std::iter::once(eps[dead].clone())
+        .chain((0..3).filter(|i| *i != dead).map(|i| eps[i].clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.jsonl");
+    for round in 0..3 {
+        let mut c = Command::new(BIN);
+        etcdctl_env(&mut c, &pki, &eps);
+        c.env("SESSION_LOCK_LOG", "debug");
+        c.args(["append", "-w", "10", "--connect-timeout", "2s"])
+            .arg(&file)
+            .arg(format!("{{\"round\":{round}}}"));
+        let started = Instant::now();
+        let out = c.output().unwrap();
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(2 + 1),
+            "append with the first endpoint down took {took:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("first endpoint down: append (new process, TLS, acquire, release) in {took:?}");
+    }
+    // A first endpoint that accepts TCP connections and never answers (a
+    // black hole, not a refusal): still within the connect timeout plus a
+    // second.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_ep = hole.local_addr().unwrap().to_string();
+    let eps2 = [hole_ep, eps[1].clone(), eps[2].clone()];
+    let mut c = Command::new(BIN);
+    etcdctl_env(&mut c, &pki, &eps2);
+    c.args(["append", "-w", "10", "--connect-timeout", "2s"])
+        .arg(&file)
+        .arg("{\"round\":\"black hole\"}");
+    let started = Instant::now();
+    let out = c.output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(2 + 1),
+        "append with a black-hole first endpoint took {took:?}"
+    );
+    eprintln!("first endpoint a black hole: append in {took:?}");
+    drop(hole);
+}
+
+// ------------------------------------------------------------ partitions
+
+use etcd_support::proxy::{Mode, Proxy};
+
+/// Jepsen-style: the holder reaches etcd through a proxy the test
+/// controls; a waiter reaches it directly. The proxy freezes (bytes held,
+/// connections open) or drops (every connection closed, new ones refused)
+/// while the lock is held. In every run the holder must count itself lost
+/// (`lost` line) strictly before the waiter holds (`ready` line): the
+/// margin between the two is positive, 20 runs, half of each kind.
+#[test]
+fn partitions_freeze_and_drop_the_holder_counts_itself_lost_before_anyone_else_holds() {
+    if skip("partitions") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let direct = backend(&[etcd.endpoint()], 2);
+    let mut margins: Vec<(Mode, Duration)> = Vec::new();
+    for run in 0..20 {
+        let mode = if run % 2 == 0 {
+            Mode::Freeze
+        } else {
+            Mode::Drop
+        };
+        let proxy = Proxy::start(etcd.client_port);
+        let file = dir.path().join(format!("p{run}.jsonl"));
+        std::fs::write(&file, "").unwrap();
+        let key = session_lock::LockPaths::resolve(&file)
+            .unwrap()
+            .target
+            .to_string_lossy()
+            .into_owned();
+        let mut holder = Holder::start(
+            &format!("etcd://{}", proxy.endpoint()),
+            "2s",
+            &file,
+            &[],
+            false,
+        );
+        holder.expect("ready", Duration::from_secs(10));
+        let mut waiter = Holder::start(&url(&etcd), "2s", &file, &[], false);
+        wait_for("the waiter to queue", Duration::from_secs(10), || {
+            (waiters(&direct, &key) == 1).then_some(())
+        });
+        proxy.set(mode);
+        let cut = Instant::now();
+        let (lost_at, lost) = holder.expect_at("lost", Duration::from_secs(10));
+        let (held_at, _) = waiter.expect_at("ready", Duration::from_secs(10));
+        let margin = held_at.checked_duration_since(lost_at).unwrap_or_else(|| {
+            panic!(
+                "run {run} ({mode:?}): the waiter held {:?} BEFORE the partitioned holder counted itself lost ({lost})",
+                lost_at - held_at
+            )
+        });
+        assert!(margin > Duration::ZERO, "run {run} ({mode:?}): zero margin");
+        eprintln!(
+            "run {run:2} {mode:?}: holder lost after {:?} ({lost}); waiter held {margin:?} later",
+            lost_at - cut
+        );
+        margins.push((mode, margin));
+        waiter.close();
+        drop(proxy);
+    }
+    for mode in [Mode::Freeze, Mode::Drop] {
+        let mut m: Vec<Duration> = margins
+            .iter()
+            .filter(|(k, _)| *k == mode)
+            .map(|(_, d)| *d)
+            .collect();
+        m.sort();
+        eprintln!(
+            "{mode:?}: margin min {:?} median {:?} max {:?} over {} runs",
+            m[0],
+            m[m.len() / 2],
+            m[m.len() - 1],
+            m.len()
+        );
+    }
 }

@@ -191,20 +191,25 @@ async fn keep_alive(
         let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
     };
     loop {
-        if watch.is_none() {
-            let opts = WatchOptions::new()
-                .with_start_revision(rev + 1)
-                .with_filters([WatchFilterType::NoPut]);
-            watch = tokio::time::timeout(interval, client.watch(key.as_str(), Some(opts)))
-                .await
-                .ok()
-                .and_then(|r| r.ok());
-        }
         let (deadline, max_hold_at) = {
             let st = shared.state();
             (st.deadline, st.max_hold_at)
         };
         let deadline = tokio::time::Instant::from_std(deadline);
+        if watch.is_none() {
+            let opts = WatchOptions::new()
+                .with_start_revision(rev + 1)
+                .with_filters([WatchFilterType::NoPut]);
+            // Bounded by the local deadline too: a watch that cannot be
+            // made (a partition) must not delay the loss past it (seen in
+            // tests/etcd.rs's partition runs: the loss was announced up to
+            // a TTL/3 late, eating the margin before the next holder).
+            let until = (tokio::time::Instant::now() + interval).min(deadline);
+            watch = tokio::time::timeout_at(until, client.watch(key.as_str(), Some(opts)))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+        }
         let mut wake = next.min(deadline);
         if let Some((_, m)) = max_hold_at {
             wake = wake.min(tokio::time::Instant::from_std(m));
@@ -288,7 +293,7 @@ async fn keep_alive(
                 // Stream broken or no answer yet: reconnect and retry soon
                 // (the deadline check above ends this).
                 if let Ok(Err(e)) = &other {
-                    tracing::debug!(error = %map_err(&cfg.url(), clone_err(e)), "lease keep-alive failed; retrying");
+                    tracing::debug!(error = %map_err(&cfg, clone_err(e)), "lease keep-alive failed; retrying");
                 }
                 keeper = None;
                 next = tokio::time::Instant::now() + Duration::from_millis(100);

@@ -28,6 +28,7 @@
 //! `<lock>` is the lock's key with `%` and `/` percent-encoded, so that the
 //! contenders of one lock never fall under another lock's prefix.
 
+mod connect;
 mod hold;
 
 pub(crate) use hold::release_all;
@@ -36,16 +37,17 @@ pub use hold::{EtcdHold, wakes};
 use crate::error::{Error, Owner, Repr, Result};
 use crate::options::LockOptions;
 use crate::record::{OwnerRecord, ParsedRecord};
+pub(crate) use connect::map_err;
+use connect::{Password, TlsSettings, retryable};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use hold::Shared;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -59,34 +61,69 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// etcd grants leases in whole seconds; shorter TTLs are raised to this.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
+/// How long connecting to a member may take (TCP and TLS handshake), and
+/// how long a cluster that does not answer at all is tried before an
+/// acquire fails, unless [`EtcdBackend::connect_timeout`] says otherwise:
+/// 2 s, etcdctl's `--dial-timeout` default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An etcd cluster to keep locks in. Build with [`EtcdBackend::new`] or
-/// [`crate::Backend::parse`]`("etcd://HOST:PORT,...")`.
+/// [`crate::Backend::parse`]`("etcd://HOST:PORT,...")` (`etcds://` for TLS).
+///
+/// Its `Debug` output never shows the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdBackend {
     endpoints: Vec<String>,
     prefix: String,
     lease_ttl: Duration,
     key: Option<String>,
+    /// Boxed: keeps `Backend` small (clippy's large_enum_variant).
+    tls: Box<TlsSettings>,
+    /// Some endpoint was given as `http://` (refused together with TLS).
+    plain_http: bool,
+    user: Option<String>,
+    password: Option<Password>,
+    connect_timeout: Duration,
 }
 
 impl EtcdBackend {
-    /// A backend on these endpoints (`HOST:PORT`, or `http://HOST:PORT`).
+    /// A backend on these endpoints: `HOST:PORT`, `http://HOST:PORT`, or
+    /// `https://HOST:PORT` (TLS; then for every endpoint).
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> EtcdBackend {
+        let mut tls = Box::<TlsSettings>::default();
+        let mut plain_http = false;
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| {
+                let e: String = e.into();
+                let e = e.trim().trim_end_matches('/');
+                if let Some(rest) = e.strip_prefix("https://") {
+                    tls.on = true;
+                    rest.to_owned()
+                } else if let Some(rest) = e.strip_prefix("http://") {
+                    plain_http = true;
+                    rest.to_owned()
+                } else {
+                    e.to_owned()
+                }
+            })
+            .collect();
         EtcdBackend {
-            endpoints: endpoints
-                .into_iter()
-                .map(|e| {
-                    let e = e.into();
-                    e.strip_prefix("http://").map(str::to_owned).unwrap_or(e)
-                })
-                .collect(),
+            endpoints,
             prefix: DEFAULT_PREFIX.to_owned(),
             lease_ttl: DEFAULT_LEASE_TTL,
             key: None,
+            tls,
+            plain_http,
+            user: None,
+            password: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
-    /// From the part of an `etcd://` URL after the scheme: `HOST:PORT[,HOST:PORT...]`.
+    /// From the part of an `etcd://` URL after the scheme:
+    /// `HOST:PORT[,HOST:PORT...]`; each may carry `http://` or `https://`
+    /// (TLS).
     ///
     /// # Errors
     /// A one-line message naming what is wrong.
@@ -95,12 +132,17 @@ impl EtcdBackend {
         let mut out = Vec::new();
         for h in hosts.split(',') {
             let h = h.trim();
-            let port_ok = h
+            let bare = h
+                .strip_prefix("https://")
+                .or_else(|| h.strip_prefix("http://"))
+                .unwrap_or(h)
+                .trim_end_matches('/');
+            let port_ok = bare
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok || h.contains('/') {
+            if !port_ok || bare.contains('/') {
                 return Err(format!(
-                    "etcd endpoint {h:?} in \"etcd://{hosts}\": expected HOST:PORT (several separated by commas)"
+                    "etcd endpoint {h:?} in {hosts:?}: expected HOST:PORT, http://HOST:PORT or https://HOST:PORT (several separated by commas)"
                 ));
             }
             out.push(h.to_owned());
@@ -135,7 +177,62 @@ impl EtcdBackend {
         self
     }
 
-    /// The endpoints.
+    /// Talk TLS to every endpoint (as `https://` endpoints and `etcds://`
+    /// do). Without [`EtcdBackend::ca_file`] the servers are verified
+    /// against the system's CAs.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls.on = on;
+        self
+    }
+
+    /// Verify the servers' certificates against the CA(s) in this PEM file
+    /// (etcdctl's `--cacert`). Turns TLS on.
+    pub fn ca_file(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.tls.ca_file = Some(pem.into());
+        self.tls.on = true;
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to the servers:
+    /// mutual TLS (etcdctl's `--cert` and `--key`). Turns TLS on. The files
+    /// are read when the first lock connects.
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.cert_file = Some(cert.into());
+        self.tls.key_file = Some(key.into());
+        self.tls.on = true;
+        self
+    }
+
+    /// Verify this name in the servers' certificates instead of the
+    /// endpoint's host (endpoints given by IP address, certificates made
+    /// out to a DNS name). Turns TLS on.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
+        self.tls.on = true;
+        self
+    }
+
+    /// Authenticate as this etcd user (clusters with `etcdctl auth enable`).
+    /// The password is kept in memory only and never printed (the `Debug`
+    /// output says `<redacted>`); the client gets a token at connect and a
+    /// new one whenever etcd says it expired.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some(name.into());
+        self.password = Some(Password(password.into()));
+        self
+    }
+
+    /// How long connecting (TCP and TLS handshake) may take, and how long a
+    /// cluster that gives no usable answer is tried before an acquire,
+    /// `try_acquire` or `status` fails (default [`DEFAULT_CONNECT_TIMEOUT`];
+    /// an acquire's own timeout bounds it too, if shorter). A refusal (TLS,
+    /// authentication, permission) fails at once.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The endpoints (`HOST:PORT`, without scheme).
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -155,9 +252,48 @@ impl EtcdBackend {
         self.key.as_deref()
     }
 
-    /// `etcd://HOST:PORT,...`, for messages.
+    /// Whether the endpoints are spoken to over TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.on
+    }
+
+    /// The CA file, if one was given.
+    pub fn get_ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.ca_file.as_deref()
+    }
+
+    /// The client certificate and key files, if given.
+    pub fn get_client_cert(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.tls
+            .cert_file
+            .as_deref()
+            .zip(self.tls.key_file.as_deref())
+    }
+
+    /// The name verified in the servers' certificates, if not the host.
+    pub fn get_server_name(&self) -> Option<&str> {
+        self.tls.server_name.as_deref()
+    }
+
+    /// The etcd user name, if any (the password has no getter).
+    pub fn get_user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The connect timeout.
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The user and password, for the connection.
+    fn user_password(&self) -> Option<(String, Password)> {
+        self.user.clone().zip(self.password.clone())
+    }
+
+    /// `etcd://HOST:PORT,...` (`etcds://` with TLS), for messages.
     pub fn url(&self) -> String {
-        format!("etcd://{}", self.endpoints.join(","))
+        let scheme = if self.tls.on { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", self.endpoints.join(","))
     }
 
     /// The etcd key prefix of one lock: `<prefix><encoded key>/`.
@@ -261,94 +397,10 @@ pub(crate) async fn run_async<T: Send + 'static>(
     })
 }
 
-/// The client for `cfg`'s endpoints: one per endpoint list, shared by
-/// every lock of the process (connecting is lazy: errors surface on the
-/// first request).
-async fn client_async(cfg: &EtcdBackend) -> Result<Client> {
-    static CLIENTS: OnceLock<Mutex<HashMap<Vec<String>, Client>>> = OnceLock::new();
-    if let Some(c) = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&cfg.endpoints)
-    {
-        return Ok(c.clone());
-    }
-    let eps: Vec<String> = cfg
-        .endpoints
-        .iter()
-        .map(|e| format!("http://{e}"))
-        .collect();
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-        .with_require_leader(true);
-    let c = Client::connect(eps, Some(opts))
-        .await
-        .map_err(|e| map_err(&cfg.url(), e))?;
-    CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(cfg.endpoints.clone())
-        .or_insert(c.clone());
-    Ok(c)
-}
-
 // ----------------------------------------------------------------- errors
 
-/// An etcd client error as one clear line naming the endpoints.
-pub(crate) fn map_err(url: &str, e: etcd_client::Error) -> Error {
-    let path = std::path::Path::new(url);
-    match e {
-        etcd_client::Error::GRpcStatus(s) => {
-            use tonic_code::*;
-            let msg = s.message().to_owned();
-            let code = s.code() as i32;
-            let auth = code == UNAUTHENTICATED
-                || code == PERMISSION_DENIED
-                || msg.contains("user name is empty")
-                || msg.contains("authentication failed")
-                || msg.contains("permission denied")
-                || msg.contains("invalid auth token");
-            if auth {
-                Error::io(
-                    "etcd refused access at",
-                    path,
-                    io::Error::new(io::ErrorKind::PermissionDenied, msg),
-                )
-            } else if code == UNAVAILABLE || code == DEADLINE_EXCEEDED {
-                Error::io(
-                    "etcd unavailable at",
-                    path,
-                    io::Error::new(io::ErrorKind::ConnectionRefused, msg),
-                )
-            } else {
-                Error::io("etcd request failed at", path, io::Error::other(msg))
-            }
-        }
-        etcd_client::Error::TransportError(t) => Error::io(
-            "cannot reach etcd at",
-            path,
-            io::Error::new(io::ErrorKind::ConnectionRefused, t.to_string()),
-        ),
-        other => Error::io(
-            "etcd request failed at",
-            path,
-            io::Error::other(other.to_string()),
-        ),
-    }
-}
-
-/// gRPC status codes (numbers from the gRPC spec).
-mod tonic_code {
-    pub const DEADLINE_EXCEEDED: i32 = 4;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const UNAVAILABLE: i32 = 14;
-    pub const UNAUTHENTICATED: i32 = 16;
-}
-
-fn unreachable_error(url: &str, within: Duration, last: Option<Error>) -> Error {
+pub(crate) fn unreachable_error(cfg: &EtcdBackend, within: Duration, last: Option<Error>) -> Error {
+    let url = cfg.url();
     let why = match last {
         Some(e) if e.io_error().is_some() => {
             format!(" (last error: {})", e.io_error().expect("checked"))
@@ -356,21 +408,17 @@ fn unreachable_error(url: &str, within: Duration, last: Option<Error>) -> Error 
         Some(e) => format!(" (last error: {e})"),
         None => String::new(),
     };
+    if let Some(e) = connect::closed_after_handshake(cfg, within, &why) {
+        return e;
+    }
     Error::io(
         "cannot reach etcd at",
-        std::path::Path::new(url),
+        std::path::Path::new(&url),
         io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no usable answer within {}ms{why}", within.as_millis()),
         ),
     )
-}
-
-/// Errors worth trying again on another connection or after an election:
-/// everything but a refusal of access and a missing lease.
-fn retryable(e: &Error) -> bool {
-    let text = e.to_string();
-    e.kind() != crate::ErrorKind::PermissionDenied && !text.contains("lease not found")
 }
 
 fn foreign_error(key: &str, why: &str) -> Error {
@@ -412,10 +460,11 @@ where
         match tokio::time::timeout_at(until, f(client.clone())).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => {
-                let err = map_err(&cfg.url(), e);
+                let err = map_err(cfg, e);
                 if !retryable(&err) {
                     return Err(err);
                 }
+                tracing::debug!(error = %err, "etcd request failed; trying again");
                 last = Some(err);
                 let pause = tokio::time::sleep(Duration::from_millis(50));
                 if tokio::time::timeout_at(until, pause).await.is_err() {
@@ -425,7 +474,7 @@ where
             Err(_) => break,
         }
     }
-    Err(unreachable_error(&cfg.url(), until - now, last))
+    Err(unreachable_error(cfg, until - now, last))
 }
 
 // ----------------------------------------------------------------- values
@@ -647,7 +696,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
     };
     let dir = cfg.lock_dir(&key);
     let lock_path = PathBuf::from(&dir);
-    let mut client = client_async(&cfg).await?;
+    let mut client = connect::client(&cfg, deadline).await?;
 
     // try_acquire: if someone holds it, say who without creating anything.
     if try_only && let Some(h) = holder(&mut client, &cfg, &dir, None).await? {
@@ -920,7 +969,7 @@ async fn wait_deleted(
                     io::Error::new(io::ErrorKind::ConnectionAborted, "stream ended"),
                 ));
             }
-            Err(e) => return Err(map_err(&cfg.url(), e)),
+            Err(e) => return Err(map_err(cfg, e)),
         }
     }
 }
@@ -954,7 +1003,7 @@ pub struct LockStatus {
 pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
     let cfg = cfg.clone();
     block(async move {
-        let client = client_async(&cfg).await?;
+        let client = connect::client(&cfg, None).await?;
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
@@ -1022,7 +1071,7 @@ pub fn raw_txn_roundtrip(cfg: &EtcdBackend, key: &str) -> Result<()> {
     let cfg = cfg.clone();
     let key = key.to_owned();
     block(async move {
-        let client = client_async(&cfg).await?;
+        let client = connect::client(&cfg, None).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.as_str(), "x", None)]);

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod tls;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,14 +74,54 @@ impl Drop for Etcd {
     }
 }
 
+/// TLS on a member's client port.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The server's certificate and key.
+    pub pair: tls::Pair,
+    /// The CA client certificates are checked against.
+    pub ca: std::path::PathBuf,
+    /// Require a client certificate (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+}
+
 fn spawn_member(name: &str, client: u16, peer: u16, cluster: &str, token: &str) -> Etcd {
+    spawn_member_tls(name, client, peer, cluster, token, None)
+}
+
+fn spawn_member_tls(
+    name: &str,
+    client: u16,
+    peer: u16,
+    cluster: &str,
+    token: &str,
+    tls: Option<&ServerTls>,
+) -> Etcd {
     let dir = tempfile::tempdir().expect("temp dir for etcd");
-    let child = Command::new("etcd")
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut cmd = Command::new("etcd");
+    if let Some(t) = tls {
+        cmd.arg("--cert-file")
+            .arg(&t.pair.cert)
+            .arg("--key-file")
+            .arg(&t.pair.key)
+            .arg("--trusted-ca-file")
+            .arg(&t.ca)
+            .arg(format!("--client-cert-auth={}", t.client_cert_auth))
+            // Authentication tokens expire after a second (default 300 s):
+            // the client must get new ones while it holds and waits.
+            .args(["--auth-token-ttl", "1"]);
+    }
+    let child = cmd
         .args(["--name", name])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-        .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!(
+            "--listen-client-urls={scheme}://127.0.0.1:{client}"
+        ))
+        .arg(format!(
+            "--advertise-client-urls={scheme}://127.0.0.1:{client}"
+        ))
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
         .arg(format!(
             "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -103,10 +146,15 @@ fn spawn_member(name: &str, client: u16, peer: u16, cluster: &str, token: &str) 
 
 /// Wait until the cluster answers a request through the library (at most 20 s).
 pub fn wait_ready(endpoints: &[String]) {
-    let cfg = session_lock::etcd::EtcdBackend::new(endpoints.to_vec());
+    wait_ready_with(&session_lock::etcd::EtcdBackend::new(endpoints.to_vec()));
+}
+
+/// Wait until the cluster answers `cfg`'s `status` (at most 20 s).
+pub fn wait_ready_with(cfg: &session_lock::etcd::EtcdBackend) {
+    let endpoints = cfg.endpoints();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        match session_lock::etcd::status(&cfg) {
+        match session_lock::etcd::status(cfg) {
             Ok(_) => return,
             Err(e) if Instant::now() > until => {
                 panic!("etcd at {endpoints:?} not ready in 20 s: {e}")
@@ -129,6 +177,50 @@ pub fn single() -> Etcd {
     );
     wait_ready(&[e.endpoint()]);
     e
+}
+
+/// Wait until something accepts TCP connections on `port` (at most 20 s):
+/// for servers whose certificate no client of ours accepts.
+pub fn wait_listening(port: u16) {
+    wait_for(
+        &format!("etcd to listen on 127.0.0.1:{port}"),
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+}
+
+/// One single-member etcd with TLS on its client port; started, not
+/// waited for (the caller knows which client can check it).
+pub fn single_tls(tls: &ServerTls) -> Etcd {
+    let (c, p) = (free_port(), free_port());
+    let name = format!("s{c}");
+    spawn_member_tls(
+        &name,
+        c,
+        p,
+        &format!("{name}=http://127.0.0.1:{p}"),
+        &format!("t{c}"),
+        Some(tls),
+    )
+}
+
+/// A 3-member cluster with TLS on its client ports (peers talk plain
+/// HTTP among themselves); started, not waited for.
+pub fn cluster3_tls(tls: &ServerTls) -> Vec<Etcd> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let names: Vec<String> = ports.iter().map(|(c, _)| format!("m{c}")).collect();
+    let cluster = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (_, p))| format!("{n}=http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let token = format!("c{}", ports[0].0);
+    names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (c, p))| spawn_member_tls(n, *c, *p, &cluster, &token, Some(tls)))
+        .collect()
 }
 
 /// A 3-member cluster, ready.

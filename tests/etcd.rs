@@ -1070,7 +1070,7 @@ fn tls_client_certs_and_auth_exclusion_nonblock_kill9_takeover_from_the_etcdctl_
 
     // status, from the environment alone: the holder; no password in it.
     let mut c = s.command(BIN, "alice", ALICE_PW);
-    c.args(["status", "--json"]);
+    c.args(["status", "--json-lines"]);
     let out = run_output(c, "status");
     assert!(
         out.status.success(),

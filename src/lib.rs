@@ -176,7 +176,9 @@ pub mod __private {
         (w[0].load(Relaxed), w[1].load(Relaxed))
     }
     pub use crate::lock::wait::MAX_IDLE_WATCHES;
-    pub use crate::lock::wait::testing::{force_no_inotify, inject_overflow, local_instances};
+    pub use crate::lock::wait::testing::{
+        force_no_inotify, inject_overflow, local_instances, local_instances_made,
+    };
 }
 
 /// The README's examples, compiled and run as doctests.

@@ -202,6 +202,7 @@ fn a_thread_keeps_its_instance_across_waits_and_frees_it_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     assert_eq!(p::local_instances(), 0, "instances left by earlier tests");
+    let made = p::local_instances_made();
     let (again, next) = mpsc::channel::<()>();
     let (released, first_done) = mpsc::channel::<()>();
     let t2 = t.clone();
@@ -241,6 +242,11 @@ fn a_thread_keeps_its_instance_across_waits_and_frees_it_on_exit() {
         "the second wait used another instance"
     );
     assert_eq!(p::local_instances(), 1);
+    assert_eq!(
+        p::local_instances_made() - made,
+        1,
+        "a new instance for the second wait"
+    );
     hold_then_release(holder, "second wait");
     assert_eq!(join(waiter, "the waiter"), (2, 0));
     assert_eq!(

@@ -594,6 +594,7 @@ mod local {
                         INSTANCES.fetch_sub(1, Relaxed);
                         return None;
                     };
+                    super::testing::count_instance_made();
                     *slot = Some(Local {
                         events: Rc::new(events),
                         watched: None,
@@ -705,6 +706,8 @@ pub(crate) mod testing {
     static NO_INOTIFY: AtomicBool = AtomicBool::new(false);
     #[cfg(feature = "fault-injection")]
     static OVERFLOW: AtomicBool = AtomicBool::new(false);
+    #[cfg(feature = "fault-injection")]
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
     /// Waits from now on behave as where inotify is unavailable (neither a
     /// thread-local instance nor the hub): the back-off fallback.
@@ -724,6 +727,18 @@ pub(crate) mod testing {
     #[cfg(feature = "fault-injection")]
     pub fn local_instances() -> usize {
         super::local::INSTANCES.load(Relaxed)
+    }
+
+    /// Thread-local instances made so far in this process (one per
+    /// thread, not one per wait).
+    #[cfg(feature = "fault-injection")]
+    pub fn local_instances_made() -> u64 {
+        MADE.load(Relaxed)
+    }
+
+    pub(super) fn count_instance_made() {
+        #[cfg(feature = "fault-injection")]
+        MADE.fetch_add(1, Relaxed);
     }
 
     pub(super) fn no_inotify() -> bool {

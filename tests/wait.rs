@@ -59,10 +59,15 @@ fn wait_steps(from: u64, n: u64, what: &str) {
 /// The lock stays held for `EXPOSURE` with the waiter(s) asleep: no step
 /// is taken meanwhile. Then it is released.
 fn hold_then_release(guard: LockGuard, what: &str) {
+    hold_then(what, || guard.release().unwrap());
+}
+
+/// As [`hold_then_release`], for any holder.
+fn hold_then(what: &str, release: impl FnOnce()) {
     let before = steps();
     std::thread::sleep(EXPOSURE);
     let during = steps() - before;
-    guard.release().unwrap();
+    release();
     assert_eq!(
         during, 0,
         "{what}: {during} steps while the lock was held (polling)"
@@ -424,7 +429,9 @@ fn async_waiters_survive_a_cancelled_one(multi_thread: bool) {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let holder = session_lock::acquire(&t).unwrap();
+    // Another process, so that the winner publishes another inode and the
+    // loser sleeps again at once (see the late waiter's test below).
+    let holder = Holder::start(&t, &[]);
     let (s0, w0) = (steps(), p::all_wait_wakeups());
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let (acked, ack) = mpsc::channel::<()>();
@@ -455,12 +462,15 @@ fn async_waiters_survive_a_cancelled_one(multi_thread: bool) {
     cancel.send(()).unwrap();
     ack.recv_timeout(WAIT)
         .expect("the third task was never cancelled");
-    hold_then_release(holder, "two async waiters");
+    hold_then("two async waiters", || {
+        holder.release();
+    });
     join(waiters, "the tasks");
-    // Our release wakes both; the loser sleeps again until the winner's.
+    // The first release wakes both; the loser sleeps again until the
+    // winner's: at most one wake-up per waiter and release.
     let (by_event, by_timer) = wakes_since(w0);
     assert!(
-        by_timer == 0 && (2..=3).contains(&by_event),
+        by_timer == 0 && (2..=4).contains(&by_event),
         "woken {by_event} times by events, {by_timer} by timers"
     );
 }
@@ -813,4 +823,75 @@ fn without_inotify_waiters_fall_back_to_rechecking() {
     );
     assert_eq!(wakes_since(w0).0, 0, "woken by an event without inotify");
     assert!(steps() - s0 > 4);
+}
+
+/// A waiter whose wake-up future is first polled after the generation
+/// moved (here: parked in its step while the lock changed hands) takes
+/// only its own registration away, not the wakers of the others that
+/// went back to sleep meanwhile: they are still woken by the next release.
+#[test]
+fn a_late_async_waiter_leaves_the_others_wakers_in_place() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    // Another process: the task that takes the lock from it publishes
+    // another inode (a holder of ours would leave it our parked slot, the
+    // same inode, and the other task would settle instead of sleeping).
+    let holder = Holder::start(&t, &[]);
+    let (s0, w0) = (steps(), p::all_wait_wakeups());
+    // Holders among the tasks release when the test adds a permit.
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let (got, took) = mpsc::channel::<()>();
+    let task = |t: PathBuf, permits: Arc<tokio::sync::Semaphore>, got: mpsc::Sender<()>| async move {
+        let g = session_lock::tokio::acquire_with(&t, &opts())
+            .await
+            .unwrap();
+        got.send(()).unwrap();
+        permits.acquire().await.unwrap().forget();
+        g.release().unwrap();
+    };
+    let (t1, pm1, got1) = (t.clone(), permits.clone(), got.clone());
+    let two = std::thread::spawn(move || {
+        runtime(false).block_on(async move {
+            let a = tokio::spawn(task(t1.clone(), pm1.clone(), got1.clone()));
+            let b = tokio::spawn(task(t1, pm1, got1));
+            a.await.unwrap();
+            b.await.unwrap();
+        })
+    });
+    wait_steps(s0, 4, "two tasks never looked twice each");
+    let (parked, go) = park_second_look("late-waiter");
+    let (t3, pm3) = (t.clone(), permits.clone());
+    let late = std::thread::Builder::new()
+        .name("late-waiter".into())
+        .spawn(move || runtime(false).block_on(task(t3, pm3, got)))
+        .unwrap();
+    parked
+        .recv_timeout(WAIT)
+        .expect("the late task never looked twice");
+    // The late task has read the generation and looks; meanwhile the lock
+    // changes hands: one task takes it, the other sleeps again.
+    let s1 = steps();
+    holder.release();
+    took.recv_timeout(WAIT).expect("no task took the lock");
+    wait_steps(s1, 2, "the other task never looked again");
+    std::thread::sleep(EXPOSURE);
+    let s2 = steps();
+    go.send(()).unwrap();
+    wait_steps(s2, 1, "the late task never looked again");
+    std::thread::sleep(EXPOSURE);
+    for i in 0..2 {
+        permits.add_permits(1);
+        took.recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("holder {} never followed: {e}", i + 2));
+    }
+    permits.add_permits(1);
+    join(two, "the two tasks");
+    join(late, "the late task");
+    session_lock::fault::set_hook(None);
+    let (by_event, by_timer) = wakes_since(w0);
+    assert!(
+        by_timer == 0,
+        "woken {by_event} times by events, {by_timer} by timers"
+    );
 }

@@ -895,3 +895,45 @@ fn a_late_async_waiter_leaves_the_others_wakers_in_place() {
         "woken {by_event} times by events, {by_timer} by timers"
     );
 }
+
+/// Waiters on one lock sleep through the releases of another lock in the
+/// same directory (the watch is on the directory, the wake-up is by name):
+/// a thread on its own instance and a task on the hub.
+#[test]
+fn waiters_sleep_through_another_locks_releases_in_the_same_directory() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let holder = session_lock::acquire(&a).unwrap();
+    let (s0, w0) = (steps(), p::all_wait_wakeups());
+    let thread = blocking_waiter(&a);
+    wait_steps(s0, 2, "the thread never looked twice");
+    let a2 = a.clone();
+    let task = std::thread::spawn(move || {
+        runtime(false).block_on(async move {
+            session_lock::tokio::acquire_with(&a2, &opts())
+                .await
+                .unwrap()
+                .release()
+                .unwrap();
+        })
+    });
+    wait_steps(s0, 4, "the task never looked twice");
+    let before = steps();
+    // In other processes, whose steps are not counted here.
+    for _ in 0..3 {
+        Holder::start(&b, &[]).release();
+    }
+    // Events of b reach both watches in the window; neither waiter wakes.
+    std::thread::sleep(EXPOSURE);
+    let during = steps() - before;
+    assert_eq!(during, 0, "{during} steps on another lock's releases");
+    holder.release().unwrap();
+    assert_eq!(join(thread, "the thread"), (1, 0), "the thread's wake-ups");
+    join(task, "the task");
+    let (by_event, by_timer) = wakes_since(w0);
+    assert!(
+        by_timer == 0 && (2..=3).contains(&by_event),
+        "woken {by_event} times by events, {by_timer} by timers"
+    );
+}

@@ -919,6 +919,12 @@ fn waiters_sleep_through_another_locks_releases_in_the_same_directory() {
         })
     });
     wait_steps(s0, 4, "the task never looked twice");
+    let fds = fds_watching(dir.path());
+    assert_eq!(
+        fds.len(),
+        2,
+        "the thread's own instance and the hub: {fds:?}"
+    );
     let before = steps();
     // In other processes, whose steps are not counted here.
     for _ in 0..3 {

@@ -10,6 +10,10 @@
 //! The counters (`__private::acquire_steps`, `all_wait_wakeups`,
 //! `local_instances`) and the hub are process-wide, so the tests of this
 //! file run one at a time (`serial`).
+//!
+//! Most paths here are async ones (the hub), so the file needs the
+//! `tokio` feature, like `tests/tokio_api.rs`.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -202,6 +202,17 @@ pub mod __private {
     pub fn acquire_steps() -> u64 {
         crate::lock::STEPS.load(std::sync::atomic::Ordering::Relaxed)
     }
+    /// Waits ended (by an event, by the timer) so far on all threads of
+    /// this process (async waiters are counted on their worker's thread).
+    pub fn all_wait_wakeups() -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = &crate::lock::WAKES_ALL;
+        (w[0].load(Relaxed), w[1].load(Relaxed))
+    }
+    pub use crate::lock::wait::MAX_IDLE_WATCHES;
+    pub use crate::lock::wait::testing::{
+        force_no_inotify, inject_overflow, local_instances, local_instances_made,
+    };
 }
 
 /// The README's examples, compiled and run as doctests.

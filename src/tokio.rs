@@ -138,8 +138,13 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                             .map_or(recheck, |h| recheck.min(h.into()));
                         let until = deadline.map_or(recheck, |d| d.min(recheck));
                         acq.woken_by_event = tokio::select! {
-                            _ = Changed { watch: w, seen, slot: None } => true,
+                            // The timer first: a wait that ran out is a
+                            // timer wake-up even if the generation moved
+                            // meanwhile (a wake-up lost on the way is then
+                            // counted as what it was, see `count_wake`).
+                            biased;
                             _ = tokio::time::sleep_until(until) => false,
+                            _ = Changed { watch: w, seen, slot: None } => true,
                         };
                         lock::count_wake(
                             acq.woken_by_event,

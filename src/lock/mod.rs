@@ -482,7 +482,19 @@ pub(crate) fn count_wake(by_event: bool, recheck: bool) {
         let (e, t) = w.get();
         w.set((e + u64::from(by_event), t + u64::from(!by_event && recheck)));
     });
+    #[cfg(feature = "fault-injection")]
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        WAKES_ALL[0].fetch_add(u64::from(by_event), Relaxed);
+        WAKES_ALL[1].fetch_add(u64::from(!by_event && recheck), Relaxed);
+    }
 }
+
+/// [`WAKES`] of every thread of the process: an async waiter's wake-ups
+/// are counted on whichever runtime worker polled it.
+#[cfg(feature = "fault-injection")]
+pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2];
 
 /// The state of one acquire call across its attempts.
 pub(crate) struct Acquirer<'a> {

@@ -96,6 +96,9 @@ pub(crate) struct Hub {
 }
 
 fn hub() -> Option<&'static Hub> {
+    if testing::no_inotify() {
+        return None;
+    }
     static HUB: OnceLock<Option<Hub>> = OnceLock::new();
     static READER: std::sync::Once = std::sync::Once::new();
     let h: &'static Hub = HUB.get_or_init(Hub::create).as_ref()?;
@@ -156,6 +159,7 @@ impl Hub {
                 tracing::warn!(error = %e, "inotify read failed; lock waits fall back to re-checking");
                 return;
             }
+            all |= testing::take_overflow();
             if !all && events.is_empty() {
                 continue;
             }
@@ -279,9 +283,16 @@ impl Watch {
     }
 
     /// The current generation (take it *before* looking at the lock).
+    /// A directory whose watch the kernel removed (`IN_IGNORED`: it was
+    /// deleted, and may have been made again since) is watched again first,
+    /// so the waiter sleeps on events again, not on the safety re-check.
     pub(crate) fn generation(&self) -> u64 {
         match self.hub {
-            Some(h) => self.with_name(&mut h.lock(), |n| n.generation).unwrap_or(0),
+            Some(h) => {
+                let mut inner = h.lock();
+                rewatch(h, &mut inner, &self.dir);
+                self.with_name(&mut inner, |n| n.generation).unwrap_or(0)
+            }
             None => 0,
         }
     }
@@ -365,6 +376,17 @@ impl Watch {
         if let Some(h) = self.hub {
             self.with_name(&mut h.lock(), |n| n.wakers.retain(|(i, _)| *i != id));
         }
+    }
+}
+
+/// Watch `dir` again if its watch is gone (see [`Watch::generation`]).
+fn rewatch(h: &Hub, inner: &mut Inner, dir: &Path) {
+    if let Some(d) = inner.dirs.get_mut(dir)
+        && d.wd < 0
+        && let Some(wd) = h.add_watch(dir)
+    {
+        d.wd = wd;
+        inner.by_wd.insert(wd, dir.to_owned());
     }
 }
 
@@ -509,7 +531,8 @@ mod local {
     /// max_user_instances` (default 128) is shared by all of a user's
     /// processes, so a process takes at most [`MAX_LOCAL_INSTANCES`]; other
     /// threads wait through the shared hub.
-    static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    pub(super) static INSTANCES: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
 
     /// See [`INSTANCES`].
     pub(crate) const MAX_LOCAL_INSTANCES: usize = 8;
@@ -580,6 +603,9 @@ mod local {
 
     impl LocalWatch {
         pub(crate) fn new(dir: &Path, name: &OsStr) -> Option<LocalWatch> {
+            if super::testing::no_inotify() {
+                return None;
+            }
             LOCAL.with(|cell| {
                 let mut slot = cell.borrow_mut();
                 if own(&mut slot).is_none() {
@@ -592,6 +618,7 @@ mod local {
                         INSTANCES.fetch_sub(1, Relaxed);
                         return None;
                     };
+                    super::testing::count_instance_made();
                     *slot = Some(Local {
                         events: Rc::new(events),
                         watched: None,
@@ -692,5 +719,96 @@ mod local {
                 }
             }
         }
+    }
+}
+
+/// Seams for the tests (feature `fault-injection`, reached through
+/// `__private`): the paths the kernel takes only on a bad day.
+pub(crate) mod testing {
+    #[cfg(feature = "fault-injection")]
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    #[cfg(feature = "fault-injection")]
+    static NO_INOTIFY: AtomicBool = AtomicBool::new(false);
+    #[cfg(feature = "fault-injection")]
+    static OVERFLOW: AtomicBool = AtomicBool::new(false);
+    #[cfg(feature = "fault-injection")]
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// Waits from now on behave as where inotify is unavailable (neither a
+    /// thread-local instance nor the hub): the back-off fallback.
+    #[cfg(feature = "fault-injection")]
+    pub fn force_no_inotify(on: bool) {
+        NO_INOTIFY.store(on, Relaxed);
+    }
+
+    /// The hub's reader takes the next read it wakes up for as an event
+    /// queue overflow (`IN_Q_OVERFLOW`), as if the events were lost.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_overflow() {
+        OVERFLOW.store(true, Relaxed);
+    }
+
+    /// Threads of this process that own an inotify instance now.
+    #[cfg(feature = "fault-injection")]
+    pub fn local_instances() -> usize {
+        super::local::INSTANCES.load(Relaxed)
+    }
+
+    /// Thread-local instances made so far in this process (one per
+    /// thread, not one per wait).
+    #[cfg(feature = "fault-injection")]
+    pub fn local_instances_made() -> u64 {
+        MADE.load(Relaxed)
+    }
+
+    pub(super) fn count_instance_made() {
+        #[cfg(feature = "fault-injection")]
+        MADE.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn no_inotify() -> bool {
+        #[cfg(feature = "fault-injection")]
+        return NO_INOTIFY.load(Relaxed);
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    pub(super) fn take_overflow() -> bool {
+        #[cfg(feature = "fault-injection")]
+        return OVERFLOW.swap(false, Relaxed);
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registration that found no inotify (no hub).
+    fn without_inotify() -> Watch {
+        Watch {
+            hub: None,
+            dir: PathBuf::from("/nonexistent"),
+            name: OsString::from("s.jsonl.lock"),
+            cv: None,
+            backoff: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn without_inotify_the_recheck_backs_off_from_1ms_doubling_to_100ms() {
+        let mut w = without_inotify();
+        let got: Vec<u128> = (0..10).map(|_| w.recheck_interval().as_millis()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 64, 100, 100, 100]);
+    }
+
+    #[test]
+    fn without_inotify_a_blocking_wait_sleeps_until_its_deadline() {
+        let w = without_inotify();
+        let until = Instant::now() + Duration::from_millis(20);
+        assert!(!w.wait_blocking(0, until), "no event without inotify");
+        assert!(Instant::now() >= until, "returned before its deadline");
     }
 }

@@ -65,7 +65,8 @@
 //! ## Files, threads and descriptors
 //!
 //! Next to a transcript `T`: `T.lock` while someone holds the lock,
-//! `T.lock.queue` (the blocking contenders' wait queue, kept), between a
+//! `T.lock.queue` while blocking contenders queue (it goes with its last
+//! user: an uncontended hold makes none), between a
 //! process's holds its hidden witness slot `.T.lock.w<N>.tmp` (removed by
 //! [`close_idle`]), and `T.torn-<time>` when a torn last line was moved out
 //! (the application's data, never removed). Threads: one watchdog thread

@@ -9,9 +9,9 @@
 //! (`.<name>.lock.w<N>.tmp`, see `docs/protocol.md`, "Witness slots") left
 //! by processes that exited, once nobody holds them and they are older than
 //! the orphan grace. A lock's queue file
-//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") is removed
-//! only once its transcript and its lock file are both gone and nobody
-//! holds or waits for its `flock`.
+//! (`<name>.lock.queue`, see `docs/protocol.md`, "The queue") goes with its
+//! last user; one left behind (its last users killed) is removed once its
+//! lock file is gone and nobody holds or waits for its `flock`.
 //!
 //! Only what is provably ours is removed (issue 19): the exact names we
 //! create (`classify_temp_name`), a regular file of our user, private,
@@ -590,12 +590,15 @@ fn remove_temp(c: &Candidate, remove: bool) -> std::result::Result<(), KeptReaso
 }
 
 /// A queue file (`<T>.lock.queue`) that may go: ours (regular, our user,
-/// private, one name, empty), `T` and `T.lock` both gone, and nobody
-/// holding or waiting for a lock on it. Its `flock` is taken without
+/// private, one name, empty), `T.lock` gone, and nobody holding or waiting
+/// for a lock on it (a queue file goes with its last user; this one was
+/// left by contenders killed while queued). Its `flock` is taken without
 /// blocking and held across the unlink, so a contender that opened it
-/// just before waits on it until we are done, and then finds the lock
-/// path free. `Ok`: removed (or removable, without `remove`); `Err(None)`:
-/// kept without a report (its lock is in use); `Err(Some)`: kept, and why.
+/// just before takes it after we are done, finds its name gone and opens
+/// again (as after its last user's removal, see `lock::queue`). `Ok`:
+/// removed (or removable, without `remove`); `Err(None)`: kept without a
+/// report (its lock is in use: the lock's next release removes it);
+/// `Err(Some)`: kept, and why.
 fn idle_queue(path: &Path, remove: bool) -> std::result::Result<(), Option<KeptFile>> {
     let report = |r| Some(kept(path, "queue", r));
     let (file, meta) = open_checked(path).map_err(report)?;
@@ -609,15 +612,8 @@ fn idle_queue(path: &Path, remove: bool) -> std::result::Result<(), Option<KeptF
     else {
         return Err(None);
     };
-    let Some(target) = lock
-        .to_str()
-        .and_then(|p| p.strip_suffix(".lock"))
-        .map(PathBuf::from)
-    else {
-        return Err(None);
-    };
     let absent = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
-    if !absent(&lock) || !absent(&target) {
+    if !absent(&lock) {
         return Err(None);
     }
     let id = sys::file_id(&meta);

@@ -126,8 +126,9 @@ fn queue_dance(t: &std::path::Path) -> Result<(), String> {
     };
     let a = spawn(t.to_owned());
     let until = std::time::Instant::now() + limit;
-    // The first waiter is next in line once it holds the queue's flock.
-    while common::flock_free(&queue) {
+    // The first waiter is next in line once it made the queue file and
+    // holds its flock.
+    while !queue.exists() || common::flock_free(&queue) {
         if std::time::Instant::now() > until {
             return Err("the first waiter never took the queue".into());
         }

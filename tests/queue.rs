@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{LockGuard, LockOptions};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,52 +113,75 @@ fn each_waiter_wakes_once_in_the_queue_and_once_for_the_lock() {
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
 }
 
+/// The queue file comes with contention and goes with its last user: an
+/// uncontended hold makes none, a waiter makes it, the release that finds
+/// nobody queued removes it. One left by contenders killed while queued
+/// (and their holder killed too) goes with the next release, or with
+/// `clean` once its lock is free, never while someone uses it.
 #[test]
-fn the_queue_file_outlives_holds_and_clean_removes_it_only_when_idle() {
+fn the_queue_file_comes_with_contention_and_goes_with_its_last_user() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let queue = queue_of(&t);
     let g = session_lock::acquire(&t).unwrap();
     g.append_line("{}").unwrap();
-    let meta = std::fs::metadata(&queue).expect("the holder created the queue file");
+    assert!(!queue.exists(), "an uncontended hold made the queue file");
+    // A waiter in another process makes it.
+    let mut w = Holder::spawn_unready(&t, &[], &[]);
+    wait_queued(&queue, 1);
+    let meta = std::fs::metadata(&queue).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600);
     assert_eq!(meta.len(), 0);
-    // Held: kept.
+    // Held, with a waiter: clean keeps it.
     sweep(dir.path(), &SweepOptions::default()).unwrap();
     assert!(queue.exists(), "clean removed the queue of a held lock");
+    // Our release finds the waiter next in line: kept. Its release finds
+    // nobody: removed.
     g.release().unwrap();
-    // Our parked witness slot (see tests/slot.rs) goes with close_idle.
-    session_lock::close_idle();
-    assert_eq!(all_names(dir.path()), vec!["s.jsonl", "s.jsonl.lock.queue"]);
-    // Free, but the transcript is there: kept (the next acquire uses it).
-    sweep(dir.path(), &SweepOptions::default()).unwrap();
-    assert!(
-        queue.exists(),
-        "clean removed the queue of a live transcript"
-    );
-    // Someone holds the lock in another process while the transcript is
-    // gone: kept.
-    std::fs::remove_file(&t).unwrap();
+    w.wait_ready();
+    assert!(queue.exists(), "removed while its waiter was next in line");
+    assert!(w.release().success());
+    assert!(!queue.exists(), "the last user's release kept it");
+    // Left behind: a waiter killed while queued, its holder killed too.
     let h = Holder::start(&t, &[]);
-    sweep(dir.path(), &SweepOptions::default()).unwrap();
-    assert!(
-        queue.exists(),
-        "clean removed the queue under a live holder"
-    );
-    h.release();
-    // A dry run removes nothing.
+    let w = Holder::spawn_unready(&t, &[], &[]);
+    wait_queued(&queue, 1);
+    w.kill9();
+    h.kill9();
+    assert!(queue.exists());
+    // A dry run removes nothing; then the lock of the dead holder and the
+    // idle queue go, each listed.
     let dry = SweepOptions {
         remove: false,
         ..SweepOptions::default()
     };
-    sweep(dir.path(), &dry).unwrap();
+    let r = sweep(dir.path(), &dry).unwrap();
     assert!(queue.exists(), "a dry run removed the queue file");
-    // Nothing left to queue for: removed.
-    sweep(dir.path(), &SweepOptions::default()).unwrap();
-    assert_eq!(all_names(dir.path()), Vec::<String>::new());
-    // And the next acquire creates it again.
-    drop(session_lock::acquire(&t).unwrap());
+    assert!(r.queues_removable.is_empty(), "its lock is still there");
+    // (The killed waiter's prepared record, a witness slot, goes too once
+    // past the orphan grace: none here.)
+    let now = SweepOptions {
+        orphan_grace: Duration::ZERO,
+        ..SweepOptions::default()
+    };
+    let r = sweep(dir.path(), &now).unwrap();
+    assert!(r.locks.iter().any(|l| l.removed), "{r:?}");
+    assert_eq!(r.queues_removed, vec![queue.clone()]);
+    session_lock::close_idle();
+    assert_eq!(all_names(dir.path()), vec!["s.jsonl"]);
+    // The same leftover goes with the next release instead.
+    let h = Holder::start(&t, &[]);
+    let w = Holder::spawn_unready(&t, &[], &[]);
+    wait_queued(&queue, 1);
+    w.kill9();
+    h.kill9();
+    let g = session_lock::acquire(&t).unwrap();
     assert!(queue.exists());
+    g.release().unwrap();
+    assert!(
+        !queue.exists(),
+        "the next release kept a leftover queue file"
+    );
 }
 
 #[test]
@@ -169,8 +192,14 @@ fn a_queue_nobody_releases_delays_a_free_lock_by_the_safety_recheck_at_most() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let queue = queue_of(&t);
-    drop(session_lock::acquire(&t).unwrap());
-    let squatter = std::fs::File::open(&queue).unwrap();
+    // A queue file as a waiter of ours makes it: private, empty.
+    let squatter = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&queue)
+        .unwrap();
     rustix::fs::flock(&squatter, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let recheck = session_lock::__private::SAFETY_RECHECK;
     let start = Instant::now();
@@ -500,4 +529,79 @@ fn a_squatter_on_the_queue_is_bypassed_and_the_handoff_still_works() {
     assert_eq!(snapshot(&queue), before, "the queue file was written");
     drop(squatter.stdin.take());
     wait_child(&mut squatter, WAIT, "squatter");
+}
+
+/// Leave the directory as we found it: after 100 uncontended and contended
+/// `append` and `exec` runs of the CLI, and contended holds of threads of
+/// this process, nothing of ours is left next to the transcript once
+/// nobody holds or waits (the queue file goes with its last user, our
+/// parked witness slot with `close_idle`).
+#[test]
+fn nothing_of_ours_is_left_after_a_hundred_contended_and_uncontended_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let ts = t.to_str().unwrap();
+    // 20 uncontended runs, one after the other.
+    for i in 0..10 {
+        let out = bin()
+            .args(["append", ts, &format!("{{\"solo\":{i}}}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "append: {out:?}");
+        let out = bin().args(["exec", ts, "--", "true"]).output().unwrap();
+        assert!(out.status.success(), "exec: {out:?}");
+    }
+    assert_eq!(all_names(dir.path()), vec!["s.jsonl"], "after solo runs");
+    // 80 contended ones: four shells of 20 runs each, at the same time,
+    // while this process holds the lock at the start (so that they queue).
+    let held = session_lock::acquire(&t).unwrap();
+    let script = r#"i=0; while [ $i -lt 20 ]; do
+             if [ $((i % 2)) -eq 0 ]; then "$0" append "$1" "{\"w\":$2,\"i\":$i}" || exit 1
+             else "$0" exec "$1" -- true || exit 1; fi
+             i=$((i + 1)); done"#;
+    let shells: Vec<_> = (0..4)
+        .map(|w| {
+            std::process::Command::new("sh")
+                .args(["-c", script, BIN, ts, &w.to_string()])
+                .env("SESSION_LOCK_LOG", "warn")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until(
+        WAIT,
+        || queued_on(&queue_of(&t)) >= 2,
+        || "the shells never queued behind our hold".into(),
+    );
+    // Threads of this process contend too.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for n in 0..5 {
+                    let g =
+                        session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+                    g.append_line(format!("{{\"thread\":{i},\"n\":{n}}}"))
+                        .unwrap();
+                    g.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    held.release().unwrap();
+    for mut s in shells {
+        let st = wait_child(&mut s, WAIT, "a shell of contended runs");
+        assert!(st.success(), "a contended run failed: {st}");
+    }
+    for th in threads {
+        th.join().unwrap();
+    }
+    session_lock::close_idle();
+    assert_eq!(
+        all_names(dir.path()),
+        vec!["s.jsonl"],
+        "after contended runs and close_idle"
+    );
+    let lines = std::fs::read_to_string(&t).unwrap().lines().count();
+    assert_eq!(lines, 10 + 4 * 10 + 4 * 5, "every append is there");
 }

@@ -554,6 +554,7 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
+        crate::lock::queue::remove_if_idle(&self.paths.lock);
         true
     }
 
@@ -609,6 +610,7 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
+        crate::lock::queue::remove_if_idle(&self.paths.lock);
         outcome
     }
 

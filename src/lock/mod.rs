@@ -527,9 +527,24 @@ pub(crate) struct Acquirer<'a> {
     busy: Option<queue::QueueFd>,
     /// Our place in the queue while we wait in it.
     queued: Option<queue::Waiting>,
+    /// A publish found the lock held: the queue file may be made (until
+    /// then a missing one means nobody is queued, and none is made: an
+    /// uncontended hold leaves no queue file behind).
+    contended: bool,
     /// The lock we reclaimed in the last step, for the guard's takeover
     /// report if our next publish wins.
     reclaimed: Option<Box<Inspection>>,
+}
+
+/// An acquire that ends without the lock (timeout, error, a dropped
+/// future) while next in line gives its place up, and takes the queue
+/// file with it if nobody else queues (see `queue::remove_if_idle`).
+impl Drop for Acquirer<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            ticket.give_up();
+        }
+    }
 }
 
 impl<'a> Acquirer<'a> {
@@ -557,6 +572,7 @@ impl<'a> Acquirer<'a> {
             ticket: None,
             busy: None,
             queued: None,
+            contended: false,
             reclaimed: None,
         }
     }
@@ -608,6 +624,12 @@ impl<'a> Acquirer<'a> {
             queue::Outcome::Granted(ticket) => {
                 self.queued = None;
                 self.ticket = Some(ticket);
+                self.woken_by_event = true;
+                true
+            }
+            // Woken by the remover's release: queue again (next step).
+            queue::Outcome::Moved => {
+                self.queued = None;
                 self.woken_by_event = true;
                 true
             }
@@ -683,11 +705,13 @@ impl<'a> Acquirer<'a> {
         if self.queue_use != QueueUse::Wait || self.ticket.is_some() || self.queued.is_some() {
             return None;
         }
-        match queue::try_queue(&self.paths.lock) {
+        match queue::try_queue(&self.paths.lock, self.contended) {
             queue::TryQueue::Taken(ticket) => {
                 self.ticket = Some(ticket);
                 None
             }
+            // Nobody queued, and we have not found the lock held yet.
+            queue::TryQueue::Absent => None,
             queue::TryQueue::Busy(fd) => {
                 if let Some(old) = self.busy.replace(fd) {
                     queue::release_fd(old);
@@ -733,6 +757,13 @@ impl<'a> Acquirer<'a> {
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
+                    if !self.contended {
+                        // Held: from now on we queue (making the file).
+                        self.contended = true;
+                        if let Some(step) = self.queue_up() {
+                            return Ok(step);
+                        }
+                    }
                     // Lost the race after a wake-up: same cheap check.
                     if woken && self.lock_exists(true)? && self.rewaited {
                         return Ok(Step::Wait);

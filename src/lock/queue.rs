@@ -74,21 +74,51 @@ pub(crate) struct QueueFd {
     /// parent's open file description, so its `flock` would be the
     /// parent's too; a child never uses it.
     pid: u32,
+    /// The file's identity, to tell whether the queue's name still names
+    /// it (see [`QueueFd::still_named`]).
+    id: sys::FileId,
+}
+
+/// What opening a lock's queue file found.
+enum Open {
+    Fd(QueueFd),
+    /// No queue file, and we were not to make one: nobody waits.
+    Absent,
+    /// Something we do not use as a queue (see [`usable`]), or an error.
+    Unusable,
 }
 
 impl QueueFd {
-    fn open(lock: &Path) -> Option<QueueFd> {
+    /// Open the queue file of `lock`; with `create`, make it if missing.
+    fn open(lock: &Path, create: bool) -> Open {
         let path = queue_path(lock);
-        let file = sys::open_queue(&path).ok()?;
-        if let Err(why) = usable(&file) {
-            report_bypass(&path, &file, why);
-            return None;
-        }
-        Some(QueueFd {
+        let file = match sys::open_queue(&path, create) {
+            Ok(file) => file,
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Open::Absent,
+            Err(_) => return Open::Unusable,
+        };
+        let id = match usable(&file) {
+            Ok(id) => id,
+            Err(why) => {
+                report_bypass(&path, &file, why);
+                return Open::Unusable;
+            }
+        };
+        Open::Fd(QueueFd {
             file,
             lock: lock.to_owned(),
             pid: std::process::id(),
+            id,
         })
+    }
+
+    /// Whether the queue's name still names this file. The queue file goes
+    /// with its last user ([`remove_if_idle`]), so whoever takes a queue's
+    /// `flock` checks this (one `lstat`) and, if the file was removed in
+    /// between, queues again on the file now at the name.
+    fn still_named(&self) -> bool {
+        std::fs::symlink_metadata(queue_path(&self.lock))
+            .is_ok_and(|m| m.file_type().is_file() && sys::file_id(&m) == self.id)
     }
 }
 
@@ -102,8 +132,9 @@ pub(crate) const STALL_BOUND: Duration = Duration::from_millis(250);
 /// Whether an open queue file is one we could have made: a regular file
 /// of our user, private, with one name and nothing in it (we never write
 /// to it). Anything else (a hard link to another file, a planted file) is
-/// never `flock`ed by us; waiters bypass it.
-fn usable(file: &File) -> Result<(), &'static str> {
+/// never `flock`ed (nor removed) by us; waiters bypass it. `Ok`: its
+/// identity.
+fn usable(file: &File) -> Result<sys::FileId, &'static str> {
     let meta = file.metadata().map_err(|_| "cannot stat it")?;
     if !meta.file_type().is_file() {
         return Err("not a regular file");
@@ -135,7 +166,7 @@ fn usable(file: &File) -> Result<(), &'static str> {
         }
         None => {}
     }
-    Ok(())
+    Ok(id)
 }
 
 /// A squatted queue file is bypassed this long, then tried again (a
@@ -192,14 +223,15 @@ fn spares() -> MutexGuard<'static, HashMap<PathBuf, Vec<QueueFd>>> {
     lock_or_recover(SPARES.get_or_init(Default::default))
 }
 
-fn take_fd(lock: &Path) -> Option<QueueFd> {
+fn take_fd(lock: &Path, create: bool) -> Open {
     let spare = spares().get_mut(lock).and_then(Vec::pop);
-    // `clean` may have removed an idle queue file since this descriptor
-    // was kept (one of the removed inode would queue alone), or someone
-    // may have linked it elsewhere since: one `fstat`.
+    // The queue file may have gone with its last user since this
+    // descriptor was kept (one of the removed inode would queue alone), or
+    // `clean` may have removed it, or someone may have linked it elsewhere
+    // since: one `fstat`.
     match spare {
-        Some(fd) if fd.pid == std::process::id() && usable(&fd.file).is_ok() => Some(fd),
-        _ => QueueFd::open(lock),
+        Some(fd) if fd.pid == std::process::id() && usable(&fd.file).is_ok() => Open::Fd(fd),
+        _ => QueueFd::open(lock, create),
     }
 }
 
@@ -232,6 +264,17 @@ impl Ticket {
     fn new(fd: QueueFd) -> Ticket {
         Ticket { fd: Some(fd) }
     }
+
+    /// Leave the queue without taking the lock (a waiter that gives up,
+    /// a grant nobody wants): drop the `flock`, and remove the queue file
+    /// if nobody else queues (see [`remove_if_idle`]). A ticket dropped
+    /// after its holder published keeps the file for its release.
+    pub(crate) fn give_up(mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        let lock = fd.lock.clone();
+        drop(fd);
+        remove_if_idle(&lock);
+    }
 }
 
 impl Drop for Ticket {
@@ -250,32 +293,79 @@ pub(crate) enum TryQueue {
     Taken(Ticket),
     /// Someone holds it: join the queue with this descriptor.
     Busy(QueueFd),
+    /// No queue file, and we were not to make one: nobody is queued.
+    Absent,
     /// No queue here (no `flock`, no permission, not a regular file).
     Unavailable,
 }
 
-/// Take the queue's `flock` without blocking.
-pub(crate) fn try_queue(lock: &Path) -> TryQueue {
-    let Some(fd) = take_fd(lock) else {
-        return TryQueue::Unavailable;
-    };
-    match sys::flock_try(&fd.file, true) {
-        Ok(true) => TryQueue::Taken(Ticket::new(fd)),
-        Ok(false) => TryQueue::Busy(fd),
-        Err(_) => TryQueue::Unavailable,
+/// How often [`try_queue`] opens again after finding that the file it
+/// locked was removed meanwhile (each time, its last user left between
+/// our `open` and our `flock`); then it gives the queue up.
+const REOPENS: usize = 8;
+
+/// Take the queue's `flock` without blocking; with `create`, make the
+/// queue file if missing (a contender that found the lock held), else
+/// report it [`TryQueue::Absent`] (a first look: nobody to queue behind).
+pub(crate) fn try_queue(lock: &Path, create: bool) -> TryQueue {
+    for _ in 0..REOPENS {
+        let fd = match take_fd(lock, create) {
+            Open::Fd(fd) => fd,
+            Open::Absent => return TryQueue::Absent,
+            Open::Unusable => return TryQueue::Unavailable,
+        };
+        match sys::flock_try(&fd.file, true) {
+            Ok(true) if fd.still_named() => return TryQueue::Taken(Ticket::new(fd)),
+            // Removed by its last user between our open and our flock:
+            // closing drops the flock; open the file at the name now.
+            Ok(true) => drop(fd),
+            Ok(false) => return TryQueue::Busy(fd),
+            Err(_) => return TryQueue::Unavailable,
+        }
     }
+    TryQueue::Unavailable
+}
+
+/// The queue file goes with its last user: when a hold ends or a waiter
+/// gives up, the queue's `flock` taken at once means that nobody is next
+/// in line and nobody waits for it in the kernel (a waiter there would
+/// have been granted it). Then the name is removed, if it still names the
+/// file we locked; the `flock` is held across the check and the unlink,
+/// so no other remover can be in between. A contender that opened the
+/// file just before takes its `flock` later, finds the name gone or naming
+/// another file ([`QueueFd::still_named`]) and opens again. Only a file
+/// [`usable`] as our queue is ever removed.
+pub(crate) fn remove_if_idle(lock: &Path) {
+    let fd = match take_fd(lock, false) {
+        Open::Fd(fd) => fd,
+        Open::Absent | Open::Unusable => return,
+    };
+    if !matches!(sys::flock_try(&fd.file, true), Ok(true)) {
+        put_back(fd);
+        return;
+    }
+    if fd.still_named()
+        && let Err(e) = std::fs::remove_file(queue_path(lock))
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::debug!(lock_path = %lock.display(), error = %e, "could not remove the idle lock queue file");
+    }
+    // Spare descriptors of the removed file are of no use any more;
+    // closing ours drops the flock.
+    spares().remove(lock);
+    drop(fd);
 }
 
 /// Take the queue's `flock` if it is free; never joins the queue.
 #[cfg(test)]
 fn try_take(lock: &Path) -> Option<Ticket> {
-    match try_queue(lock) {
+    match try_queue(lock, true) {
         TryQueue::Taken(t) => Some(t),
         TryQueue::Busy(fd) => {
             put_back(fd);
             None
         }
-        TryQueue::Unavailable => None,
+        TryQueue::Absent | TryQueue::Unavailable => None,
     }
 }
 
@@ -347,6 +437,10 @@ fn adopt(lock: &Path) -> Option<Arc<Slot>> {
 pub(crate) enum Outcome {
     /// The kernel granted the queue's `flock`: we are next.
     Granted(Ticket),
+    /// The kernel granted the `flock` of a queue file its last user had
+    /// removed meanwhile (see [`remove_if_idle`]): queue again, on the
+    /// file now at the name.
+    Moved,
     /// Still waiting at `until`.
     Pending,
     /// The queue failed (the helper's `flock` returned an error).
@@ -385,6 +479,9 @@ impl Waiting {
         loop {
             if let Some(fd) = st.granted.take() {
                 st.done = true;
+                if !fd.still_named() {
+                    return Outcome::Moved;
+                }
                 return Outcome::Granted(Ticket::new(fd));
             }
             if st.failed {
@@ -417,7 +514,7 @@ impl Drop for Waiting {
             st.done = true;
             drop(st);
             drop(map);
-            drop(Ticket::new(fd));
+            Ticket::new(fd).give_up();
             return;
         }
         st.abandoned = true;
@@ -443,7 +540,7 @@ fn deliver(fd: QueueFd, slot: &Arc<Slot>, result: io::Result<()>) {
             // Nobody wants it any more: hand it on to the next in the kernel.
             st.done = true;
             drop(st);
-            drop(Ticket::new(fd));
+            Ticket::new(fd).give_up();
         }
         Err(e) => {
             tracing::debug!(lock_path = %lock.display(), error = %e, "waiting in the lock queue failed; waiting without it");
@@ -575,10 +672,12 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_file_is_created_private_and_kept() {
+    fn the_queue_file_is_made_only_when_asked_private_and_goes_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let lock = lock_in(&dir);
-        let TryQueue::Taken(t) = try_queue(&lock) else {
+        assert!(matches!(try_queue(&lock, false), TryQueue::Absent));
+        assert!(!queue_path(&lock).exists(), "made without `create`");
+        let TryQueue::Taken(t) = try_queue(&lock, true) else {
             panic!("a fresh queue is free");
         };
         let meta = std::fs::metadata(queue_path(&lock)).unwrap();
@@ -587,19 +686,55 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
             0o600
         );
+        // Held by a ticket: kept.
+        remove_if_idle(&lock);
+        assert!(queue_path(&lock).exists(), "removed while someone queues");
+        // A ticket dropped after a publish keeps it for the release.
         drop(t);
-        assert!(queue_path(&lock).exists(), "release keeps the queue file");
+        assert!(queue_path(&lock).exists(), "removed when its ticket ended");
+        remove_if_idle(&lock);
+        assert!(!queue_path(&lock).exists(), "kept with nobody queued");
+        // A ticket given up removes it.
+        let TryQueue::Taken(t) = try_queue(&lock, true) else {
+            panic!("a fresh queue is free");
+        };
+        t.give_up();
+        assert!(!queue_path(&lock).exists(), "kept after the last gave up");
+    }
+
+    #[test]
+    fn a_waiter_granted_a_removed_queue_file_is_told_to_queue_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir);
+        let TryQueue::Taken(first) = try_queue(&lock, true) else {
+            panic!("a fresh queue is free");
+        };
+        let TryQueue::Busy(fd) = try_queue(&lock, true) else {
+            panic!("held by `first`");
+        };
+        let waiting = Waiting::join(fd).expect("a helper thread");
+        // Its last user (here: by hand) removes it while `first` holds it.
+        std::fs::remove_file(queue_path(&lock)).unwrap();
+        drop(first);
+        match waiting.wait(Instant::now() + Duration::from_secs(10)) {
+            Outcome::Moved => {}
+            Outcome::Granted(_) => panic!("granted a queue file nobody else can find"),
+            Outcome::Pending => panic!("not answered within 10 s of the release"),
+            Outcome::Failed => panic!("the queue failed"),
+        }
+        // The file at the name now is a new one, free.
+        assert!(try_take(&lock).is_some());
     }
 
     #[test]
     fn a_held_queue_is_busy_and_granted_after_the_drop() {
         let dir = tempfile::tempdir().unwrap();
         let lock = lock_in(&dir);
-        let TryQueue::Taken(first) = try_queue(&lock) else {
+        let TryQueue::Taken(first) = try_queue(&lock, true) else {
             panic!("a fresh queue is free");
         };
         assert!(try_take(&lock).is_none(), "held by `first`");
-        let TryQueue::Busy(fd) = try_queue(&lock) else {
+        let TryQueue::Busy(fd) = try_queue(&lock, true) else {
             panic!("held by `first`");
         };
         let waiting = Waiting::join(fd).expect("a helper thread");
@@ -611,7 +746,7 @@ mod tests {
         match waiting.wait(Instant::now() + Duration::from_secs(10)) {
             Outcome::Granted(t) => drop(t),
             Outcome::Pending => panic!("not granted within 10 s of the release"),
-            Outcome::Failed => panic!("the queue failed"),
+            Outcome::Failed | Outcome::Moved => panic!("the queue failed"),
         }
         assert!(try_take(&lock).is_some(), "the ticket was dropped");
     }
@@ -620,17 +755,17 @@ mod tests {
     fn an_abandoned_place_is_adopted_or_passed_on() {
         let dir = tempfile::tempdir().unwrap();
         let lock = lock_in(&dir);
-        let TryQueue::Taken(first) = try_queue(&lock) else {
+        let TryQueue::Taken(first) = try_queue(&lock, true) else {
             panic!("a fresh queue is free");
         };
-        let TryQueue::Busy(fd) = try_queue(&lock) else {
+        let TryQueue::Busy(fd) = try_queue(&lock, true) else {
             panic!("held by `first`");
         };
         let gave_up = Waiting::join(fd).expect("a helper thread");
         let place = gave_up.slot.clone();
         drop(gave_up);
         // The next waiter of this process takes the abandoned place.
-        let TryQueue::Busy(fd) = try_queue(&lock) else {
+        let TryQueue::Busy(fd) = try_queue(&lock, true) else {
             panic!("held by `first`");
         };
         let adopter = Waiting::join(fd).expect("adopted");
@@ -645,10 +780,10 @@ mod tests {
             _ => panic!("the adopted place was not granted within 10 s"),
         }
         // Abandoned with nobody to adopt it: the helper passes it on.
-        let TryQueue::Taken(second) = try_queue(&lock) else {
+        let TryQueue::Taken(second) = try_queue(&lock, true) else {
             panic!("free again");
         };
-        let TryQueue::Busy(fd) = try_queue(&lock) else {
+        let TryQueue::Busy(fd) = try_queue(&lock, true) else {
             panic!("held by `second`");
         };
         drop(Waiting::join(fd).expect("a helper thread"));

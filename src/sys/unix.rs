@@ -211,16 +211,21 @@ pub fn flock_unlock(file: &File) -> io::Result<()> {
 }
 
 /// Open the lock's queue file (`<lock>.queue`) for its `flock` wait
-/// queue: read-only (a `flock` needs no write access), created with mode
-/// 0600 if missing, never following a symlink, non-blocking (a FIFO
-/// planted there cannot hang the open), close-on-exec. Anything but a
-/// regular file there is `InvalidInput`: the caller then waits without
-/// the queue.
-pub(crate) fn open_queue(path: &Path) -> io::Result<File> {
+/// queue: read-only (a `flock` needs no write access), with `create`
+/// created with mode 0600 if missing (else `NotFound`), never following a
+/// symlink, non-blocking (a FIFO planted there cannot hang the open),
+/// close-on-exec. Anything but a regular file there is `InvalidInput`:
+/// the caller then waits without the queue.
+pub(crate) fn open_queue(path: &Path, create: bool) -> io::Result<File> {
     use rustix::fs::Mode;
+    let create = if create {
+        OFlags::CREATE
+    } else {
+        OFlags::empty()
+    };
     let fd = rustix::fs::open(
         path,
-        OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        OFlags::RDONLY | create | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::RUSR | Mode::WUSR,
     )?;
     let file = File::from(fd);

@@ -227,6 +227,13 @@ impl LockOptions {
     /// The command line prints its "waiting for the lock held by ..." line
     /// this way (cargo does the same for its own lock).
     ///
+    /// With the etcd backend the hook runs once this acquire is queued
+    /// behind a holder (never while connecting: a cluster that was never
+    /// reached gets no call), on the process's etcd thread, so it must not
+    /// block; the inspection is built from the holder's stored owner record
+    /// (pid, host, label, age), at the holder's etcd key, with
+    /// `pid_alive: None` and `Witness::Unknown` (the lease is the witness).
+    ///
     /// ```
     /// use session_lock::LockOptions;
     /// use std::time::Duration;

@@ -1408,3 +1408,206 @@ fn partitions_freeze_and_drop_the_holder_counts_itself_lost_before_anyone_else_h
         );
     }
 }
+
+// ------------------------------------------- issue 22 item 7: fail fast
+
+/// Exit code of the CLI when the backend cannot be reached (`EXIT_IO`,
+/// the "bad path / permission / I/O error" row of `--help`).
+const EXIT_UNREACHABLE: i32 = 5;
+
+/// Run the CLI to completion, bounded: killed (and the test failed) if it
+/// is still running after `limit`. Returns its exit code, its stderr and
+/// how long it ran.
+fn run_bounded(mut cmd: Command, what: &str, limit: Duration) -> (Option<i32>, String, Duration) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn session-lock");
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        let _ = tx.send(s);
+    });
+    // The stderr pipe closes when the process exits (it starts nothing).
+    let stderr = match rx.recv_timeout(limit) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+    };
+    let status = child.wait().expect("wait for session-lock");
+    (status.code(), stderr, started.elapsed())
+}
+
+/// A 127.0.0.1 port nobody listens on (bound, then closed).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn etcd_refusing_every_connection_fails_at_once_naming_the_endpoint_with_no_waiting_notice() {
+    // No etcd needed: nothing listens on the port.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.jsonl");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let url = format!("etcd://{endpoint}");
+    let runs: [(&str, Vec<&str>); 3] = [
+        ("exec -n", vec!["exec", "-n"]),
+        ("status", vec!["status"]),
+        ("append", vec!["append"]),
+    ];
+    for (what, args) in runs {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--backend", &url]).args(&args).arg(&file);
+        match what {
+            "exec -n" => cmd.args(["--", "true"]),
+            "append" => cmd.arg("{}"),
+            _ => &mut cmd,
+        };
+        let (code, stderr, took) = run_bounded(cmd, what, Duration::from_secs(30));
+        eprintln!("{what}: rc={code:?} after {took:?}: {stderr}");
+        // The issue's acceptance bound (a refusal is a definite answer;
+        // generous for a loaded 2-core machine).
+        assert!(
+            took < Duration::from_secs(2),
+            "{what}: took {took:?}: {stderr}"
+        );
+        assert_eq!(code, Some(EXIT_UNREACHABLE), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(
+            stderr.contains(&endpoint),
+            "{what}: names the endpoint: {stderr}"
+        );
+        assert!(
+            stderr.contains("connection refused"),
+            "{what}: says connection refused: {stderr}"
+        );
+        assert!(
+            !stderr.contains("waiting"),
+            "{what}: no waiting notice: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_silent_etcd_endpoint_fails_at_the_connect_timeout_naming_it() {
+    // A listener that never accepts: the kernel completes the TCP handshake
+    // (backlog), and nothing ever answers HTTP/2.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    let url = format!("etcd://{endpoint}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let default = session_lock::etcd::DEFAULT_CONNECT_TIMEOUT;
+    let runs: [(&str, Vec<&str>, Duration); 3] = [
+        (
+            "exec -n --connect-timeout 500ms",
+            vec!["--connect-timeout", "500ms", "exec", "-n"],
+            Duration::from_millis(500),
+        ),
+        ("status (default connect timeout)", vec!["status"], default),
+        (
+            "append -w 10 (default connect timeout)",
+            vec!["append", "-w", "10"],
+            default,
+        ),
+    ];
+    for (what, args, connect_timeout) in runs {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--backend", &url]).args(&args).arg(&file);
+        if what.starts_with("exec") {
+            cmd.args(["--", "true"]);
+        } else if what.starts_with("append") {
+            cmd.arg("{}");
+        }
+        let (code, stderr, took) = run_bounded(cmd, what, Duration::from_secs(30));
+        eprintln!("{what}: rc={code:?} after {took:?}: {stderr}");
+        assert!(
+            took < connect_timeout + Duration::from_secs(1),
+            "{what}: took {took:?}: {stderr}"
+        );
+        assert_eq!(code, Some(EXIT_UNREACHABLE), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(
+            stderr.contains(&endpoint),
+            "{what}: names the endpoint: {stderr}"
+        );
+        assert!(
+            stderr.contains("timed out"),
+            "{what}: says timed out: {stderr}"
+        );
+        assert!(
+            !stderr.contains("waiting"),
+            "{what}: no waiting notice: {stderr}"
+        );
+    }
+    drop(silent);
+}
+
+#[test]
+fn the_etcd_waiting_notice_names_the_holder() {
+    if skip("etcd waiting notice") {
+        return;
+    }
+    let etcd = single();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.jsonl");
+    let mut h = Holder::start(
+        &url(&etcd),
+        "5s",
+        &file,
+        &["--label", "notice-holder"],
+        false,
+    );
+    let ready = h.expect("ready", Duration::from_secs(10));
+    let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut waiter = Command::new(BIN)
+        .args(["--backend", &url(&etcd), "exec", "-w", "20"])
+        .arg(&file)
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = waiter.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a waiting notice within 10 s");
+    eprintln!("notice: {line}");
+    assert!(line.contains("waiting for the lock"), "{line}");
+    assert!(
+        line.contains(&format!("pid={pid}")),
+        "names the pid: {line}"
+    );
+    assert!(line.contains("notice-holder"), "names the label: {line}");
+    assert!(line.contains("host="), "names the host: {line}");
+    assert!(line.contains("ageMs="), "says the age: {line}");
+    h.close();
+    let (tx2, rx2) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx2.send(waiter.wait());
+    });
+    let status = rx2
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiter gets the lock after the release")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

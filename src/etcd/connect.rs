@@ -371,12 +371,17 @@ fn endpoint_urls(cfg: &EtcdBackend) -> Vec<String> {
 }
 
 /// The client for `cfg`'s connection settings: one per setting, shared by
-/// every lock of the process. With a user it authenticates now; with TLS
-/// and no user it asks the cluster's status now; otherwise connecting is
-/// lazy (errors surface on the first request). Bounded
-/// by the connect timeout (or `deadline`, if sooner); a refusal (TLS,
-/// authentication) is final at once, an unreachable cluster is tried again
-/// until the bound.
+/// every lock of the process. It meets the cluster now: with a user it
+/// authenticates, without one it asks the cluster's status, so that an
+/// unreachable or refusing cluster is known before the first lock request
+/// (issue 22: a CLI without a server used to wait out the whole request
+/// bound, 10 s, and announce a wait for a server it never reached).
+/// Bounded by the connect timeout (or `deadline`, if sooner). Final at
+/// once: a refusal (TLS, authentication, permission), and a connection
+/// refused (ECONNREFUSED) by every endpoint. A cluster that answers but
+/// cannot serve yet (no leader) counts as reached: the requests after
+/// this one are retried within their own bounds. Anything else (a silent
+/// endpoint, a closed connection) is tried again until the bound.
 pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Result<Client> {
     static CLIENTS: OnceLock<Mutex<HashMap<ConnKey, Client>>> = OnceLock::new();
     let key = ConnKey {
@@ -416,10 +421,10 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
             match cfg.user_password() {
                 // Authenticate now: a wrong password is known at once.
                 Some((user, Password(pw))) => c.update_user(Some((user, pw))).await,
-                // With TLS, ask something harmless now, so that a TLS
-                // refusal surfaces here, within the connect timeout.
-                None if cfg.tls.on => c.status().await.map(|_| ()),
-                None => Ok(()),
+                // Ask something harmless now, so that an unreachable
+                // cluster or a TLS refusal surfaces here, within the
+                // connect timeout, not at the first lock request.
+                None => c.status().await.map(|_| ()),
             }
         };
         match tokio::time::timeout_at(until, attempt).await {
@@ -428,9 +433,29 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
                 return Ok(c);
             }
             Ok(Err(e)) => {
+                let refused = match &e {
+                    // Its `source` is not the status's: start there.
+                    etcd_client::Error::GRpcStatus(s) => connection_refused(s),
+                    other => connection_refused(other),
+                }
+                .map(io::Error::raw_os_error);
+                let answered = server_answered(&e);
                 let err = map_err(cfg, e);
                 if !retryable(&err) {
                     return Err(err);
+                }
+                if answered && cfg.user.is_none() {
+                    // Our status request reached a member, which answered
+                    // (say, "no leader" during an election): the cluster is
+                    // there. (An authentication that failed this way is
+                    // tried again: the client has no token yet.)
+                    cache().entry(key).or_insert(c.clone());
+                    return Ok(c);
+                }
+                if let Some(os) = refused
+                    && every_endpoint_refuses(cfg, until).await
+                {
+                    return Err(refused_error(cfg, os));
                 }
                 tracing::debug!(error = %err, "connecting to etcd failed; trying again");
                 last = Some(err);
@@ -443,6 +468,94 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
         }
     }
     Err(super::unreachable_error(cfg, until - started, last))
+}
+
+/// What one endpoint said to a bare TCP connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// It accepted the connection.
+    Open,
+    /// It refused it (ECONNREFUSED): nothing listens there.
+    Refused,
+    /// Another error, or no answer within the bound.
+    Unknown,
+}
+
+impl Reach {
+    fn of(r: &io::Result<tokio::net::TcpStream>) -> Reach {
+        match r {
+            Ok(_) => Reach::Open,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Reach::Refused,
+            Err(_) => Reach::Unknown,
+        }
+    }
+}
+
+/// Whether the endpoints' answers are a definite "no etcd here": every one
+/// refused the connection. One that accepted, or said nothing yet, keeps
+/// the cluster worth trying until the connect timeout.
+fn all_refused(answers: &[Reach]) -> bool {
+    !answers.is_empty() && answers.iter().all(|a| *a == Reach::Refused)
+}
+
+/// The client's request failed with a connection refused by one endpoint;
+/// ask every endpoint (the client balances over them, so one refusal says
+/// nothing of the others). Stops at the first that does not refuse.
+async fn every_endpoint_refuses(cfg: &EtcdBackend, until: Instant) -> bool {
+    let mut answers = Vec::with_capacity(cfg.endpoints.len());
+    for ep in &cfg.endpoints {
+        let answer =
+            match tokio::time::timeout_at(until, tokio::net::TcpStream::connect(ep.as_str())).await
+            {
+                Ok(r) => Reach::of(&r),
+                Err(_) => Reach::Unknown,
+            };
+        answers.push(answer);
+        if answer != Reach::Refused {
+            break;
+        }
+    }
+    answers.len() == cfg.endpoints.len() && all_refused(&answers)
+}
+
+/// The OS error "connection refused" somewhere in `e`'s sources (the
+/// client library wraps the connect error of its transport).
+fn connection_refused<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::ConnectionRefused
+        {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Whether a member itself answered (a gRPC status it sent, which carries
+/// no transport error as its source), as opposed to the way to it failing.
+fn server_answered(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if std::error::Error::source(s).is_none())
+}
+
+/// Every endpoint refused the connection: one line, the endpoints, the
+/// cause in words and the OS error.
+fn refused_error(cfg: &EtcdBackend, os: Option<i32>) -> Error {
+    let every = if cfg.endpoints.len() > 1 {
+        " by every endpoint"
+    } else {
+        ""
+    };
+    let os = os.map(|n| format!(" (os error {n})")).unwrap_or_default();
+    Error::io(
+        "cannot reach etcd at",
+        Path::new(&cfg.url()),
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("connection refused{every}{os}; is etcd running and listening there?"),
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -618,6 +731,52 @@ mod tests {
         assert!(closed_after_handshake(&plain, Duration::from_secs(2), why).is_none());
         let refused = " (last error: tcp connect error: Connection refused)";
         assert!(closed_after_handshake(&tls, Duration::from_secs(2), refused).is_none());
+    }
+
+    #[test]
+    fn only_a_refusal_by_every_endpoint_is_final() {
+        use Reach::*;
+        let table: &[(&[Reach], bool)] = &[
+            (&[Refused], true),
+            (&[Refused, Refused, Refused], true),
+            (&[Refused, Open], false),
+            (&[Refused, Unknown], false),
+            (&[Open], false),
+            (&[Unknown], false),
+            (&[], false),
+        ];
+        for (answers, want) in table {
+            assert_eq!(all_refused(answers), *want, "{answers:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_is_found_among_the_sources_by_type() {
+        #[derive(Debug)]
+        struct Wrap(io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrap(io::Error::from_raw_os_error(111));
+        if io::Error::from_raw_os_error(111).kind() == io::ErrorKind::ConnectionRefused {
+            let found = connection_refused(&refused).expect("found");
+            assert_eq!(found.raw_os_error(), Some(111));
+        }
+        // Words alone are not a refusal.
+        let words = io::Error::other("Connection refused");
+        assert!(connection_refused(&Wrap(words)).is_none());
+        let e = refused_error(&EtcdBackend::new(["h:1", "h:2"]), Some(111)).to_string();
+        assert!(
+            e.starts_with("cannot reach etcd at etcd://h:1,h:2: connection refused by every endpoint (os error 111)"),
+            "{e}"
+        );
     }
 
     #[test]

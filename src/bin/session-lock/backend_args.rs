@@ -89,7 +89,8 @@ pub(crate) struct BackendArgs {
     )]
     password_file: Option<PathBuf>,
     /// etcd: how long connecting may take, and how long an unreachable
-    /// cluster is tried [env: ETCDCTL_DIAL_TIMEOUT] [default: 2s]
+    /// cluster is tried; a connection refused by every endpoint fails at
+    /// once [env: ETCDCTL_DIAL_TIMEOUT] [default: 1s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = session_lock::parse_duration,
           help_heading = "Backend options")]
     connect_timeout: Option<Duration>,

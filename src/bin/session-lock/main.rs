@@ -586,27 +586,12 @@ fn describe_owner(insp: &Inspection) -> String {
 }
 
 /// Acquire, printing once to stderr who holds the lock after 1 s of
-/// waiting (as cargo does for its own lock).
+/// waiting (as cargo does for its own lock). Every backend calls back only
+/// once it knows someone holds the lock (an etcd that was never reached
+/// gets no waiting notice, issue 22), and names the holder from its owner
+/// record (pid, host, label, age).
 pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Error> {
     const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
-    if opts.get_backend() != &session_lock::Backend::File {
-        // One acquisition (re-queueing after the announcement would lose
-        // our place in the FIFO); the announcement comes from a timer.
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let name = file.display().to_string();
-        let backend = opts.get_backend().describe();
-        let announcer = std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                wait.recv_timeout(ANNOUNCE_AFTER)
-            {
-                eprintln!("session-lock: waiting for the lock on {name} ({backend})");
-            }
-        });
-        let out = session_lock::acquire_with(file, opts);
-        drop(done);
-        let _ = announcer.join();
-        return out;
-    }
     // One acquisition: the library calls back once the wait has lasted a
     // second, with the holder it is waiting for.
     let name = file.display().to_string();

@@ -31,8 +31,8 @@
 //! ```
 
 use crate::error::Result;
-use crate::lock::wait::Watch;
-use crate::lock::{self, Acquirer, LockPaths, Step};
+use crate::file::wait::Watch;
+use crate::file::{self, Acquirer, LockPaths, Step};
 use crate::{LockGuard, LockOptions};
 use std::future::Future;
 use std::path::Path;
@@ -105,7 +105,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
         match acq.step()? {
             Step::Acquired(guard) => return Ok(guard),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
-                return Err(lock::timeout_error(
+                return Err(file::timeout_error(
                     &paths,
                     &opts,
                     acq.last_inspection(),
@@ -146,7 +146,7 @@ pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Resul
                             _ = tokio::time::sleep_until(until) => false,
                             _ = Changed { watch: w, seen, slot: None } => true,
                         };
-                        lock::count_wake(
+                        file::count_wake(
                             acq.woken_by_event,
                             acq.settle_delay().is_none() && deadline.is_none_or(|d| recheck < d),
                         );
@@ -182,5 +182,5 @@ pub async fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> R
         return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, true).await;
     }
     let paths = LockPaths::resolve_with(target, &opts)?;
-    lock::try_once(&paths, &opts)
+    file::try_once(&paths, &opts)
 }

@@ -21,8 +21,8 @@
 //! [`crate::attention::classify`]: see [`lock_activity`].
 
 use crate::attention::classify::{self, Attention, LockActivity, SessionState};
-use crate::inspect::{Inspection, Verdict};
-use crate::lock::{self, LockPaths, Reclaim};
+use crate::file::inspect::{Inspection, Verdict};
+use crate::file::{self, LockPaths, Reclaim};
 use crate::{Error, LockOptions};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -267,9 +267,9 @@ impl Recovery {
         use RecoveryAction as A;
         use RecoveryStatus as S;
         let paths = LockPaths::resolve_existing(&req.transcript)?;
-        let policy = lock::acquire_policy(&LockOptions::new());
+        let policy = file::acquire_policy(&LockOptions::new());
         let Some(observed) =
-            crate::inspect::observe(&paths.lock, &policy, &lock::held::held_by_us)?
+            crate::file::inspect::observe(&paths.lock, &policy, &file::held::held_by_us)?
         else {
             return Ok(RecoveryOutcome::new(
                 key,
@@ -280,7 +280,7 @@ impl Recovery {
         };
         let insp = observed.inspection.clone();
         let mut outcome = match insp.verdict {
-            Verdict::Reclaimable => match lock::reclaim(observed)? {
+            Verdict::Reclaimable => match file::reclaim(observed)? {
                 Reclaim::Removed => {
                     let mut o = RecoveryOutcome::new(
                         key,

@@ -589,7 +589,7 @@ pub(crate) fn lock_key(
 ) -> Result<(String, PathBuf)> {
     // The same checks as the file backend (no protocol name, an existing
     // or, with `create_dirs`, created directory, a regular transcript).
-    let paths = crate::lock::LockPaths::resolve_with(target, opts)?;
+    let paths = crate::file::LockPaths::resolve_with(target, opts)?;
     let key = match &cfg.key {
         Some(k) => k.clone(),
         None => paths.target.to_string_lossy().into_owned(),
@@ -759,7 +759,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         shared: None,
     });
     let my_key = format!("{dir}{lease:016x}");
-    let record = crate::lock::publish::build_record(&opts, format!("{lease:016x}"), false);
+    let record = crate::file::publish::build_record(&opts, format!("{lease:016x}"), false);
     let value = serde_json::to_vec(&Value {
         record: &record,
         lease_id: format!("{lease:016x}"),

@@ -7,8 +7,8 @@
 //! release or append in progress; a lost hold is never "held by us".
 
 use crate::error::{Error, LostReason, Repr, Result};
-use crate::lock::LockPaths;
-use crate::lock::slot;
+use crate::file::LockPaths;
+use crate::file::slot;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
 use crate::transcript::{Takeover, TornTail, Transcript};
@@ -554,7 +554,7 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
-        crate::lock::queue::remove_if_idle(&self.paths.lock);
+        crate::file::queue::remove_if_idle(&self.paths.lock);
         true
     }
 
@@ -610,7 +610,7 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
-        crate::lock::queue::remove_if_idle(&self.paths.lock);
+        crate::file::queue::remove_if_idle(&self.paths.lock);
         outcome
     }
 
@@ -1139,6 +1139,6 @@ pub fn release_all() -> usize {
 /// see the README, "Descriptors"). Returns how many slots were removed.
 pub fn close_idle() -> usize {
     let slots = slot::close_all();
-    crate::lock::queue::close_spares();
+    crate::file::queue::close_spares();
     slots
 }

@@ -6,21 +6,23 @@
 //! points. Publishing is in `publish`, waiting in `wait`, holds, release and
 //! the guard in `held`.
 
-pub(crate) mod guard;
 pub(crate) mod held;
+pub(crate) mod inspect;
 pub(crate) mod publish;
 pub(crate) mod queue;
+pub(crate) mod reclaim_guard;
 pub(crate) mod slot;
+pub mod sweep;
 pub(crate) mod wait;
 
 use crate::error::{Error, NameProblem, Repr, Result};
-use crate::inspect::{self, Inspection, Policy, Verdict};
 use crate::options::LockOptions;
 use crate::sys::{self, FileId};
-pub(crate) use guard::RECLAIM_GUARD_SUFFIX;
-use guard::take_reclaim_guard;
-pub use guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
 use held::LockGuard;
+use inspect::{Inspection, Policy, Verdict};
+pub(crate) use reclaim_guard::RECLAIM_GUARD_SUFFIX;
+use reclaim_guard::take_reclaim_guard;
+pub use reclaim_guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -37,10 +37,10 @@
 //! the async API does not (see `src/tokio.rs`).
 
 use crate::error::{Error, Repr, Result};
+use crate::file::LockPaths;
+use crate::file::held::Held;
+use crate::file::slot;
 use crate::identity::SelfIdentity;
-use crate::lock::LockPaths;
-use crate::lock::held::Held;
-use crate::lock::slot;
 use crate::options::LockOptions;
 use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
 use crate::sys::{self, Publish};
@@ -196,9 +196,9 @@ impl Prepared {
                     && std::fs::symlink_metadata(&paths.dir).is_err() =>
             {
                 if !opts.create_dirs {
-                    return Err(crate::lock::missing_dir_error(&paths.dir));
+                    return Err(crate::file::missing_dir_error(&paths.dir));
                 }
-                crate::lock::create_private_dirs(&paths.dir)?;
+                crate::file::create_private_dirs(&paths.dir)?;
                 Self::create_in(paths, opts, slots)
             }
             other => other,

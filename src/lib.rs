@@ -148,6 +148,7 @@ mod fault;
 mod file;
 mod identity;
 mod options;
+mod paths;
 pub mod record;
 #[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
@@ -168,13 +169,14 @@ pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use file::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
 pub use file::inspect::{Inspection, Reason, Verdict, Witness};
 pub use file::{
-    GuardProblem, GuardReport, LockPaths, RECLAIM_GUARD_ABANDONED, acquire, acquire_with,
-    guard_report, inspect, try_acquire, try_acquire_with,
+    GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, acquire, acquire_with, guard_report,
+    inspect, try_acquire, try_acquire_with,
 };
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
 };
+pub use paths::LockPaths;
 pub use time::{DURATION_SYNTAX, parse_duration};
 pub use transcript::{Takeover, TornTail};
 

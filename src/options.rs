@@ -75,7 +75,7 @@ pub struct LockOptions {
 #[derive(Clone)]
 pub(crate) struct WaitHook {
     pub(crate) after: Duration,
-    pub(crate) call: std::sync::Arc<dyn Fn(&crate::Inspection) + Send + Sync>,
+    pub(crate) call: std::sync::Arc<dyn Fn(&crate::Owner) + Send + Sync>,
 }
 
 impl std::fmt::Debug for WaitHook {
@@ -230,15 +230,19 @@ impl LockOptions {
     /// With the etcd backend the hook runs once this acquire is queued
     /// behind a holder (never while connecting: a cluster that was never
     /// reached gets no call), on the process's etcd thread, so it must not
-    /// block; the inspection is built from the holder's stored owner record
-    /// (pid, host, label, age), at the holder's etcd key, with
-    /// `pid_alive: None` and `Witness::Unknown` (the lease is the witness).
+    /// block.
+    ///
+    /// The hook receives the holder as both backends know it, an
+    /// [`crate::Owner`] from its owner record: pid, host, label, age, and
+    /// whether the pid is alive where that can be told (a file lock of this
+    /// host; `None` for another host's, and for etcd, whose witness is the
+    /// lease, not the pid).
     ///
     /// ```
     /// use session_lock::LockOptions;
     /// use std::time::Duration;
-    /// let opts = LockOptions::new().on_wait(Duration::from_secs(1), |insp| {
-    ///     eprintln!("waiting for the lock held by {}", insp.owner());
+    /// let opts = LockOptions::new().on_wait(Duration::from_secs(1), |holder| {
+    ///     eprintln!("waiting for the lock held by {holder}");
     /// });
     /// # let _ = opts;
     /// ```
@@ -246,7 +250,7 @@ impl LockOptions {
     pub fn on_wait(
         mut self,
         after: Duration,
-        hook: impl Fn(&crate::Inspection) + Send + Sync + 'static,
+        hook: impl Fn(&crate::Owner) + Send + Sync + 'static,
     ) -> Self {
         self.on_wait = Some(WaitHook {
             after,

@@ -32,7 +32,8 @@
 
 use crate::error::Result;
 use crate::file::wait::Watch;
-use crate::file::{self, Acquirer, LockPaths, Step};
+use crate::file::{self, Acquirer, Step};
+use crate::paths::LockPaths;
 use crate::{LockGuard, LockOptions};
 use std::future::Future;
 use std::path::Path;

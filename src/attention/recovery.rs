@@ -22,7 +22,8 @@
 
 use crate::attention::classify::{self, Attention, LockActivity, SessionState};
 use crate::file::inspect::{Inspection, Verdict};
-use crate::file::{self, LockPaths, Reclaim};
+use crate::file::{self, Reclaim};
+use crate::paths::LockPaths;
 use crate::{Error, LockOptions};
 use serde::Serialize;
 use std::collections::HashSet;

@@ -7,8 +7,8 @@
 //! release or append in progress; a lost hold is never "held by us".
 
 use crate::error::{Error, LostReason, Repr, Result};
-use crate::file::LockPaths;
 use crate::file::slot;
+use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
 use crate::transcript::{Takeover, TornTail, Transcript};

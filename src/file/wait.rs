@@ -467,7 +467,7 @@ pub(crate) enum BlockingWatch {
 }
 
 impl BlockingWatch {
-    pub(crate) fn new(paths: &crate::file::LockPaths) -> BlockingWatch {
+    pub(crate) fn new(paths: &crate::paths::LockPaths) -> BlockingWatch {
         let name = paths.lock.file_name().unwrap_or_default();
         if let Some(w) = local::LocalWatch::new(&paths.dir, name) {
             return BlockingWatch::Local(w);

@@ -146,6 +146,8 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 mod fault;
 mod file;
+mod front;
+mod guard;
 mod identity;
 mod options;
 mod paths;
@@ -166,12 +168,11 @@ mod watchdog;
 pub use attention::recovery::{lock_activity, lock_attention};
 pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
-pub use file::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
+pub use file::held::{APPEND_GRACE, close_idle};
 pub use file::inspect::{Inspection, Reason, Verdict, Witness};
-pub use file::{
-    GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, acquire, acquire_with, guard_report,
-    inspect, try_acquire, try_acquire_with,
-};
+pub use file::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report, inspect};
+pub use front::{acquire, acquire_with, release_all, try_acquire, try_acquire_with};
+pub use guard::{LockGuard, Lost};
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,

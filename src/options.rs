@@ -61,9 +61,6 @@ pub struct LockOptions {
     pub(crate) orphan_grace: Duration,
     pub(crate) label: Option<String>,
     pub(crate) fail_on_stale: bool,
-    /// Set by the async front door: the hold belongs to a task, not to the
-    /// thread that happened to run it (no same-thread deadlock detection).
-    pub(crate) from_async: bool,
     /// Where the lock lives (default: the lock file).
     pub(crate) backend: crate::Backend,
     /// Called once when a wait has lasted this long (see `on_wait`).
@@ -103,7 +100,6 @@ impl Default for LockOptions {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             label: None,
             fail_on_stale: false,
-            from_async: false,
             backend: crate::Backend::File,
             on_wait: None,
             create_dirs: false,
@@ -339,4 +335,21 @@ mod tests {
             DEFAULT_ORPHAN_GRACE
         );
     }
+}
+
+/// Who takes a lock: a thread (the blocking API) or a task (the async
+/// API, whose hold belongs to no thread: no same-thread warning, no wait
+/// in the kernel's queue). The front door's fact, passed to a backend;
+/// never an option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Thread,
+    Task,
+}
+
+/// Whether an acquire waits for the lock or tries once (`try_acquire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    Wait,
+    Once,
 }

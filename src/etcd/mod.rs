@@ -35,7 +35,7 @@ pub(crate) use hold::release_all;
 pub use hold::{EtcdHold, wakes};
 
 use crate::error::{Error, Owner, Repr, Result};
-use crate::options::LockOptions;
+use crate::options::{Attempt, LockOptions};
 use crate::record::{OwnerRecord, ParsedRecord};
 pub(crate) use connect::map_err;
 use connect::{Password, TlsSettings, retryable};
@@ -586,7 +586,7 @@ pub(crate) struct Request {
     pub key: String,
     pub target: PathBuf,
     pub opts: LockOptions,
-    pub try_only: bool,
+    pub attempt: Attempt,
 }
 
 /// Blocking acquire / try_acquire.
@@ -594,18 +594,17 @@ pub(crate) fn acquire_blocking(
     target: &std::path::Path,
     cfg: &EtcdBackend,
     opts: &LockOptions,
-    try_only: bool,
-) -> Result<crate::LockGuard> {
+    attempt: Attempt,
+) -> Result<Arc<EtcdHold>> {
     let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
         target,
         opts: opts.clone(),
-        try_only,
+        attempt,
     };
-    let hold = block(acquire(req))?;
-    Ok(hold.into_guard())
+    block(acquire(req)).map(EtcdHold::register)
 }
 
 /// Async acquire / try_acquire.
@@ -614,18 +613,17 @@ pub(crate) async fn acquire_async(
     target: &std::path::Path,
     cfg: &EtcdBackend,
     opts: &LockOptions,
-    try_only: bool,
-) -> Result<crate::LockGuard> {
+    attempt: Attempt,
+) -> Result<Arc<EtcdHold>> {
     let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
         target,
         opts: opts.clone(),
-        try_only,
+        attempt,
     };
-    let hold = run_async(acquire(req)).await?;
-    Ok(hold.into_guard())
+    run_async(acquire(req)).await.map(EtcdHold::register)
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or
@@ -704,8 +702,9 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         key,
         target,
         opts,
-        try_only,
+        attempt,
     } = req;
+    let try_only = attempt == Attempt::Once;
     let started = Instant::now();
     let deadline = if try_only {
         None

@@ -6,7 +6,10 @@
 //! points. Publishing is in `publish`, waiting in `wait`, holds, release and
 //! the guard in `held`.
 
+#[cfg(feature = "tokio")]
+pub(crate) mod asynchronous;
 pub(crate) mod held;
+pub(crate) use held::{close_idle, release_all};
 pub(crate) mod inspect;
 pub(crate) mod publish;
 pub(crate) mod queue;
@@ -16,16 +19,17 @@ pub mod sweep;
 pub(crate) mod wait;
 
 use crate::error::{Error, Repr, Result};
-use crate::options::LockOptions;
+use crate::options::{Caller, LockOptions};
 use crate::paths::LockPaths;
 use crate::sys::{self, FileId};
-use held::LockGuard;
+use held::Held;
 use inspect::{Inspection, Policy, Verdict};
 pub(crate) use reclaim_guard::RECLAIM_GUARD_SUFFIX;
 use reclaim_guard::take_reclaim_guard;
 pub use reclaim_guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
@@ -161,7 +165,7 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
 
 /// One step of the acquire loop, shared by the blocking and async APIs.
 pub(crate) enum Step {
-    Acquired(LockGuard),
+    Acquired(Arc<Held>),
     /// Something changed (vanished, reclaimed): try again at once.
     Retry,
     /// Another reclaimer is busy on the stale inode: try again shortly.
@@ -235,6 +239,8 @@ pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
 pub(crate) struct Acquirer<'a> {
     paths: &'a LockPaths,
     opts: &'a LockOptions,
+    /// A thread (the blocking API) or a task (the async API).
+    caller: Caller,
     /// Our witnessed record, kept between attempts (see `publish`).
     prepared: Option<publish::Prepared>,
     /// Look (lstat) before trying to publish.
@@ -283,10 +289,11 @@ impl Drop for Acquirer<'_> {
 }
 
 impl<'a> Acquirer<'a> {
-    pub(crate) fn new(paths: &'a LockPaths, opts: &'a LockOptions) -> Self {
+    pub(crate) fn new(paths: &'a LockPaths, opts: &'a LockOptions, caller: Caller) -> Self {
         Acquirer {
             paths,
             opts,
+            caller,
             prepared: None,
             // The blocking API publishes at once: if that fails, the record
             // is kept for the attempt after the wake-up, so nothing is
@@ -299,7 +306,7 @@ impl<'a> Acquirer<'a> {
             guarded: None,
             started: Instant::now(),
             hooked: false,
-            queue_use: if opts.fail_on_stale || opts.from_async {
+            queue_use: if opts.fail_on_stale || caller == Caller::Task {
                 QueueUse::Off
             } else {
                 QueueUse::Wait
@@ -476,7 +483,7 @@ impl<'a> Acquirer<'a> {
             return Ok(step);
         }
         if !self.look_first || !self.lock_exists(woken)? {
-            match publish::publish(self.paths, self.opts, self.prepared.take())? {
+            match publish::publish(self.paths, self.opts, self.caller, self.prepared.take())? {
                 publish::Published::Held(held) => {
                     if let Some(insp) = reclaimed {
                         let Inspection {
@@ -488,7 +495,7 @@ impl<'a> Acquirer<'a> {
                     // now, and the next contender watches the lock while we
                     // hold it.
                     self.ticket = None;
-                    return Ok(Step::Acquired(LockGuard::new(held)));
+                    return Ok(Step::Acquired(held));
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
@@ -662,54 +669,13 @@ pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
     })
 }
 
-/// Acquire the lock on `target` with the default options (timeout 60 s).
-///
-/// # Errors
-/// `Timeout` (naming the owner) if the lock stayed held (also when this
-/// thread still holds it itself: see "Hazards" in the crate docs),
-/// `NotAFile` if something other than a regular file sits at the lock
-/// path, `Io`/`PermissionDenied` otherwise.
-///
-/// # Examples
-/// ```
-/// let dir = tempfile::tempdir()?;
-/// let transcript = dir.path().join("session.jsonl");
-/// let guard = session_lock::acquire(&transcript)?;
-/// guard.append_line(r#"{"role":"user","text":"hi"}"#)?;
-/// guard.release()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
-    acquire_with(target, &LockOptions::default())
-}
-
-/// Acquire with options. Waits for the holder's release or death (inotify,
-/// with a safety re-check every 2 s), reclaiming dead owners'
-/// locks at once.
-///
-/// # Errors
-/// As [`acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set and
-/// the live holder is past its stale threshold or max hold.
-///
-/// # Examples
-/// ```
-/// use session_lock::{acquire_with, LockOptions};
-/// use std::time::Duration;
-/// let dir = tempfile::tempdir()?;
-/// let opts = LockOptions::new().timeout(Duration::from_secs(5)).label("example");
-/// let guard = acquire_with(dir.path().join("s.jsonl"), &opts)?;
-/// assert_eq!(guard.record().label.as_deref(), Some("example"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, false);
-    }
+/// The file backend's blocking acquire (see [`crate::acquire_with`]):
+/// waits for the holder's release or death (inotify, with a safety
+/// re-check every 2 s), reclaiming dead owners' locks at once.
+pub(crate) fn acquire_blocking(target: &Path, opts: &LockOptions) -> Result<Arc<Held>> {
     let paths = LockPaths::resolve_with(target, opts)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut acq = Acquirer::new(&paths, opts);
+    let mut acq = Acquirer::new(&paths, opts, Caller::Thread);
     let mut warned = false;
     let mut watch: Option<wait::BlockingWatch> = None;
     loop {
@@ -718,7 +684,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             w.arm();
         }
         match acq.step()? {
-            Step::Acquired(guard) => return Ok(guard),
+            Step::Acquired(held) => return Ok(held),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
                 // Someone keeps changing the lock under us: still bounded.
                 return Err(acq.timeout());
@@ -836,53 +802,20 @@ fn lock_absent(paths: &LockPaths) -> bool {
     matches!(std::fs::symlink_metadata(&paths.lock), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
-/// Try once with the default options, never blocking.
-///
-/// # Errors
-/// `Busy` (with the owner and any report-only reasons) if someone holds the
-/// lock; every other kind is a real failure, never contention.
-///
-/// # Examples
-/// ```
-/// let dir = tempfile::tempdir()?;
-/// let path = dir.path().join("s.jsonl");
-/// let first = session_lock::try_acquire(&path)?;
-/// // Another thread finds it busy and learns who holds it.
-/// let p = path.clone();
-/// let err = std::thread::spawn(move || session_lock::try_acquire(&p).unwrap_err())
-///     .join().unwrap();
-/// assert_eq!(err.kind(), session_lock::ErrorKind::Busy);
-/// assert_eq!(err.owner().and_then(|o| o.pid), Some(std::process::id()));
-/// drop(first);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
-    try_acquire_with(target, &LockOptions::default())
-}
-
-/// Try once with options, never blocking.
-///
-/// # Errors
-/// As [`try_acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set
-/// and the live holder is past its stale threshold or max hold.
-pub fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, true);
-    }
+/// The file backend's `try_acquire` (see [`crate::try_acquire_with`]).
+pub(crate) fn try_blocking(target: &Path, opts: &LockOptions) -> Result<Arc<Held>> {
     let paths = LockPaths::resolve_with(target, opts)?;
-    try_once(&paths, opts)
+    try_once(&paths, opts, Caller::Thread)
 }
 
-/// The body of `try_acquire`, shared with the async front door.
-pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuard> {
+/// The body of `try_acquire`, for threads and tasks.
+pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions, caller: Caller) -> Result<Arc<Held>> {
     // A few immediate retries cover "vanished" and "reclaimed" races; each
     // one means someone made progress.
-    let mut acq = Acquirer::new(paths, opts).opportunistic();
+    let mut acq = Acquirer::new(paths, opts, caller).opportunistic();
     for _ in 0..16 {
         match acq.step()? {
-            Step::Acquired(guard) => return Ok(guard),
+            Step::Acquired(held) => return Ok(held),
             Step::Retry => continue,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),

@@ -39,7 +39,7 @@
 use crate::error::{Error, Repr, Result};
 use crate::file::held::Held;
 use crate::file::slot;
-use crate::options::LockOptions;
+use crate::options::{Caller, LockOptions};
 use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
 use crate::sys::{self, Publish};
@@ -368,6 +368,7 @@ pub(crate) enum Published {
 pub(crate) fn publish(
     paths: &LockPaths,
     opts: &LockOptions,
+    caller: Caller,
     prepared: Option<Prepared>,
 ) -> Result<Published> {
     let mut p = match prepared {
@@ -395,7 +396,7 @@ pub(crate) fn publish(
             Err(_) => {
                 p.discard();
                 let fresh = Prepared::create_with(paths, opts, false)?;
-                return publish(paths, opts, Some(fresh));
+                return publish(paths, opts, caller, Some(fresh));
             }
             other => other,
         },
@@ -427,6 +428,7 @@ pub(crate) fn publish(
             held(
                 paths,
                 opts,
+                caller,
                 file,
                 p.id,
                 sentinel,
@@ -441,7 +443,7 @@ pub(crate) fn publish(
                 // No rename-noreplace here: fresh inodes in this directory.
                 slot::disable(&paths.dir);
                 p.discard();
-                return publish(paths, opts, None);
+                return publish(paths, opts, caller, None);
             }
             if matches!(p.kind, Kind::Unnamed) {
                 // linkat through /proc failed here: named temp files in this
@@ -449,17 +451,21 @@ pub(crate) fn publish(
                 // if /proc is missing altogether).
                 no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
-                return publish(paths, opts, None);
+                return publish(paths, opts, caller, None);
             }
             drop(p);
-            publish_fallback(paths, opts)
+            publish_fallback(paths, opts, caller)
         }
     }
 }
 
+// The parts of one hold as a publish made them: each is needed, and a
+// struct for two callers adds nothing.
+#[allow(clippy::too_many_arguments)]
 fn held(
     paths: &LockPaths,
     opts: &LockOptions,
+    caller: Caller,
     file: File,
     id: Option<sys::FileId>,
     sentinel: Option<File>,
@@ -484,13 +490,13 @@ fn held(
         id,
         record,
         opts.max_hold,
-        opts.from_async,
+        caller,
     ))
 }
 
 /// Plain exclusive create + write, for filesystems with neither
 /// `renameat2(RENAME_NOREPLACE)` nor hard links (see the module docs).
-fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> {
+fn publish_fallback(paths: &LockPaths, opts: &LockOptions, caller: Caller) -> Result<Published> {
     let mut file = match sys::create_private_exclusive(&paths.lock) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::Exists(None)),
@@ -509,7 +515,7 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> 
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    held(paths, opts, file, Some(id), None, record, None).map(Published::Held)
+    held(paths, opts, caller, file, Some(id), None, record, None).map(Published::Held)
 }
 
 #[cfg(test)]
@@ -556,7 +562,9 @@ mod tests {
             .map(|w| w - CREATED_AT_SLACK.as_millis() as i64);
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
-        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {
+        let Published::Held(h) =
+            publish(&paths, &LockOptions::new(), Caller::Thread, Some(p)).unwrap()
+        else {
             panic!("lock path was free");
         };
         let text = std::fs::read(&paths.lock).unwrap();

@@ -59,6 +59,27 @@ impl Backend {
         ))
     }
 
+    /// The backend's name in messages: `file` or `etcd`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::File => "file",
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => "etcd",
+        }
+    }
+
+    /// How the backend tells a live holder from a dead one, for messages
+    /// about options that only the other one uses.
+    pub(crate) fn liveness(&self) -> &'static str {
+        match self {
+            Backend::File => "a holder is judged by its witness, its pid and the age of its record",
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => {
+                "a holder is live exactly as long as its lease (there is no record age or pid to judge)"
+            }
+        }
+    }
+
     /// `file` or the etcd URL.
     pub fn describe(&self) -> String {
         match self {

@@ -44,35 +44,7 @@ pub enum ErrorKind {
     InvalidInput,
 }
 
-/// What the platform layer puts inside an [`io::Error`] when a file it
-/// opened (without blocking, without following a symlink) turned out not to
-/// be a regular file: [`Error::io`] turns it into [`ErrorKind::NotAFile`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NotRegular {
-    /// Which of our names it is ("transcript").
-    pub role: &'static str,
-    /// What was found there ("FIFO", "socket", ...).
-    pub what: &'static str,
-}
-
-impl fmt::Display for NotRegular {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the {} is a {}, not a regular file",
-            self.role, self.what
-        )
-    }
-}
-
-impl std::error::Error for NotRegular {}
-
-impl NotRegular {
-    /// As an [`io::Error`] of kind `InvalidInput`.
-    pub(crate) fn into_io(self) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidInput, self)
-    }
-}
+pub(crate) use crate::sys::NotRegular;
 
 /// Why a transcript name was refused ([`ErrorKind::InvalidName`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,7 +101,7 @@ pub fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<
 }
 
 /// Force-release every lock this process holds (for shutdown paths). Each
-/// guard learns it lost the lock ([`LostReason::ReleasedAll`]). Returns how
+/// guard learns it lost the lock ([`crate::LostReason::ReleasedAll`]). Returns how
 /// many locks were released. Also removes this process's parked witness
 /// slots, as [`crate::close_idle`] does.
 pub fn release_all() -> usize {

@@ -198,7 +198,7 @@ impl LockGuard {
     /// first (lost flag and lock path identity), then the line plus `\n` goes
     /// out in a single `write` on an `O_APPEND` descriptor, while the check
     /// still holds (a release, forced or not, waits for an append in flight,
-    /// for at most [`APPEND_GRACE`], and an append after it is refused).
+    /// for at most [`crate::APPEND_GRACE`], and an append after it is refused).
     ///
     /// Whole lines only: before the first write of a hold, a torn last line
     /// left by a writer that died mid-line is moved to a sidecar file (see

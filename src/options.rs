@@ -56,9 +56,11 @@ pub fn max_hold_from_timeout(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockOptions {
     pub(crate) timeout: Option<Duration>,
-    pub(crate) stale: Duration,
+    /// `None`: the default ([`DEFAULT_STALE`]); set only by [`LockOptions::stale`].
+    pub(crate) stale: Option<Duration>,
     pub(crate) max_hold: Duration,
-    pub(crate) orphan_grace: Duration,
+    /// `None`: the default ([`DEFAULT_ORPHAN_GRACE`]).
+    pub(crate) orphan_grace: Option<Duration>,
     pub(crate) label: Option<String>,
     pub(crate) fail_on_stale: bool,
     /// Where the lock lives (default: the lock file).
@@ -95,9 +97,9 @@ impl Default for LockOptions {
     fn default() -> Self {
         LockOptions {
             timeout: Some(DEFAULT_TIMEOUT),
-            stale: DEFAULT_STALE,
+            stale: None,
             max_hold: DEFAULT_MAX_HOLD,
-            orphan_grace: DEFAULT_ORPHAN_GRACE,
+            orphan_grace: None,
             label: None,
             fail_on_stale: false,
             backend: crate::Backend::File,
@@ -130,19 +132,56 @@ impl LockOptions {
         }
         // Both count in milliseconds (mtimes and `createdAt`); the effective
         // orphan grace is `min(stale, orphan_grace)`.
-        if self.stale < Duration::from_millis(1) {
+        if let Some(stale) = self.stale
+            && stale < Duration::from_millis(1)
+        {
             return refuse(format!(
-                "a stale threshold of {:?} is refused: another host's lock would be taken over at once; give at least 1ms",
-                self.stale
+                "a stale threshold of {stale:?} is refused: another host's lock would be taken over at once; give at least 1ms",
             ));
         }
-        if self.orphan_grace < Duration::from_millis(1) {
+        if let Some(grace) = self.orphan_grace
+            && grace < Duration::from_millis(1)
+        {
             return refuse(format!(
-                "an orphan grace of {:?} is refused: a lock file another writer is still filling would be removed; give at least 1ms",
-                self.orphan_grace
+                "an orphan grace of {grace:?} is refused: a lock file another writer is still filling would be removed; give at least 1ms",
+            ));
+        }
+        if let Some(option) = self.unsupported_by_backend() {
+            return refuse(format!(
+                "LockOptions::{option} has no meaning with the {} backend: {}; leave it unset there",
+                self.backend.name(),
+                self.backend.liveness()
             ));
         }
         Ok(())
+    }
+
+    /// The first option set that the configured backend cannot honour.
+    /// The file backend honours every option; with etcd a holder is
+    /// judged by its lease alone, so the file backend's judgement of
+    /// records (`stale`, `orphan_grace`, `fail_on_stale`) has nothing to
+    /// judge.
+    fn unsupported_by_backend(&self) -> Option<&'static str> {
+        if matches!(self.backend, crate::Backend::File) {
+            return None;
+        }
+        [
+            ("stale", self.stale.is_some()),
+            ("orphan_grace", self.orphan_grace.is_some()),
+            ("fail_on_stale", self.fail_on_stale),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
+    /// The stale threshold in force ([`DEFAULT_STALE`] unless set).
+    pub(crate) fn stale_threshold(&self) -> Duration {
+        self.stale.unwrap_or(DEFAULT_STALE)
+    }
+
+    /// The orphan grace as set ([`DEFAULT_ORPHAN_GRACE`] unless set).
+    pub(crate) fn orphan_grace_set(&self) -> Duration {
+        self.orphan_grace.unwrap_or(DEFAULT_ORPHAN_GRACE)
     }
 
     /// The defaults: timeout 60 s, stale 30 min, max hold 5 min, orphan grace 5 s.
@@ -167,7 +206,7 @@ impl LockOptions {
     /// this age alone). Zero is refused by acquire.
     #[must_use]
     pub fn stale(mut self, stale: Duration) -> Self {
-        self.stale = stale;
+        self.stale = Some(stale);
         self
     }
     /// How long the lock may be held before the watchdog force-releases it.
@@ -183,7 +222,7 @@ impl LockOptions {
     /// Zero is refused by acquire.
     #[must_use]
     pub fn orphan_grace(mut self, grace: Duration) -> Self {
-        self.orphan_grace = grace;
+        self.orphan_grace = Some(grace);
         self
     }
     /// Free text stored in the owner record (who and why), at most 1 KiB.
@@ -268,11 +307,11 @@ impl LockOptions {
     }
     /// The configured stale threshold.
     pub fn get_stale(&self) -> Duration {
-        self.stale
+        self.stale_threshold()
     }
     /// The effective orphan grace: `min(stale, orphan_grace)`.
     pub fn effective_orphan_grace(&self) -> Duration {
-        self.orphan_grace.min(self.stale)
+        self.orphan_grace_set().min(self.stale_threshold())
     }
 }
 

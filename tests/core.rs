@@ -701,3 +701,36 @@ fn durable_appends_write_whole_lines_and_are_refused_after_a_loss() {
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
     assert_eq!(std::fs::read_to_string(&t).unwrap(), "a\nb\nc\n");
 }
+
+/// An option the backend cannot honour is refused, naming the option and
+/// the backend, before anything is touched (no etcd is reached here: the
+/// endpoint is never dialled).
+#[cfg(feature = "etcd")]
+#[test]
+fn options_the_etcd_backend_cannot_honour_are_refused_naming_them() {
+    use session_lock::Backend;
+    use session_lock::etcd::EtcdBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let etcd = || LockOptions::new().backend(Backend::Etcd(EtcdBackend::new(["127.0.0.1:1"])));
+    for (name, opts) in [
+        ("stale", etcd().stale(Duration::from_secs(60))),
+        ("orphan_grace", etcd().orphan_grace(Duration::from_secs(1))),
+        ("fail_on_stale", etcd().fail_on_stale(true)),
+    ] {
+        let err = session_lock::acquire_with(&t, &opts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("LockOptions::{name}")) && msg.contains("etcd backend"),
+            "{msg}"
+        );
+        let err = session_lock::try_acquire_with(&t, &opts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
+    }
+    assert_eq!(
+        all_names(dir.path()),
+        Vec::<String>::new(),
+        "something was made"
+    );
+}

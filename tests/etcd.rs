@@ -11,7 +11,7 @@ use session_lock::{Backend, ErrorKind, LockOptions, LostReason};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-lock");
@@ -52,6 +52,9 @@ struct Holder {
     lines: mpsc::Receiver<(Instant, String)>,
     /// Lines received but not yet matched by `expect`.
     seen: Vec<(Instant, String)>,
+    /// Its stderr (debug log of the library), shown when an expected
+    /// line does not come.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Holder {
@@ -74,7 +77,10 @@ impl Holder {
 
     /// Start `cmd` (a `__hold --append` command line) with piped stdio.
     fn spawn(mut cmd: Command, own_group: bool) -> Holder {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("SESSION_LOCK_LOG", "session_lock=debug");
         if own_group {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
@@ -82,6 +88,14 @@ impl Holder {
         let mut child = cmd.spawn().expect("spawn holder");
         let stdin = child.stdin.take();
         let out: ChildStdout = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let keep = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
@@ -96,6 +110,7 @@ impl Holder {
             stdin,
             lines: rx,
             seen: Vec::new(),
+            stderr,
         }
     }
 
@@ -116,8 +131,12 @@ impl Holder {
                 Ok((at, l)) if l.starts_with(prefix) => return (at, l),
                 Ok(l) => self.seen.push(l),
                 Err(e) => panic!(
-                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}",
-                    self.seen
+                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}; its stderr:\n{}",
+                    self.seen,
+                    self.stderr
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .join("\n")
                 ),
             }
         }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
     Policy {
-        stale: opts.stale,
-        orphan_grace: opts.orphan_grace,
+        stale: opts.stale_threshold(),
+        orphan_grace: opts.orphan_grace_set(),
         respect_max_hold: true,
         reclaim_self_without_starttime: true,
     }

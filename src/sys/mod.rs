@@ -82,3 +82,33 @@ impl DirEvents {
         match self.0 {}
     }
 }
+
+/// What the platform layer puts inside an [`std::io::Error`] when a file it
+/// opened (without blocking, without following a symlink) turned out not to
+/// be a regular file: `Error::io` turns it into `ErrorKind::NotAFile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotRegular {
+    /// Which of our names it is ("transcript").
+    pub role: &'static str,
+    /// What was found there ("FIFO", "socket", ...).
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} is a {}, not a regular file",
+            self.role, self.what
+        )
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+impl NotRegular {
+    /// As an [`std::io::Error`] of kind `InvalidInput`.
+    pub(crate) fn into_io(self) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, self)
+    }
+}

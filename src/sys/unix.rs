@@ -160,7 +160,7 @@ fn odd_file_error(path: &Path, e: io::Error) -> io::Error {
 }
 
 fn not_regular(role: &'static str, ft: std::fs::FileType) -> io::Error {
-    crate::error::NotRegular {
+    super::NotRegular {
         role,
         what: file_kind(ft),
     }

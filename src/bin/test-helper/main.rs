@@ -94,6 +94,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The library's log on stderr, as the tests ask (`SESSION_LOCK_LOG`):
+    // shown when a test fails waiting for this process.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SESSION_LOCK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     match cli.backend.resolve() {
         Ok(b) => {
             let _ = BACKEND.set(b);

@@ -20,20 +20,20 @@ use tokio::time::Instant;
 struct Changed<'a> {
     watch: &'a Watch,
     seen: u64,
-    slot: Option<u64>,
+    waker: Option<u64>,
 }
 
 impl Future for Changed<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        this.watch.poll_changed(this.seen, &mut this.slot, cx)
+        this.watch.poll_changed(this.seen, &mut this.waker, cx)
     }
 }
 
 impl Drop for Changed<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.slot {
+        if let Some(id) = self.waker {
             self.watch.forget_waker(id);
         }
     }
@@ -101,7 +101,7 @@ pub(crate) async fn acquire(
                             // counted as what it was, see `count_wake`).
                             biased;
                             _ = tokio::time::sleep_until(until) => false,
-                            _ = Changed { watch: w, seen, slot: None } => true,
+                            _ = Changed { watch: w, seen, waker: None } => true,
                         };
                         file::count_wake(
                             acq.woken_by_event,

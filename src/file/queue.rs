@@ -379,7 +379,7 @@ pub(crate) fn release_fd(fd: QueueFd) {
 // ---------------------------------------------------------------------------
 
 #[derive(Default)]
-struct SlotState {
+struct PlaceState {
     /// Granted: the descriptor whose `flock` the kernel gave us.
     granted: Option<QueueFd>,
     /// The helper's `flock` failed: wait without the queue.
@@ -392,21 +392,21 @@ struct SlotState {
 
 /// One place in the kernel's queue, waited for by a helper thread.
 #[derive(Default)]
-struct Slot {
-    st: Mutex<SlotState>,
+struct Place {
+    st: Mutex<PlaceState>,
     cv: Condvar,
 }
 
 /// Abandoned places still waiting in the kernel, by lock path.
-fn abandoned() -> MutexGuard<'static, HashMap<PathBuf, Vec<Arc<Slot>>>> {
-    static ABANDONED: OnceLock<Mutex<HashMap<PathBuf, Vec<Arc<Slot>>>>> = OnceLock::new();
+fn abandoned() -> MutexGuard<'static, HashMap<PathBuf, Vec<Arc<Place>>>> {
+    static ABANDONED: OnceLock<Mutex<HashMap<PathBuf, Vec<Arc<Place>>>>> = OnceLock::new();
     lock_or_recover(ABANDONED.get_or_init(Default::default))
 }
 
-fn forget_abandoned(lock: &Path, slot: &Arc<Slot>) {
+fn forget_abandoned(lock: &Path, place: &Arc<Place>) {
     let mut map = abandoned();
     if let Some(v) = map.get_mut(lock) {
-        v.retain(|s| !Arc::ptr_eq(s, slot));
+        v.retain(|s| !Arc::ptr_eq(s, place));
         if v.is_empty() {
             map.remove(lock);
         }
@@ -414,16 +414,16 @@ fn forget_abandoned(lock: &Path, slot: &Arc<Slot>) {
 }
 
 /// Take over an abandoned place of this lock, if one is still waiting.
-fn adopt(lock: &Path) -> Option<Arc<Slot>> {
+fn adopt(lock: &Path) -> Option<Arc<Place>> {
     let mut map = abandoned();
     let v = map.get_mut(lock)?;
     let mut found = None;
-    while let Some(slot) = v.pop() {
-        let mut st = lock_or_recover(&slot.st);
+    while let Some(place) = v.pop() {
+        let mut st = lock_or_recover(&place.st);
         if !st.done && !st.failed {
             st.abandoned = false;
             drop(st);
-            found = Some(slot);
+            found = Some(place);
             break;
         }
     }
@@ -449,7 +449,7 @@ pub(crate) enum Outcome {
 
 /// A waiter's place in the queue. Dropping it gives the place up.
 pub(crate) struct Waiting {
-    slot: Arc<Slot>,
+    place: Arc<Place>,
     lock: PathBuf,
 }
 
@@ -459,13 +459,13 @@ impl Waiting {
     /// had (see [`MAX_QUEUE_THREADS`]); wait without the queue.
     pub(crate) fn join(fd: QueueFd) -> Option<Waiting> {
         let lock = fd.lock.clone();
-        if let Some(slot) = adopt(&lock) {
+        if let Some(place) = adopt(&lock) {
             put_back(fd);
-            return Some(Waiting { slot, lock });
+            return Some(Waiting { place, lock });
         }
-        let slot = Arc::new(Slot::default());
-        match pool().submit(fd, slot.clone()) {
-            Ok(()) => Some(Waiting { slot, lock }),
+        let place = Arc::new(Place::default());
+        match pool().submit(fd, place.clone()) {
+            Ok(()) => Some(Waiting { place, lock }),
             Err(fd) => {
                 put_back(fd);
                 None
@@ -475,7 +475,7 @@ impl Waiting {
 
     /// Sleep until the kernel grants our place, the queue fails, or `until`.
     pub(crate) fn wait(&self, until: Instant) -> Outcome {
-        let mut st = lock_or_recover(&self.slot.st);
+        let mut st = lock_or_recover(&self.place.st);
         loop {
             if let Some(fd) = st.granted.take() {
                 st.done = true;
@@ -492,7 +492,7 @@ impl Waiting {
                 return Outcome::Pending;
             }
             st = self
-                .slot
+                .place
                 .cv
                 .wait_timeout(st, until - now)
                 .unwrap_or_else(|p| p.into_inner())
@@ -503,9 +503,9 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        // Same order as `adopt`: the map, then the slot.
+        // Same order as `adopt`: the map, then the place.
         let mut map = abandoned();
-        let mut st = lock_or_recover(&self.slot.st);
+        let mut st = lock_or_recover(&self.place.st);
         if st.done || st.failed {
             return;
         }
@@ -521,19 +521,19 @@ impl Drop for Waiting {
         drop(st);
         map.entry(self.lock.clone())
             .or_default()
-            .push(self.slot.clone());
+            .push(self.place.clone());
     }
 }
 
 /// The helper's side: the kernel answered our place's `flock`.
-fn deliver(fd: QueueFd, slot: &Arc<Slot>, result: io::Result<()>) {
-    let mut st = lock_or_recover(&slot.st);
+fn deliver(fd: QueueFd, place: &Arc<Place>, result: io::Result<()>) {
+    let mut st = lock_or_recover(&place.st);
     let lock = fd.lock.clone();
     let abandoned = st.abandoned;
     match result {
         Ok(()) if !abandoned => {
             st.granted = Some(fd);
-            slot.cv.notify_all();
+            place.cv.notify_all();
             return;
         }
         Ok(()) => {
@@ -545,12 +545,12 @@ fn deliver(fd: QueueFd, slot: &Arc<Slot>, result: io::Result<()>) {
         Err(e) => {
             tracing::debug!(lock_path = %lock.display(), error = %e, "waiting in the lock queue failed; waiting without it");
             st.failed = true;
-            slot.cv.notify_all();
+            place.cv.notify_all();
             drop(st);
         }
     }
     if abandoned {
-        forget_abandoned(&lock, slot);
+        forget_abandoned(&lock, place);
     }
 }
 
@@ -558,7 +558,7 @@ fn deliver(fd: QueueFd, slot: &Arc<Slot>, result: io::Result<()>) {
 // Helper threads
 // ---------------------------------------------------------------------------
 
-type Job = (QueueFd, Arc<Slot>);
+type Job = (QueueFd, Arc<Place>);
 
 #[derive(Default)]
 struct PoolState {
@@ -584,7 +584,7 @@ fn pool() -> &'static Pool {
 
 impl Pool {
     /// Give the job to an idle helper, or start one. `Err`: the limit.
-    fn submit(&'static self, fd: QueueFd, slot: Arc<Slot>) -> Result<(), QueueFd> {
+    fn submit(&'static self, fd: QueueFd, place: Arc<Place>) -> Result<(), QueueFd> {
         let mut st = lock_or_recover(&self.st);
         let pid = std::process::id();
         if st.pid != pid {
@@ -596,7 +596,7 @@ impl Pool {
             };
         }
         if st.idle > st.jobs.len() {
-            st.jobs.push_back((fd, slot));
+            st.jobs.push_back((fd, place));
             drop(st);
             self.cv.notify_one();
             return Ok(());
@@ -607,7 +607,7 @@ impl Pool {
         st.threads += 1;
         drop(st);
         // The job travels with the thread; if the spawn fails it comes back.
-        let job = Arc::new(Mutex::new(Some((fd, slot))));
+        let job = Arc::new(Mutex::new(Some((fd, place))));
         let theirs = job.clone();
         let spawned = std::thread::Builder::new()
             .name("session-lock-queue".into())
@@ -658,9 +658,9 @@ impl Pool {
     }
 }
 
-fn run((fd, slot): Job) {
+fn run((fd, place): Job) {
     let result = sys::flock_blocking(&fd.file);
-    deliver(fd, &slot, result);
+    deliver(fd, &place, result);
 }
 
 #[cfg(test)]
@@ -762,7 +762,7 @@ mod tests {
             panic!("held by `first`");
         };
         let gave_up = Waiting::join(fd).expect("a helper thread");
-        let place = gave_up.slot.clone();
+        let place = gave_up.place.clone();
         drop(gave_up);
         // The next waiter of this process takes the abandoned place.
         let TryQueue::Busy(fd) = try_queue(&lock, true) else {
@@ -770,7 +770,7 @@ mod tests {
         };
         let adopter = Waiting::join(fd).expect("adopted");
         assert!(
-            Arc::ptr_eq(&adopter.slot, &place),
+            Arc::ptr_eq(&adopter.place, &place),
             "the abandoned place was not adopted"
         );
         drop(place);

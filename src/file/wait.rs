@@ -335,24 +335,24 @@ impl Watch {
         }
     }
 
-    /// Async: ready when the generation differs from `seen`. `slot` keeps
+    /// Async: ready when the generation differs from `seen`. `waker` keeps
     /// this waiter's registration id so it can be removed on drop.
     #[cfg(feature = "tokio")]
     pub(crate) fn poll_changed(
         &self,
         seen: u64,
-        slot: &mut Option<u64>,
+        waker: &mut Option<u64>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
         let Some(h) = self.hub else {
             return Poll::Pending;
         };
         let mut inner = h.lock();
-        let id = match slot {
+        let id = match waker {
             Some(id) => *id,
             None => {
                 inner.next_waker_id += 1;
-                *slot = Some(inner.next_waker_id);
+                *waker = Some(inner.next_waker_id);
                 inner.next_waker_id
             }
         };
@@ -520,11 +520,11 @@ mod local {
     /// This thread's instance, if it was made by this process; an
     /// inherited one (see [`Local::pid`]) is forgotten (the child's copy of
     /// the descriptor closed, the parent's instance untouched).
-    fn own(slot: &mut Option<Local>) -> Option<&mut Local> {
-        if slot.as_ref().is_some_and(|l| l.pid != std::process::id()) {
-            *slot = None;
+    fn own(cell: &mut Option<Local>) -> Option<&mut Local> {
+        if cell.as_ref().is_some_and(|l| l.pid != std::process::id()) {
+            *cell = None;
         }
-        slot.as_mut()
+        cell.as_mut()
     }
 
     /// Threads of this process that own an instance. `fs.inotify.
@@ -572,8 +572,8 @@ mod local {
     /// read. The next `LocalWatch::new` or `drain` adds it again.
     pub(crate) fn unwatch() {
         let _ = LOCAL.try_with(|cell| {
-            if let Ok(mut slot) = cell.try_borrow_mut()
-                && let Some(local) = own(&mut slot)
+            if let Ok(mut mine) = cell.try_borrow_mut()
+                && let Some(local) = own(&mut mine)
                 && let Some((_, wd)) = local.watched.take()
             {
                 local.events.remove_watch(wd);
@@ -607,8 +607,8 @@ mod local {
                 return None;
             }
             LOCAL.with(|cell| {
-                let mut slot = cell.borrow_mut();
-                if own(&mut slot).is_none() {
+                let mut mine = cell.borrow_mut();
+                if own(&mut mine).is_none() {
                     use std::sync::atomic::Ordering::Relaxed;
                     if INSTANCES.fetch_add(1, Relaxed) >= MAX_LOCAL_INSTANCES {
                         INSTANCES.fetch_sub(1, Relaxed);
@@ -619,13 +619,13 @@ mod local {
                         return None;
                     };
                     super::testing::count_instance_made();
-                    *slot = Some(Local {
+                    *mine = Some(Local {
                         events: Rc::new(events),
                         watched: None,
                         pid: std::process::id(),
                     });
                 }
-                let local = slot.as_mut()?;
+                let local = mine.as_mut()?;
                 if !ensure_watch(local, dir) {
                     return None;
                 }

@@ -51,9 +51,9 @@ pub fn lock_activity(insp: &Inspection) -> LockActivity {
 /// progress. So this returns `Some` only for what the lock alone supports:
 /// a lock held by a live owner ([`LockActivity::is_live_owner`]) for longer
 /// than the monitor's default warn threshold
-/// ([`DEFAULT_STUCK_WARN_MS`](crate::attention::monitor::DEFAULT_STUCK_WARN_MS),
-/// 120 s) is `session.long_running` / `active_work` (kind `embedded_run`,
-/// never recovery eligible). Everything else is `None`:
+/// ([`DEFAULT_STUCK_WARN_MS`], 120 s) is `session.long_running` /
+/// `active_work` (kind `embedded_run`, never recovery eligible). Everything
+/// else is `None`:
 ///
 /// * a younger live lock is ordinary work;
 /// * a reclaimable lock (dead or gone owner, old orphan) is no work at all:

@@ -145,15 +145,17 @@ pub mod etcd;
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 mod fault;
+mod file;
+mod front;
+mod guard;
 mod identity;
-mod inspect;
-mod lock;
 mod options;
+mod paths;
 pub mod record;
 #[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;
-pub mod sweep;
+pub use file::sweep;
 mod sys;
 mod time;
 #[cfg(feature = "tokio")]
@@ -166,16 +168,16 @@ mod watchdog;
 pub use attention::recovery::{lock_activity, lock_attention};
 pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
-pub use inspect::{Inspection, Reason, Verdict, Witness};
-pub use lock::held::{APPEND_GRACE, LockGuard, Lost, close_idle, release_all};
-pub use lock::{
-    GuardProblem, GuardReport, LockPaths, RECLAIM_GUARD_ABANDONED, acquire, acquire_with,
-    guard_report, inspect, try_acquire, try_acquire_with,
-};
+pub use file::held::{APPEND_GRACE, close_idle};
+pub use file::inspect::{Inspection, Reason, Verdict, Witness};
+pub use file::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report, inspect};
+pub use front::{acquire, acquire_with, release_all, try_acquire, try_acquire_with};
+pub use guard::{LockGuard, Lost};
 pub use options::{
     DEFAULT_MAX_HOLD, DEFAULT_ORPHAN_GRACE, DEFAULT_STALE, DEFAULT_TIMEOUT, LockOptions,
     MAX_HOLD_CAP, MAX_HOLD_GRACE, max_hold_from_timeout,
 };
+pub use paths::LockPaths;
 pub use time::{DURATION_SYNTAX, parse_duration};
 pub use transcript::{Takeover, TornTail};
 
@@ -185,15 +187,15 @@ pub use transcript::{Takeover, TornTail};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::inspect::{
+    pub use crate::file::inspect::{
         Facts, PidFacts, Policy, SelfIdentity, decide, needs_pid_probe, record_age,
     };
-    pub use crate::lock::wait::SAFETY_RECHECK;
+    pub use crate::file::wait::SAFETY_RECHECK;
     pub use crate::sys::PidState;
     pub use crate::watchdog::armed_count;
     /// Waits ended (by an event, by the timer) so far on this thread.
     pub fn wait_wakeups() -> (u64, u64) {
-        crate::lock::WAKES.with(|w| w.get())
+        crate::file::WAKES.with(|w| w.get())
     }
     /// Transcript descriptors kept open between appends, process-wide.
     pub fn cached_transcripts() -> usize {
@@ -201,17 +203,17 @@ pub mod __private {
     }
     /// Acquire-loop steps taken so far in this process.
     pub fn acquire_steps() -> u64 {
-        crate::lock::STEPS.load(std::sync::atomic::Ordering::Relaxed)
+        crate::file::STEPS.load(std::sync::atomic::Ordering::Relaxed)
     }
     /// Waits ended (by an event, by the timer) so far on all threads of
     /// this process (async waiters are counted on their worker's thread).
     pub fn all_wait_wakeups() -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        let w = &crate::lock::WAKES_ALL;
+        let w = &crate::file::WAKES_ALL;
         (w[0].load(Relaxed), w[1].load(Relaxed))
     }
-    pub use crate::lock::wait::MAX_IDLE_WATCHES;
-    pub use crate::lock::wait::testing::{
+    pub use crate::file::wait::MAX_IDLE_WATCHES;
+    pub use crate::file::wait::testing::{
         force_no_inotify, inject_overflow, local_instances, local_instances_made,
     };
 }

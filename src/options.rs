@@ -61,9 +61,6 @@ pub struct LockOptions {
     pub(crate) orphan_grace: Duration,
     pub(crate) label: Option<String>,
     pub(crate) fail_on_stale: bool,
-    /// Set by the async front door: the hold belongs to a task, not to the
-    /// thread that happened to run it (no same-thread deadlock detection).
-    pub(crate) from_async: bool,
     /// Where the lock lives (default: the lock file).
     pub(crate) backend: crate::Backend,
     /// Called once when a wait has lasted this long (see `on_wait`).
@@ -75,7 +72,7 @@ pub struct LockOptions {
 #[derive(Clone)]
 pub(crate) struct WaitHook {
     pub(crate) after: Duration,
-    pub(crate) call: std::sync::Arc<dyn Fn(&crate::Inspection) + Send + Sync>,
+    pub(crate) call: std::sync::Arc<dyn Fn(&crate::Owner) + Send + Sync>,
 }
 
 impl std::fmt::Debug for WaitHook {
@@ -103,7 +100,6 @@ impl Default for LockOptions {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             label: None,
             fail_on_stale: false,
-            from_async: false,
             backend: crate::Backend::File,
             on_wait: None,
             create_dirs: false,
@@ -230,15 +226,19 @@ impl LockOptions {
     /// With the etcd backend the hook runs once this acquire is queued
     /// behind a holder (never while connecting: a cluster that was never
     /// reached gets no call), on the process's etcd thread, so it must not
-    /// block; the inspection is built from the holder's stored owner record
-    /// (pid, host, label, age), at the holder's etcd key, with
-    /// `pid_alive: None` and `Witness::Unknown` (the lease is the witness).
+    /// block.
+    ///
+    /// The hook receives the holder as both backends know it, an
+    /// [`crate::Owner`] from its owner record: pid, host, label, age, and
+    /// whether the pid is alive where that can be told (a file lock of this
+    /// host; `None` for another host's, and for etcd, whose witness is the
+    /// lease, not the pid).
     ///
     /// ```
     /// use session_lock::LockOptions;
     /// use std::time::Duration;
-    /// let opts = LockOptions::new().on_wait(Duration::from_secs(1), |insp| {
-    ///     eprintln!("waiting for the lock held by {}", insp.owner());
+    /// let opts = LockOptions::new().on_wait(Duration::from_secs(1), |holder| {
+    ///     eprintln!("waiting for the lock held by {holder}");
     /// });
     /// # let _ = opts;
     /// ```
@@ -246,7 +246,7 @@ impl LockOptions {
     pub fn on_wait(
         mut self,
         after: Duration,
-        hook: impl Fn(&crate::Inspection) + Send + Sync + 'static,
+        hook: impl Fn(&crate::Owner) + Send + Sync + 'static,
     ) -> Self {
         self.on_wait = Some(WaitHook {
             after,
@@ -335,4 +335,21 @@ mod tests {
             DEFAULT_ORPHAN_GRACE
         );
     }
+}
+
+/// Who takes a lock: a thread (the blocking API) or a task (the async
+/// API, whose hold belongs to no thread: no same-thread warning, no wait
+/// in the kernel's queue). The front door's fact, passed to a backend;
+/// never an option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Thread,
+    Task,
+}
+
+/// Whether an acquire waits for the lock or tries once (`try_acquire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    Wait,
+    Once,
 }

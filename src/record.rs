@@ -164,6 +164,40 @@ pub(crate) fn clip_label(label: &str) -> String {
     label[..end].to_owned()
 }
 
+impl OwnerRecord {
+    /// The record this process writes for a hold with `opts`: who we are
+    /// (pid, start time, host, boot id, pid namespace), now as `createdAt`,
+    /// the max hold, the label, `token`, and `witness: "flock"` when the
+    /// holder keeps that witness (the file backend; the etcd backend's
+    /// token is its lease).
+    pub(crate) fn ours(opts: &crate::LockOptions, token: String, witness: bool) -> OwnerRecord {
+        OwnerRecord::ours_at(opts, token, witness, crate::time::now_ms())
+    }
+
+    /// [`OwnerRecord::ours`] with `createdAt` set to `now_ms`.
+    pub(crate) fn ours_at(
+        opts: &crate::LockOptions,
+        token: String,
+        witness: bool,
+        now_ms: i64,
+    ) -> OwnerRecord {
+        let me = crate::identity::SelfIdentity::current();
+        OwnerRecord {
+            pid: Some(me.pid),
+            created_at: Some(crate::time::format_rfc3339_ms(now_ms)),
+            starttime: me.starttime,
+            max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
+            hostname: me.hostname,
+            boot_id: me.boot_id,
+            pid_ns: me.pid_ns,
+            token: Some(token),
+            witness: witness.then(|| WITNESS_FLOCK.to_owned()),
+            label: opts.label.clone(),
+            version: Some(RECORD_VERSION),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,35 +31,21 @@
 //! ```
 
 use crate::error::Result;
-use crate::lock::wait::Watch;
-use crate::lock::{self, Acquirer, LockPaths, Step};
-use crate::{LockGuard, LockOptions};
-use std::future::Future;
+use crate::guard::{Hold, LockGuard};
+use crate::options::{Attempt, LockOptions};
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::time::Instant;
+use std::sync::Arc;
 
-struct Changed<'a> {
-    watch: &'a Watch,
-    seen: u64,
-    slot: Option<u64>,
-}
-
-impl Future for Changed<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        this.watch.poll_changed(this.seen, &mut this.slot, cx)
-    }
-}
-
-impl Drop for Changed<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.slot {
-            self.watch.forget_waker(id);
-        }
-    }
+/// Validate the options for the backend, then let the backend take the
+/// lock for this task: the async API's one decision (the blocking API's
+/// is in `front`).
+async fn hold(target: &Path, opts: &LockOptions, attempt: Attempt) -> Result<Arc<dyn Hold>> {
+    opts.validate(target)?;
+    Ok(match &opts.backend {
+        crate::Backend::File => crate::file::asynchronous::acquire(target, opts, attempt).await?,
+        #[cfg(feature = "etcd")]
+        crate::Backend::Etcd(cfg) => crate::etcd::acquire_async(target, cfg, opts, attempt).await?,
+    })
 }
 
 /// Acquire with the default options (timeout 60 s).
@@ -87,77 +73,9 @@ pub async fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// # Errors
 /// As [`acquire`].
 pub async fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    let mut opts = opts.clone();
-    opts.from_async = true;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, false).await;
-    }
-    tokio::task::yield_now().await;
-    let paths = LockPaths::resolve_with(target, &opts)?;
-    let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut acq = Acquirer::new(&paths, &opts).look_first();
-    let name = paths.lock.file_name().unwrap_or_default();
-    let mut watch: Option<Watch> = None;
-    loop {
-        let seen = watch.as_ref().map(Watch::generation);
-        match acq.step()? {
-            Step::Acquired(guard) => return Ok(guard),
-            Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
-                return Err(lock::timeout_error(
-                    &paths,
-                    &opts,
-                    acq.last_inspection(),
-                    acq.blocking_guard(),
-                ));
-            }
-            Step::Retry => {}
-            Step::Backoff => tokio::time::sleep(acq.backoff_delay()).await,
-            // Async waiters never wait in the queue (see `queue`): they
-            // take its flock only when the lock path is free.
-            Step::Wait | Step::Queue => {
-                let now = Instant::now();
-                acq.check_wait(deadline.map(Instant::into_std), now.into_std())?;
-                match (watch.as_mut(), seen) {
-                    (Some(w), Some(seen)) => {
-                        // No `acq.prepare()` here, unlike the blocking loop:
-                        // with a hundred waiting tasks, preparing a record
-                        // per task made the runtime's work between timer
-                        // checks several times longer (bench: max ticker
-                        // lateness ~6.5 ms instead of ~1.7 ms), while a
-                        // task's handoff gains only the ~15 us of creating
-                        // the record after its wake-up.
-                        let recheck =
-                            now + acq.settle_delay().unwrap_or_else(|| w.recheck_interval());
-                        let recheck = acq
-                            .guard_recheck(now.into_std())
-                            .map_or(recheck, |g| recheck.min(g.into()));
-                        let recheck = acq
-                            .wait_hook(now.into_std())
-                            .map_or(recheck, |h| recheck.min(h.into()));
-                        let until = deadline.map_or(recheck, |d| d.min(recheck));
-                        acq.woken_by_event = tokio::select! {
-                            // The timer first: a wait that ran out is a
-                            // timer wake-up even if the generation moved
-                            // meanwhile (a wake-up lost on the way is then
-                            // counted as what it was, see `count_wake`).
-                            biased;
-                            _ = tokio::time::sleep_until(until) => false,
-                            _ = Changed { watch: w, seen, slot: None } => true,
-                        };
-                        lock::count_wake(
-                            acq.woken_by_event,
-                            acq.settle_delay().is_none() && deadline.is_none_or(|d| recheck < d),
-                        );
-                    }
-                    _ => watch = Some(Watch::new(&paths.dir, name)),
-                }
-            }
-        }
-        // Yield before the next synchronous inspection.
-        tokio::task::yield_now().await;
-    }
+    hold(target.as_ref(), opts, Attempt::Wait)
+        .await
+        .map(LockGuard::new)
 }
 
 /// Try once with the default options, without waiting (yields once first).
@@ -173,14 +91,7 @@ pub async fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// # Errors
 /// As [`try_acquire`].
 pub async fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    tokio::task::yield_now().await;
-    let mut opts = opts.clone();
-    opts.from_async = true;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_async(target.as_ref(), cfg, &opts, true).await;
-    }
-    let paths = LockPaths::resolve_with(target, &opts)?;
-    lock::try_once(&paths, &opts)
+    hold(target.as_ref(), opts, Attempt::Once)
+        .await
+        .map(LockGuard::new)
 }

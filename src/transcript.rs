@@ -41,6 +41,24 @@ pub struct Takeover {
 }
 
 impl Takeover {
+    /// What a new holder took over, from a backend's parts: the reclaimed
+    /// holder's record and reasons, and the torn tail moved out; `None`
+    /// when there was neither (the takeover report of both backends).
+    pub(crate) fn from_parts(
+        reclaimed: Option<(Option<OwnerRecord>, Vec<Reason>)>,
+        torn_tail: Option<TornTail>,
+    ) -> Option<Takeover> {
+        if reclaimed.is_none() && torn_tail.is_none() {
+            return None;
+        }
+        let (previous, reasons) = reclaimed.unwrap_or_default();
+        Some(Takeover {
+            previous,
+            reasons,
+            torn_tail,
+        })
+    }
+
     /// The record of the holder whose lock we reclaimed (`None` when the
     /// lock file held no readable record, or when nothing was reclaimed and
     /// only a torn tail was found).

@@ -528,9 +528,9 @@ fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
         let tx = std::sync::Mutex::new(tx);
         LockOptions::new()
             .timeout(WAIT)
-            .on_wait(Duration::from_millis(50), move |insp| {
+            .on_wait(Duration::from_millis(50), move |holder| {
                 calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let _ = tx.lock().unwrap().send(insp.owner().label.clone());
+                let _ = tx.lock().unwrap().send(holder.label.clone());
             })
     };
     let t2 = t.clone();

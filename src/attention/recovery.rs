@@ -23,8 +23,9 @@
 use crate::attention::classify::{self, Attention, LockActivity, SessionState};
 use crate::attention::shared::DEFAULT_STUCK_WARN_MS;
 pub use crate::attention::shared::{RecoveryAction, RecoveryStatus};
-use crate::inspect::{Inspection, Verdict};
-use crate::lock::{self, LockPaths, Reclaim};
+use crate::file::inspect::{Inspection, Verdict};
+use crate::file::{self, Reclaim};
+use crate::paths::LockPaths;
 use crate::{Error, LockOptions};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -207,9 +208,9 @@ impl Recovery {
         use RecoveryAction as A;
         use RecoveryStatus as S;
         let paths = LockPaths::resolve_existing(&req.transcript)?;
-        let policy = lock::acquire_policy(&LockOptions::new());
+        let policy = file::acquire_policy(&LockOptions::new());
         let Some(observed) =
-            crate::inspect::observe(&paths.lock, &policy, &lock::held::held_by_us)?
+            crate::file::inspect::observe(&paths.lock, &policy, &file::held::held_by_us)?
         else {
             return Ok(RecoveryOutcome::new(
                 key,
@@ -220,7 +221,7 @@ impl Recovery {
         };
         let insp = observed.inspection.clone();
         let mut outcome = match insp.verdict {
-            Verdict::Reclaimable => match lock::reclaim(observed)? {
+            Verdict::Reclaimable => match file::reclaim(observed)? {
                 Reclaim::Removed => {
                     let mut o = RecoveryOutcome::new(
                         key,

@@ -433,9 +433,11 @@ impl EtcdHold {
         })
     }
 
-    pub(crate) fn into_guard(self: Arc<Self>) -> crate::LockGuard {
+    /// Enter the hold in this process's registry (for
+    /// [`crate::release_all`]); the front door makes it a guard.
+    pub(crate) fn register(self: Arc<Self>) -> Arc<Self> {
         registry().insert(reg_key(&self.cfg, &self.key), Arc::downgrade(&self));
-        crate::LockGuard::from_etcd(self)
+        self
     }
 
     /// The transcript.
@@ -669,5 +671,82 @@ impl EtcdHold {
         {
             reg.remove(&k);
         }
+    }
+}
+
+/// The etcd backend's side of [`crate::LockGuard`]. (Inherent methods of
+/// the same name come first in method resolution: each line below calls
+/// the inherent one.)
+impl crate::guard::Hold for EtcdHold {
+    fn target(&self) -> &Path {
+        EtcdHold::target(self)
+    }
+
+    fn lock_path(&self) -> &Path {
+        EtcdHold::lock_path(self)
+    }
+
+    fn record(&self) -> &OwnerRecord {
+        EtcdHold::record(self)
+    }
+
+    fn held_for(&self) -> Duration {
+        self.acquired().elapsed()
+    }
+
+    fn max_hold(&self) -> Duration {
+        EtcdHold::max_hold(self)
+    }
+
+    fn fencing_token(&self) -> Option<i64> {
+        Some(EtcdHold::fencing_token(self))
+    }
+
+    fn check(&self) -> Result<()> {
+        EtcdHold::check(self)
+    }
+
+    fn lost_reason(&self) -> Option<LostReason> {
+        EtcdHold::lost_reason(self)
+    }
+
+    fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        EtcdHold::wait_lost(self, timeout)
+    }
+
+    fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
+        EtcdHold::poll_lost(self, cx)
+    }
+
+    /// No descriptor to share: the process holding the guard keeps the
+    /// lease alive (see `LockGuard::share_with_children`).
+    fn set_inheritable(&self, _inherit: bool) -> Result<()> {
+        EtcdHold::check(self)
+    }
+
+    fn add_ref(&self) -> Result<()> {
+        EtcdHold::add_ref(self)
+    }
+
+    fn release_ref(&self) -> Result<()> {
+        EtcdHold::release_ref(self)
+    }
+
+    fn append(&self, lines: &[&[u8]], sync: bool) -> Result<()> {
+        self.append_lines(lines, sync)
+    }
+
+    fn repair_torn_tail(&self) -> Result<Option<crate::transcript::TornTail>> {
+        EtcdHold::repair_torn_tail(self)
+    }
+
+    /// A lease that expired cannot be told from a release here (etcd
+    /// deletes the key the same way): only the torn-line part.
+    fn takeover(&self) -> Option<crate::transcript::Takeover> {
+        crate::transcript::Takeover::from_parts(None, self.torn_tail())
+    }
+
+    fn describe(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard").field("etcd", self).finish()
     }
 }

@@ -35,7 +35,7 @@ pub(crate) use hold::release_all;
 pub use hold::{EtcdHold, wakes};
 
 use crate::error::{Error, Owner, Repr, Result};
-use crate::options::LockOptions;
+use crate::options::{Attempt, LockOptions};
 use crate::record::{OwnerRecord, ParsedRecord};
 pub(crate) use connect::map_err;
 use connect::{Password, TlsSettings, retryable};
@@ -544,26 +544,9 @@ impl Contender {
         })
     }
 
-    /// The holder as [`crate::LockOptions::on_wait`] hooks see it: its
-    /// stored owner record, judged held (the lease is its witness, not a
-    /// flock, hence `Witness::Unknown`; liveness is the lease's, not a
-    /// probed pid's, hence `pid_alive: None`), at its etcd key.
-    fn inspection(&self) -> crate::Inspection {
-        crate::Inspection {
-            lock_path: PathBuf::from(&self.key),
-            record: Some(self.record.clone()),
-            contents: "record",
-            witness: crate::Witness::Unknown,
-            pid_alive: None,
-            age: self.owner().age_ms.map(Duration::from_millis),
-            file_age: None,
-            verdict: crate::Verdict::Held,
-            reasons: vec![],
-            // No file: no identity (never compared for an etcd lock).
-            id: crate::sys::FileId { dev: 0, ino: 0 },
-        }
-    }
-
+    /// The holder as [`crate::LockOptions::on_wait`] hooks and errors see
+    /// it: its stored owner record (liveness is the lease's, not a probed
+    /// pid's, hence `alive: None`).
     fn owner(&self) -> Owner {
         Owner {
             pid: self.record.pid,
@@ -589,7 +572,7 @@ pub(crate) fn lock_key(
 ) -> Result<(String, PathBuf)> {
     // The same checks as the file backend (no protocol name, an existing
     // or, with `create_dirs`, created directory, a regular transcript).
-    let paths = crate::lock::LockPaths::resolve_with(target, opts)?;
+    let paths = crate::paths::LockPaths::resolve_with(target, opts)?;
     let key = match &cfg.key {
         Some(k) => k.clone(),
         None => paths.target.to_string_lossy().into_owned(),
@@ -603,7 +586,7 @@ pub(crate) struct Request {
     pub key: String,
     pub target: PathBuf,
     pub opts: LockOptions,
-    pub try_only: bool,
+    pub attempt: Attempt,
 }
 
 /// Blocking acquire / try_acquire.
@@ -611,18 +594,17 @@ pub(crate) fn acquire_blocking(
     target: &std::path::Path,
     cfg: &EtcdBackend,
     opts: &LockOptions,
-    try_only: bool,
-) -> Result<crate::LockGuard> {
+    attempt: Attempt,
+) -> Result<Arc<EtcdHold>> {
     let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
         target,
         opts: opts.clone(),
-        try_only,
+        attempt,
     };
-    let hold = block(acquire(req))?;
-    Ok(hold.into_guard())
+    block(acquire(req)).map(EtcdHold::register)
 }
 
 /// Async acquire / try_acquire.
@@ -631,18 +613,17 @@ pub(crate) async fn acquire_async(
     target: &std::path::Path,
     cfg: &EtcdBackend,
     opts: &LockOptions,
-    try_only: bool,
-) -> Result<crate::LockGuard> {
+    attempt: Attempt,
+) -> Result<Arc<EtcdHold>> {
     let (key, target) = lock_key(cfg, target, opts)?;
     let req = Request {
         cfg: cfg.clone(),
         key,
         target,
         opts: opts.clone(),
-        try_only,
+        attempt,
     };
-    let hold = run_async(acquire(req)).await?;
-    Ok(hold.into_guard())
+    run_async(acquire(req)).await.map(EtcdHold::register)
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or
@@ -721,8 +702,9 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         key,
         target,
         opts,
-        try_only,
+        attempt,
     } = req;
+    let try_only = attempt == Attempt::Once;
     let started = Instant::now();
     let deadline = if try_only {
         None
@@ -759,7 +741,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
         shared: None,
     });
     let my_key = format!("{dir}{lease:016x}");
-    let record = crate::lock::publish::build_record(&opts, format!("{lease:016x}"), false);
+    let record = crate::record::OwnerRecord::ours(&opts, format!("{lease:016x}"), false);
     let value = serde_json::to_vec(&Value {
         record: &record,
         lease_id: format!("{lease:016x}"),
@@ -948,7 +930,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                 let h = hook.take().expect("armed: hook_due is pending without one");
                 let bound = Some(Instant::now() + Duration::from_millis(500));
                 if let Ok(Some(holder)) = holder(&mut client, &cfg, &dir, bound).await {
-                    (h.call)(&holder.inspection());
+                    (h.call)(&holder.owner());
                 }
                 continue;
             }

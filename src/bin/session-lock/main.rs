@@ -573,8 +573,7 @@ fn refused_flock_option(name: &str) -> &'static str {
     }
 }
 
-fn describe_owner(insp: &Inspection) -> String {
-    let owner = insp.owner();
+fn describe_owner(owner: &session_lock::Owner) -> String {
     let mut s = owner.to_string();
     if let Some(h) = &owner.hostname {
         s.push_str(&format!(" host={h}"));
@@ -595,10 +594,10 @@ pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<Lock
     // One acquisition: the library calls back once the wait has lasted a
     // second, with the holder it is waiting for.
     let name = file.display().to_string();
-    let opts = opts.clone().on_wait(ANNOUNCE_AFTER, move |insp| {
+    let opts = opts.clone().on_wait(ANNOUNCE_AFTER, move |holder| {
         eprintln!(
             "session-lock: waiting for the lock on {name} (held by {})",
-            describe_owner(insp)
+            describe_owner(holder)
         );
     });
     session_lock::acquire_with(file, &opts)

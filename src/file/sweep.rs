@@ -21,8 +21,8 @@
 //! ([`SweepResult::kept`]); removed temp and queue files are listed.
 
 use crate::error::{Error, Result};
-use crate::inspect::{self, Inspection, Policy, Verdict};
-use crate::lock::{self, Reclaim};
+use crate::file::inspect::{self, Inspection, Policy, Verdict};
+use crate::file::{self, Reclaim};
 use crate::sys;
 use serde::Serialize;
 use std::io;
@@ -87,7 +87,7 @@ pub struct SweepReport {
     pub error: Option<String>,
     /// A reclaim guard (`<lock>.reclaim`) that kept this reclaimable lock
     /// (on a dry run: that would keep it).
-    pub guard: Option<lock::GuardReport>,
+    pub guard: Option<file::GuardReport>,
 }
 
 impl Serialize for SweepReport {
@@ -105,7 +105,7 @@ impl Serialize for SweepReport {
             removed: bool,
             error: &'a Option<String>,
             #[serde(rename = "reclaimGuard", skip_serializing_if = "Option::is_none")]
-            guard: &'a Option<lock::GuardReport>,
+            guard: &'a Option<file::GuardReport>,
         }
         match &self.inspection {
             Some(lock) => Report {
@@ -280,7 +280,7 @@ fn list(dir: &Path, suffix: &str) -> Result<Listing> {
     let mut locks = Vec::new();
     let mut temps = Vec::new();
     let mut queues = Vec::new();
-    let queue_suffix = format!("{suffix}{}", lock::queue::QUEUE_SUFFIX);
+    let queue_suffix = format!("{suffix}{}", file::queue::QUEUE_SUFFIX);
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
         let name = entry.file_name();
@@ -311,7 +311,7 @@ pub(crate) enum TempName {
 }
 
 /// Classify `name` against the exact shapes we create for lock names
-/// ending in `suffix` (see `lock::slot::slot_path` and `lock::publish`).
+/// ending in `suffix` (see `file::slot::slot_path` and `file::publish`).
 pub(crate) fn classify_temp_name(name: &str, suffix: &str) -> TempName {
     let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
         return TempName::Foreign;
@@ -327,7 +327,7 @@ pub(crate) fn classify_temp_name(name: &str, suffix: &str) -> TempName {
             && n.bytes().all(|b| b.is_ascii_digit())
             && (n == "0" || !n.starts_with('0'));
         return match n.parse::<u32>() {
-            Ok(n) if canonical && n < lock::slot::SLOTS => TempName::Slot,
+            Ok(n) if canonical && n < file::slot::SLOTS => TempName::Slot,
             _ => TempName::Foreign,
         };
     }
@@ -572,12 +572,12 @@ fn remove_temp(c: &Candidate, remove: bool) -> std::result::Result<(), KeptReaso
     // `_writable` keeps a descriptor NFS needed (and its lock) until after
     // the unlink.
     let mut _writable = None;
-    match lock::lock_for_removal(&c.file, &mut _writable, &c.path, c.id) {
-        lock::RemovalLock::Taken => {}
-        lock::RemovalLock::Busy | lock::RemovalLock::Unsupported => {
+    match file::lock_for_removal(&c.file, &mut _writable, &c.path, c.id) {
+        file::RemovalLock::Taken => {}
+        file::RemovalLock::Busy | file::RemovalLock::Unsupported => {
             return Err(KeptReason::Locked);
         }
-        lock::RemovalLock::Changed => return Err(KeptReason::Changed),
+        file::RemovalLock::Changed => return Err(KeptReason::Changed),
     }
     let same = std::fs::symlink_metadata(&c.path).is_ok_and(|m| sys::file_id(&m) == c.id);
     if !same {
@@ -595,7 +595,7 @@ fn remove_temp(c: &Candidate, remove: bool) -> std::result::Result<(), KeptReaso
 /// left by contenders killed while queued). Its `flock` is taken without
 /// blocking and held across the unlink, so a contender that opened it
 /// just before takes it after we are done, finds its name gone and opens
-/// again (as after its last user's removal, see `lock::queue`). `Ok`:
+/// again (as after its last user's removal, see `file::queue`). `Ok`:
 /// removed (or removable, without `remove`); `Err(None)`: kept without a
 /// report (its lock is in use: the lock's next release removes it);
 /// `Err(Some)`: kept, and why.
@@ -607,7 +607,7 @@ fn idle_queue(path: &Path, remove: bool) -> std::result::Result<(), Option<KeptF
     }
     let Some(lock) = path
         .to_str()
-        .and_then(|p| p.strip_suffix(lock::queue::QUEUE_SUFFIX))
+        .and_then(|p| p.strip_suffix(file::queue::QUEUE_SUFFIX))
         .map(PathBuf::from)
     else {
         return Err(None);
@@ -644,15 +644,15 @@ fn sweep_one(path: &Path, policy: &Policy, remove: bool) -> SweepReport {
         error: None,
         guard: None,
     };
-    match inspect::observe(path, policy, &crate::lock::held::held_by_us) {
+    match inspect::observe(path, policy, &crate::file::held::held_by_us) {
         Ok(None) => {}
         Ok(Some(observed)) => {
             report.inspection = Some(observed.inspection.clone());
             if !remove && observed.inspection.verdict == Verdict::Reclaimable {
-                report.guard = lock::guard_report(path);
+                report.guard = file::guard_report(path);
             }
             if remove && observed.inspection.verdict == Verdict::Reclaimable {
-                match lock::reclaim(observed) {
+                match file::reclaim(observed) {
                     Ok(Reclaim::Removed) => {
                         report.removed = true;
                         tracing::warn!(

@@ -6,292 +6,31 @@
 //! points. Publishing is in `publish`, waiting in `wait`, holds, release and
 //! the guard in `held`.
 
-pub(crate) mod guard;
+#[cfg(feature = "tokio")]
+pub(crate) mod asynchronous;
 pub(crate) mod held;
+pub(crate) use held::{close_idle, release_all};
+pub(crate) mod inspect;
 pub(crate) mod publish;
 pub(crate) mod queue;
+pub(crate) mod reclaim_guard;
 pub(crate) mod slot;
+pub mod sweep;
 pub(crate) mod wait;
 
-use crate::error::{Error, NameProblem, Repr, Result};
-use crate::inspect::{self, Inspection, Policy, Verdict};
-use crate::options::LockOptions;
+use crate::error::{Error, Repr, Result};
+use crate::options::{Caller, LockOptions};
+use crate::paths::LockPaths;
 use crate::sys::{self, FileId};
-pub(crate) use guard::RECLAIM_GUARD_SUFFIX;
-use guard::take_reclaim_guard;
-pub use guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
-use held::LockGuard;
+use held::Held;
+use inspect::{Inspection, Policy, Verdict};
+pub(crate) use reclaim_guard::RECLAIM_GUARD_SUFFIX;
+use reclaim_guard::take_reclaim_guard;
+pub use reclaim_guard::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The transcript path and its lock path, normalised: the parent directory
-/// resolved with `realpath`, the file name kept as given, so a symlinked
-/// directory shares one lock and a symlinked file does not (as in the
-/// reference).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LockPaths {
-    /// The normalised transcript path.
-    pub target: PathBuf,
-    /// `<target>.lock`.
-    pub lock: PathBuf,
-    /// The resolved parent directory.
-    pub dir: PathBuf,
-}
-
-impl LockPaths {
-    /// Normalise `target` and check that it can be locked, as
-    /// [`crate::acquire`] does with the default options: see
-    /// [`LockPaths::resolve_with`]. Creates nothing.
-    ///
-    /// # Errors
-    /// As [`LockPaths::resolve_with`].
-    pub fn resolve(target: impl AsRef<Path>) -> Result<LockPaths> {
-        Self::resolve_with(target, &LockOptions::default())
-    }
-
-    /// Normalise `target` and check that it can be locked, as acquiring it
-    /// with `opts` does before touching anything: its name is not one the
-    /// protocol derives from a transcript (`x.jsonl.lock`,
-    /// `x.jsonl.lock.queue`, `x.jsonl.lock.reclaim`, a witness slot or temp
-    /// file name), every name derived from it fits the filesystem's name
-    /// limit, its directory exists (or is created, mode 0700, with
-    /// [`LockOptions::create_dirs`]), and nothing but a regular file (or a
-    /// symlink) is at its name.
-    ///
-    /// # Errors
-    /// `InvalidName` for a protocol name (with [`Error::suggestion`]) or a
-    /// name too long (with [`Error::longest_name`]); `Io` if the path has
-    /// no file name or its directory is missing or cannot be created;
-    /// `NotAFile` for a directory, FIFO, socket or device at the
-    /// transcript's name.
-    pub fn resolve_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockPaths> {
-        let target = target.as_ref();
-        let (abs, name) = split(target)?;
-        if let Some((what, transcript)) = protocol_name(name.as_encoded_bytes()) {
-            let mut of = abs.clone();
-            of.set_file_name(transcript);
-            return Err(Error::from(Repr::InvalidName {
-                path: target.to_owned(),
-                problem: NameProblem::ProtocolName { what, of },
-            }));
-        }
-        let parent = abs.parent().unwrap_or(Path::new("/"));
-        let (dir, name_max) = match canonical_dir_cache(parent, None) {
-            // Known canonical (no symlink on the way): no realpath, no
-            // statvfs. If it has vanished since, publishing says so.
-            Some(max) => (parent.to_owned(), max),
-            None => {
-                let dir = match std::fs::canonicalize(parent) {
-                    Ok(dir) => dir,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        if !opts.create_dirs {
-                            return Err(missing_dir_error(parent));
-                        }
-                        create_private_dirs(parent)?;
-                        std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned())
-                    }
-                    // EACCES on the way: let the open report it.
-                    Err(_) => parent.to_owned(),
-                };
-                let max = sys::name_max(&dir);
-                if dir == parent {
-                    canonical_dir_cache(parent, Some(max));
-                }
-                (dir, max)
-            }
-        };
-        if let Some(problem) = too_long(name.len(), name_max) {
-            return Err(Error::from(Repr::InvalidName {
-                path: target.to_owned(),
-                problem,
-            }));
-        }
-        let paths = Self::join(dir, name);
-        // A FIFO, socket, device or directory at the transcript's name is
-        // refused before the lock is taken (appending re-checks with fstat).
-        if let Ok(meta) = std::fs::symlink_metadata(&paths.target) {
-            let ft = meta.file_type();
-            if !ft.is_file() && !ft.is_symlink() {
-                return Err(Error::from(Repr::NotAFile {
-                    lock_path: paths.target,
-                    what: sys::file_kind(ft),
-                    role: "transcript",
-                }));
-            }
-        }
-        Ok(paths)
-    }
-
-    /// Normalise `target` without checking or creating anything (for
-    /// inspecting what is there).
-    ///
-    /// # Errors
-    /// `Io` if the path has no file name.
-    pub fn resolve_existing(target: impl AsRef<Path>) -> Result<LockPaths> {
-        let (abs, name) = split(target.as_ref())?;
-        let parent = abs.parent().unwrap_or(Path::new("/"));
-        // realpath only the directory; fall back to the absolute path.
-        let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned());
-        Ok(Self::join(dir, name))
-    }
-
-    fn join(dir: PathBuf, name: std::ffi::OsString) -> LockPaths {
-        let target = dir.join(&name);
-        let mut lock_name = name;
-        lock_name.push(".lock");
-        LockPaths {
-            lock: dir.join(lock_name),
-            target,
-            dir,
-        }
-    }
-}
-
-/// The absolute form of `target` and its file name; an error for a path
-/// that names no file (`dir/`, `.`, `..`).
-fn split(target: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
-    let abs = if target.is_absolute() {
-        target.to_owned()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| Error::io("resolve current directory for", target, e))?
-            .join(target)
-    };
-    // "dir/" names a directory, not a transcript in it: its lock would
-    // land beside the directory, outside it.
-    let trailing_slash = target
-        .as_os_str()
-        .as_encoded_bytes()
-        .last()
-        .is_some_and(|&b| std::path::is_separator(char::from(b)));
-    match abs.file_name() {
-        Some(n) if n != ".." && n != "." && !trailing_slash => {
-            let n = n.to_owned();
-            Ok((abs, n))
-        }
-        _ => Err(Error::io(
-            "resolve",
-            target,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the transcript path must name a file",
-            ),
-        )),
-    }
-}
-
-/// The error for a transcript whose directory does not exist.
-pub(crate) fn missing_dir_error(dir: &Path) -> Error {
-    Error::io(
-        "find directory",
-        dir,
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            "no such directory; nothing was created (create it first, or let the library \
-             create it with LockOptions::create_dirs)",
-        ),
-    )
-}
-
-/// Create `dir` and its missing ancestors, each mode 0700 whatever the
-/// umask ([`LockOptions::create_dirs`]).
-pub(crate) fn create_private_dirs(dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while std::fs::symlink_metadata(at).is_err() {
-        missing.push(at);
-        match at.parent() {
-            Some(p) => at = p,
-            None => break,
-        }
-    }
-    for d in missing.into_iter().rev() {
-        match sys::create_private_dir(d) {
-            Ok(()) => {}
-            // Made by someone else meanwhile: theirs, left as it is.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create directory", d, e)),
-        }
-    }
-    Ok(())
-}
-
-/// How much longer than the transcript's name the longest name derived
-/// from it is: a named temp file `.<name>.lock.<32 hex>.tmp` (see
-/// `publish`); the others are shorter (`.<name>.lock.w31.tmp` by 14,
-/// `<name>.lock.reclaim` by 13, `<name>.lock.queue` by 11, a torn-line
-/// sidecar `<name>.torn-<YYYYMMDDTHHMMSS.mmmZ>-<N>` by at most 30).
-pub(crate) const DERIVED_NAME_EXTRA: usize = 1 + ".lock".len() + 1 + 32 + ".tmp".len();
-
-/// Whether a transcript name of `len` bytes is too long where a name may
-/// have `name_max` bytes.
-fn too_long(len: usize, name_max: usize) -> Option<NameProblem> {
-    let longest = name_max.saturating_sub(DERIVED_NAME_EXTRA);
-    (len > longest).then_some(NameProblem::TooLong {
-        len,
-        name_max,
-        longest,
-    })
-}
-
-/// If `name` is one the protocol derives from a transcript, what it is and
-/// that transcript's name: `<t>.lock`, `<t>.lock.queue`,
-/// `<t>.lock.reclaim`, a witness slot `.<t>.lock.w<N>.tmp` or a temp file
-/// `.<t>.lock.<32 hex>.tmp`.
-pub(crate) fn protocol_name(name: &[u8]) -> Option<(&'static str, std::ffi::OsString)> {
-    let found = |what, t: &[u8]| (!t.is_empty()).then(|| (what, os_from_bytes(t)));
-    for (suffix, what) in [
-        (&b".lock.queue"[..], "queue file"),
-        (b".lock.reclaim", "reclaim guard"),
-        (b".lock", "lock file"),
-    ] {
-        if let Some(t) = name.strip_suffix(suffix) {
-            return found(what, t);
-        }
-    }
-    let inner = name.strip_prefix(b".")?.strip_suffix(b".tmp")?;
-    let at = inner.windows(6).rposition(|w| w == b".lock.")?;
-    let (t, tail) = (&inner[..at], &inner[at + 6..]);
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    if tail.strip_prefix(b"w").is_some_and(digits) {
-        found("witness slot", t)
-    } else if tail.len() == 32 && tail.iter().all(u8::is_ascii_hexdigit) {
-        found("temp file", t)
-    } else {
-        None
-    }
-}
-
-/// A name cut from `OsStr::as_encoded_bytes` at ASCII boundaries, back
-/// as an `OsString` (through the platform's byte view: no `unsafe`).
-fn os_from_bytes(b: &[u8]) -> std::ffi::OsString {
-    sys::os_string_from_bytes(b.to_vec())
-}
-
-/// Directories seen to be their own realpath (absolute, no symlink, no
-/// `.`/`..`), with their filesystem's name limit. Looking one up is safe
-/// to skip `canonicalize` and `statvfs` on every acquire: such a path can
-/// only change meaning if a component is later replaced by a symlink,
-/// which cooperating processes do not do. `Some(max)` inserts `dir`;
-/// `None` answers its limit if known.
-fn canonical_dir_cache(dir: &Path, insert: Option<usize>) -> Option<usize> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, usize>>> =
-        std::sync::OnceLock::new();
-    let mut map = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    match insert {
-        Some(max) => {
-            if map.len() >= 4096 {
-                map.clear();
-            }
-            map.insert(dir.to_owned(), max)
-        }
-        None => map.get(dir).copied(),
-    }
-}
 
 pub(crate) fn acquire_policy(opts: &LockOptions) -> Policy {
     Policy {
@@ -426,7 +165,7 @@ pub(crate) fn reclaim(observed: inspect::Observed) -> Result<Reclaim> {
 
 /// One step of the acquire loop, shared by the blocking and async APIs.
 pub(crate) enum Step {
-    Acquired(LockGuard),
+    Acquired(Arc<Held>),
     /// Something changed (vanished, reclaimed): try again at once.
     Retry,
     /// Another reclaimer is busy on the stale inode: try again shortly.
@@ -500,6 +239,8 @@ pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
 pub(crate) struct Acquirer<'a> {
     paths: &'a LockPaths,
     opts: &'a LockOptions,
+    /// A thread (the blocking API) or a task (the async API).
+    caller: Caller,
     /// Our witnessed record, kept between attempts (see `publish`).
     prepared: Option<publish::Prepared>,
     /// Look (lstat) before trying to publish.
@@ -548,10 +289,11 @@ impl Drop for Acquirer<'_> {
 }
 
 impl<'a> Acquirer<'a> {
-    pub(crate) fn new(paths: &'a LockPaths, opts: &'a LockOptions) -> Self {
+    pub(crate) fn new(paths: &'a LockPaths, opts: &'a LockOptions, caller: Caller) -> Self {
         Acquirer {
             paths,
             opts,
+            caller,
             prepared: None,
             // The blocking API publishes at once: if that fails, the record
             // is kept for the attempt after the wake-up, so nothing is
@@ -564,7 +306,7 @@ impl<'a> Acquirer<'a> {
             guarded: None,
             started: Instant::now(),
             hooked: false,
-            queue_use: if opts.fail_on_stale || opts.from_async {
+            queue_use: if opts.fail_on_stale || caller == Caller::Task {
                 QueueUse::Off
             } else {
                 QueueUse::Wait
@@ -741,7 +483,7 @@ impl<'a> Acquirer<'a> {
             return Ok(step);
         }
         if !self.look_first || !self.lock_exists(woken)? {
-            match publish::publish(self.paths, self.opts, self.prepared.take())? {
+            match publish::publish(self.paths, self.opts, self.caller, self.prepared.take())? {
                 publish::Published::Held(held) => {
                     if let Some(insp) = reclaimed {
                         let Inspection {
@@ -753,7 +495,7 @@ impl<'a> Acquirer<'a> {
                     // now, and the next contender watches the lock while we
                     // hold it.
                     self.ticket = None;
-                    return Ok(Step::Acquired(LockGuard::new(held)));
+                    return Ok(Step::Acquired(held));
                 }
                 publish::Published::Exists(prepared) => {
                     self.prepared = prepared;
@@ -877,7 +619,7 @@ impl<'a> Acquirer<'a> {
             return Some(at);
         }
         if let Some(insp) = self.last_inspection() {
-            (hook.call)(insp);
+            (hook.call)(&insp.owner());
             self.hooked = true;
         }
         None
@@ -927,54 +669,13 @@ pub(crate) fn stale_error(paths: &LockPaths, insp: &Inspection) -> Error {
     })
 }
 
-/// Acquire the lock on `target` with the default options (timeout 60 s).
-///
-/// # Errors
-/// `Timeout` (naming the owner) if the lock stayed held (also when this
-/// thread still holds it itself: see "Hazards" in the crate docs),
-/// `NotAFile` if something other than a regular file sits at the lock
-/// path, `Io`/`PermissionDenied` otherwise.
-///
-/// # Examples
-/// ```
-/// let dir = tempfile::tempdir()?;
-/// let transcript = dir.path().join("session.jsonl");
-/// let guard = session_lock::acquire(&transcript)?;
-/// guard.append_line(r#"{"role":"user","text":"hi"}"#)?;
-/// guard.release()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
-    acquire_with(target, &LockOptions::default())
-}
-
-/// Acquire with options. Waits for the holder's release or death (inotify,
-/// with a safety re-check every 2 s), reclaiming dead owners'
-/// locks at once.
-///
-/// # Errors
-/// As [`acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set and
-/// the live holder is past its stale threshold or max hold.
-///
-/// # Examples
-/// ```
-/// use session_lock::{acquire_with, LockOptions};
-/// use std::time::Duration;
-/// let dir = tempfile::tempdir()?;
-/// let opts = LockOptions::new().timeout(Duration::from_secs(5)).label("example");
-/// let guard = acquire_with(dir.path().join("s.jsonl"), &opts)?;
-/// assert_eq!(guard.record().label.as_deref(), Some("example"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, false);
-    }
+/// The file backend's blocking acquire (see [`crate::acquire_with`]):
+/// waits for the holder's release or death (inotify, with a safety
+/// re-check every 2 s), reclaiming dead owners' locks at once.
+pub(crate) fn acquire_blocking(target: &Path, opts: &LockOptions) -> Result<Arc<Held>> {
     let paths = LockPaths::resolve_with(target, opts)?;
     let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut acq = Acquirer::new(&paths, opts);
+    let mut acq = Acquirer::new(&paths, opts, Caller::Thread);
     let mut warned = false;
     let mut watch: Option<wait::BlockingWatch> = None;
     loop {
@@ -983,7 +684,7 @@ pub fn acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<Lock
             w.arm();
         }
         match acq.step()? {
-            Step::Acquired(guard) => return Ok(guard),
+            Step::Acquired(held) => return Ok(held),
             Step::Retry | Step::Backoff if deadline.is_some_and(|d| Instant::now() >= d) => {
                 // Someone keeps changing the lock under us: still bounded.
                 return Err(acq.timeout());
@@ -1101,53 +802,20 @@ fn lock_absent(paths: &LockPaths) -> bool {
     matches!(std::fs::symlink_metadata(&paths.lock), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
-/// Try once with the default options, never blocking.
-///
-/// # Errors
-/// `Busy` (with the owner and any report-only reasons) if someone holds the
-/// lock; every other kind is a real failure, never contention.
-///
-/// # Examples
-/// ```
-/// let dir = tempfile::tempdir()?;
-/// let path = dir.path().join("s.jsonl");
-/// let first = session_lock::try_acquire(&path)?;
-/// // Another thread finds it busy and learns who holds it.
-/// let p = path.clone();
-/// let err = std::thread::spawn(move || session_lock::try_acquire(&p).unwrap_err())
-///     .join().unwrap();
-/// assert_eq!(err.kind(), session_lock::ErrorKind::Busy);
-/// assert_eq!(err.owner().and_then(|o| o.pid), Some(std::process::id()));
-/// drop(first);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
-    try_acquire_with(target, &LockOptions::default())
-}
-
-/// Try once with options, never blocking.
-///
-/// # Errors
-/// As [`try_acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set
-/// and the live holder is past its stale threshold or max hold.
-pub fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
-    opts.validate(target.as_ref())?;
-    #[cfg(feature = "etcd")]
-    if let crate::Backend::Etcd(cfg) = &opts.backend {
-        return crate::etcd::acquire_blocking(target.as_ref(), cfg, opts, true);
-    }
+/// The file backend's `try_acquire` (see [`crate::try_acquire_with`]).
+pub(crate) fn try_blocking(target: &Path, opts: &LockOptions) -> Result<Arc<Held>> {
     let paths = LockPaths::resolve_with(target, opts)?;
-    try_once(&paths, opts)
+    try_once(&paths, opts, Caller::Thread)
 }
 
-/// The body of `try_acquire`, shared with the async front door.
-pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions) -> Result<LockGuard> {
+/// The body of `try_acquire`, for threads and tasks.
+pub(crate) fn try_once(paths: &LockPaths, opts: &LockOptions, caller: Caller) -> Result<Arc<Held>> {
     // A few immediate retries cover "vanished" and "reclaimed" races; each
     // one means someone made progress.
-    let mut acq = Acquirer::new(paths, opts).opportunistic();
+    let mut acq = Acquirer::new(paths, opts, caller).opportunistic();
     for _ in 0..16 {
         match acq.step()? {
-            Step::Acquired(guard) => return Ok(guard),
+            Step::Acquired(held) => return Ok(held),
             Step::Retry => continue,
             // Another reclaimer is on the stale inode; it needs microseconds.
             Step::Backoff => std::thread::sleep(Duration::from_micros(100)),
@@ -1184,90 +852,4 @@ pub fn inspect(target_or_lock: impl AsRef<Path>, opts: &LockOptions) -> Result<O
     };
     let policy = acquire_policy(opts);
     Ok(inspect::observe(&lock, &policy, &held::held_by_us)?.map(|o| o.inspection))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_names_and_the_transcript_they_belong_to() {
-        let hex = "0123456789abcdef0123456789ABCDEF";
-        let slot_temp = format!(".x.jsonl.lock.{hex}.tmp");
-        let cases: &[(&str, Option<(&str, &str)>)] = &[
-            ("x.jsonl", None),
-            ("x.jsonl.lock", Some(("lock file", "x.jsonl"))),
-            ("x.jsonl.lock.queue", Some(("queue file", "x.jsonl"))),
-            ("x.jsonl.lock.reclaim", Some(("reclaim guard", "x.jsonl"))),
-            (".x.jsonl.lock.w0.tmp", Some(("witness slot", "x.jsonl"))),
-            (".x.jsonl.lock.w31.tmp", Some(("witness slot", "x.jsonl"))),
-            (&slot_temp, Some(("temp file", "x.jsonl"))),
-            // A lock of a lock: the suggestion peels one layer.
-            ("x.jsonl.lock.lock", Some(("lock file", "x.jsonl.lock"))),
-            // Not our shapes.
-            (".x.jsonl.lock.w.tmp", None),
-            (".x.jsonl.lock.wx1.tmp", None),
-            (".x.jsonl.lock.0123.tmp", None),
-            ("x.jsonl.lock.w0.tmp", None),
-            ("x.jsonl.locked", None),
-            ("x.queue", None),
-            // Nothing left to suggest.
-            (".lock", None),
-            ("..lock.w1.tmp", None),
-        ];
-        for (name, want) in cases {
-            let got = protocol_name(name.as_bytes());
-            let got = got
-                .as_ref()
-                .map(|(what, t)| (*what, t.to_str().expect("ASCII")));
-            assert_eq!(got, *want, "{name}");
-        }
-        // Non-UTF-8 bytes are kept as they are.
-        let (what, t) = protocol_name(b"s\xff.jsonl.lock").expect("a lock name");
-        assert_eq!(what, "lock file");
-        assert_eq!(t.as_encoded_bytes(), b"s\xff.jsonl");
-    }
-
-    #[test]
-    fn name_limit_table() {
-        // 255 is NAME_MAX on ext4, xfs, btrfs and tmpfs.
-        assert_eq!(DERIVED_NAME_EXTRA, 43);
-        // The torn-line sidecar's suffix, with the largest `-N`, fits too.
-        let torn = format!(
-            "{}{}-999",
-            crate::transcript::TORN_INFIX,
-            "20261205T001530.123Z"
-        );
-        assert!(torn.len() <= DERIVED_NAME_EXTRA, "{torn}");
-        assert_eq!(too_long(212, 255), None);
-        assert_eq!(
-            too_long(213, 255),
-            Some(NameProblem::TooLong {
-                len: 213,
-                name_max: 255,
-                longest: 212
-            })
-        );
-        assert_eq!(
-            too_long(1, 14),
-            Some(NameProblem::TooLong {
-                len: 1,
-                name_max: 14,
-                longest: 0
-            })
-        );
-        assert_eq!(too_long(1000, 4096), None);
-    }
-
-    #[test]
-    fn too_long_message_names_the_limit() {
-        let err = Error::from(Repr::InvalidName {
-            path: PathBuf::from("/s/aaa.jsonl"),
-            problem: too_long(213, 255).expect("too long"),
-        });
-        let msg = err.to_string();
-        assert!(msg.contains("212 bytes") && msg.contains("255"), "{msg}");
-        assert_eq!(err.longest_name(), Some(212));
-        assert_eq!(err.kind(), crate::ErrorKind::InvalidName);
-    }
 }

@@ -437,14 +437,14 @@ impl Drop for Watch {
 fn guard_of(name: &OsStr) -> Option<OsString> {
     let lock = name
         .to_str()?
-        .strip_suffix(crate::lock::RECLAIM_GUARD_SUFFIX)?;
+        .strip_suffix(crate::file::RECLAIM_GUARD_SUFFIX)?;
     lock.ends_with(".lock").then(|| OsString::from(lock))
 }
 
 /// Whether `name` is the reclaim guard of the lock named `lock`.
 fn is_guard_of(name: &OsStr, lock: &OsStr) -> bool {
     name.as_encoded_bytes()
-        .strip_suffix(crate::lock::RECLAIM_GUARD_SUFFIX.as_bytes())
+        .strip_suffix(crate::file::RECLAIM_GUARD_SUFFIX.as_bytes())
         == Some(lock.as_encoded_bytes())
 }
 
@@ -467,7 +467,7 @@ pub(crate) enum BlockingWatch {
 }
 
 impl BlockingWatch {
-    pub(crate) fn new(paths: &crate::lock::LockPaths) -> BlockingWatch {
+    pub(crate) fn new(paths: &crate::paths::LockPaths) -> BlockingWatch {
         let name = paths.lock.file_name().unwrap_or_default();
         if let Some(w) = local::LocalWatch::new(&paths.dir, name) {
             return BlockingWatch::Local(w);

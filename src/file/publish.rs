@@ -37,12 +37,11 @@
 //! the async API does not (see `src/tokio.rs`).
 
 use crate::error::{Error, Repr, Result};
-use crate::identity::SelfIdentity;
-use crate::lock::LockPaths;
-use crate::lock::held::Held;
-use crate::lock::slot;
-use crate::options::LockOptions;
-use crate::record::{OwnerRecord, RECORD_VERSION, WITNESS_FLOCK};
+use crate::file::held::Held;
+use crate::file::slot;
+use crate::options::{Caller, LockOptions};
+use crate::paths::LockPaths;
+use crate::record::OwnerRecord;
 use crate::sys::{self, Publish};
 use std::fs::File;
 use std::io::{self, Write};
@@ -87,28 +86,6 @@ fn new_token() -> String {
         *b ^= x;
     }
     hex(&bytes)
-}
-
-pub(crate) fn build_record(opts: &LockOptions, token: String, witness: bool) -> OwnerRecord {
-    build_record_at(opts, token, witness, crate::time::now_ms())
-}
-
-/// [`build_record`] with `createdAt` set to `now_ms`.
-fn build_record_at(opts: &LockOptions, token: String, witness: bool, now_ms: i64) -> OwnerRecord {
-    let me = SelfIdentity::current();
-    OwnerRecord {
-        pid: Some(me.pid),
-        created_at: Some(crate::time::format_rfc3339_ms(now_ms)),
-        starttime: me.starttime,
-        max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
-        hostname: me.hostname,
-        boot_id: me.boot_id,
-        pid_ns: me.pid_ns,
-        token: Some(token),
-        witness: witness.then(|| WITNESS_FLOCK.to_owned()),
-        label: opts.label.clone(),
-        version: Some(RECORD_VERSION),
-    }
 }
 
 /// `.<lock name>.<token>.tmp`, byte for byte (a non-UTF-8 name keeps its
@@ -196,9 +173,9 @@ impl Prepared {
                     && std::fs::symlink_metadata(&paths.dir).is_err() =>
             {
                 if !opts.create_dirs {
-                    return Err(crate::lock::missing_dir_error(&paths.dir));
+                    return Err(crate::paths::missing_dir_error(&paths.dir));
                 }
-                crate::lock::create_private_dirs(&paths.dir)?;
+                crate::paths::create_private_dirs(&paths.dir)?;
                 Self::create_in(paths, opts, slots)
             }
             other => other,
@@ -236,7 +213,7 @@ impl Prepared {
         // unless the filesystem does not support flock at all.
         let witness = matches!(sys::flock_try(file, true), Ok(true));
         let now_ms = crate::time::now_ms();
-        let record = build_record_at(opts, token, witness, now_ms);
+        let record = OwnerRecord::ours_at(opts, token, witness, now_ms);
         let line = record.to_line();
         // Dropping `prepared` on error removes a named temp file.
         file.write_all(&line)
@@ -250,7 +227,7 @@ impl Prepared {
     /// Write a fresh record into a slot we own (flock held: witnessed).
     fn in_slot(paths: &LockPaths, opts: &LockOptions, s: slot::Slot) -> Result<Prepared> {
         let now_ms = crate::time::now_ms();
-        let record = build_record_at(opts, new_token(), true, now_ms);
+        let record = OwnerRecord::ours_at(opts, new_token(), true, now_ms);
         let line = record.to_line();
         let written = sys::write_all_at(&s.file, &line, 0).and_then(|()| {
             if s.len > line.len() as u64 {
@@ -391,6 +368,7 @@ pub(crate) enum Published {
 pub(crate) fn publish(
     paths: &LockPaths,
     opts: &LockOptions,
+    caller: Caller,
     prepared: Option<Prepared>,
 ) -> Result<Published> {
     let mut p = match prepared {
@@ -418,7 +396,7 @@ pub(crate) fn publish(
             Err(_) => {
                 p.discard();
                 let fresh = Prepared::create_with(paths, opts, false)?;
-                return publish(paths, opts, Some(fresh));
+                return publish(paths, opts, caller, Some(fresh));
             }
             other => other,
         },
@@ -450,6 +428,7 @@ pub(crate) fn publish(
             held(
                 paths,
                 opts,
+                caller,
                 file,
                 p.id,
                 sentinel,
@@ -464,7 +443,7 @@ pub(crate) fn publish(
                 // No rename-noreplace here: fresh inodes in this directory.
                 slot::disable(&paths.dir);
                 p.discard();
-                return publish(paths, opts, None);
+                return publish(paths, opts, caller, None);
             }
             if matches!(p.kind, Kind::Unnamed) {
                 // linkat through /proc failed here: named temp files in this
@@ -472,17 +451,21 @@ pub(crate) fn publish(
                 // if /proc is missing altogether).
                 no_tmpfile_dirs().insert(paths.dir.clone());
                 drop(p);
-                return publish(paths, opts, None);
+                return publish(paths, opts, caller, None);
             }
             drop(p);
-            publish_fallback(paths, opts)
+            publish_fallback(paths, opts, caller)
         }
     }
 }
 
+// The parts of one hold as a publish made them: each is needed, and a
+// struct for two callers adds nothing.
+#[allow(clippy::too_many_arguments)]
 fn held(
     paths: &LockPaths,
     opts: &LockOptions,
+    caller: Caller,
     file: File,
     id: Option<sys::FileId>,
     sentinel: Option<File>,
@@ -507,20 +490,20 @@ fn held(
         id,
         record,
         opts.max_hold,
-        opts.from_async,
+        caller,
     ))
 }
 
 /// Plain exclusive create + write, for filesystems with neither
 /// `renameat2(RENAME_NOREPLACE)` nor hard links (see the module docs).
-fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> {
+fn publish_fallback(paths: &LockPaths, opts: &LockOptions, caller: Caller) -> Result<Published> {
     let mut file = match sys::create_private_exclusive(&paths.lock) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::Exists(None)),
         Err(e) => return Err(create_error(&paths.lock, e)),
     };
     let witness = matches!(sys::flock_try(&file, true), Ok(true));
-    let record = build_record(opts, new_token(), witness);
+    let record = OwnerRecord::ours(opts, new_token(), witness);
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
@@ -532,7 +515,7 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions) -> Result<Published> 
         }
         return Err(Error::io("write lock record", &paths.lock, e));
     }
-    held(paths, opts, file, Some(id), None, record, None).map(Published::Held)
+    held(paths, opts, caller, file, Some(id), None, record, None).map(Published::Held)
 }
 
 #[cfg(test)]
@@ -542,7 +525,7 @@ mod tests {
     #[test]
     fn created_at_offset_points_at_the_value() {
         let opts = LockOptions::new();
-        let rec = build_record(&opts, "tok".into(), true);
+        let rec = OwnerRecord::ours(&opts, "tok".into(), true);
         let line = rec.to_line();
         let off = find_created_at(&line, &rec).expect("found");
         let value = rec.created_at.as_ref().unwrap();
@@ -579,7 +562,9 @@ mod tests {
             .map(|w| w - CREATED_AT_SLACK.as_millis() as i64);
         p.refresh(&paths.lock).unwrap();
         assert_ne!(before, p.record.created_at);
-        let Published::Held(h) = publish(&paths, &LockOptions::new(), Some(p)).unwrap() else {
+        let Published::Held(h) =
+            publish(&paths, &LockOptions::new(), Caller::Thread, Some(p)).unwrap()
+        else {
             panic!("lock path was free");
         };
         let text = std::fs::read(&paths.lock).unwrap();

@@ -365,7 +365,7 @@ impl Inspection {
 
 /// A lock file opened for inspection: the verdict plus the open descriptor
 /// (holding a shared witness lock when the probe found the witness free),
-/// which [`crate::lock`] needs for a race-free reclaim.
+/// which [`crate::file`] needs for a race-free reclaim.
 pub(crate) struct Observed {
     pub inspection: Inspection,
     /// `None` when the file could not be opened (unreadable): never reclaimed.

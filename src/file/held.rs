@@ -7,8 +7,10 @@
 //! release or append in progress; a lost hold is never "held by us".
 
 use crate::error::{Error, LostReason, Repr, Result};
-use crate::lock::LockPaths;
-use crate::lock::slot;
+use crate::file::slot;
+use crate::guard::Hold;
+use crate::options::Caller;
+use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
 use crate::sys::{self, FileId};
 use crate::transcript::{Takeover, TornTail, Transcript};
@@ -212,7 +214,7 @@ impl Held {
         id: FileId,
         record: OwnerRecord,
         max_hold: Duration,
-        from_async: bool,
+        caller: Caller,
     ) -> Arc<Held> {
         let held = Arc::new(Held {
             paths,
@@ -222,7 +224,7 @@ impl Held {
             acquired: Instant::now(),
             owner_pid: std::process::id(),
             max_hold,
-            thread: (!from_async).then(|| std::thread::current().id()),
+            thread: (caller == Caller::Thread).then(|| std::thread::current().id()),
             watchdog_key: Mutex::new(None),
             live: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(HeldState {
@@ -301,7 +303,7 @@ impl Held {
         }
     }
 
-    /// Record the lock this hold replaced (see [`LockGuard::takeover`]).
+    /// Record the lock this hold replaced (see `LockGuard::takeover`).
     pub(crate) fn set_reclaimed(&self, previous: Option<OwnerRecord>, reasons: Vec<crate::Reason>) {
         self.state().reclaimed = Some((previous, reasons));
     }
@@ -504,11 +506,11 @@ impl Held {
         busy
     }
 
-    fn unregister(self: &Arc<Held>) {
+    fn unregister(&self) {
         let mut reg = lock_registry();
         if reg
             .get(&self.paths.lock)
-            .is_some_and(|h| Arc::ptr_eq(h, self))
+            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), self))
         {
             reg.remove(&self.paths.lock);
         }
@@ -554,11 +556,11 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
-        crate::lock::queue::remove_if_idle(&self.paths.lock);
+        crate::file::queue::remove_if_idle(&self.paths.lock);
         true
     }
 
-    fn add_ref(&self) -> Result<()> {
+    fn add_guard(&self) -> Result<()> {
         let mut st = self.state();
         if let Some(reason) = &st.lost {
             return Err(Error::from(Repr::LockLost {
@@ -571,7 +573,7 @@ impl Held {
     }
 
     /// Drop one guard's reference; the last one releases the file.
-    fn release_ref(self: &Arc<Held>) -> Result<()> {
+    fn release_guard(&self) -> Result<()> {
         // Never wait on a forked copy's gate or touch the parent's files.
         self.ours()?;
         let mut st = self.state();
@@ -610,7 +612,7 @@ impl Held {
         // Appends waiting behind a stuck one find the hold gone.
         self.write_idle.notify_all();
         self.unregister();
-        crate::lock::queue::remove_if_idle(&self.paths.lock);
+        crate::file::queue::remove_if_idle(&self.paths.lock);
         outcome
     }
 
@@ -655,453 +657,47 @@ impl Drop for WriteTurn<'_> {
     }
 }
 
-/// Proof that this process holds a session lock. Dropping it releases the
-/// lock (errors are logged through `tracing`, never panics); use
-/// [`LockGuard::release`] to see them.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct LockGuard {
-    inner: Inner,
-    done: bool,
-}
-
-/// What a guard holds: a lock file, or (feature `etcd`) an etcd lease and key.
-#[derive(Clone)]
-enum Inner {
-    File(Arc<Held>),
-    #[cfg(feature = "etcd")]
-    Etcd(Arc<crate::etcd::EtcdHold>),
-}
-
-/// Bind the file hold of `$self`, or return `$etcd` for an etcd hold.
-#[cfg(feature = "etcd")]
-macro_rules! file_or_etcd {
-    ($self:expr, $e:ident => $etcd:expr) => {
-        match &$self.inner {
-            Inner::File(h) => h,
-            Inner::Etcd($e) => return $etcd,
-        }
-    };
-}
-
-/// Bind the file hold of `$self` (the only kind without the `etcd` feature).
-#[cfg(not(feature = "etcd"))]
-macro_rules! file_or_etcd {
-    ($self:expr, $e:ident => $etcd:expr) => {{
-        let Inner::File(h) = &$self.inner;
-        h
-    }};
-}
-
-impl std::fmt::Debug for LockGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = file_or_etcd!(self, e => f.debug_struct("LockGuard").field("etcd", e).finish());
-        f.debug_struct("LockGuard")
-            .field("lock_path", &held.paths.lock)
-            .field("token", &held.record.token)
-            .finish()
-    }
-}
-
-impl LockGuard {
-    pub(crate) fn new(held: Arc<Held>) -> LockGuard {
-        LockGuard {
-            inner: Inner::File(held),
-            done: false,
-        }
+/// The file backend's side of [`crate::LockGuard`].
+impl Hold for Held {
+    fn target(&self) -> &Path {
+        &self.paths.target
     }
 
-    #[cfg(feature = "etcd")]
-    pub(crate) fn from_etcd(hold: Arc<crate::etcd::EtcdHold>) -> LockGuard {
-        LockGuard {
-            inner: Inner::Etcd(hold),
-            done: false,
-        }
+    fn lock_path(&self) -> &Path {
+        &self.paths.lock
     }
 
-    /// The fencing token of this acquisition: with the etcd backend, the
-    /// create revision of our key (larger for every later holder; see
-    /// `docs/distributed.md`); `None` with the file backend.
-    pub fn fencing_token(&self) -> Option<i64> {
-        let _held = file_or_etcd!(self, e => Some(e.fencing_token()));
-        None
+    fn record(&self) -> &OwnerRecord {
+        &self.record
     }
 
-    /// The etcd hold behind this guard (lease, keys), if it is one.
-    #[cfg(feature = "etcd")]
-    pub fn etcd(&self) -> Option<&crate::etcd::EtcdHold> {
-        match &self.inner {
-            Inner::Etcd(e) => Some(e),
-            Inner::File(_) => None,
-        }
+    fn held_for(&self) -> Duration {
+        self.acquired.elapsed()
     }
 
-    /// The transcript this lock guards.
-    pub fn target(&self) -> &Path {
-        let held = file_or_etcd!(self, e => e.target());
-        &held.paths.target
+    fn max_hold(&self) -> Duration {
+        self.max_hold
     }
 
-    /// The lock file (`<target>.lock`); with etcd, the lock's key prefix.
-    pub fn lock_path(&self) -> &Path {
-        let held = file_or_etcd!(self, e => e.lock_path());
-        &held.paths.lock
+    fn check(&self) -> Result<()> {
+        let mut st = self.state();
+        self.check_locked(&mut st)
     }
 
-    /// The owner record this guard published.
-    pub fn record(&self) -> &OwnerRecord {
-        let held = file_or_etcd!(self, e => e.record());
-        &held.record
+    fn lost_reason(&self) -> Option<LostReason> {
+        let lost = self.state().lost.clone();
+        lost.or_else(|| self.ours().err().and_then(|e| e.lost_reason().cloned()))
     }
 
-    /// How long the lock has been held.
-    pub fn held_for(&self) -> Duration {
-        let held = file_or_etcd!(self, e => e.acquired().elapsed());
-        held.acquired.elapsed()
-    }
-
-    /// The max hold the watchdog enforces for this lock.
-    pub fn max_hold(&self) -> Duration {
-        let held = file_or_etcd!(self, e => e.max_hold());
-        held.max_hold
-    }
-
-    /// Whether this guard still holds the lock: not force-released, and the
-    /// lock path still names the file it created.
-    pub fn is_held(&self) -> bool {
-        self.check().is_ok()
-    }
-
-    /// `Ok(())` while the lock is held.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] saying why (max hold exceeded, lock
-    /// file removed or replaced by someone else, `release_all`).
-    pub fn check(&self) -> Result<()> {
-        let held = file_or_etcd!(self, e => e.check());
-        let mut st = held.state();
-        held.check_locked(&mut st)
-    }
-
-    /// Why the lock was lost, if it was (does not touch the filesystem).
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        let held = file_or_etcd!(self, e => e.lost_reason());
-        let lost = held.state().lost.clone();
-        lost.or_else(|| held.ours().err().and_then(|e| e.lost_reason().cloned()))
-    }
-
-    /// Block until the hold ends or `timeout` passes (`None`: forever).
-    /// Returns the reason, or `None` on timeout: a loss (forced release, or
-    /// one seen by [`LockGuard::check`] or an append), or
-    /// [`LostReason::Released`] once the hold's last guard was released
-    /// (possible while this guard waits only through a nested guard, or a
-    /// forked child's view of it: [`LostReason::Inherited`] is reported at
-    /// once there).
-    pub fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
-        let held = file_or_etcd!(self, e => e.wait_lost(timeout));
+    fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let (st, _) = held.wait_for(deadline, |st| held.ended(st).is_some());
-        held.ended(&st)
+        let (st, _) = self.wait_for(deadline, |st| self.ended(st).is_some());
+        self.ended(&st)
     }
 
-    /// Covers only this process's death: if this process dies while child
-    /// processes spawned from now on still run, the lock stays held until
-    /// the last of them exits (they inherit the witness descriptor, and the
-    /// kernel keeps the witness held while any of them has it open, as with
-    /// `flock(1)`). It does **not** keep the lock past a release: releasing
-    /// or dropping this guard frees the lock at once, whatever the children
-    /// still do, so a holder that lets children write must wait for them
-    /// before it releases (`session-lock exec` does). The descriptor is
-    /// inherited by *every* process spawned afterwards from any thread; call
-    /// [`LockGuard::keep_from_children`] to stop that.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
-    /// the descriptor flags cannot be changed.
-    ///
-    /// With the etcd backend this is a no-op (after checking the hold):
-    /// there is no descriptor to share; the process holding the guard keeps
-    /// the lease alive, and if it is killed the lock frees itself when the
-    /// lease expires, whatever its children still do.
-    pub fn share_with_children(&self) -> Result<()> {
-        self.set_inheritable(true)
-    }
-
-    /// Undo [`LockGuard::share_with_children`] for processes spawned later.
-    ///
-    /// # Errors
-    /// As for [`LockGuard::share_with_children`].
-    pub fn keep_from_children(&self) -> Result<()> {
-        self.set_inheritable(false)
-    }
-
-    fn set_inheritable(&self, inherit: bool) -> Result<()> {
-        let held = file_or_etcd!(self, e => e.check());
-        let mut st = held.state();
-        held.check_locked(&mut st)?;
-        let Some(witness) = st.witness.as_ref() else {
-            return Err(Error::from(Repr::LockLost {
-                lock_path: held.paths.lock.clone(),
-                reason: LostReason::ReleasedAll,
-            }));
-        };
-        sys::set_inheritable(witness, inherit)
-            .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
-        // An unnamed witness's last close is no event under the lock name;
-        // the death sentinel's is, so it goes with the witness.
-        if let Some(sentinel) = st.sentinel.as_ref() {
-            sys::set_inheritable(sentinel, inherit)
-                .map_err(|e| Error::io("set witness inheritance", &held.paths.lock, e))?;
-        }
-        st.shared |= inherit;
-        Ok(())
-    }
-
-    /// A future that resolves when the hold ends, with the reason: a loss,
-    /// or [`LostReason::Released`] after a normal release, so a task that
-    /// watches it always ends (usable from any async runtime; it needs no
-    /// timer).
-    pub fn lost(&self) -> Lost {
-        Lost {
-            inner: self.inner.clone(),
-        }
-    }
-
-    /// Another guard for the same hold (explicit re-entrancy). The lock file
-    /// is removed only when the last guard is released.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] if the lock was already lost.
-    pub fn nested(&self) -> Result<LockGuard> {
-        match &self.inner {
-            Inner::File(held) => held.add_ref()?,
-            #[cfg(feature = "etcd")]
-            Inner::Etcd(e) => e.add_ref()?,
-        }
-        Ok(LockGuard {
-            inner: self.inner.clone(),
-            done: false,
-        })
-    }
-
-    /// Append one whole line to the guarded transcript: ownership is checked
-    /// first (lost flag and lock path identity), then the line plus `\n` goes
-    /// out in a single `write` on an `O_APPEND` descriptor, while the check
-    /// still holds (a release, forced or not, waits for an append in flight,
-    /// for at most [`APPEND_GRACE`], and an append after it is refused).
-    ///
-    /// Whole lines only: before the first write of a hold, a torn last line
-    /// left by a writer that died mid-line is moved to a sidecar file (see
-    /// [`LockGuard::takeover`]); a write of ours that fails part way
-    /// (ENOSPC, EIO) is cut back off before the error is returned.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] when the lock is no longer held (the
-    /// line is not written); [`crate::ErrorKind::InvalidInput`] for a line
-    /// containing `\n` (nothing is written); `Io` for a write error
-    /// (nothing of that line is left in the transcript).
-    pub fn append_line(&self, line: impl AsRef<[u8]>) -> Result<()> {
-        self.append(std::iter::once(line), false)
-    }
-
-    /// Like [`LockGuard::append_line`] for several lines (one `write` each).
-    ///
-    /// # Errors
-    /// As [`LockGuard::append_line`]; lines before a failing one are written,
-    /// the failing one is rolled back.
-    pub fn append_lines<I, L>(&self, lines: I) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
-        self.append(lines, false)
-    }
-
-    /// Like [`LockGuard::append_lines`], then `fdatasync` of the transcript
-    /// before returning (still under the lock): the lines are on disk when
-    /// the next holder reads them.
-    ///
-    /// # Errors
-    /// As [`LockGuard::append_lines`]; `Io` if the sync fails. All or
-    /// nothing: on any error (a failed line or a failed sync) the transcript
-    /// is cut back to its length before the call.
-    pub fn append_lines_durable<I, L>(&self, lines: I) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
-        self.append(lines, true)
-    }
-
-    /// Append `value` as one JSON line (compact `serde_json`, which never
-    /// writes a raw newline), as [`LockGuard::append_line`] does.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::InvalidInput`] if `value` cannot be serialised
-    /// (nothing is written); otherwise as [`LockGuard::append_line`].
-    ///
-    /// ```
-    /// let dir = tempfile::tempdir()?;
-    /// let t = dir.path().join("s.jsonl");
-    /// let guard = session_lock::acquire(&t)?;
-    /// guard.append_json(&serde_json::json!({"role": "user", "text": "two\nlines"}))?;
-    /// guard.release()?;
-    /// assert_eq!(std::fs::read_to_string(&t)?, "{\"role\":\"user\",\"text\":\"two\\nlines\"}\n");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn append_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.append_json_lines(std::iter::once(value))
-    }
-
-    /// Append each of `values` as one JSON line, as
-    /// [`LockGuard::append_lines`] does. All are serialised before the first
-    /// is written.
-    ///
-    /// # Errors
-    /// As [`LockGuard::append_json`] and [`LockGuard::append_lines`].
-    pub fn append_json_lines<'a, T, I>(&self, values: I) -> Result<()>
-    where
-        T: serde::Serialize + ?Sized + 'a,
-        I: IntoIterator<Item = &'a T>,
-    {
-        let lines = values
-            .into_iter()
-            .map(serde_json::to_vec)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Error::from(Repr::InvalidInput {
-                    path: self.target().to_owned(),
-                    what: format!("cannot append a value that does not serialise as JSON ({e})"),
-                })
-            })?;
-        self.append(lines, false)
-    }
-
-    fn append<I, L>(&self, lines: I, sync: bool) -> Result<()>
-    where
-        I: IntoIterator<Item = L>,
-        L: AsRef<[u8]>,
-    {
-        // Validated (and any lazy iterator run) before the hold is touched.
-        let lines = crate::transcript::validate_lines(self.target(), lines)?;
-        let held = file_or_etcd!(self, e => e.append_lines(&lines, sync));
-        held.with_writer(|w| w.append(&held.paths.target, &lines, sync, &|| held.is_live()))
-    }
-
-    /// What this guard took over, if the writer before it did not finish
-    /// normally: the dead or reclaimed holder's record and the reasons it
-    /// was reclaimed, and the torn last line moved out of the transcript
-    /// (see [`Takeover`]). `None` after a normal handoff with a whole-line
-    /// transcript.
-    ///
-    /// The reclaim part is known once the lock is acquired; the torn-line
-    /// part once the tail has been checked, which happens before this
-    /// guard's first append, or at once with
-    /// [`LockGuard::repair_torn_tail`].
-    ///
-    /// With the etcd backend a lease that expired cannot be told from a
-    /// release (etcd deletes the key the same way), so only the torn-line
-    /// part is reported there.
-    ///
-    /// # Examples
-    /// ```
-    /// use session_lock::{acquire, LockOptions};
-    /// let dir = tempfile::tempdir()?;
-    /// let transcript = dir.path().join("s.jsonl");
-    /// // A writer died in the middle of its second line.
-    /// std::fs::write(&transcript, "{\"turn\":1}\n{\"turn\":2,\"te")?;
-    /// let guard = acquire(&transcript)?;
-    /// guard.append_line(r#"{"turn":3}"#)?;
-    /// let takeover = guard.takeover().expect("a torn line was found");
-    /// let torn = takeover.torn_tail().unwrap();
-    /// assert_eq!(torn.bytes(), 13);
-    /// assert_eq!(std::fs::read_to_string(torn.saved_to())?, "{\"turn\":2,\"te");
-    /// assert_eq!(std::fs::read_to_string(&transcript)?, "{\"turn\":1}\n{\"turn\":3}\n");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn takeover(&self) -> Option<Takeover> {
-        let (reclaimed, torn) = match &self.inner {
-            Inner::File(held) => {
-                let st = held.state();
-                (st.reclaimed.clone(), st.torn.clone())
-            }
-            #[cfg(feature = "etcd")]
-            Inner::Etcd(e) => (None, e.torn_tail()),
-        };
-        if reclaimed.is_none() && torn.is_none() {
-            return None;
-        }
-        let (previous, reasons) = reclaimed.unwrap_or_default();
-        Some(Takeover {
-            previous,
-            reasons,
-            torn_tail: torn,
-        })
-    }
-
-    /// Check now (instead of before the first append) that the transcript
-    /// ends with a whole line, and move a torn last line out of it if not
-    /// (see [`Takeover`]): for holders that let another program write the
-    /// transcript, as `session-lock exec` does. Done once per hold; later
-    /// calls return the first answer.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] if the lock is no longer held; `Io` if
-    /// the transcript cannot be opened, read, copied or truncated.
-    pub fn repair_torn_tail(&self) -> Result<Option<TornTail>> {
-        let held = file_or_etcd!(self, e => e.repair_torn_tail());
-        held.with_writer(|w| w.repair_tail(&held.paths.target, &|| held.is_live()))
-    }
-
-    /// Release the lock: remove the lock file if it still names ours, then
-    /// drop the witness. With nested guards, only the last release removes it.
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::LockLost`] if the lock had been lost (nothing was
-    /// removed), or an I/O error from removing the file.
-    pub fn release(mut self) -> Result<()> {
-        self.done = true;
-        self.release_ref()
-    }
-
-    fn release_ref(&self) -> Result<()> {
-        match &self.inner {
-            Inner::File(held) => held.release_ref(),
-            #[cfg(feature = "etcd")]
-            Inner::Etcd(e) => e.release_ref(),
-        }
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        match self.release_ref() {
-            Ok(()) => {}
-            Err(e) if e.kind() == crate::ErrorKind::LockLost => {
-                // Already reported when it happened (watchdog warning or a
-                // failed check); nothing of ours is left to remove.
-            }
-            Err(e) => tracing::warn!(error = %e, "releasing session lock on drop failed"),
-        }
-    }
-}
-
-/// Future returned by [`LockGuard::lost`].
-pub struct Lost {
-    inner: Inner,
-}
-
-impl std::future::Future for Lost {
-    type Output = LostReason;
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<LostReason> {
-        let held = file_or_etcd!(self, e => e.poll_lost(cx));
-        let mut st = held.state();
-        if let Some(r) = held.ended(&st) {
+    fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
+        let mut st = self.state();
+        if let Some(r) = self.ended(&st) {
             return std::task::Poll::Ready(r);
         }
         if !st.lost_wakers.iter().any(|w| w.will_wake(cx.waker())) {
@@ -1109,21 +705,66 @@ impl std::future::Future for Lost {
         }
         std::task::Poll::Pending
     }
+
+    fn set_inheritable(&self, inherit: bool) -> Result<()> {
+        let mut st = self.state();
+        self.check_locked(&mut st)?;
+        let Some(witness) = st.witness.as_ref() else {
+            return Err(Error::from(Repr::LockLost {
+                lock_path: self.paths.lock.clone(),
+                reason: LostReason::ReleasedAll,
+            }));
+        };
+        sys::set_inheritable(witness, inherit)
+            .map_err(|e| Error::io("set witness inheritance", &self.paths.lock, e))?;
+        // An unnamed witness's last close is no event under the lock name;
+        // the death sentinel's is, so it goes with the witness.
+        if let Some(sentinel) = st.sentinel.as_ref() {
+            sys::set_inheritable(sentinel, inherit)
+                .map_err(|e| Error::io("set witness inheritance", &self.paths.lock, e))?;
+        }
+        st.shared |= inherit;
+        Ok(())
+    }
+
+    fn add_ref(&self) -> Result<()> {
+        self.add_guard()
+    }
+
+    fn release_ref(&self) -> Result<()> {
+        self.release_guard()
+    }
+
+    fn append(&self, lines: &[&[u8]], sync: bool) -> Result<()> {
+        self.with_writer(|w| w.append(&self.paths.target, lines, sync, &|| self.is_live()))
+    }
+
+    fn repair_torn_tail(&self) -> Result<Option<TornTail>> {
+        self.with_writer(|w| w.repair_tail(&self.paths.target, &|| self.is_live()))
+    }
+
+    fn takeover(&self) -> Option<Takeover> {
+        let st = self.state();
+        let (reclaimed, torn) = (st.reclaimed.clone(), st.torn.clone());
+        drop(st);
+        Takeover::from_parts(reclaimed, torn)
+    }
+
+    fn describe(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lock_path", &self.paths.lock)
+            .field("token", &self.record.token)
+            .finish()
+    }
 }
 
-/// Force-release every lock this process holds (for shutdown paths). Each
-/// guard learns it lost the lock ([`LostReason::ReleasedAll`]). Returns how
-/// many locks were released. Also removes this process's parked witness
-/// slots, as [`close_idle`] does.
-pub fn release_all() -> usize {
-    let files = all_held()
+/// Force-release every file lock this process holds (see
+/// [`crate::release_all`]). Returns how many.
+pub(crate) fn release_all() -> usize {
+    all_held()
         .into_iter()
         .filter(|h| h.force_release(LostReason::ReleasedAll))
-        .count();
-    close_idle();
-    #[cfg(feature = "etcd")]
-    let files = files + crate::etcd::release_all();
-    files
+        .count()
 }
 
 /// Remove this process's parked witness slots: the hidden
@@ -1139,6 +780,6 @@ pub fn release_all() -> usize {
 /// see the README, "Descriptors"). Returns how many slots were removed.
 pub fn close_idle() -> usize {
     let slots = slot::close_all();
-    crate::lock::queue::close_spares();
+    crate::file::queue::close_spares();
     slots
 }

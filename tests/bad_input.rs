@@ -10,7 +10,8 @@
 //! hard-linked files and directories survive byte for byte).
 //!
 //! The table of outcomes is printed (`--nocapture`) and written to
-//! `target/bad-input-outcomes.txt`.
+//! `target/bad-input-outcomes.txt` (the cases with another user's files,
+//! an ignored test that needs root: `target/bad-input-outcomes-other-users.txt`).
 
 mod common;
 
@@ -853,16 +854,33 @@ fn as_user() -> Option<(u32, Box<dyn Fn() -> Command>)> {
 
 #[test]
 fn bad_lock_file_corpus() {
+    corpus_run(false);
+}
+
+/// The corpus's cases with another user's files, judged as root and as
+/// another user (docs/testing.md, "Tests that need a component").
+#[test]
+#[ignore = "needs root and setpriv(1) for another user's files (CI runs it as root): cargo test --all-features --test bad_input -- --ignored"]
+fn bad_lock_file_corpus_with_other_users() {
+    require_root_and_setpriv();
+    corpus_run(true);
+}
+
+/// The corpus (`other_users` false), or only its cases with another
+/// user's files, judged as root and through the CLI as another user.
+fn corpus_run(other_users: bool) {
     let mut live = Live::spawn(Command::new("sleep").arg("600"));
     let vals = Vals {
         live: live.pid(),
         dead: dead_pid(),
     };
-    let mut cases = corpus(&vals);
-    // Another user's files, judged as root (the tests run as root; as a
-    // normal user chown is refused and these rows are skipped).
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let mut cases = if other_users {
+        Vec::new()
+    } else {
+        corpus(&vals)
+    };
+    // Another user's files, judged as root.
+    let root = other_users;
     let other_live = root.then(|| {
         Live::spawn(Command::new("setpriv").args([
             "--reuid=65534",
@@ -910,9 +928,10 @@ fn bad_lock_file_corpus() {
 
     // The same files judged by a non-root user, through the CLI.
     let mut notes = Vec::new();
-    match as_user() {
+    match as_user().filter(|_| other_users) {
         None => notes.push(
-            "note: neither setpriv nor runuser (or not root): the non-root sub-cases were skipped"
+            "note: the cases with another user's files are in bad_lock_file_corpus_with_other_users \
+             (ignored unless run on purpose: needs root and setpriv)"
                 .to_string(),
         ),
         Some((runner, cmd)) => {
@@ -1045,7 +1064,11 @@ fn bad_lock_file_corpus() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
-        .join("bad-input-outcomes.txt");
+        .join(if other_users {
+            "bad-input-outcomes-other-users.txt"
+        } else {
+            "bad-input-outcomes.txt"
+        });
     std::fs::write(&out, &text).unwrap();
     eprintln!("(written to {})", out.display());
     assert!(

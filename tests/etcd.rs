@@ -1,11 +1,12 @@
 //! The etcd backend against real etcd servers that each test starts
-//! (`tests/etcd_support`). Skipped with a line on stderr when there is no
-//! `etcd` binary, unless `SESSION_LOCK_REQUIRE_ETCD=1`.
+//! (`tests/etcd_support`). Those tests are `#[ignore = "needs etcd ..."]`:
+//! `cargo test --all-features` lists them as ignored, `-- --ignored` runs
+//! them (`.ci/run` does), and a missing `etcd` then fails them.
 #![cfg(feature = "etcd")]
 
 mod etcd_support;
 
-use etcd_support::{Etcd, cluster3, single, skip, wait_for};
+use etcd_support::{Etcd, cluster3, require_etcd, single, wait_for};
 use session_lock::etcd::EtcdBackend;
 use session_lock::{Backend, ErrorKind, LockOptions, LostReason};
 use std::io::{BufRead, BufReader, Write};
@@ -178,10 +179,9 @@ fn kill(sig: &str, target: &str) {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn eight_processes_two_hundred_appends_each_whole_lines_no_overlap() {
-    if skip("eight_processes_two_hundred_appends") {
-        return;
-    }
+    require_etcd("eight_processes_two_hundred_appends");
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
@@ -228,10 +228,9 @@ fn eight_processes_two_hundred_appends_each_whole_lines_no_overlap() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn killed_holder_frees_within_ttl_plus_1s_and_release_hands_over_at_once() {
-    if skip("killed_holder_frees") {
-        return;
-    }
+    require_etcd("killed_holder_frees");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 2);
     let dir = tempfile::tempdir().unwrap();
@@ -280,10 +279,9 @@ fn killed_holder_frees_within_ttl_plus_1s_and_release_hands_over_at_once() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
-    if skip("fifo") {
-        return;
-    }
+    require_etcd("fifo");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("fifo");
     let dir = tempfile::tempdir().unwrap();
@@ -339,10 +337,9 @@ fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn stopped_holder_past_its_ttl_loses_and_its_late_write_is_refused() {
-    if skip("sigstop") {
-        return;
-    }
+    require_etcd("sigstop");
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.jsonl");
@@ -378,10 +375,9 @@ fn stopped_holder_past_its_ttl_loses_and_its_late_write_is_refused() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly() {
-    if skip("cluster") {
-        return;
-    }
+    require_etcd("cluster");
     let mut members = cluster3();
     let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
     let cfg = backend(&eps, 4).key("cluster");
@@ -458,10 +454,9 @@ fn leader_index(eps: &[String]) -> usize {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
-    if skip("unreachable") {
-        return;
-    }
+    require_etcd("unreachable");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("u.jsonl");
     // Nothing listens there.
@@ -521,10 +516,9 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
-    if skip("try_acquire") {
-        return;
-    }
+    require_etcd("try_acquire");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("try");
     let dir = tempfile::tempdir().unwrap();
@@ -576,10 +570,9 @@ fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
-    if skip("async") {
-        return;
-    }
+    require_etcd("async");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("async");
     let dir = tempfile::tempdir().unwrap();
@@ -613,10 +606,9 @@ fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
-    if skip("cli") {
-        return;
-    }
+    require_etcd("cli");
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.jsonl");
@@ -717,10 +709,9 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn the_fencing_token_is_written_into_the_stored_record() {
-    if skip("fencing token in the record") {
-        return;
-    }
+    require_etcd("fencing token in the record");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("fenced");
     let dir = tempfile::tempdir().unwrap();
@@ -762,10 +753,9 @@ fn the_fencing_token_is_written_into_the_stored_record() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
-    if skip("authentication refused") {
-        return;
-    }
+    require_etcd("authentication refused");
     let etcd = single();
     let endpoint = etcd.endpoint();
     // Turn authentication on (root user, root role): our backend has no
@@ -805,10 +795,9 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
 /// writer that died mid-line is moved to a sidecar before the next holder's
 /// first append, and its guard reports it.
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
-    if skip("torn tail under the etcd backend") {
-        return;
-    }
+    require_etcd("torn tail under the etcd backend");
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("torn");
     let dir = tempfile::tempdir().unwrap();
@@ -839,19 +828,15 @@ const ROOT_PW: &str = "root-pw-5d1e0c";
 const ALICE_PW: &str = "alice-pw-93b7f2a4";
 const BOB_PW: &str = "bob-pw-2c8e61d0";
 
-/// Skip (or fail, under SESSION_LOCK_REQUIRE_ETCD=1) without etcd or openssl.
-fn skip_tls(test: &str) -> bool {
-    if skip(test) {
-        return true;
-    }
-    if have_openssl() {
-        return false;
-    }
-    if std::env::var("SESSION_LOCK_REQUIRE_ETCD").as_deref() == Ok("1") {
-        panic!("{test}: no `openssl` command to make certificates (apt-get install openssl)");
-    }
-    eprintln!("SKIPPED {test}: no `openssl` command to make certificates");
-    true
+/// Fail the test without etcd or openssl (these tests are ignored by
+/// default: see `require_etcd`).
+fn require_tls(test: &str) {
+    require_etcd(test);
+    assert!(
+        have_openssl(),
+        "{test}: needs the `openssl` command to make certificates (Debian: apt-get install openssl); \
+         this test is #[ignore]d for that reason and was run on purpose"
+    );
 }
 
 /// A TLS etcd that requires client certificates, with authentication on:
@@ -1012,10 +997,9 @@ fn run_output(mut cmd: Command, what: &str) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs etcd and openssl on PATH (Debian: etcd-server, openssl); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn tls_client_certs_and_auth_exclusion_nonblock_kill9_takeover_from_the_etcdctl_environment() {
-    if skip_tls("TLS + client certificates + authentication") {
-        return;
-    }
+    require_tls("TLS + client certificates + authentication");
     let s = Secure::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secure.jsonl");
@@ -1187,10 +1171,9 @@ fn expect_refusal(what: &str, mut cmd: Command, file: &Path, endpoint: &str, cau
 }
 
 #[test]
+#[ignore = "needs etcd and openssl on PATH (Debian: etcd-server, openssl); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeout() {
-    if skip_tls("TLS and authentication refusals") {
-        return;
-    }
+    require_tls("TLS and authentication refusals");
     let s = Secure::start();
     let wrong_host = single_tls(&server_tls(&s.pki, &s.pki.wrong_host, false));
     let expired = single_tls(&server_tls(&s.pki, &s.pki.expired, false));
@@ -1279,10 +1262,9 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
 }
 
 #[test]
+#[ignore = "needs etcd and openssl on PATH (Debian: etcd-server, openssl); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn three_node_tls_cluster_with_its_first_endpoint_down_acquires_within_the_connect_timeout() {
-    if skip_tls("3-node TLS cluster, first endpoint down") {
-        return;
-    }
+    require_tls("3-node TLS cluster, first endpoint down");
     let pki = Pki::new();
     let mut members = cluster3_tls(&server_tls(&pki, &pki.server, true));
     let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
@@ -1358,10 +1340,9 @@ use etcd_support::proxy::{Mode, Proxy};
 /// (`lost` line) strictly before the waiter holds (`ready` line): the
 /// margin between the two is positive, 20 runs, half of each kind.
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn partitions_freeze_and_drop_the_holder_counts_itself_lost_before_anyone_else_holds() {
-    if skip("partitions") {
-        return;
-    }
+    require_etcd("partitions");
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let direct = backend(&[etcd.endpoint()], 2);
@@ -1573,10 +1554,9 @@ fn a_silent_etcd_endpoint_fails_at_the_connect_timeout_naming_it() {
 }
 
 #[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn the_etcd_waiting_notice_names_the_holder() {
-    if skip("etcd waiting notice") {
-        return;
-    }
+    require_etcd("etcd waiting notice");
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("w.jsonl");

@@ -86,8 +86,9 @@ impl Odd {
         }
     }
 
-    /// Make one at `path`; `Err(reason)` where this machine cannot.
-    fn plant(self, path: &Path) -> Result<(), String> {
+    /// Make one at `path`; `Err(reason)` where this machine cannot (only a
+    /// character device, which needs root: see [`plant`]).
+    fn try_plant(self, path: &Path) -> Result<(), String> {
         let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
         match self {
             Odd::Fifo => {
@@ -122,16 +123,23 @@ impl Odd {
     }
 }
 
+/// Make `odd` at `path`, or fail the test with why this machine cannot.
+/// The tests that plant a character device are ignored by default
+/// (docs/testing.md, "Tests that need a component"): run, they fail here
+/// rather than pass without running.
+fn plant(odd: Odd, path: &Path) {
+    if let Err(why) = odd.try_plant(path) {
+        panic!("cannot make a {} at {}: {why}", odd.word(), path.display());
+    }
+}
+
 /// An odd file at the transcript's name: refused with its type and path,
 /// the lock never left behind, by the library (before and after the lock
 /// is taken) and by `session-lock append`.
 fn odd_transcript(odd: Odd) {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    if let Err(why) = odd.plant(&t) {
-        println!("skipped {odd:?}: {why}");
-        return;
-    }
+    plant(odd, &t);
     let lock = lock_of(&t);
 
     // Library: acquire refuses it before taking the lock.
@@ -167,7 +175,7 @@ fn odd_transcript(odd: Odd) {
     // blocking in open, and the lock is released when the guard goes.
     let t3 = dir.path().join("late.jsonl");
     let guard = try_acquire_with(&t3, &quick()).unwrap();
-    odd.plant(&t3).unwrap();
+    plant(odd, &t3);
     let err = within(FAST, "append_line on an odd transcript", move || {
         let r = guard.append_line("x");
         drop(guard);
@@ -203,6 +211,7 @@ fn a_directory_at_the_transcript_fails_fast_and_releases() {
 }
 
 #[test]
+#[ignore = "needs root (mknod) and a filesystem without nodev (CI runs it as root): cargo test --all-features --test odd_files -- --ignored"]
 fn a_character_device_at_the_transcript_is_never_written() {
     odd_transcript(Odd::CharDevice);
 }
@@ -212,44 +221,51 @@ fn a_character_device_at_the_transcript_is_never_written() {
 /// nothing hangs or is removed.
 #[test]
 fn odd_files_at_the_queue_and_slot_names_never_hang() {
-    for odd in [Odd::Fifo, Odd::Socket, Odd::Dir, Odd::CharDevice] {
-        for at in ["queue", "slot"] {
-            let dir = tempfile::tempdir().unwrap();
-            let t = dir.path().join("s.jsonl");
-            let name = match at {
-                "queue" => dir.path().join("s.jsonl.lock.queue"),
-                _ => dir.path().join(".s.jsonl.lock.w0.tmp"),
-            };
-            if let Err(why) = odd.plant(&name) {
-                println!("skipped {odd:?} at the {at} name: {why}");
-                continue;
-            }
-            let what = format!("{odd:?} at the {at} name");
-            // Uncontended, in-process.
-            let t2 = t.clone();
-            within(FAST, &what, move || {
-                let g = session_lock::acquire_with(&t2, &quick()).unwrap();
-                g.append_line("one").unwrap();
-                g.release().unwrap();
-            });
-            // Contended across processes: a waiting `append` goes through
-            // once the holder lets go.
-            let holder = Holder::start(&t, &[]);
-            let mut waiter = bin();
-            waiter
-                .args([os("append"), os("-w"), os("10"), os(&t), os("two")])
-                .stdin(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut waiter = waiter.spawn().unwrap();
-            assert!(holder.release().success(), "{what}");
-            let status = wait_child(&mut waiter, FAST, &what);
-            assert!(status.success(), "{what}: append rc {status:?}");
-            assert_eq!(std::fs::read_to_string(&t).unwrap(), "one\ntwo\n", "{what}");
-            let meta = std::fs::symlink_metadata(&name).unwrap();
-            assert!(!meta.is_file(), "{what}: the odd file was replaced");
-            assert!(!lock_of(&t).exists(), "{what}: lock left behind");
-            session_lock::close_idle();
-        }
+    for odd in [Odd::Fifo, Odd::Socket, Odd::Dir] {
+        odd_at_the_queue_and_slot_names(odd);
+    }
+}
+
+#[test]
+#[ignore = "needs root (mknod) and a filesystem without nodev (CI runs it as root): cargo test --all-features --test odd_files -- --ignored"]
+fn a_character_device_at_the_queue_and_slot_names_never_hangs() {
+    odd_at_the_queue_and_slot_names(Odd::CharDevice);
+}
+
+fn odd_at_the_queue_and_slot_names(odd: Odd) {
+    for at in ["queue", "slot"] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("s.jsonl");
+        let name = match at {
+            "queue" => dir.path().join("s.jsonl.lock.queue"),
+            _ => dir.path().join(".s.jsonl.lock.w0.tmp"),
+        };
+        plant(odd, &name);
+        let what = format!("{odd:?} at the {at} name");
+        // Uncontended, in-process.
+        let t2 = t.clone();
+        within(FAST, &what, move || {
+            let g = session_lock::acquire_with(&t2, &quick()).unwrap();
+            g.append_line("one").unwrap();
+            g.release().unwrap();
+        });
+        // Contended across processes: a waiting `append` goes through
+        // once the holder lets go.
+        let holder = Holder::start(&t, &[]);
+        let mut waiter = bin();
+        waiter
+            .args([os("append"), os("-w"), os("10"), os(&t), os("two")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut waiter = waiter.spawn().unwrap();
+        assert!(holder.release().success(), "{what}");
+        let status = wait_child(&mut waiter, FAST, &what);
+        assert!(status.success(), "{what}: append rc {status:?}");
+        assert_eq!(std::fs::read_to_string(&t).unwrap(), "one\ntwo\n", "{what}");
+        let meta = std::fs::symlink_metadata(&name).unwrap();
+        assert!(!meta.is_file(), "{what}: the odd file was replaced");
+        assert!(!lock_of(&t).exists(), "{what}: lock left behind");
+        session_lock::close_idle();
     }
 }
 
@@ -434,15 +450,9 @@ fn as_user_with_umask(umask: &str, program: &Path, args: &[&OsStr]) -> Command {
 }
 
 #[test]
+#[ignore = "needs root and setpriv(1) to run as another user (CI runs it as root): cargo test --all-features --test odd_files -- --ignored"]
 fn hostile_umasks_leave_private_files_the_same_user_can_take_over() {
-    let have_setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_setpriv || !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root and setpriv(1) to run as uid {USER}");
-        return;
-    }
+    require_root_and_setpriv();
     // Each publish path: witness slots, named temp files (no slots
     // either), O_TMPFILE (no slots).
     for (umask, path_env) in [

@@ -296,9 +296,10 @@ fn plant(path: &Path, contents: &[u8]) {
 
 /// A child process that keeps `path` open (`how`: `open`, `flock` with
 /// flock(1), or `posix`: a POSIX record lock with python3's `lockf`) until
-/// its stdin closes; `None` (with the reason printed) where the tool is
-/// missing.
-fn keep(path: &Path, how: &str) -> Option<std::process::Child> {
+/// its stdin closes. A missing tool fails the test: flock(1) comes with
+/// util-linux (as in `tests/queue.rs`); python3 is needed only by the
+/// ignored test below (docs/testing.md, "Tests that need a component").
+fn keep(path: &Path, how: &str) -> std::process::Child {
     let mut c = match how {
         "open" => {
             let mut c = std::process::Command::new("sh");
@@ -321,13 +322,11 @@ fn keep(path: &Path, how: &str) -> Option<std::process::Child> {
             c
         }
     };
-    let mut child = match c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipped the {how} case: {e}");
-            return None;
-        }
-    };
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("the {how} case needs its tool ({c:?}): {e}"));
     let stdout = child.stdout.take().unwrap();
     let line = within(WAIT, "child keeping a file", move || {
         let mut l = String::new();
@@ -335,21 +334,17 @@ fn keep(path: &Path, how: &str) -> Option<std::process::Child> {
         l
     });
     if !line.starts_with("ready") {
-        eprintln!("skipped the {how} case: the child said {line:?}");
         let _ = child.kill();
         let _ = child.wait();
-        return None;
+        panic!("the {how} case: the child said {line:?}, not ready");
     }
-    Some(child)
+    child
 }
 
 /// Create `path` with `contents` as uid/gid 65533 (setpriv), mode 0600.
-/// False (reason printed) where that is impossible.
-fn plant_as_other_user(dir: &Path, path: &Path, contents: &str) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped the other-user case: not root");
-        return false;
-    }
+/// Needs root and setpriv(1): the test that calls it is ignored by default.
+fn plant_as_other_user(dir: &Path, path: &Path, contents: &str) {
+    require_root_and_setpriv();
     let old = mode(dir);
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let made = std::process::Command::new("setpriv")
@@ -366,15 +361,23 @@ fn plant_as_other_user(dir: &Path, path: &Path, contents: &str) -> bool {
         .status();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(old)).unwrap();
     match made {
-        Ok(s) if s.success() => {
-            age_file(path, Duration::from_secs(3600));
-            true
-        }
-        other => {
-            eprintln!("skipped the other-user case: setpriv: {other:?}");
-            false
-        }
+        Ok(s) if s.success() => age_file(path, Duration::from_secs(3600)),
+        other => panic!(
+            "setpriv could not plant {} as uid 65533: {other:?}",
+            path.display()
+        ),
     }
+}
+
+/// What a `clean` case plants beyond the files every case has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    /// Nothing: needs only flock(1) and sh.
+    Nothing,
+    /// A file of ours as another user made it (root, setpriv).
+    OtherOwner,
+    /// Files under a POSIX record lock (python3).
+    PosixLocks,
 }
 
 /// `clean` removes a file next to the locks only if its exact name is one
@@ -384,6 +387,25 @@ fn plant_as_other_user(dir: &Path, path: &Path, contents: &str) -> bool {
 /// listed, and `--dry-run` lists the same set.
 #[test]
 fn clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes() {
+    clean_case(Extra::Nothing);
+}
+
+/// The same, with a file that looks like ours but belongs to another user.
+#[test]
+#[ignore = "needs root and setpriv(1) to plant another user's file (CI runs it as root): cargo test --all-features --test security -- --ignored"]
+fn clean_keeps_another_users_look_alike() {
+    clean_case(Extra::OtherOwner);
+}
+
+/// The same, with files another process holds a POSIX record lock on.
+#[test]
+#[ignore = "needs python3, to hold a POSIX record lock in another process (CI checks for it): cargo test --all-features --test security -- --ignored"]
+fn clean_keeps_files_under_another_processes_posix_lock() {
+    require(runs("python3", "--version"), "python3", "Debian: python3");
+    clean_case(Extra::PosixLocks);
+}
+
+fn clean_case(extra: Extra) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let tok = "0123456789abcdef0123456789abcdef";
@@ -414,8 +436,9 @@ fn clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes() {
     plant(&d.join(".c.jsonl.lock.w0.tmp"), our_record(tok).as_bytes());
     std::fs::hard_link(d.join(".c.jsonl.lock.w0.tmp"), d.join("c-other-name")).unwrap();
     kept.push((d.join(".c.jsonl.lock.w0.tmp"), "hard-linked"));
-    let other = d.join(".d.jsonl.lock.w0.tmp");
-    if plant_as_other_user(d, &other, &our_record(tok)) {
+    if extra == Extra::OtherOwner {
+        let other = d.join(".d.jsonl.lock.w0.tmp");
+        plant_as_other_user(d, &other, &our_record(tok));
         kept.push((other, "other-owner"));
     }
     let mut children = Vec::new();
@@ -424,19 +447,17 @@ fn clean_keeps_look_alikes_and_files_in_use_and_lists_what_it_removes() {
         (".f.jsonl.lock.w0.tmp", "flock", "locked"),
         (".g.jsonl.lock.w0.tmp", "posix", "locked"),
     ] {
+        if how == "posix" && extra != Extra::PosixLocks {
+            continue;
+        }
         let p = d.join(name);
         plant(&p, our_record(tok).as_bytes());
-        match keep(&p, how) {
-            Some(c) => {
-                children.push(c);
-                kept.push((p, why));
-            }
-            None => std::fs::remove_file(&p).unwrap(),
-        }
+        children.push(keep(&p, how));
+        kept.push((p, why));
     }
     plant(&d.join("h.jsonl.lock.queue"), b"not a queue\n");
-    if let Some(c) = keep(&d.join("h.jsonl.lock.queue"), "posix") {
-        children.push(c);
+    if extra == Extra::PosixLocks {
+        children.push(keep(&d.join("h.jsonl.lock.queue"), "posix"));
     }
     kept.push((d.join("h.jsonl.lock.queue"), "not-empty"));
     plant(&d.join("i.jsonl.lock.queue"), b"");

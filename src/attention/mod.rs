@@ -5,9 +5,14 @@
 //! sessions on top of lock inspection ([`recovery`]). See
 //! `docs/attention.md`.
 //!
-//! The graph: `classify` is pure and depends on nothing of the crate;
-//! `recovery` uses `classify` and the lock; `monitor` uses both.
+//! The graph, acyclic: `classify` is pure and depends on nothing of the
+//! crate; `shared` (private) holds the leaf items `monitor` and `recovery`
+//! both need (the default stuck threshold, the recovery outcome enums);
+//! `recovery` uses `classify`, `shared` and the lock; `monitor` uses
+//! `classify` and `shared`. Neither of `monitor` and `recovery` imports the
+//! other; each re-exports from `shared` what its API names.
 
 pub mod classify;
 pub mod monitor;
 pub mod recovery;
+mod shared;

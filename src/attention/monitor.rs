@@ -54,11 +54,7 @@ use crate::attention::classify::{
     ActiveWorkKind, ActivitySnapshot, AttentionReason, Classification, EventType, LockActivity,
     SessionState, classify,
 };
-pub use crate::attention::recovery::{RecoveryAction, RecoveryStatus};
-
-/// Default age above which a session is classified (reference
-/// `stuckSessionWarnMs`, 120 000 ms).
-pub const DEFAULT_STUCK_WARN_MS: u64 = 120_000;
+pub use crate::attention::shared::{DEFAULT_STUCK_WARN_MS, RecoveryAction, RecoveryStatus};
 
 /// Default heartbeat interval (the reference heartbeat's 30 s `setInterval`).
 pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;

@@ -21,6 +21,8 @@
 //! [`crate::attention::classify`]: see [`lock_activity`].
 
 use crate::attention::classify::{self, Attention, LockActivity, SessionState};
+use crate::attention::shared::DEFAULT_STUCK_WARN_MS;
+pub use crate::attention::shared::{RecoveryAction, RecoveryStatus};
 use crate::file::inspect::{Inspection, Verdict};
 use crate::file::{self, Reclaim};
 use crate::paths::LockPaths;
@@ -29,68 +31,6 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
-
-/// Outcome status of a stuck-session recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryStatus {
-    /// Active work was aborted.
-    Aborted,
-    /// Stale lanes or locks were released.
-    Released,
-    /// A gate refused to act.
-    Skipped,
-    /// Nothing needed doing.
-    Noop,
-    /// Recovery failed.
-    Failed,
-}
-
-/// Action a stuck-session recovery took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryAction {
-    /// Aborted the embedded run.
-    AbortEmbeddedRun,
-    /// Force-cleared an embedded run that did not abort (later reference
-    /// versions).
-    ForceClearEmbeddedRun,
-    /// Released the session's lane.
-    ReleaseLane,
-    /// Only observed.
-    ObserveOnly,
-    /// Kept the lane because it has live work.
-    KeepLane,
-    /// Nothing.
-    None,
-}
-
-impl RecoveryStatus {
-    /// The reference name, e.g. `released`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Aborted => "aborted",
-            Self::Released => "released",
-            Self::Skipped => "skipped",
-            Self::Noop => "noop",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl RecoveryAction {
-    /// The reference name, e.g. `release_lane`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::AbortEmbeddedRun => "abort_embedded_run",
-            Self::ForceClearEmbeddedRun => "force_clear_embedded_run",
-            Self::ReleaseLane => "release_lane",
-            Self::ObserveOnly => "observe_only",
-            Self::KeepLane => "keep_lane",
-            Self::None => "none",
-        }
-    }
-}
 
 /// The lock's contribution to a session's activity snapshot: a lock held by
 /// a live owner is active work with an owner; a reclaimable lock (dead or
@@ -112,9 +52,9 @@ pub fn lock_activity(insp: &Inspection) -> LockActivity {
 /// progress. So this returns `Some` only for what the lock alone supports:
 /// a lock held by a live owner ([`LockActivity::is_live_owner`]) for longer
 /// than the monitor's default warn threshold
-/// ([`DEFAULT_STUCK_WARN_MS`](crate::attention::monitor::DEFAULT_STUCK_WARN_MS),
-/// 120 s) is `session.long_running` / `active_work` (kind `embedded_run`,
-/// never recovery eligible). Everything else is `None`:
+/// ([`DEFAULT_STUCK_WARN_MS`], 120 s) is `session.long_running` /
+/// `active_work` (kind `embedded_run`, never recovery eligible). Everything
+/// else is `None`:
 ///
 /// * a younger live lock is ordinary work;
 /// * a reclaimable lock (dead or gone owner, old orphan) is no work at all:
@@ -127,7 +67,7 @@ pub fn lock_activity(insp: &Inspection) -> LockActivity {
 pub fn lock_attention(insp: &Inspection) -> Option<Attention> {
     let lock = lock_activity(insp);
     let age_ms = lock.lock_age_ms?;
-    if !lock.is_live_owner() || age_ms <= crate::attention::monitor::DEFAULT_STUCK_WARN_MS {
+    if !lock.is_live_owner() || age_ms <= DEFAULT_STUCK_WARN_MS {
         return None;
     }
     Some(Attention {

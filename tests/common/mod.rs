@@ -306,3 +306,48 @@ pub fn file_identity(path: &Path) -> (u64, u64) {
         std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     (m.dev(), m.ino())
 }
+
+// ------------------------------------------- tests that need a component
+//
+// The rule (docs/testing.md, "Tests that need a component"): a test that
+// needs something beyond the Rust toolchain and Linux (etcd, openssl, node
+// and npm, root) is `#[ignore = "needs ...: ..."]`, so that
+// `cargo test --all-features` lists it as `ignored` with the reason instead
+// of passing without running; run on purpose (`-- --ignored` or
+// `-- --include-ignored`, as `.ci/run` does), a missing component fails it
+// with what to install. No test returns early because something is missing.
+
+/// Fail the running test unless `present`: it needs `what` (`install` says
+/// how to get it).
+#[track_caller]
+pub fn require(present: bool, what: &str, install: &str) {
+    assert!(
+        present,
+        "this test needs {what}, which is missing here ({install}); \
+         it is #[ignore]d for that reason and was run on purpose"
+    );
+}
+
+/// Whether `program` runs and exits 0 with `arg` (e.g. `--version`).
+pub fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Root and setpriv(1), to act as other users.
+#[track_caller]
+pub fn require_root_and_setpriv() {
+    require(
+        rustix::process::geteuid().is_root(),
+        "root, to act as other users",
+        "run it as root, as CI does",
+    );
+    require(
+        runs("setpriv", "--version"),
+        "setpriv(1)",
+        "Debian: util-linux",
+    );
+}

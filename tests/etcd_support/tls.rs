@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Whether `openssl` can be run (else the TLS tests skip, or fail under
-/// `SESSION_LOCK_REQUIRE_ETCD=1`).
+/// Whether `openssl` can be run (else the TLS tests fail: they are
+/// ignored by default, see `require_etcd`).
 pub fn have_openssl() -> bool {
     Command::new("openssl")
         .arg("version")

@@ -4,7 +4,7 @@
 // 30 min, retry every 50 ms, "remove-if-unchanged" stale recovery guarded
 // by `<lock>.reclaim`, reclaim of dead and recycled pids, payload-less
 // files only after a 5 s grace). Used by tests/interop.rs; the package is
-// installed by .ci/run (its folder is passed in SESSION_LOCK_FS_SAFE).
+// installed from npm by tests/interop.rs (its folder is passed in SESSION_LOCK_FS_SAFE).
 //
 // usage: node fs-safe-peer.mjs TRANSCRIPT MARKER ID (count N | for MS) [hold-ms H]
 // Each section: acquire, exclusive-create MARKER (an overlap if it exists),

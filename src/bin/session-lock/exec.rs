@@ -535,11 +535,12 @@ pub(crate) fn holder(json: &str) -> u8 {
     // never through `Child`.
     drop(child);
     spawn_reaper(command_pid, tx.clone());
-    if guard.fencing_token().is_some() {
-        // etcd: no lock file to watch; the guard itself learns of a loss
-        // (lease past its local deadline, key deleted, max hold).
-        spawn_lost_wait(guard.lost(), tx.clone());
-    } else {
+    // Every backend's guard learns of the losses it sees itself (etcd: a
+    // lease past its local deadline, its key deleted; both: a forced
+    // release). A lock file removed or replaced by someone else is seen
+    // by watching it.
+    spawn_lost_wait(guard.lost(), tx.clone());
+    if matches!(opts.get_backend(), session_lock::Backend::File) {
         spawn_loss_watch(guard.lock_path(), tx.clone());
     }
     let code = supervise(&args, max_hold, kill_after, &rx);
@@ -795,7 +796,7 @@ fn spawn_loss_watch(lock: &Path, tx: mpsc::Sender<Event>) {
     });
 }
 
-/// Report the guard's loss (etcd backend): block this thread on
+/// Report the guard's loss (any backend): block this thread on
 /// [`LockGuard::lost`] with a waker that unparks it.
 fn spawn_lost_wait(lost: session_lock::Lost, tx: mpsc::Sender<Event>) {
     struct Unpark(std::thread::Thread);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 /// directory shares one lock and a symlinked file does not (as in the
 /// reference).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct LockPaths {
     /// The normalised transcript path.
     pub target: PathBuf,

@@ -132,8 +132,9 @@ impl Holder {
                 Ok((at, l)) if l.starts_with(prefix) => return (at, l),
                 Ok(l) => self.seen.push(l),
                 Err(e) => panic!(
-                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}; its stderr:\n{}",
+                    "no {prefix:?} line within {within:?} (other lines: {:?}): {e}; its threads: {}; its stderr:\n{}",
                     self.seen,
+                    threads_of(self.child.id()),
                     self.stderr
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -156,6 +157,33 @@ impl Holder {
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+}
+
+/// Each thread of `pid`: name, state and where it sleeps in the kernel
+/// (`/proc`), for the message of a test that waited for it in vain.
+fn threads_of(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone");
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let p = t.path();
+        let read = |f: &str| {
+            std::fs::read_to_string(p.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or_default()
+            .trim_start_matches("State:")
+            .trim()
+            .to_owned();
+        out.push(format!("{}[{state}, {}]", read("comm"), read("wchan")));
+    }
+    out.join(" ")
 }
 
 impl Drop for Holder {

@@ -135,6 +135,7 @@ pub struct ActivitySnapshot {
 /// to [`ActivitySnapshot::merge_lock`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct LockActivity {
     /// The recorded owner process is alive (and is the process that took the
     /// lock).
@@ -271,6 +272,7 @@ impl Classification {
 /// Result of [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Attention {
     /// Event to emit.
     pub event_type: EventType,

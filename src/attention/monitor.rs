@@ -183,6 +183,7 @@ impl StuckBackoff {
 /// A `session.long_running`, `session.stalled` or `session.stuck` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct AttentionEvent {
     /// Event name (`type` on the wire).
     #[serde(rename = "type")]
@@ -234,6 +235,7 @@ pub struct AttentionEvent {
     rename = "session.recovery.requested",
     rename_all = "camelCase"
 )]
+#[non_exhaustive]
 pub struct RecoveryRequested {
     /// Session id, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +264,7 @@ pub struct RecoveryRequested {
     rename = "session.recovery.completed",
     rename_all = "camelCase"
 )]
+#[non_exhaustive]
 pub struct RecoveryCompleted {
     /// Session key.
     pub session_key: String,

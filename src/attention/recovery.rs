@@ -101,6 +101,7 @@ pub struct RecoveryRequest {
 /// The outcome, in the reference's vocabulary.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct RecoveryOutcome {
     /// `released`, `skipped`, `noop`, `failed` or `aborted`.
     pub status: RecoveryStatus,

@@ -510,6 +510,7 @@ struct Value<'a> {
 
 /// A contender key as found under the prefix.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Contender {
     /// The full etcd key.
     pub key: String,
@@ -1015,6 +1016,7 @@ async fn wait_deleted(
 /// One lock under the prefix, as `status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct LockStatus {
     /// The lock's key (decoded).
     pub key: String,

@@ -774,6 +774,11 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(msg.contains(&endpoint), "names the endpoint: {msg}");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{msg}");
+    assert!(
+        err.io_error().is_none(),
+        "a refusal by etcd is not an OS error: {:?}",
+        err.io_error()
+    );
     // A correctness bound: the timeout plus slack, never a hang.
     assert!(
         took < timeout + Duration::from_secs(5),
@@ -1451,6 +1456,51 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Issue 21 item 5: an etcd error is the backend's own, not an OS error
+/// about a made-up path: no `io_error`, a `lock_path` that is the lock's
+/// key prefix in etcd while acquiring (the endpoints outside any lock),
+/// the message and the kinds unchanged.
+#[test]
+fn an_etcd_error_is_not_an_os_error_about_a_made_up_path() {
+    // No etcd needed: nothing listens on the port.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.jsonl");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let cfg = backend(std::slice::from_ref(&endpoint), 2);
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "cannot reach etcd at etcd://{endpoint}: connection refused"
+        )),
+        "{msg}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Io, "{msg}");
+    assert!(
+        err.io_error().is_none(),
+        "not an OS error about a file: {:?}",
+        err.io_error()
+    );
+    assert_eq!(err.lock_path(), Path::new(&cfg.lock_dir(&key)), "{msg}");
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    // Outside any one lock: the endpoints the message names.
+    let err = session_lock::etcd::status(&cfg).unwrap_err();
+    assert_eq!(
+        err.lock_path(),
+        Path::new(&format!("etcd://{endpoint}")),
+        "{err}"
+    );
+    assert!(err.io_error().is_none(), "{:?}", err.io_error());
 }
 
 #[test]

@@ -126,9 +126,9 @@ fn tls_problem(e: &rustls::Error) -> TlsProblem {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsProblem::UnknownIssuer,
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            TlsProblem::WrongName
-        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => TlsProblem::WrongName,
         rustls::Error::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => TlsProblem::Expired,
@@ -374,7 +374,10 @@ pub(crate) fn retryable(e: &Error) -> bool {
     match e.etcd_failure() {
         Some(f) => matches!(
             f,
-            EtcdFailure::Unavailable | EtcdFailure::TimedOut | EtcdFailure::Refused | EtcdFailure::Rejected
+            EtcdFailure::Unavailable
+                | EtcdFailure::TimedOut
+                | EtcdFailure::Refused
+                | EtcdFailure::Rejected
         ),
         None => e.kind() != crate::ErrorKind::InvalidInput,
     }
@@ -536,7 +539,6 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
                 .map(io::Error::raw_os_error);
                 let answered = server_answered(&e);
                 let closed = closed_under_us(&e);
-                tracing::debug!(raw = ?e, closed, "etcd connect attempt (raw)");
                 let err = map_err(cfg, call, &e);
                 if !retryable(&err) {
                     return Err(err);
@@ -703,7 +705,14 @@ mod tests {
                 "{code:?} {call:?} user={user}"
             );
             let d = diagnose(&status(*code, "whatever the words"), *call, *user);
-            assert_eq!(d, Diagnosis { failure: *want, tls: None }, "{code:?}");
+            assert_eq!(
+                d,
+                Diagnosis {
+                    failure: *want,
+                    tls: None
+                },
+                "{code:?}"
+            );
         }
     }
 
@@ -712,14 +721,20 @@ mod tests {
         let d = |e: &etcd_client::Error| diagnose(e, Call::Request, false).failure;
         // The lease is gone: etcd's code for it, whatever the words.
         assert_eq!(
-            d(&status(Code::NotFound, "etcdserver: requested lease not found")),
+            d(&status(
+                Code::NotFound,
+                "etcdserver: requested lease not found"
+            )),
             EtcdFailure::LeaseNotFound
         );
         assert_eq!(d(&status(Code::NotFound, "")), EtcdFailure::LeaseNotFound);
         // The words alone decide nothing (the old classification matched
         // "lease not found", "permission denied", "certificate" ...).
         assert_eq!(
-            d(&status(Code::Unknown, "etcdserver: requested lease not found")),
+            d(&status(
+                Code::Unknown,
+                "etcdserver: requested lease not found"
+            )),
             EtcdFailure::Rejected
         );
         assert_eq!(
@@ -727,7 +742,10 @@ mod tests {
             EtcdFailure::Rejected
         );
         assert_eq!(
-            d(&status(Code::Unavailable, "invalid peer certificate: UnknownIssuer")),
+            d(&status(
+                Code::Unavailable,
+                "invalid peer certificate: UnknownIssuer"
+            )),
             EtcdFailure::Unavailable
         );
         let words = io::Error::other("received fatal alert: CertificateRequired");
@@ -743,9 +761,8 @@ mod tests {
         );
         // A status tonic made from a transport error (it carries the error
         // as its source): no member said anything, whatever its code.
-        let from_transport = Status::from_error(Box::new(io::Error::from(
-            io::ErrorKind::ConnectionReset,
-        )));
+        let from_transport =
+            Status::from_error(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)));
         assert!(std::error::Error::source(&from_transport).is_some());
         assert_eq!(
             d(&etcd_client::Error::GRpcStatus(from_transport)),
@@ -804,7 +821,11 @@ mod tests {
             // As the source of a status tonic made (a Unavailable code).
             let st = Status::from_error(Box::new(wrapped(e.clone())));
             let st = etcd_client::Error::GRpcStatus(st);
-            assert_eq!(diagnose(&st, Call::Authenticate, true), want, "{e:?} in status");
+            assert_eq!(
+                diagnose(&st, Call::Authenticate, true),
+                want,
+                "{e:?} in status"
+            );
         }
     }
 
@@ -857,7 +878,11 @@ mod tests {
         let with_ca = EtcdBackend::new(["https://h:1"]).ca_file("/ca.pem");
         let with_cert = with_ca.clone().client_cert("/c.pem", "/k.pem");
         let table: &[(&EtcdBackend, TlsProblem, &str)] = &[
-            (&with_ca, TlsProblem::UnknownIssuer, "not signed by the CA file"),
+            (
+                &with_ca,
+                TlsProblem::UnknownIssuer,
+                "not signed by the CA file",
+            ),
             (&with_ca, TlsProblem::WrongName, "--server-name"),
             (&with_ca, TlsProblem::Expired, "expired"),
             (
@@ -903,13 +928,19 @@ mod tests {
             let e = etcd_client::Error::IoError(io::Error::from(kind));
             assert!(closed_under_us(&e), "{kind:?}");
             let st = Status::from_error(Box::new(io::Error::from(kind)));
-            assert!(closed_under_us(&etcd_client::Error::GRpcStatus(st)), "{kind:?}");
+            assert!(
+                closed_under_us(&etcd_client::Error::GRpcStatus(st)),
+                "{kind:?}"
+            );
         }
         let words = etcd_client::Error::IoError(io::Error::other("connection closed"));
         assert!(!closed_under_us(&words));
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(!closed_under_us(&etcd_client::Error::IoError(refused)));
-        assert!(!closed_under_us(&status(Code::Unavailable, "connection closed")));
+        assert!(!closed_under_us(&status(
+            Code::Unavailable,
+            "connection closed"
+        )));
     }
 
     #[test]

@@ -433,7 +433,9 @@ pub(crate) fn unreachable_error(
     let why = match &last {
         Some(l) => format!(
             " (last error: {})",
-            l.err.etcd_detail().map_or_else(|| l.err.to_string(), str::to_owned)
+            l.err
+                .etcd_detail()
+                .map_or_else(|| l.err.to_string(), str::to_owned)
         ),
         None => String::new(),
     };

@@ -777,6 +777,76 @@ mod tests {
         assert!(io.to_string().contains("/x"), "{io}");
     }
 
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_failures_keep_their_kinds_and_name_no_made_up_path() {
+        use EtcdFailure::*;
+        // (failure, kind, io kind): the kinds callers and the CLI's exit
+        // codes had (authentication and permission PermissionDenied, the
+        // rest Io), with no OS error behind them.
+        let table = [
+            (Refused, ErrorKind::Io, io::ErrorKind::ConnectionRefused),
+            (TimedOut, ErrorKind::Io, io::ErrorKind::TimedOut),
+            (Unavailable, ErrorKind::Io, io::ErrorKind::Other),
+            (Tls, ErrorKind::Io, io::ErrorKind::InvalidData),
+            (
+                Authentication,
+                ErrorKind::PermissionDenied,
+                io::ErrorKind::PermissionDenied,
+            ),
+            (
+                Permission,
+                ErrorKind::PermissionDenied,
+                io::ErrorKind::PermissionDenied,
+            ),
+            (LeaseNotFound, ErrorKind::Io, io::ErrorKind::NotFound),
+            (ForeignKey, ErrorKind::Io, io::ErrorKind::InvalidData),
+            (Rejected, ErrorKind::Io, io::ErrorKind::Other),
+            (Internal, ErrorKind::Io, io::ErrorKind::Other),
+        ];
+        for (failure, kind, io_kind) in table {
+            let e = Error::etcd(failure, "cannot reach etcd at", "etcd://h:1", "why");
+            assert_eq!(e.to_string(), "cannot reach etcd at etcd://h:1: why");
+            assert_eq!(e.kind(), kind, "{failure:?}");
+            assert_eq!(e.etcd_failure(), Some(failure));
+            assert!(e.io_error().is_none(), "{failure:?}");
+            assert!(std::error::Error::source(&e).is_none());
+            assert!(!e.is_contended());
+            // Outside a lock: the endpoints; for a lock: its key prefix.
+            assert_eq!(e.lock_path(), Path::new("etcd://h:1"));
+            let e = e.for_etcd_lock("/session-lock/a/");
+            assert_eq!(e.lock_path(), Path::new("/session-lock/a/"));
+            let e = e.for_etcd_lock("/session-lock/b/");
+            assert_eq!(
+                e.lock_path(),
+                Path::new("/session-lock/a/"),
+                "the first stays"
+            );
+            let io = io::Error::from(e);
+            assert_eq!(io.kind(), io_kind, "{failure:?}");
+            assert!(
+                io.into_inner()
+                    .expect("itself")
+                    .downcast_ref::<Error>()
+                    .is_some()
+            );
+        }
+        let e = Error::etcd(Rejected, "etcd request failed at", "etcd://h:1", "x")
+            .with_etcd_op("release: could not revoke the lease at");
+        assert_eq!(
+            e.to_string(),
+            "release: could not revoke the lease at etcd://h:1: x"
+        );
+        assert_eq!(e.etcd_detail(), Some("x"));
+        let file = Error::io(
+            "create",
+            Path::new("/x"),
+            io::Error::from(io::ErrorKind::NotFound),
+        );
+        assert_eq!(file.etcd_failure(), None);
+        assert_eq!(file.for_etcd_lock("/d/").lock_path(), Path::new("/x"));
+    }
+
     #[test]
     fn contention_converts_to_the_io_kinds_callers_expect() {
         let busy = Error::from(Repr::Busy {

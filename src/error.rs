@@ -46,6 +46,81 @@ pub enum ErrorKind {
 
 pub(crate) use crate::sys::NotRegular;
 
+/// What went wrong between this process and an etcd cluster: the detail
+/// of an etcd backend error, beside its [`ErrorKind`] (see
+/// [`Error::etcd_failure`]). Decided from the gRPC status code etcd
+/// answered with (etcd's `api/v3rpc/rpctypes/error.go`) and from the types
+/// in a transport error's sources (the OS error, rustls's verdict), never
+/// from message text.
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EtcdFailure {
+    /// Every endpoint refused the TCP connection (`ECONNREFUSED`): nothing
+    /// listens there. Final at once. [`ErrorKind::Io`].
+    Refused,
+    /// No usable answer within the connect timeout (or a request's bound).
+    /// [`ErrorKind::Io`].
+    TimedOut,
+    /// A member answered that it cannot serve now (gRPC `Unavailable`,
+    /// `DeadlineExceeded`: no leader, leader changed, request timed out),
+    /// or the way to it broke. Tried again within the bounds.
+    /// [`ErrorKind::Io`].
+    Unavailable,
+    /// The TLS handshake failed: a server certificate that does not verify,
+    /// a client certificate missing or refused, a server that does not
+    /// speak TLS. Never retried. [`ErrorKind::Io`].
+    Tls,
+    /// The credentials: none given where authentication is on, a wrong
+    /// user or password, a token etcd refuses. Never retried.
+    /// [`ErrorKind::PermissionDenied`].
+    Authentication,
+    /// Authenticated, but the user's roles do not cover the key prefix
+    /// (gRPC `PermissionDenied`). Never retried.
+    /// [`ErrorKind::PermissionDenied`].
+    Permission,
+    /// etcd no longer knows the lease (gRPC `NotFound`, "requested lease not
+    /// found": it expired or was revoked). [`ErrorKind::Io`].
+    LeaseNotFound,
+    /// A key under the lock's prefix that session-lock did not write (the
+    /// message names it). [`ErrorKind::Io`].
+    ForeignKey,
+    /// etcd refused the request for another reason (the message has etcd's
+    /// words). [`ErrorKind::Io`].
+    Rejected,
+    /// This process's etcd thread could not start, or dropped a request
+    /// without an answer. [`ErrorKind::Io`].
+    Internal,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdFailure {
+    /// Its [`ErrorKind`]: authentication and permission refusals are
+    /// `PermissionDenied` (as a refused file is), everything else `Io`.
+    /// The command line's exit code follows the kind (5 for both).
+    fn kind(self) -> ErrorKind {
+        match self {
+            EtcdFailure::Authentication | EtcdFailure::Permission => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// The [`io::ErrorKind`] of this error converted into an
+    /// [`io::Error`].
+    fn io_kind(self) -> io::ErrorKind {
+        match self {
+            EtcdFailure::Refused => io::ErrorKind::ConnectionRefused,
+            EtcdFailure::TimedOut => io::ErrorKind::TimedOut,
+            EtcdFailure::Tls | EtcdFailure::ForeignKey => io::ErrorKind::InvalidData,
+            EtcdFailure::Authentication | EtcdFailure::Permission => {
+                io::ErrorKind::PermissionDenied
+            }
+            EtcdFailure::LeaseNotFound => io::ErrorKind::NotFound,
+            _ => io::ErrorKind::Other,
+        }
+    }
+}
+
 /// Why a transcript name was refused ([`ErrorKind::InvalidName`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NameProblem {
@@ -286,6 +361,24 @@ pub(crate) enum Repr {
         /// Why.
         reason: LostReason,
     },
+    /// An etcd backend failure (see [`EtcdFailure`]): no OS error, no file.
+    #[cfg(feature = "etcd")]
+    #[error("{op}{}{at}: {detail}", if at.is_empty() { "" } else { " " })]
+    Etcd {
+        /// What failed.
+        failure: EtcdFailure,
+        /// The message's first words ("cannot reach etcd at", "TLS: ...").
+        op: &'static str,
+        /// What the message names after `op`: the endpoints
+        /// (`etcd://HOST:PORT,...`), or the key where that is what matters.
+        at: String,
+        /// The lock's key prefix in etcd (`/session-lock/<key>/`), when the
+        /// error happened for one lock (see [`Error::lock_path`]).
+        lock_dir: Option<PathBuf>,
+        /// The cause in words (etcd's, rustls's or the OS's, and what to do),
+        /// never a secret.
+        detail: String,
+    },
     /// See [`ErrorKind::Io`], [`ErrorKind::PermissionDenied`] and
     /// [`ErrorKind::Unsupported`].
     #[error("{op} {}: {source}{}", path.display(), descriptor_hint(source))]
@@ -341,8 +434,11 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     /// `Busy` becomes `WouldBlock`, `Timeout` `TimedOut`, `NotAFile` and
     /// `InvalidName` `InvalidInput`, `PermissionDenied` and `Unsupported` keep their kind,
-    /// an I/O error keeps its OS kind; the rest are `Other`. The message and
-    /// the source are this error.
+    /// an I/O error keeps its OS kind; an etcd failure becomes
+    /// `ConnectionRefused` (refused), `TimedOut`, `InvalidData` (TLS, a
+    /// foreign key), `PermissionDenied` (authentication, permission),
+    /// `NotFound` (lease not found) or `Other`; the rest are `Other`. The
+    /// message and the source are this error.
     fn from(e: Error) -> io::Error {
         let kind = match e.kind() {
             ErrorKind::Busy => io::ErrorKind::WouldBlock,
@@ -353,6 +449,8 @@ impl From<Error> for io::Error {
             ErrorKind::Io => e.io_error().map_or(io::ErrorKind::Other, io::Error::kind),
             _ => io::ErrorKind::Other,
         };
+        #[cfg(feature = "etcd")]
+        let kind = e.etcd_failure().map_or(kind, EtcdFailure::io_kind);
         io::Error::new(kind, e)
     }
 }
@@ -389,6 +487,8 @@ impl Error {
             Repr::InvalidName { .. } => ErrorKind::InvalidName,
             Repr::InvalidInput { .. } => ErrorKind::InvalidInput,
             Repr::LockLost { .. } => ErrorKind::LockLost,
+            #[cfg(feature = "etcd")]
+            Repr::Etcd { failure, .. } => failure.kind(),
             Repr::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
                 io::ErrorKind::Unsupported => ErrorKind::Unsupported,
@@ -402,8 +502,18 @@ impl Error {
     /// files; the transcript for errors while opening or writing it
     /// (`Io`, `NotAFile` with role "transcript") and for `InvalidName` and
     /// `InvalidInput`. The message always names it.
+    ///
+    /// With the etcd backend there is no lock file: `Busy`, `Timeout` and
+    /// `LockLost` give the lock's key prefix in etcd
+    /// (`/session-lock/<key>/`), and so do the cluster's errors
+    /// (`Error::etcd_failure`) met while acquiring or holding a lock. A
+    /// cluster error met outside any one lock (`status`) gives the
+    /// endpoints, `etcd://HOST:PORT,...`, which its message names. (An
+    /// invalid etcd setting, `InvalidInput`, gives the endpoints too.)
     pub fn lock_path(&self) -> &Path {
         match &*self.0 {
+            #[cfg(feature = "etcd")]
+            Repr::Etcd { lock_dir, at, .. } => lock_dir.as_deref().unwrap_or(Path::new(at)),
             Repr::Busy { lock_path, .. }
             | Repr::Timeout { lock_path, .. }
             | Repr::Stale { lock_path, .. }
@@ -464,12 +574,75 @@ impl Error {
     }
 
     /// The operating system's error, for `Io`, `PermissionDenied` and
-    /// `Unsupported`.
+    /// `Unsupported` (not for the etcd backend's cluster errors, which have
+    /// `Error::etcd_failure` instead).
     pub fn io_error(&self) -> Option<&io::Error> {
         match &*self.0 {
             Repr::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+
+    /// For an error of the etcd backend's cluster (unreachable, TLS,
+    /// authentication, permission, ...): what failed. `None` for every
+    /// other error, including an invalid setting (`InvalidInput`) and a
+    /// held lock (`Busy`, `Timeout`). Such an error has no
+    /// [`Error::io_error`]: it is not the operating system's.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_failure(&self) -> Option<EtcdFailure> {
+        match &*self.0 {
+            Repr::Etcd { failure, .. } => Some(*failure),
+            _ => None,
+        }
+    }
+
+    /// An etcd backend error; see [`Repr::Etcd`] for the fields.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn etcd(
+        failure: EtcdFailure,
+        op: &'static str,
+        at: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Error {
+        Error::from(Repr::Etcd {
+            failure,
+            op,
+            at: at.into(),
+            lock_dir: None,
+            detail: detail.into(),
+        })
+    }
+
+    /// The cause in words of an etcd backend error (its message after the
+    /// endpoints), for quoting in another message.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn etcd_detail(&self) -> Option<&str> {
+        match &*self.0 {
+            Repr::Etcd { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// This etcd backend error, as met for the lock whose key prefix in
+    /// etcd is `dir` (see [`Error::lock_path`]); any other error unchanged.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn for_etcd_lock(mut self, dir: &str) -> Error {
+        if let Repr::Etcd { lock_dir, .. } = &mut *self.0
+            && lock_dir.is_none()
+        {
+            *lock_dir = Some(PathBuf::from(dir));
+        }
+        self
+    }
+
+    /// This etcd backend error with other first words (`op`), for the
+    /// same cause; any other error unchanged.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn with_etcd_op(mut self, new_op: &'static str) -> Error {
+        if let Repr::Etcd { op, .. } = &mut *self.0 {
+            *op = new_op;
+        }
+        self
     }
 
     /// What was found at the lock path, for [`ErrorKind::NotAFile`]
@@ -574,6 +747,76 @@ mod tests {
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
         assert!(io.to_string().contains("/x"), "{io}");
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_failures_keep_their_kinds_and_name_no_made_up_path() {
+        use EtcdFailure::*;
+        // (failure, kind, io kind): the kinds callers and the CLI's exit
+        // codes had (authentication and permission PermissionDenied, the
+        // rest Io), with no OS error behind them.
+        let table = [
+            (Refused, ErrorKind::Io, io::ErrorKind::ConnectionRefused),
+            (TimedOut, ErrorKind::Io, io::ErrorKind::TimedOut),
+            (Unavailable, ErrorKind::Io, io::ErrorKind::Other),
+            (Tls, ErrorKind::Io, io::ErrorKind::InvalidData),
+            (
+                Authentication,
+                ErrorKind::PermissionDenied,
+                io::ErrorKind::PermissionDenied,
+            ),
+            (
+                Permission,
+                ErrorKind::PermissionDenied,
+                io::ErrorKind::PermissionDenied,
+            ),
+            (LeaseNotFound, ErrorKind::Io, io::ErrorKind::NotFound),
+            (ForeignKey, ErrorKind::Io, io::ErrorKind::InvalidData),
+            (Rejected, ErrorKind::Io, io::ErrorKind::Other),
+            (Internal, ErrorKind::Io, io::ErrorKind::Other),
+        ];
+        for (failure, kind, io_kind) in table {
+            let e = Error::etcd(failure, "cannot reach etcd at", "etcd://h:1", "why");
+            assert_eq!(e.to_string(), "cannot reach etcd at etcd://h:1: why");
+            assert_eq!(e.kind(), kind, "{failure:?}");
+            assert_eq!(e.etcd_failure(), Some(failure));
+            assert!(e.io_error().is_none(), "{failure:?}");
+            assert!(std::error::Error::source(&e).is_none());
+            assert!(!e.is_contended());
+            // Outside a lock: the endpoints; for a lock: its key prefix.
+            assert_eq!(e.lock_path(), Path::new("etcd://h:1"));
+            let e = e.for_etcd_lock("/session-lock/a/");
+            assert_eq!(e.lock_path(), Path::new("/session-lock/a/"));
+            let e = e.for_etcd_lock("/session-lock/b/");
+            assert_eq!(
+                e.lock_path(),
+                Path::new("/session-lock/a/"),
+                "the first stays"
+            );
+            let io = io::Error::from(e);
+            assert_eq!(io.kind(), io_kind, "{failure:?}");
+            assert!(
+                io.into_inner()
+                    .expect("itself")
+                    .downcast_ref::<Error>()
+                    .is_some()
+            );
+        }
+        let e = Error::etcd(Rejected, "etcd request failed at", "etcd://h:1", "x")
+            .with_etcd_op("release: could not revoke the lease at");
+        assert_eq!(
+            e.to_string(),
+            "release: could not revoke the lease at etcd://h:1: x"
+        );
+        assert_eq!(e.etcd_detail(), Some("x"));
+        let file = Error::io(
+            "create",
+            Path::new("/x"),
+            io::Error::from(io::ErrorKind::NotFound),
+        );
+        assert_eq!(file.etcd_failure(), None);
+        assert_eq!(file.for_etcd_lock("/d/").lock_path(), Path::new("/x"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod etcd_support;
 
 use etcd_support::{Etcd, cluster3, require_etcd, single, wait_for};
-use session_lock::etcd::EtcdBackend;
+use session_lock::etcd::{EtcdBackend, EtcdFailure};
 use session_lock::{Backend, ErrorKind, LockOptions, LostReason};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -811,6 +811,18 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
     assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(msg.contains(&endpoint), "names the endpoint: {msg}");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{msg}");
+    assert!(
+        err.io_error().is_none(),
+        "a refusal by etcd is not an OS error: {:?}",
+        err.io_error()
+    );
+    // No user of ours where authentication is on: etcd's InvalidArgument
+    // (ErrGRPCUserEmpty), typed as authentication.
+    assert_eq!(
+        err.etcd_failure(),
+        Some(EtcdFailure::Authentication),
+        "{msg}"
+    );
     // A correctness bound: the timeout plus slack, never a hang.
     assert!(
         took < timeout + Duration::from_secs(5),
@@ -1275,17 +1287,42 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The same causes through the library: the kinds.
+    // The same causes through the library: the kinds, and the typed
+    // failures (issue 21 item 5), which tell authentication from
+    // permission and are no OS errors.
     let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("alice", "wrong");
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(
+        err.etcd_failure(),
+        Some(EtcdFailure::Authentication),
+        "{err}"
+    );
+    assert!(err.io_error().is_none(), "{err}");
     assert!(!format!("{err:?}{cfg:?}").contains(ALICE_PW));
     let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("bob", BOB_PW);
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(err.etcd_failure(), Some(EtcdFailure::Permission), "{err}");
+    assert!(err.io_error().is_none(), "{err}");
     assert!(
         err.to_string().contains("/session-lock/"),
         "names the prefix: {err}"
+    );
+    assert!(
+        err.lock_path().starts_with("/session-lock/"),
+        "the lock's key prefix, not a path made up: {}",
+        err.lock_path().display()
+    );
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep))
+        .ca_file(&s.pki.other_ca)
+        .user("alice", ALICE_PW);
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(err.etcd_failure(), Some(EtcdFailure::Tls), "{err}");
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::InvalidData
     );
 }
 
@@ -1479,6 +1516,53 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Issue 21 item 5: an etcd error is the backend's own, not an OS error
+/// about a made-up path: no `io_error`, a `lock_path` that is the lock's
+/// key prefix in etcd while acquiring (the endpoints outside any lock),
+/// the message and the kinds unchanged.
+#[test]
+fn an_etcd_error_is_not_an_os_error_about_a_made_up_path() {
+    // No etcd needed: nothing listens on the port.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.jsonl");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let cfg = backend(std::slice::from_ref(&endpoint), 2);
+    let key = session_lock::LockPaths::resolve(&file)
+        .unwrap()
+        .target
+        .to_string_lossy()
+        .into_owned();
+    let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "cannot reach etcd at etcd://{endpoint}: connection refused"
+        )),
+        "{msg}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Io, "{msg}");
+    assert!(
+        err.io_error().is_none(),
+        "not an OS error about a file: {:?}",
+        err.io_error()
+    );
+    assert_eq!(err.lock_path(), Path::new(&cfg.lock_dir(&key)), "{msg}");
+    assert_eq!(err.etcd_failure(), Some(EtcdFailure::Refused), "{msg}");
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    // Outside any one lock: the endpoints the message names.
+    let err = session_lock::etcd::status(&cfg).unwrap_err();
+    assert_eq!(err.etcd_failure(), Some(EtcdFailure::Refused), "{err}");
+    assert_eq!(
+        err.lock_path(),
+        Path::new(&format!("etcd://{endpoint}")),
+        "{err}"
+    );
+    assert!(err.io_error().is_none(), "{:?}", err.io_error());
 }
 
 #[test]

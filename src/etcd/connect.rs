@@ -4,7 +4,7 @@
 //! what went wrong (TLS, authentication, permission, unreachable).
 
 use super::EtcdBackend;
-use crate::error::{Error, Repr, Result};
+use crate::error::{Error, EtcdFailure, Repr, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::collections::HashMap;
 use std::io;
@@ -50,82 +50,170 @@ struct ConnKey {
     connect_timeout: Duration,
 }
 
-/// Why etcd (or the way to it) refused a request: the decision behind
-/// every error message of the backend.
+/// Which request failed: etcd answers the same gRPC code for different
+/// things on different calls (`api/v3rpc/rpctypes/error.go`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cause {
-    /// The TLS handshake failed: a certificate that does not verify (unknown
-    /// CA, expired, another host's), a client certificate missing or refused.
-    Tls,
-    /// User name or password wrong or missing, or the token refused.
-    Auth,
-    /// Authenticated, but the user's roles do not cover the keys.
-    Permission,
-    /// No answer, no leader, connection refused or reset: worth another try.
-    Unavailable,
-    /// Anything else.
+pub(crate) enum Call {
+    /// `Authenticate` (the client's `update_user`): every refusal of it is
+    /// about the credentials.
+    Authenticate,
+    /// Any other request (KV, lease, watch, status).
+    Request,
+}
+
+/// What a failed request of the etcd client says, by type: the decision
+/// behind every error of the backend (its words only go into the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Diagnosis {
+    pub failure: EtcdFailure,
+    /// rustls's verdict, for a TLS failure.
+    pub tls: Option<TlsProblem>,
+}
+
+/// Which TLS setting a handshake failure points at, from rustls's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsProblem {
+    /// The server's certificate is not signed by a CA we trust.
+    UnknownIssuer,
+    /// The server's certificate is made out to another name.
+    WrongName,
+    /// The server's certificate has expired or is not valid yet.
+    Expired,
+    /// The server sent an alert: it refused our client certificate, or the
+    /// lack of one.
+    ServerAlert,
+    /// Anything else (a server that does not speak TLS, ...).
     Other,
 }
 
-/// gRPC status codes (numbers from the gRPC spec).
-pub(crate) mod code {
-    pub const DEADLINE_EXCEEDED: i32 = 4;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const UNAVAILABLE: i32 = 14;
-    pub const UNAUTHENTICATED: i32 = 16;
-}
-
-/// Classify a gRPC status (code and the message with its sources). etcd's
-/// messages are from `api/v3rpc/rpctypes/error.go`; the TLS ones are
-/// rustls's (`invalid peer certificate: UnknownIssuer`, `received fatal
-/// alert: CertificateRequired`, ...), which reach us inside "transport
-/// error" statuses.
-pub(crate) fn classify(code: Option<i32>, text: &str) -> Cause {
-    let t = text.to_ascii_lowercase();
-    let has = |s: &str| t.contains(s);
-    if has("permission denied") || code == Some(code::PERMISSION_DENIED) {
-        return Cause::Permission;
-    }
-    if has("authentication failed")
-        || has("user name is empty")
-        || has("user name not found")
-        || has("invalid auth token")
-        || has("auth: revision in header is old")
-        || has("authentication is not enabled")
-        || code == Some(code::UNAUTHENTICATED)
-    {
-        return Cause::Auth;
-    }
-    if has("certificate")
-        || has("tls handshake")
-        || has("peer sent")
-        || has("received fatal alert")
-        || has("unknownissuer")
-        || has("notvalidforname")
-        || has("invalid peer")
-        || has("corrupt message")
-        || has("invalidcontenttype")
-    {
-        return Cause::Tls;
-    }
-    match code {
-        Some(code::UNAVAILABLE | code::DEADLINE_EXCEEDED) | None => Cause::Unavailable,
-        _ => Cause::Other,
+/// The failure a gRPC status code means for `call`, with or without a
+/// user configured. From etcd's `api/v3rpc/rpctypes/error.go`:
+///
+/// * `PermissionDenied`: only `ErrGRPCPermissionDenied` ("permission
+///   denied": the user's roles do not cover the key).
+/// * `Unauthenticated`: `ErrGRPCInvalidAuthToken` (a token the client's
+///   automatic refresh could not renew).
+/// * On `Authenticate`, `InvalidArgument` is `ErrGRPCAuthFailed` (wrong user
+///   or password) or `ErrGRPCUserEmpty`, and `FailedPrecondition`
+///   `ErrGRPCAuthNotEnabled` or `ErrGRPCUserNotFound`: all about the
+///   credentials.
+/// * On any other request without a user, `InvalidArgument` is
+///   `ErrGRPCUserEmpty`: authentication is on and we sent no token. (Its
+///   other meanings, a request too large, an empty or duplicate key, a
+///   txn with too many operations, cannot be ours: our requests are a few
+///   hundred bytes, one key each.) With a user it is something else
+///   (`ErrGRPCAuthOldRevision`, ...), left to `Rejected`.
+/// * `NotFound`: only `ErrGRPCLeaseNotFound` ("requested lease not found").
+/// * `Unavailable`: no leader, leader changed, server stopped, request timed
+///   out; `DeadlineExceeded` and `Cancelled` the same from the client side.
+pub(crate) fn failure_of(code: tonic::Code, call: Call, has_user: bool) -> EtcdFailure {
+    use tonic::Code as C;
+    match (code, call) {
+        (C::PermissionDenied, _) => EtcdFailure::Permission,
+        (C::Unauthenticated, _) => EtcdFailure::Authentication,
+        (C::InvalidArgument | C::FailedPrecondition, Call::Authenticate) => {
+            EtcdFailure::Authentication
+        }
+        (C::InvalidArgument, Call::Request) if !has_user => EtcdFailure::Authentication,
+        (C::NotFound, _) => EtcdFailure::LeaseNotFound,
+        (C::Unavailable | C::DeadlineExceeded | C::Cancelled, _) => EtcdFailure::Unavailable,
+        _ => EtcdFailure::Rejected,
     }
 }
 
-/// What to tell the user for a cause, beside etcd's (or rustls's) own
-/// words in `text`.
-fn hint(cause: Cause, cfg: &EtcdBackend, text: &str) -> String {
-    match cause {
-        Cause::Tls => tls_hint(cfg, text),
-        Cause::Auth => match &cfg.user {
+/// What rustls's error says about the TLS settings.
+fn tls_problem(e: &rustls::Error) -> TlsProblem {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => TlsProblem::UnknownIssuer,
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => TlsProblem::WrongName,
+        rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => TlsProblem::Expired,
+        rustls::Error::AlertReceived(_) => TlsProblem::ServerAlert,
+        _ => TlsProblem::Other,
+    }
+}
+
+/// Each error in `e`'s chain, `e` first. An [`io::Error`] wrapping another
+/// error yields that one too: its `source()` skips it (it returns the
+/// wrapped error's source), and that is where tokio-rustls puts rustls's
+/// verdict (an `io::Error` of kind `InvalidData` around a
+/// `rustls::Error`).
+fn sources<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    let mut next: Vec<&'a (dyn std::error::Error + 'static)> = vec![e];
+    std::iter::from_fn(move || {
+        let cur = next.pop()?;
+        if let Some(src) = cur.source() {
+            next.push(src);
+        }
+        if let Some(inner) = cur.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            next.push(inner);
+        }
+        Some(cur)
+    })
+}
+
+/// The error the client library wraps: its own type has no `source()`.
+fn inner(e: &etcd_client::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    }
+}
+
+/// Every error in an etcd client error's chain, by type.
+fn chain_of(e: &etcd_client::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    inner(e).into_iter().flat_map(sources)
+}
+
+/// Classify a failed request by type: a rustls error anywhere in the chain
+/// is TLS (a handshake failure has no gRPC code of its own: tonic reports
+/// it as a transport error, or as a status carrying it as its source);
+/// else a gRPC status by its code ([`failure_of`]); else a transport or
+/// I/O error is the way to the cluster failing.
+pub(crate) fn diagnose(e: &etcd_client::Error, call: Call, has_user: bool) -> Diagnosis {
+    if let Some(r) = chain_of(e).find_map(|s| s.downcast_ref::<rustls::Error>()) {
+        return Diagnosis {
+            failure: EtcdFailure::Tls,
+            tls: Some(tls_problem(r)),
+        };
+    }
+    let failure = match e {
+        // A status the client made from a transport error (it carries that
+        // error as its source; tonic gives it `Unknown` or `Unavailable`):
+        // the way to the cluster failed, no member said anything.
+        etcd_client::Error::GRpcStatus(s) if std::error::Error::source(s).is_some() => {
+            EtcdFailure::Unavailable
+        }
+        etcd_client::Error::GRpcStatus(s) => failure_of(s.code(), call, has_user),
+        etcd_client::Error::TransportError(_)
+        | etcd_client::Error::IoError(_)
+        | etcd_client::Error::WatchError(_)
+        | etcd_client::Error::LeaseKeepAliveError(_) => EtcdFailure::Unavailable,
+        _ => EtcdFailure::Rejected,
+    };
+    Diagnosis { failure, tls: None }
+}
+
+/// What to tell the user for a failure, beside etcd's (or rustls's) own
+/// words.
+fn hint(d: Diagnosis, cfg: &EtcdBackend) -> String {
+    match d.failure {
+        EtcdFailure::Tls => tls_hint(cfg, d.tls.unwrap_or(TlsProblem::Other)),
+        EtcdFailure::Authentication => match &cfg.user {
             Some(u) => format!(
                 "authentication failed for user {u:?}: check the password (ETCDCTL_PASSWORD, ETCDCTL_USER=user:password or --password-file)"
             ),
             None => "the cluster requires a user and password (--user with ETCDCTL_PASSWORD or --password-file, or ETCDCTL_USER=user:password)".into(),
         },
-        Cause::Permission => format!(
+        EtcdFailure::Permission => format!(
             "{} has no read-write permission on the key prefix {:?} (etcdctl role grant-permission ROLE --prefix=true readwrite {})",
             cfg.user
                 .as_deref()
@@ -133,7 +221,7 @@ fn hint(cause: Cause, cfg: &EtcdBackend, text: &str) -> String {
             cfg.prefix,
             cfg.prefix
         ),
-        Cause::Unavailable | Cause::Other => String::new(),
+        _ => String::new(),
     }
 }
 
@@ -141,13 +229,16 @@ fn hint(cause: Cause, cfg: &EtcdBackend, text: &str) -> String {
 /// connection right after the handshake is refusing our client
 /// certificate, or the lack of one (its alert races with the close, and
 /// the close sometimes wins: seen in the refusal tests), or it does not
-/// speak TLS. Then the error is a TLS one, with that hint.
+/// speak TLS. Then the error is a TLS one, with that hint. `closed`: the
+/// last attempt failed with the connection closed under it
+/// ([`closed_under_us`]); `why` is that attempt's error, in words.
 pub(crate) fn closed_after_handshake(
     cfg: &EtcdBackend,
     within: Duration,
+    closed: bool,
     why: &str,
 ) -> Option<Error> {
-    if !(cfg.tls.on && why.contains("connection closed")) {
+    if !(cfg.tls.on && closed) {
         return None;
     }
     let client = if cfg.tls.cert_file.is_some() {
@@ -155,46 +246,58 @@ pub(crate) fn closed_after_handshake(
     } else {
         "it requires a client certificate (--cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY)"
     };
-    let text = format!(
-        "the server closed every connection within {}ms{why}; most likely {client}, or it does not speak TLS",
-        within.as_millis()
-    );
-    Some(Error::io(
+    Some(Error::etcd(
+        EtcdFailure::Tls,
         TLS_OP,
-        Path::new(&cfg.url()),
-        io::Error::new(io::ErrorKind::InvalidData, text),
+        cfg.url(),
+        format!(
+            "the server closed every connection within {}ms{why}; most likely {client}, or it does not speak TLS",
+            within.as_millis()
+        ),
     ))
 }
 
+/// Whether a request failed because the connection was closed under it:
+/// hyper cancels the requests queued on a connection that closes (its
+/// `Canceled` error, "connection closed"), or the OS reports a reset or
+/// an early end of stream.
+pub(crate) fn closed_under_us(e: &etcd_client::Error) -> bool {
+    chain_of(e).any(|s| {
+        s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_canceled() || h.is_closed() || h.is_incomplete_message())
+            || s.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
+}
+
 /// Which TLS setting to look at, from rustls's verdict.
-fn tls_hint(cfg: &EtcdBackend, text: &str) -> String {
+fn tls_hint(cfg: &EtcdBackend, problem: TlsProblem) -> String {
     let ca = if cfg.tls.ca_file.is_some() {
         "the CA file (--cacert / ETCDCTL_CACERT)"
     } else {
         "the system's CAs (no --cacert / ETCDCTL_CACERT given)"
     };
-    let t = text.to_ascii_lowercase();
-    if t.contains("unknownissuer") || t.contains("unknown issuer") {
-        format!("the server's certificate is not signed by {ca}")
-    } else if t.contains("notvalidforname") || t.contains("not valid for name") {
-        "the server's certificate is made out to another name (--server-name NAME verifies that name instead of the host)".into()
-    } else if t.contains("expired") || t.contains("notvalidyet") {
-        "the server's certificate has expired or is not valid yet (check it, and this host's clock)"
-            .into()
-    } else if t.contains("certificaterequired")
-        || t.contains("badcertificate")
-        || t.contains("unknownca")
-        || t.contains("alert")
-    {
-        if cfg.tls.cert_file.is_some() {
-            "the server refused our client certificate (--cert / ETCDCTL_CERT): is it signed by the server's --trusted-ca-file?".into()
-        } else {
-            "the server requires a client certificate: --cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY".into()
+    match problem {
+        TlsProblem::UnknownIssuer => format!("the server's certificate is not signed by {ca}"),
+        TlsProblem::WrongName => "the server's certificate is made out to another name (--server-name NAME verifies that name instead of the host)".into(),
+        TlsProblem::Expired => "the server's certificate has expired or is not valid yet (check it, and this host's clock)".into(),
+        TlsProblem::ServerAlert => {
+            if cfg.tls.cert_file.is_some() {
+                "the server refused our client certificate (--cert / ETCDCTL_CERT): is it signed by the server's --trusted-ca-file?".into()
+            } else {
+                "the server requires a client certificate: --cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY".into()
+            }
         }
-    } else {
-        format!(
+        TlsProblem::Other => format!(
             "check that the server speaks TLS and its certificate is signed by {ca}, unexpired and made out to the endpoint's host"
-        )
+        ),
     }
 }
 
@@ -220,74 +323,64 @@ fn chain(parts: &mut Vec<String>, e: &(dyn std::error::Error + 'static)) {
     }
 }
 
-/// An etcd client error as one line naming the endpoints and the cause.
-pub(crate) fn map_err(cfg: &EtcdBackend, e: etcd_client::Error) -> Error {
+/// etcd's (or rustls's, or the OS's) words for a client error: the
+/// status's message and every source, each said once. For the message
+/// only; the decision is [`diagnose`]'s.
+fn words(e: &etcd_client::Error) -> String {
     let mut parts = Vec::new();
-    let code = match &e {
+    match e {
         etcd_client::Error::GRpcStatus(s) => {
             push_part(&mut parts, s.message().to_owned());
             if let Some(src) = std::error::Error::source(s) {
                 chain(&mut parts, src);
             }
-            Some(s.code() as i32)
         }
-        other => {
-            chain(&mut parts, other);
-            None
-        }
-    };
-    let text = parts.join(": ");
-    error_for(cfg, classify(code, &text), text)
+        other => chain(&mut parts, other),
+    }
+    parts.join(": ")
 }
 
-/// The error for `cause`, with etcd's (or rustls's) own words in `text`.
-pub(crate) fn error_for(cfg: &EtcdBackend, cause: Cause, text: String) -> Error {
-    let url = cfg.url();
-    let path = Path::new(&url);
-    let with_hint = |text: String| {
-        let h = hint(cause, cfg, &text);
-        if h.is_empty() {
-            text
-        } else {
-            format!("{text}; {h}")
-        }
+/// An etcd client error as one line naming the endpoints and the cause.
+pub(crate) fn map_err(cfg: &EtcdBackend, call: Call, e: &etcd_client::Error) -> Error {
+    error_for(cfg, diagnose(e, call, cfg.user.is_some()), words(e))
+}
+
+/// The error for a diagnosis, with etcd's (or rustls's) own words in `text`.
+pub(crate) fn error_for(cfg: &EtcdBackend, d: Diagnosis, text: String) -> Error {
+    let h = hint(d, cfg);
+    let detail = if h.is_empty() {
+        text
+    } else {
+        format!("{text}; {h}")
     };
-    match cause {
-        Cause::Tls => Error::io(
-            TLS_OP,
-            path,
-            io::Error::new(io::ErrorKind::InvalidData, with_hint(text)),
-        ),
-        Cause::Auth => Error::io(
-            "authentication: etcd refused access at",
-            path,
-            io::Error::new(io::ErrorKind::PermissionDenied, with_hint(text)),
-        ),
-        Cause::Permission => Error::io(
-            "permission: etcd refused access at",
-            path,
-            io::Error::new(io::ErrorKind::PermissionDenied, with_hint(text)),
-        ),
-        Cause::Unavailable => Error::io(
-            "etcd unavailable at",
-            path,
-            io::Error::new(io::ErrorKind::ConnectionRefused, text),
-        ),
-        Cause::Other => Error::io("etcd request failed at", path, io::Error::other(text)),
-    }
+    let op = match d.failure {
+        EtcdFailure::Tls => TLS_OP,
+        EtcdFailure::Authentication => "authentication: etcd refused access at",
+        EtcdFailure::Permission => "permission: etcd refused access at",
+        EtcdFailure::Unavailable => "etcd unavailable at",
+        EtcdFailure::Refused | EtcdFailure::TimedOut => "cannot reach etcd at",
+        _ => "etcd request failed at",
+    };
+    Error::etcd(d.failure, op, cfg.url(), detail)
 }
 
 /// How every TLS error of the backend begins.
 const TLS_OP: &str = "TLS: the secure connection to etcd failed at";
 
-/// Whether an error of ours (from [`error_for`]) is worth another try on
-/// another connection or after an election.
+/// Whether an error of ours is worth another try on another connection or
+/// after an election: not a refusal (TLS, authentication, permission), not
+/// a lease etcd no longer knows, not a bad setting.
 pub(crate) fn retryable(e: &Error) -> bool {
-    let text = e.to_string();
-    e.kind() != crate::ErrorKind::PermissionDenied
-        && e.kind() != crate::ErrorKind::InvalidInput
-        && !text.starts_with("TLS:")
-        && !text.contains("lease not found")
+    match e.etcd_failure() {
+        Some(f) => matches!(
+            f,
+            EtcdFailure::Unavailable
+                | EtcdFailure::TimedOut
+                | EtcdFailure::Refused
+                | EtcdFailure::Rejected
+        ),
+        None => e.kind() != crate::ErrorKind::InvalidInput,
+    }
 }
 
 fn invalid(cfg: &EtcdBackend, what: String) -> Error {
@@ -412,8 +505,13 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
     let connect = Client::connect(eps, Some(opts));
     let mut c = match tokio::time::timeout_at(until, connect).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(map_err(cfg, e)),
+        Ok(Err(e)) => return Err(map_err(cfg, Call::Request, &e)),
         Err(_) => return Err(super::unreachable_error(cfg, until - started, None)),
+    };
+    let call = if cfg.user.is_some() {
+        Call::Authenticate
+    } else {
+        Call::Request
     };
     let mut last = None;
     loop {
@@ -440,7 +538,8 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
                 }
                 .map(io::Error::raw_os_error);
                 let answered = server_answered(&e);
-                let err = map_err(cfg, e);
+                let closed = closed_under_us(&e);
+                let err = map_err(cfg, call, &e);
                 if !retryable(&err) {
                     return Err(err);
                 }
@@ -458,7 +557,7 @@ pub(crate) async fn client(cfg: &EtcdBackend, deadline: Option<Instant>) -> Resu
                     return Err(refused_error(cfg, os));
                 }
                 tracing::debug!(error = %err, "connecting to etcd failed; trying again");
-                last = Some(err);
+                last = Some(super::LastError { err, closed });
                 let pause = tokio::time::sleep(Duration::from_millis(50));
                 if tokio::time::timeout_at(until, pause).await.is_err() {
                     break;
@@ -548,13 +647,11 @@ fn refused_error(cfg: &EtcdBackend, os: Option<i32>) -> Error {
         ""
     };
     let os = os.map(|n| format!(" (os error {n})")).unwrap_or_default();
-    Error::io(
+    Error::etcd(
+        EtcdFailure::Refused,
         "cannot reach etcd at",
-        Path::new(&cfg.url()),
-        io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!("connection refused{every}{os}; is etcd running and listening there?"),
-        ),
+        cfg.url(),
+        format!("connection refused{every}{os}; is etcd running and listening there?"),
     )
 }
 
@@ -562,87 +659,173 @@ fn refused_error(cfg: &EtcdBackend, os: Option<i32>) -> Error {
 mod tests {
     use super::*;
 
+    use tonic::{Code, Status};
+
+    fn status(code: Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(Status::new(code, msg))
+    }
+
     #[test]
-    fn causes_from_codes_and_messages() {
-        use code::*;
-        const UNKNOWN: i32 = 2;
-        const INVALID_ARGUMENT: i32 = 3;
-        const FAILED_PRECONDITION: i32 = 9;
-        let table: &[(Option<i32>, &str, Cause)] = &[
-            (
-                Some(INVALID_ARGUMENT),
-                "etcdserver: authentication failed, invalid user ID or password",
-                Cause::Auth,
-            ),
-            (
-                Some(INVALID_ARGUMENT),
-                "etcdserver: user name is empty",
-                Cause::Auth,
-            ),
-            (
-                Some(UNAUTHENTICATED),
-                "etcdserver: invalid auth token",
-                Cause::Auth,
-            ),
-            (
-                Some(FAILED_PRECONDITION),
-                "etcdserver: user name not found",
-                Cause::Auth,
-            ),
-            (
-                Some(PERMISSION_DENIED),
-                "etcdserver: permission denied",
-                Cause::Permission,
-            ),
-            (
-                Some(UNKNOWN),
-                "etcdserver: permission denied",
-                Cause::Permission,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "transport error: invalid peer certificate: UnknownIssuer",
-                Cause::Tls,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "error trying to connect: invalid peer certificate: NotValidForName",
-                Cause::Tls,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "received fatal alert: CertificateRequired",
-                Cause::Tls,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "invalid peer certificate: Expired",
-                Cause::Tls,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "tcp connect error: Connection refused (os error 111)",
-                Cause::Unavailable,
-            ),
-            (
-                Some(UNAVAILABLE),
-                "etcdserver: no leader",
-                Cause::Unavailable,
-            ),
-            (
-                Some(DEADLINE_EXCEEDED),
-                "context deadline exceeded",
-                Cause::Unavailable,
-            ),
-            (None, "transport error", Cause::Unavailable),
-            (
-                Some(UNKNOWN),
-                "etcdserver: request is too large",
-                Cause::Other,
-            ),
+    fn failures_from_codes_and_calls() {
+        use Call::*;
+        use EtcdFailure::*;
+        // (code etcd answered, the call, a user configured, the failure);
+        // the etcd errors named are from api/v3rpc/rpctypes/error.go.
+        let table: &[(Code, Call, bool, EtcdFailure)] = &[
+            // ErrGRPCAuthFailed, ErrGRPCUserEmpty on Authenticate.
+            (Code::InvalidArgument, Authenticate, true, Authentication),
+            // ErrGRPCAuthNotEnabled, ErrGRPCUserNotFound.
+            (Code::FailedPrecondition, Authenticate, true, Authentication),
+            // ErrGRPCInvalidAuthToken.
+            (Code::Unauthenticated, Request, true, Authentication),
+            (Code::Unauthenticated, Request, false, Authentication),
+            // ErrGRPCUserEmpty: authentication on, no user of ours.
+            (Code::InvalidArgument, Request, false, Authentication),
+            // With a user: e.g. ErrGRPCAuthOldRevision.
+            (Code::InvalidArgument, Request, true, Rejected),
+            // ErrGRPCPermissionDenied.
+            (Code::PermissionDenied, Request, true, Permission),
+            (Code::PermissionDenied, Request, false, Permission),
+            // ErrGRPCLeaseNotFound.
+            (Code::NotFound, Request, false, LeaseNotFound),
+            // ErrGRPCNoLeader, ErrGRPCLeaderChanged, ErrGRPCTimeout...
+            (Code::Unavailable, Request, false, Unavailable),
+            (Code::DeadlineExceeded, Request, true, Unavailable),
+            (Code::Cancelled, Request, false, Unavailable),
+            // ErrGRPCNotLeader, ErrGRPCNotCapable.
+            (Code::FailedPrecondition, Request, true, Rejected),
+            (Code::Unknown, Request, false, Rejected),
+            (Code::OutOfRange, Request, false, Rejected),
+            (Code::DataLoss, Request, false, Rejected),
         ];
-        for (code, text, want) in table {
-            assert_eq!(classify(*code, text), *want, "{code:?} {text:?}");
+        for (code, call, user, want) in table {
+            assert_eq!(
+                failure_of(*code, *call, *user),
+                *want,
+                "{code:?} {call:?} user={user}"
+            );
+            let d = diagnose(&status(*code, "whatever the words"), *call, *user);
+            assert_eq!(
+                d,
+                Diagnosis {
+                    failure: *want,
+                    tls: None
+                },
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_code_decides_never_the_words() {
+        let d = |e: &etcd_client::Error| diagnose(e, Call::Request, false).failure;
+        // The lease is gone: etcd's code for it, whatever the words.
+        assert_eq!(
+            d(&status(
+                Code::NotFound,
+                "etcdserver: requested lease not found"
+            )),
+            EtcdFailure::LeaseNotFound
+        );
+        assert_eq!(d(&status(Code::NotFound, "")), EtcdFailure::LeaseNotFound);
+        // The words alone decide nothing (the old classification matched
+        // "lease not found", "permission denied", "certificate" ...).
+        assert_eq!(
+            d(&status(
+                Code::Unknown,
+                "etcdserver: requested lease not found"
+            )),
+            EtcdFailure::Rejected
+        );
+        assert_eq!(
+            d(&status(Code::Unknown, "etcdserver: permission denied")),
+            EtcdFailure::Rejected
+        );
+        assert_eq!(
+            d(&status(
+                Code::Unavailable,
+                "invalid peer certificate: UnknownIssuer"
+            )),
+            EtcdFailure::Unavailable
+        );
+        let words = io::Error::other("received fatal alert: CertificateRequired");
+        assert_eq!(
+            d(&etcd_client::Error::IoError(words)),
+            EtcdFailure::Unavailable
+        );
+        // The way to the cluster failing is no refusal.
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            d(&etcd_client::Error::IoError(refused)),
+            EtcdFailure::Unavailable
+        );
+        // A status tonic made from a transport error (it carries the error
+        // as its source): no member said anything, whatever its code.
+        let from_transport =
+            Status::from_error(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert!(std::error::Error::source(&from_transport).is_some());
+        assert_eq!(
+            d(&etcd_client::Error::GRpcStatus(from_transport)),
+            EtcdFailure::Unavailable
+        );
+        assert_eq!(
+            d(&etcd_client::Error::InvalidArgs("x".into())),
+            EtcdFailure::Rejected
+        );
+    }
+
+    #[test]
+    fn tls_is_rustls_error_in_the_sources() {
+        use rustls::{AlertDescription, CertificateError};
+        // tokio-rustls wraps rustls's verdict in an io::Error (InvalidData),
+        // whose source() skips it: found all the same.
+        let wrapped = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let table: &[(rustls::Error, TlsProblem)] = &[
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsProblem::UnknownIssuer,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsProblem::WrongName,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsProblem::Expired,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidYet),
+                TlsProblem::Expired,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                TlsProblem::ServerAlert,
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+                TlsProblem::ServerAlert,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+                TlsProblem::Other,
+            ),
+            (rustls::Error::HandshakeNotComplete, TlsProblem::Other),
+        ];
+        for (e, want) in table {
+            let want = Diagnosis {
+                failure: EtcdFailure::Tls,
+                tls: Some(*want),
+            };
+            let io = etcd_client::Error::IoError(wrapped(e.clone()));
+            assert_eq!(diagnose(&io, Call::Request, false), want, "{e:?} in io");
+            // As the source of a status tonic made (a Unavailable code).
+            let st = Status::from_error(Box::new(wrapped(e.clone())));
+            let st = etcd_client::Error::GRpcStatus(st);
+            assert_eq!(
+                diagnose(&st, Call::Authenticate, true),
+                want,
+                "{e:?} in status"
+            );
         }
     }
 
@@ -654,18 +837,22 @@ mod tests {
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("s3cret-pw"), "{dbg}");
         assert!(dbg.contains("<redacted>") && dbg.contains("alice"), "{dbg}");
-        for cause in [
-            Cause::Tls,
-            Cause::Auth,
-            Cause::Permission,
-            Cause::Unavailable,
-            Cause::Other,
+        for failure in [
+            EtcdFailure::Tls,
+            EtcdFailure::Authentication,
+            EtcdFailure::Permission,
+            EtcdFailure::Unavailable,
+            EtcdFailure::Rejected,
+            EtcdFailure::LeaseNotFound,
         ] {
-            let e = error_for(&cfg, cause, "etcd said no".into());
+            let d = Diagnosis { failure, tls: None };
+            let e = error_for(&cfg, d, "etcd said no".into());
             let text = format!("{e} {e:?}");
             assert!(!text.contains("s3cret-pw"), "{text}");
             assert!(!text.contains('\n'), "{text}");
             assert!(text.contains("etcds://127.0.0.1:2379"), "{text}");
+            assert_eq!(e.etcd_failure(), Some(failure));
+            assert!(e.io_error().is_none());
         }
     }
 
@@ -690,32 +877,29 @@ mod tests {
     fn tls_hints_point_at_the_setting() {
         let with_ca = EtcdBackend::new(["https://h:1"]).ca_file("/ca.pem");
         let with_cert = with_ca.clone().client_cert("/c.pem", "/k.pem");
-        let table: &[(&EtcdBackend, &str, &str)] = &[
+        let table: &[(&EtcdBackend, TlsProblem, &str)] = &[
             (
                 &with_ca,
-                "invalid peer certificate: UnknownIssuer",
+                TlsProblem::UnknownIssuer,
                 "not signed by the CA file",
             ),
+            (&with_ca, TlsProblem::WrongName, "--server-name"),
+            (&with_ca, TlsProblem::Expired, "expired"),
             (
                 &with_ca,
-                "certificate not valid for name \"h\"",
-                "--server-name",
-            ),
-            (&with_ca, "invalid peer certificate: Expired", "expired"),
-            (
-                &with_ca,
-                "received fatal alert: BadCertificate",
+                TlsProblem::ServerAlert,
                 "requires a client certificate",
             ),
             (
                 &with_cert,
-                "received fatal alert: BadCertificate",
+                TlsProblem::ServerAlert,
                 "refused our client certificate",
             ),
+            (&with_ca, TlsProblem::Other, "speaks TLS"),
         ];
-        for (cfg, text, want) in table {
-            let h = tls_hint(cfg, text);
-            assert!(h.contains(want), "{text:?}: {h}");
+        for (cfg, problem, want) in table {
+            let h = tls_hint(cfg, *problem);
+            assert!(h.contains(want), "{problem:?}: {h}");
         }
     }
 
@@ -723,14 +907,40 @@ mod tests {
     fn a_tls_server_closing_every_connection_is_a_tls_error() {
         let tls = EtcdBackend::new(["https://h:1"]);
         let why = " (last error: operation was canceled: transport error: connection closed)";
-        let e = closed_after_handshake(&tls, Duration::from_secs(2), why).expect("TLS error");
+        let e = closed_after_handshake(&tls, Duration::from_secs(2), true, why).expect("TLS error");
         let text = e.to_string();
         assert!(text.starts_with("TLS: "), "{text}");
         assert!(text.contains("requires a client certificate"), "{text}");
+        assert_eq!(e.etcd_failure(), Some(EtcdFailure::Tls));
         let plain = EtcdBackend::new(["h:1"]);
-        assert!(closed_after_handshake(&plain, Duration::from_secs(2), why).is_none());
-        let refused = " (last error: tcp connect error: Connection refused)";
-        assert!(closed_after_handshake(&tls, Duration::from_secs(2), refused).is_none());
+        assert!(closed_after_handshake(&plain, Duration::from_secs(2), true, why).is_none());
+        // The words do not decide: only the closed connection found by type.
+        assert!(closed_after_handshake(&tls, Duration::from_secs(2), false, why).is_none());
+    }
+
+    #[test]
+    fn a_connection_closed_under_a_request_is_found_by_type() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            let e = etcd_client::Error::IoError(io::Error::from(kind));
+            assert!(closed_under_us(&e), "{kind:?}");
+            let st = Status::from_error(Box::new(io::Error::from(kind)));
+            assert!(
+                closed_under_us(&etcd_client::Error::GRpcStatus(st)),
+                "{kind:?}"
+            );
+        }
+        let words = etcd_client::Error::IoError(io::Error::other("connection closed"));
+        assert!(!closed_under_us(&words));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(!closed_under_us(&etcd_client::Error::IoError(refused)));
+        assert!(!closed_under_us(&status(
+            Code::Unavailable,
+            "connection closed"
+        )));
     }
 
     #[test]
@@ -782,13 +992,38 @@ mod tests {
     #[test]
     fn each_refusal_names_its_cause_first() {
         let cfg = EtcdBackend::new(["https://h:1"]).user("u", "p");
-        let first = |c| error_for(&cfg, c, "x".into()).to_string();
-        assert!(first(Cause::Tls).starts_with("TLS: "));
-        assert!(first(Cause::Auth).starts_with("authentication: "));
-        assert!(first(Cause::Permission).starts_with("permission: "));
-        assert!(!retryable(&error_for(&cfg, Cause::Tls, "x".into())));
-        assert!(!retryable(&error_for(&cfg, Cause::Auth, "x".into())));
-        assert!(!retryable(&error_for(&cfg, Cause::Permission, "x".into())));
-        assert!(retryable(&error_for(&cfg, Cause::Unavailable, "x".into())));
+        let err = |failure| error_for(&cfg, Diagnosis { failure, tls: None }, "x".into());
+        assert!(err(EtcdFailure::Tls).to_string().starts_with("TLS: "));
+        assert!(
+            err(EtcdFailure::Authentication)
+                .to_string()
+                .starts_with("authentication: ")
+        );
+        assert!(
+            err(EtcdFailure::Permission)
+                .to_string()
+                .starts_with("permission: ")
+        );
+        for f in [
+            EtcdFailure::Tls,
+            EtcdFailure::Authentication,
+            EtcdFailure::Permission,
+            EtcdFailure::LeaseNotFound,
+        ] {
+            assert!(!retryable(&err(f)), "{f:?}");
+        }
+        for f in [EtcdFailure::Unavailable, EtcdFailure::Rejected] {
+            assert!(retryable(&err(f)), "{f:?}");
+        }
+        assert_eq!(
+            err(EtcdFailure::Permission).kind(),
+            crate::ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            err(EtcdFailure::Authentication).kind(),
+            crate::ErrorKind::PermissionDenied
+        );
+        assert_eq!(err(EtcdFailure::Tls).kind(), crate::ErrorKind::Io);
+        assert_eq!(err(EtcdFailure::Unavailable).kind(), crate::ErrorKind::Io);
     }
 }

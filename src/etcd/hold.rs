@@ -2,13 +2,13 @@
 //! deadline, loss, append and release. [`crate::LockGuard`] wraps it the
 //! way it wraps a lock-file hold.
 
+use super::connect::Call;
 use super::{EtcdBackend, block, map_err, on_etcd_thread};
-use crate::error::{Error, LostReason, Repr, Result};
+use crate::error::{Error, EtcdFailure, LostReason, Repr, Result};
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -283,7 +283,7 @@ async fn keep_alive(
                 });
                 return;
             }
-            Ok(Err(e)) if is_lease_not_found(&e) => {
+            Ok(Err(e)) if is_lease_not_found(&cfg, &e) => {
                 shared.mark_lost(LostReason::LeaseExpired {
                     detail: format!("{} says the lease no longer exists", cfg.url()),
                 });
@@ -293,7 +293,7 @@ async fn keep_alive(
                 // Stream broken or no answer yet: reconnect and retry soon
                 // (the deadline check above ends this).
                 if let Ok(Err(e)) = &other {
-                    tracing::debug!(error = %map_err(&cfg, clone_err(e)), "lease keep-alive failed; retrying");
+                    tracing::debug!(error = %map_err(&cfg, Call::Request, e), "lease keep-alive failed; retrying");
                 }
                 keeper = None;
                 next = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -302,12 +302,12 @@ async fn keep_alive(
     }
 }
 
-fn clone_err(e: &etcd_client::Error) -> etcd_client::Error {
-    etcd_client::Error::InvalidArgs(e.to_string())
-}
-
-fn is_lease_not_found(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("lease not found")
+/// Whether etcd says the lease is gone: gRPC `NotFound`, its code for
+/// "requested lease not found" (`ErrGRPCLeaseNotFound`), decided by
+/// [`super::connect::diagnose`] from the code, not the words.
+fn is_lease_not_found(cfg: &EtcdBackend, e: &etcd_client::Error) -> bool {
+    super::connect::diagnose(e, super::connect::Call::Request, cfg.get_user().is_some()).failure
+        == EtcdFailure::LeaseNotFound
 }
 
 /// The next deletion on our key's watch; `false` never (a broken stream is
@@ -633,7 +633,7 @@ impl EtcdHold {
             });
             return Ok(());
         }
-        block(fut)
+        block(&self.cfg, fut)
     }
 
     /// Drop one guard's reference; the last one releases (revokes).
@@ -654,11 +654,10 @@ impl EtcdHold {
             return Err(self.lost_error(reason));
         }
         self.revoke().map_err(|e| {
-            Error::io(
+            e.with_etcd_op(
                 "release: could not revoke the lease (the lock frees itself when the lease expires) at",
-                Path::new(&self.cfg.url()),
-                io::Error::other(e.to_string()),
             )
+            .for_etcd_lock(&self.lock_path.to_string_lossy())
         })
     }
 

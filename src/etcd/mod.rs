@@ -31,6 +31,7 @@
 mod connect;
 mod hold;
 
+pub use crate::error::EtcdFailure;
 pub(crate) use hold::release_all;
 pub use hold::{EtcdHold, wakes};
 
@@ -38,7 +39,7 @@ use crate::error::{Error, Owner, Repr, Result};
 use crate::options::{Attempt, LockOptions};
 use crate::record::{OwnerRecord, ParsedRecord};
 pub(crate) use connect::map_err;
-use connect::{Password, TlsSettings, retryable};
+use connect::{Call, Password, TlsSettings, retryable};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse, WatchFilterType, WatchOptions,
@@ -331,7 +332,7 @@ pub fn decode_key(enc: &str) -> String {
 
 /// The process's etcd thread: a current-thread tokio runtime that runs
 /// every RPC, watch and keep-alive of this process.
-fn runtime() -> Result<&'static tokio::runtime::Handle> {
+fn runtime(cfg: &EtcdBackend) -> Result<&'static tokio::runtime::Handle> {
     static RT: OnceLock<std::result::Result<tokio::runtime::Handle, String>> = OnceLock::new();
     let rt = RT.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -346,10 +347,11 @@ fn runtime() -> Result<&'static tokio::runtime::Handle> {
         Ok(handle)
     });
     rt.as_ref().map_err(|e| {
-        Error::io(
-            "start the etcd thread for",
-            std::path::Path::new("etcd"),
-            io::Error::other(e.clone()),
+        Error::etcd(
+            EtcdFailure::Internal,
+            "could not start this process's etcd thread (session-lock-etcd) for",
+            cfg.url(),
+            e.clone(),
         )
     })
 }
@@ -362,22 +364,29 @@ pub(crate) fn on_etcd_thread() -> bool {
     std::thread::current().name() == Some(THREAD_NAME)
 }
 
-/// Run `fut` on the etcd thread and wait for it (blocking API).
+/// The error when the etcd thread dropped a request of `cfg`'s without an
+/// answer (it panicked, or the process is exiting).
+fn no_answer(cfg: &EtcdBackend) -> Error {
+    Error::etcd(
+        EtcdFailure::Internal,
+        "this process's etcd thread (session-lock-etcd) dropped a request for",
+        cfg.url(),
+        "the etcd task ended without an answer",
+    )
+}
+
+/// Run `fut` (a request to `cfg`'s cluster) on the etcd thread and wait
+/// for it (blocking API).
 pub(crate) fn block<T: Send + 'static>(
+    cfg: &EtcdBackend,
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    let handle = runtime()?;
+    let handle = runtime(cfg)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv().unwrap_or_else(|_| {
-        Err(Error::io(
-            "etcd task",
-            std::path::Path::new("etcd"),
-            io::Error::other("the etcd task ended without an answer"),
-        ))
-    })
+    rx.recv().unwrap_or_else(|_| Err(no_answer(cfg)))
 }
 
 /// Run `fut` on the etcd thread and await it from any runtime (async API).
@@ -385,9 +394,10 @@ pub(crate) fn block<T: Send + 'static>(
 /// an acquire revokes its lease there).
 #[cfg(feature = "tokio")]
 pub(crate) async fn run_async<T: Send + 'static>(
+    cfg: &EtcdBackend,
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    let handle = runtime()?;
+    let handle = runtime(cfg)?;
     let (mut tx, rx) = tokio::sync::oneshot::channel();
     handle.spawn(async move {
         let out = tokio::select! {
@@ -400,50 +410,56 @@ pub(crate) async fn run_async<T: Send + 'static>(
             let _ = tx.send(out);
         }
     });
-    rx.await.unwrap_or_else(|_| {
-        Err(Error::io(
-            "etcd task",
-            std::path::Path::new("etcd"),
-            io::Error::other("the etcd task ended without an answer"),
-        ))
-    })
+    rx.await.unwrap_or_else(|_| Err(no_answer(cfg)))
 }
 
 // ----------------------------------------------------------------- errors
 
-pub(crate) fn unreachable_error(cfg: &EtcdBackend, within: Duration, last: Option<Error>) -> Error {
-    let url = cfg.url();
-    let why = match last {
-        Some(e) if e.io_error().is_some() => {
-            format!(" (last error: {})", e.io_error().expect("checked"))
-        }
-        Some(e) => format!(" (last error: {e})"),
+/// The last failed attempt before a bound ran out: our error, and whether
+/// the connection was closed under it ([`connect::closed_under_us`]).
+pub(crate) struct LastError {
+    pub err: Error,
+    pub closed: bool,
+}
+
+/// No usable answer within `within`: "timed out", with the last attempt's
+/// cause; a TLS error if every connection was closed after the handshake
+/// ([`connect::closed_after_handshake`]).
+pub(crate) fn unreachable_error(
+    cfg: &EtcdBackend,
+    within: Duration,
+    last: Option<LastError>,
+) -> Error {
+    let why = match &last {
+        Some(l) => format!(
+            " (last error: {})",
+            l.err
+                .etcd_detail()
+                .map_or_else(|| l.err.to_string(), str::to_owned)
+        ),
         None => String::new(),
     };
-    if let Some(e) = connect::closed_after_handshake(cfg, within, &why) {
+    let closed = last.as_ref().is_some_and(|l| l.closed);
+    if let Some(e) = connect::closed_after_handshake(cfg, within, closed, &why) {
         return e;
     }
-    Error::io(
+    Error::etcd(
+        EtcdFailure::TimedOut,
         "cannot reach etcd at",
-        std::path::Path::new(&url),
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "timed out: no usable answer within {}ms{why}",
-                within.as_millis()
-            ),
+        cfg.url(),
+        format!(
+            "timed out: no usable answer within {}ms{why}",
+            within.as_millis()
         ),
     )
 }
 
 fn foreign_error(key: &str, why: &str) -> Error {
-    Error::io(
+    Error::etcd(
+        EtcdFailure::ForeignKey,
         "a key written by something else is under the lock prefix:",
-        std::path::Path::new(key),
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{why}; not a session-lock contender (remove it, or use another --prefix)"),
-        ),
+        key,
+        format!("{why}; not a session-lock contender (remove it, or use another --prefix)"),
     )
 }
 
@@ -475,12 +491,13 @@ where
         match tokio::time::timeout_at(until, f(client.clone())).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => {
-                let err = map_err(cfg, e);
+                let closed = connect::closed_under_us(&e);
+                let err = map_err(cfg, Call::Request, &e);
                 if !retryable(&err) {
                     return Err(err);
                 }
                 tracing::debug!(error = %err, "etcd request failed; trying again");
-                last = Some(err);
+                last = Some(LastError { err, closed });
                 let pause = tokio::time::sleep(Duration::from_millis(50));
                 if tokio::time::timeout_at(until, pause).await.is_err() {
                     break;
@@ -605,7 +622,7 @@ pub(crate) fn acquire_blocking(
         opts: opts.clone(),
         attempt,
     };
-    block(acquire(req)).map(EtcdHold::register)
+    block(cfg, acquire(req)).map(EtcdHold::register)
 }
 
 /// Async acquire / try_acquire.
@@ -624,7 +641,7 @@ pub(crate) async fn acquire_async(
         opts: opts.clone(),
         attempt,
     };
-    run_async(acquire(req)).await.map(EtcdHold::register)
+    run_async(cfg, acquire(req)).await.map(EtcdHold::register)
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or
@@ -681,7 +698,10 @@ async fn holder(
 
 async fn acquire(req: Request) -> Result<Arc<EtcdHold>> {
     let mut revoker = None;
-    let out = acquire_inner(req, &mut revoker).await;
+    let dir = req.cfg.lock_dir(&req.key);
+    let out = acquire_inner(req, &mut revoker)
+        .await
+        .map_err(|e| e.for_etcd_lock(&dir));
     if out.is_err()
         && let Some(mut r) = revoker.take()
         && r.armed
@@ -984,10 +1004,11 @@ async fn wait_deleted(
         match stream.message().await {
             Ok(Some(resp)) => {
                 if resp.canceled() {
-                    return Err(Error::io(
+                    return Err(Error::etcd(
+                        EtcdFailure::Unavailable,
                         "etcd cancelled the watch of",
-                        std::path::Path::new(key),
-                        io::Error::other(resp.cancel_reason().to_owned()),
+                        key,
+                        resp.cancel_reason(),
                     ));
                 }
                 if resp
@@ -1000,13 +1021,14 @@ async fn wait_deleted(
                 }
             }
             Ok(None) => {
-                return Err(Error::io(
+                return Err(Error::etcd(
+                    EtcdFailure::Unavailable,
                     "etcd closed the watch of",
-                    std::path::Path::new(key),
-                    io::Error::new(io::ErrorKind::ConnectionAborted, "stream ended"),
+                    key,
+                    "stream ended",
                 ));
             }
-            Err(e) => return Err(map_err(cfg, e)),
+            Err(e) => return Err(map_err(cfg, Call::Request, &e)),
         }
     }
 }
@@ -1040,7 +1062,7 @@ pub struct LockStatus {
 /// Unreachable or refusing etcd, as one line naming the endpoints.
 pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
     let cfg = cfg.clone();
-    block(async move {
+    block(&cfg.clone(), async move {
         let client = connect::client(&cfg, None).await?;
         let opts = GetOptions::new()
             .with_prefix()
@@ -1108,7 +1130,7 @@ pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
 pub fn raw_txn_roundtrip(cfg: &EtcdBackend, key: &str) -> Result<()> {
     let cfg = cfg.clone();
     let key = key.to_owned();
-    block(async move {
+    block(&cfg.clone(), async move {
         let client = connect::client(&cfg, None).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])

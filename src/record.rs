@@ -165,18 +165,24 @@ pub(crate) fn clip_label(label: &str) -> String {
 }
 
 impl OwnerRecord {
-    /// The record this process writes for a hold with `opts`: who we are
-    /// (pid, start time, host, boot id, pid namespace), now as `createdAt`,
-    /// the max hold, the label, `token`, and `witness: "flock"` when the
-    /// holder keeps that witness (the file backend; the etcd backend's
-    /// token is its lease).
-    pub(crate) fn ours(opts: &crate::LockOptions, token: String, witness: bool) -> OwnerRecord {
-        OwnerRecord::ours_at(opts, token, witness, crate::time::now_ms())
+    /// The record this process writes for a hold: who we are (pid, start
+    /// time, host, boot id, pid namespace), now as `createdAt`, the max
+    /// hold, the label, `token`, and `witness: "flock"` when the holder
+    /// keeps that witness (the file backend; the etcd backend's token is
+    /// its lease).
+    pub(crate) fn ours(
+        max_hold: std::time::Duration,
+        label: Option<String>,
+        token: String,
+        witness: bool,
+    ) -> OwnerRecord {
+        OwnerRecord::ours_at(max_hold, label, token, witness, crate::time::now_ms())
     }
 
     /// [`OwnerRecord::ours`] with `createdAt` set to `now_ms`.
     pub(crate) fn ours_at(
-        opts: &crate::LockOptions,
+        max_hold: std::time::Duration,
+        label: Option<String>,
         token: String,
         witness: bool,
         now_ms: i64,
@@ -186,13 +192,13 @@ impl OwnerRecord {
             pid: Some(me.pid),
             created_at: Some(crate::time::format_rfc3339_ms(now_ms)),
             starttime: me.starttime,
-            max_hold_ms: Some(opts.max_hold.as_millis().max(1) as u64),
+            max_hold_ms: Some(max_hold.as_millis().max(1) as u64),
             hostname: me.hostname,
             boot_id: me.boot_id,
             pid_ns: me.pid_ns,
             token: Some(token),
             witness: witness.then(|| WITNESS_FLOCK.to_owned()),
-            label: opts.label.clone(),
+            label,
             version: Some(RECORD_VERSION),
         }
     }

@@ -4,6 +4,7 @@
 //! what went wrong (TLS, authentication, permission, unreachable).
 
 use super::EtcdBackend;
+use crate::backend::etcd::{Password, TlsSettings};
 use crate::error::{Error, EtcdFailure, Repr, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::collections::HashMap;
@@ -12,33 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A password: kept in memory only, never printed. Its `Debug` says
-/// `<redacted>`, and it has no `Display`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Password(pub(crate) String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// TLS settings of a backend (paths and names only, nothing secret: the
-/// key file's contents are read at connect time and dropped after).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct TlsSettings {
-    /// Talk TLS to every endpoint.
-    pub on: bool,
-    /// PEM file of the CA(s) to verify the servers against (else the
-    /// system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key (mutual TLS).
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// The name to verify in the servers' certificates instead of the host.
-    pub server_name: Option<String>,
-}
 
 /// Everything that makes one connection differ from another: clients are
 /// shared per value of this (the lock prefix, TTL and key do not matter).

@@ -213,7 +213,8 @@ impl Prepared {
         // unless the filesystem does not support flock at all.
         let witness = matches!(sys::flock_try(file, true), Ok(true));
         let now_ms = crate::time::now_ms();
-        let record = OwnerRecord::ours_at(opts, token, witness, now_ms);
+        let record =
+            OwnerRecord::ours_at(opts.max_hold, opts.label.clone(), token, witness, now_ms);
         let line = record.to_line();
         // Dropping `prepared` on error removes a named temp file.
         file.write_all(&line)
@@ -227,7 +228,8 @@ impl Prepared {
     /// Write a fresh record into a slot we own (flock held: witnessed).
     fn in_slot(paths: &LockPaths, opts: &LockOptions, s: slot::Slot) -> Result<Prepared> {
         let now_ms = crate::time::now_ms();
-        let record = OwnerRecord::ours_at(opts, new_token(), true, now_ms);
+        let record =
+            OwnerRecord::ours_at(opts.max_hold, opts.label.clone(), new_token(), true, now_ms);
         let line = record.to_line();
         let written = sys::write_all_at(&s.file, &line, 0).and_then(|()| {
             if s.len > line.len() as u64 {
@@ -503,7 +505,7 @@ fn publish_fallback(paths: &LockPaths, opts: &LockOptions, caller: Caller) -> Re
         Err(e) => return Err(create_error(&paths.lock, e)),
     };
     let witness = matches!(sys::flock_try(&file, true), Ok(true));
-    let record = OwnerRecord::ours(opts, new_token(), witness);
+    let record = OwnerRecord::ours(opts.max_hold, opts.label.clone(), new_token(), witness);
     let meta = file
         .metadata()
         .map_err(|e| Error::io("stat lock file", &paths.lock, e))?;
@@ -525,7 +527,7 @@ mod tests {
     #[test]
     fn created_at_offset_points_at_the_value() {
         let opts = LockOptions::new();
-        let rec = OwnerRecord::ours(&opts, "tok".into(), true);
+        let rec = OwnerRecord::ours(opts.max_hold, opts.label.clone(), "tok".into(), true);
         let line = rec.to_line();
         let off = find_created_at(&line, &rec).expect("found");
         let value = rec.created_at.as_ref().unwrap();

@@ -2,6 +2,9 @@
 //! `docs/protocol.md` (the default), or an etcd v3 cluster (feature `etcd`,
 //! see `docs/distributed.md`).
 
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
+
 /// Where locks live. Choose with [`crate::LockOptions::backend`].
 ///
 /// ```
@@ -19,7 +22,7 @@ pub enum Backend {
     File,
     /// Leases, the lock recipe and fencing tokens of an etcd v3 cluster.
     #[cfg(feature = "etcd")]
-    Etcd(crate::etcd::EtcdBackend),
+    Etcd(etcd::EtcdBackend),
 }
 
 impl Backend {
@@ -42,7 +45,7 @@ impl Backend {
         if let Some(rest) = rest {
             #[cfg(feature = "etcd")]
             {
-                return crate::etcd::EtcdBackend::from_hosts(rest)
+                return etcd::EtcdBackend::from_hosts(rest)
                     .map(|b| if tls { b.tls(true) } else { b })
                     .map(Backend::Etcd);
             }

@@ -290,7 +290,7 @@ mod tests {
         v
     }
 
-    /// Issue 11, gap 6: the cap judges size, not syntax. A valid object of
+    /// The cap judges size, not syntax. A valid object of
     /// exactly the cap is read; one byte past it is malformed.
     #[test]
     fn a_valid_object_past_the_cap_is_malformed() {

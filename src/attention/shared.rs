@@ -1,7 +1,7 @@
 //! Leaf items that both [`monitor`](super::monitor) and
 //! [`recovery`](super::recovery) need: the default stuck threshold and the
 //! outcome of a recovery. They live here, below both, so that neither of
-//! the two imports the other (issue 21, item 7); each re-exports what its
+//! the two imports the other; each re-exports what its
 //! public API names, at the paths they always had.
 
 use serde::Serialize;

@@ -49,7 +49,7 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 /// acquire, `try_acquire` or `status` fails, unless
 /// [`EtcdBackend::connect_timeout`] says otherwise: 1 s.
 ///
-/// Why 1 s: issue 22 asks that `exec -n` and `status` fail within about a
+/// Why 1 s: `exec -n` and `status` should fail within about a
 /// second when no endpoint answers. Connecting is a TCP handshake, a TLS
 /// handshake and, with a user, one authentication round trip: a few
 /// milliseconds on a LAN, a few hundred across regions, so 1 s leaves

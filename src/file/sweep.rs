@@ -13,7 +13,7 @@
 //! last user; one left behind (its last users killed) is removed once its
 //! lock file is gone and nobody holds or waits for its `flock`.
 //!
-//! Only what is provably ours is removed (issue 19): the exact names we
+//! Only what is provably ours is removed: the exact names we
 //! create (`classify_temp_name`), a regular file of our user, private,
 //! with one link, holding nothing or one of our records
 //! (`is_our_content`; a queue file: nothing), that no other process has

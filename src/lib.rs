@@ -181,6 +181,16 @@ pub use paths::LockPaths;
 pub use time::{DURATION_SYNTAX, parse_duration};
 pub use transcript::{Takeover, TornTail};
 
+// The test hooks cannot be switched on by accident: the `fault-injection`
+// feature compiles only with `SESSION_LOCK_TEST_HOOKS` set at build time,
+// which this repository's `.cargo/config.toml` does for its own builds and
+// a dependent crate's build does not.
+#[cfg(feature = "fault-injection")]
+const _: () = assert!(
+    option_env!("SESSION_LOCK_TEST_HOOKS").is_some(),
+    "session-lock's `fault-injection` feature is for its own test suite (it lets the environment make writes fail): turn it off, or set SESSION_LOCK_TEST_HOOKS at build time if you really mean it"
+);
+
 /// Testing only (feature `fault-injection`, never in production builds):
 /// the pure decision function and its inputs, for property tests, and
 /// counters that prove waits are woken by the kernel.

@@ -392,7 +392,8 @@ fn kill9_takeover(b: &Fixture) {
         "takeover after SIGKILL took {took:?} (allowed {:?})",
         b.takeover_bound()
     );
-    g.append_line("{\"after\":1}").expect("the new holder writes");
+    g.append_line("{\"after\":1}")
+        .expect("the new holder writes");
     g.release().expect("release");
     assert_eq!(read(&t), "{\"after\":1}\n");
 }
@@ -638,7 +639,9 @@ fn nested_holds(b: &Fixture) {
         g.release().unwrap();
     });
     assert_eq!(
-        queued.recv_timeout(WAIT).expect("the waiter saw the holder"),
+        queued
+            .recv_timeout(WAIT)
+            .expect("the waiter saw the holder"),
         Some(me)
     );
     // The outer guard's release leaves the hold to the nested one.
@@ -721,7 +724,11 @@ fn takeover_report(b: &Fixture) {
             "{:?}",
             tk.reasons()
         );
-        assert_eq!(tk.torn_tail(), None, "the transcript ended with a whole line");
+        assert_eq!(
+            tk.torn_tail(),
+            None,
+            "the transcript ended with a whole line"
+        );
     }
     g.release().unwrap();
     // A normal handoff: nothing to report.

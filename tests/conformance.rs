@@ -154,15 +154,37 @@ impl Fixture {
             .find(|l| l.key == key && !l.holder_key.is_empty())
     }
 
+    /// The leases the test's etcd has granted and not yet revoked or
+    /// expired (their ids in hex, as in our contender keys).
+    fn etcd_leases(&self) -> Vec<String> {
+        let (server, _) = self.etcd.as_ref().expect("an etcd fixture");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c =
+                etcd_client::Client::connect([format!("http://{}", server.endpoint())], None)
+                    .await
+                    .expect("connect to etcd");
+            let leases = c.leases().await.expect("list leases");
+            leases
+                .leases()
+                .iter()
+                .map(|l| format!("{:016x}", l.id()))
+                .collect()
+        })
+    }
+
     /// Nothing of a waiter is left behind on `file`'s lock while it is
     /// held: no etcd contender key but the holder's; no wait queue file.
     fn assert_no_waiter_left(&self, file: &Path, what: &str) {
         if self.is_etcd() {
-            wait_for(
-                &format!("{what}: the waiter's key to go"),
-                Duration::from_secs(3),
-                || (self.etcd_row(file).map_or(0, |r| r.waiters) == 0).then_some(()),
-            );
+            // Sooner than a lease could expire: a key left to expire
+            // instead of revoked is caught.
+            wait_for(&format!("{what}: the waiter's key to go"), TTL / 2, || {
+                (self.etcd_row(file).map_or(0, |r| r.waiters) == 0).then_some(())
+            });
         } else {
             let queue = PathBuf::from(format!("{}.queue", lock_of(file).display()));
             wait_until(
@@ -176,14 +198,25 @@ impl Fixture {
     /// Nothing is left of a lock once nobody holds it: with lock files, no
     /// name in the directory but `keep` and the parked witness slots of
     /// live processes (this one's, by design: docs/protocol.md, "Witness
-    /// slots"); with etcd, no key.
+    /// slots"); with etcd, no key and no lease.
     fn assert_nothing_left(&self, file: &Path, keep: &[&str], what: &str) {
         if self.is_etcd() {
-            wait_for(
-                &format!("{what}: the lock's keys to go"),
-                Duration::from_secs(3),
-                || self.etcd_row(file).is_none().then_some(()),
-            );
+            // Sooner than a lease could expire: a key or lease left to
+            // expire instead of revoked is caught.
+            let limit = TTL / 2;
+            let until = Instant::now() + limit;
+            loop {
+                let (row, leases) = (self.etcd_row(file), self.etcd_leases());
+                if row.is_none() && leases.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "{what}: still there after {limit:?} (less than a lease's TTL): holder key {:?}, leases {leases:?}",
+                    row.map(|r| r.holder_key)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let dir = file.parent().expect("a directory");
         let left: Vec<String> = all_names(dir)
@@ -772,8 +805,8 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
     g.release().unwrap();
 }
 
-/// Cancelling an async acquire (dropping its future while it waits)
-/// leaves nothing: no waiter behind the holder, no file or key once the
+/// Cancelling an async acquire (dropping its future while it waits, or
+/// at any earlier point) leaves nothing: no waiter behind the holder, no file or key once the
 /// holder is gone, and the next acquire gets the lock at once.
 fn async_cancellation_leaves_nothing(b: &Fixture) {
     let t = b.path("a.jsonl");
@@ -800,8 +833,19 @@ fn async_cancellation_leaves_nothing(b: &Fixture) {
         .expect("the async waiter saw the holder (on_wait)");
         assert_eq!(seen, Some(Some(holder.pid())));
         drop(acquire);
+        // Cancelled at other points too: before its first look, while
+        // connecting or granting a lease, putting its key, or reading.
+        // Wherever it stops, the same must hold (checked below).
+        for ms in [0, 0, 0, 1, 1, 2, 2, 5, 5, 10, 10, 20, 50] {
+            let r = tokio::time::timeout(
+                Duration::from_millis(ms),
+                session_lock::tokio::acquire_with(&t, &b.opts(WAIT)),
+            )
+            .await;
+            assert!(r.is_err(), "acquired while held (cancelled after {ms} ms)");
+        }
     });
-    b.assert_no_waiter_left(&t, "a cancelled async acquire");
+    b.assert_no_waiter_left(&t, "cancelled async acquires");
     assert!(holder.finish().success());
     b.assert_nothing_left(&t, &["a.jsonl"], "after the holder's release");
     let g = session_lock::try_acquire_with(&t, &b.opts(WAIT))

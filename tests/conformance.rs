@@ -134,6 +134,9 @@ impl Fixture {
     /// A `__hold --append` process on `file`, not waited for.
     fn spawn_hold(&self, file: &Path, extra: &[&str]) -> Proc {
         let mut cmd = self.helper();
+        // The library's debug log on its stderr, shown when an expected
+        // line does not come.
+        cmd.env("SESSION_LOCK_LOG", "session_lock=debug");
         cmd.args(["__hold", "--append", "--timeout", "60"])
             .args(extra)
             .arg(file);
@@ -433,6 +436,7 @@ fn exclusion_across_processes(b: &Fixture) {
     }
     assert_eq!(count, WORKERS * EACH, "every guarded append, once");
     assert!(!marker.exists(), "the marker was left inside");
+    b.assert_nothing_left(&t, &["x.jsonl"], "after the workers");
 }
 
 /// SIGKILL of a holder: a waiter queued behind it holds the lock within
@@ -471,6 +475,7 @@ fn kill9_takeover(b: &Fixture) {
         .expect("the new holder writes");
     g.release().expect("release");
     assert_eq!(read(&t), "{\"after\":1}\n");
+    b.assert_nothing_left(&t, &["k.jsonl"], "after the new holder's release");
 }
 
 /// A timeout names the holder: pid, label, the reference's message shape
@@ -507,6 +512,11 @@ fn timeout_names_the_holder(b: &Fixture) {
     );
     let st = holder.finish();
     assert!(st.success(), "the holder released: {st}");
+    b.assert_nothing_left(
+        &t,
+        &[],
+        "after a timed-out acquire and the holder's release",
+    );
 }
 
 /// `try_acquire` never waits: `Busy` at once naming the holder, and it
@@ -532,6 +542,7 @@ fn try_acquire_busy(b: &Fixture) {
     assert!(st.success(), "the holder released: {st}");
     let g = session_lock::try_acquire_with(&t, &b.opts(WAIT)).expect("free after the release");
     g.release().unwrap();
+    b.assert_nothing_left(&t, &[], "after a busy try_acquire and two releases");
 }
 
 /// A holder whose lock is taken from it by someone else's hand learns it,
@@ -595,6 +606,7 @@ fn loss_detection_and_refused_appends(b: &Fixture) {
     // next holder's.
     let st = a.finish();
     assert_eq!(st.code(), Some(4), "the robbed holder's release: {st}");
+    b.assert_nothing_left(&t, &["l.jsonl"], "after both holders");
 }
 
 /// A holder paused (SIGSTOP) for longer than the lease. etcd: it loses the
@@ -622,8 +634,13 @@ fn paused_holder(b: &Fixture) {
         a.send("a2-late");
         let refused = a.expect("refused", WAIT);
         assert!(refused.contains("lock lost"), "{refused}");
+        // Whichever the resumed holder sees first: its deadline passed, or
+        // the watch's event of its key's deletion (by the lease's expiry).
         let lost = a.expect("lost", WAIT);
-        assert!(lost.contains("lease expired"), "{lost}");
+        assert!(
+            lost.contains("lease expired") || lost.contains("was deleted"),
+            "{lost}"
+        );
         c.send("c2");
         c.expect("appended", WAIT);
         assert!(c.finish().success());
@@ -644,6 +661,7 @@ fn paused_holder(b: &Fixture) {
         assert!(a.finish().success());
         assert_eq!(read(&t), "a1\na2\n");
     }
+    b.assert_nothing_left(&t, &["p.jsonl"], "after a paused holder and the next");
 }
 
 /// Max hold: the lock is released after it (the guard says
@@ -679,6 +697,11 @@ fn max_hold(b: &Fixture) {
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
     assert!(c.finish().success());
     assert_eq!(read(&t), "one\ntwo\n");
+    b.assert_nothing_left(
+        &t,
+        &["m.jsonl"],
+        "after a forced release and the next holder",
+    );
 }
 
 /// Nested holds, and what replaced `WouldDeadlock`: a thread waiting for
@@ -729,6 +752,7 @@ fn nested_holds(b: &Fixture) {
         .expect("the waiter holds the lock after the last guard's release");
     within(WAIT, "the waiter", move || waiter.join().unwrap());
     assert_eq!(read(&t), "nested\nnested again\nwaiter\n");
+    b.assert_nothing_left(&t, &["n.jsonl"], "after nested guards and a waiter");
 }
 
 /// What replaced `WouldDeadlock`, first half: a thread that waits for a
@@ -803,6 +827,7 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
         );
     }
     g.release().unwrap();
+    b.assert_nothing_left(&t, &[], "after a wait for our own lock");
 }
 
 /// Cancelling an async acquire (dropping its future while it waits, or
@@ -897,6 +922,7 @@ fn takeover_report(b: &Fixture) {
     assert_eq!(g.takeover(), None);
     g.release().unwrap();
     assert_eq!(read(&t), "{\"turn\":1}\n{\"turn\":2}\n{\"turn\":3}\n");
+    b.assert_nothing_left(&t, &["r.jsonl"], "after a takeover and a handoff");
 }
 
 /// Whole lines after a mid-line kill: `session-lock append` of one huge
@@ -967,6 +993,8 @@ fn whole_lines_after_a_mid_line_kill(b: &Fixture) {
     assert_eq!(tk.reclaimed(), !b.is_etcd(), "{tk:?}");
     g.release().unwrap();
     assert_eq!(read(&t), "{\"before\":1}\n{\"after\":1}\n");
+    let sidecar = torn.saved_to().file_name().unwrap().to_string_lossy();
+    b.assert_nothing_left(&t, &["w.jsonl", &sidecar], "after the repair");
 }
 
 // ------------------------------------------------------------ the tests

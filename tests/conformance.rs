@@ -1000,9 +1000,9 @@ fn whole_lines_after_a_mid_line_kill(b: &Fixture) {
 // ------------------------------------------------------------ the tests
 
 /// One `#[test]` per promise and backend: `file::<promise>` and
-/// `etcd::<promise>`; `promise => etcd_name` names the etcd test
-/// differently (it asserts a documented difference), `file(name)` the
-/// file test.
+/// `etcd::<promise>`. `promise etcd: name;` (or `file: name;`) names that
+/// backend's test differently: it asserts a difference, and the name says
+/// which (`..._differs_<why>`).
 macro_rules! file_test {
     ($promise:ident) => {
         #[test]

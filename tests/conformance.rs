@@ -283,24 +283,32 @@ impl Proc {
     /// The first line starting with `prefix`, among those seen or to come
     /// within `limit`; fails the test naming what did come.
     fn expect(&mut self, prefix: &str, limit: Duration) -> String {
+        self.try_expect(prefix, limit)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Proc::expect`], with the failure as an error message.
+    fn try_expect(&mut self, prefix: &str, limit: Duration) -> Result<String, String> {
         if let Some(i) = self.seen.iter().position(|l| l.starts_with(prefix)) {
-            return self.seen.remove(i);
+            return Ok(self.seen.remove(i));
         }
         let until = Instant::now() + limit;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(l) if l.starts_with(prefix) => return Ok(l),
                 Ok(l) => self.seen.push(l),
-                Err(e) => panic!(
-                    "process {}: no {prefix:?} line within {limit:?} ({e}); other lines: {:?}; stderr:\n{}",
-                    self.pid(),
-                    self.seen,
-                    self.stderr
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .join("\n")
-                ),
+                Err(e) => {
+                    return Err(format!(
+                        "process {}: no {prefix:?} line within {limit:?} ({e}); other lines: {:?}; stderr:\n{}",
+                        self.pid(),
+                        self.seen,
+                        self.stderr
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .join("\n")
+                    ));
+                }
             }
         }
     }
@@ -621,7 +629,16 @@ fn paused_holder(b: &Fixture) {
     a.signal(Signal::STOP);
     let stopped = Instant::now();
     if b.is_etcd() {
-        let mut c = b.hold(&t, &["--label", "next"]);
+        let mut c = b.spawn_hold(&t, &["--label", "next"]);
+        if let Err(e) = c.try_expect("ready", WAIT) {
+            // What the cluster says, for a wait that never ended.
+            panic!(
+                "{e}\nthe lock: {:?}; leases: {:?}",
+                b.etcd_row(&t)
+                    .map(|r| (r.holder_key, r.waiters, r.lease_ttl_left_s)),
+                b.etcd_leases()
+            );
+        }
         let took = stopped.elapsed();
         eprintln!("etcd: a paused holder's lock was taken after {took:?}");
         assert!(

@@ -475,20 +475,35 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
     }
 
     let ttl_s = cfg.lease_ttl.as_secs() as i64;
-    let grant = rpc(&cfg, deadline, &client, |mut c| async move {
-        c.lease_grant(ttl_s, None).await
-    })
-    .await?;
-    let lease = grant.id();
-    let granted_ttl = Duration::from_secs(grant.ttl().max(1) as u64);
+    // The grant runs as a task of its own and its lease is in a `Revoker`
+    // from the moment it exists: an acquire cancelled while the grant is in
+    // flight, or before it took the answer, drops that `Revoker`, which
+    // revokes the lease instead of leaving it to expire
+    // (tests/conformance.rs, async_cancellation_leaves_nothing).
+    let (granted, grant_rx) = tokio::sync::oneshot::channel();
+    let (grant_cfg, grant_client) = (cfg.clone(), client.clone());
+    tokio::spawn(async move {
+        let grant = rpc(&grant_cfg, deadline, &grant_client, |mut c| async move {
+            c.lease_grant(ttl_s, None).await
+        })
+        .await
+        .map(|g| {
+            let revoker = Revoker {
+                client: grant_client.clone(),
+                lease: g.id(),
+                armed: true,
+                shared: None,
+            };
+            (revoker, g.ttl())
+        });
+        let _ = granted.send(grant);
+    });
+    let (revoker, ttl) = grant_rx.await.map_err(|_| no_answer(&cfg))??;
+    let lease = revoker.lease;
+    let granted_ttl = Duration::from_secs(ttl.max(1) as u64);
     // Counted from before the grant was asked for: conservative.
     let lease_start = started;
-    let revoker = slot.insert(Revoker {
-        client: client.clone(),
-        lease,
-        armed: true,
-        shared: None,
-    });
+    let revoker = slot.insert(revoker);
     let my_key = format!("{dir}{lease:016x}");
     let record = crate::record::OwnerRecord::ours(
         opts.max_hold,

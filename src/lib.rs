@@ -148,6 +148,7 @@ mod fault;
 mod file;
 mod front;
 mod guard;
+mod hold_state;
 mod identity;
 mod options;
 mod paths;

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "the shared leaves",
         &[
             "guard",
+            "hold_state",
             "paths",
             "backend",
             "options",

@@ -5,14 +5,14 @@
 use super::connect::Call;
 use super::{EtcdBackend, block, map_err, on_etcd_thread};
 use crate::error::{Error, EtcdFailure, LostReason, Repr, Result};
+use crate::hold_state::HoldState;
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::Waker;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// The safety margin between the local deadline and the server's lease
@@ -39,18 +39,15 @@ struct State {
     /// When the lock was acquired and when max hold runs out (set once
     /// acquired).
     max_hold_at: Option<(Instant, Instant)>,
-    lost: Option<LostReason>,
-    /// Released or abandoned: the keep-alive stops.
-    finished: bool,
-    refs: usize,
-    wakers: Vec<Waker>,
 }
 
 /// State shared by a hold and its keep-alive task.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
-    notify: tokio::sync::Notify,
+    /// Nested guards, the loss or release (an abandoned acquisition counts
+    /// as released: the keep-alive stops), and their waiters: the same
+    /// machinery as the file hold's.
+    ending: HoldState,
 }
 
 impl Shared {
@@ -59,13 +56,8 @@ impl Shared {
             state: Mutex::new(State {
                 deadline: deadline.into_std(),
                 max_hold_at: None,
-                lost: None,
-                finished: false,
-                refs: 1,
-                wakers: Vec::new(),
             }),
-            cv: Condvar::new(),
-            notify: tokio::sync::Notify::new(),
+            ending: HoldState::new(),
         })
     }
 
@@ -74,84 +66,54 @@ impl Shared {
     }
 
     pub(crate) fn lost(&self) -> Option<LostReason> {
-        self.state().lost.clone()
+        self.ending.lost()
     }
 
-    fn wake_all(&self, st: &mut State) {
-        for w in st.wakers.drain(..) {
-            w.wake();
-        }
-        self.cv.notify_all();
-        self.notify.notify_waiters();
-    }
-
-    /// Mark lost (first reason wins); wakes every waiter.
-    pub(crate) fn mark_lost(&self, reason: LostReason) {
-        let mut st = self.state();
-        if st.lost.is_none() && !st.finished {
-            st.lost = Some(reason);
-        }
-        self.wake_all(&mut st);
+    /// Mark lost (first reason wins, none after a release); wakes every
+    /// waiter. True if this call marked it.
+    pub(crate) fn mark_lost(&self, reason: LostReason) -> bool {
+        self.ending.mark_lost(reason)
     }
 
     /// Stop the keep-alive (released, or the acquisition was abandoned).
     pub(crate) fn finish(&self) {
-        let mut st = self.state();
-        st.finished = true;
-        self.wake_all(&mut st);
+        self.ending.mark_released();
     }
 
-    fn done(&self) -> bool {
-        let st = self.state();
-        st.finished || st.lost.is_some()
+    /// Resolves once the hold ends: lost (the reason), or finished.
+    pub(crate) async fn wait_ended(&self) -> LostReason {
+        self.ending.ended_async().await
     }
 
-    /// Resolves once lost.
-    pub(crate) async fn wait_lost(&self) -> LostReason {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = self.lost() {
-                return r;
-            }
-            notified.await;
+    /// When the lease may have expired on the server, as last renewed.
+    fn deadline(&self) -> Instant {
+        self.state().deadline
+    }
+
+    /// `Err` with the reason once the hold has ended; judges the local
+    /// deadline now (a passed one marks the hold lost).
+    fn check(&self) -> std::result::Result<(), LostReason> {
+        if let Some(r) = self.ending.lost() {
+            return Err(r);
         }
-    }
-
-    async fn wait_done(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.done() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// The lost reason, judging the local deadline now (caller holds the
-    /// state lock).
-    fn check_locked(&self, st: &mut State) -> std::result::Result<(), LostReason> {
-        if let Some(r) = &st.lost {
-            return Err(r.clone());
-        }
-        if st.finished {
+        if self.ending.released() {
             return Err(LostReason::ReleasedAll);
         }
+        let deadline = self.deadline();
         let now = Instant::now();
-        if now >= st.deadline {
-            let late = now - st.deadline;
+        if now >= deadline {
+            let late = now - deadline;
             let reason = LostReason::LeaseExpired {
                 detail: format!(
                     "no renewal acknowledged in time (local deadline passed {}ms ago)",
                     late.as_millis()
                 ),
             };
-            st.lost = Some(reason.clone());
-            self.wake_all(st);
-            return Err(reason);
+            if self.ending.mark_lost(reason.clone()) {
+                return Err(reason);
+            }
+            // Lost or released meanwhile: that end, as marked.
+            return Err(self.ending.lost().unwrap_or(LostReason::ReleasedAll));
         }
         Ok(())
     }
@@ -216,7 +178,7 @@ async fn keep_alive(
         }
         let deleted = tokio::select! {
             _ = tokio::time::sleep_until(wake) => false,
-            _ = shared.wait_done() => return,
+            _ = shared.wait_ended() => return,
             d = next_delete(&mut watch) => d,
         };
         if deleted {
@@ -386,8 +348,7 @@ pub(crate) fn release_all() -> usize {
     let holds: Vec<Arc<EtcdHold>> = registry().values().filter_map(Weak::upgrade).collect();
     let mut n = 0;
     for h in holds {
-        if h.shared.lost().is_none() && !h.shared.state().finished {
-            h.shared.mark_lost(LostReason::ReleasedAll);
+        if h.shared.mark_lost(LostReason::ReleasedAll) {
             let _ = h.revoke();
             n += 1;
         }
@@ -413,8 +374,6 @@ impl EtcdHold {
     ) -> Arc<EtcdHold> {
         let acquired = Instant::now();
         shared.state().max_hold_at = acquired.checked_add(opts.max_hold).map(|at| (acquired, at));
-        // Wake the keep-alive so it sleeps until max hold too.
-        shared.notify.notify_waiters();
         Arc::new(EtcdHold {
             cfg,
             client,
@@ -496,80 +455,42 @@ impl EtcdHold {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))
+        self.shared.check().map_err(|r| self.lost_error(r))
     }
 
     pub(crate) fn lost_reason(&self) -> Option<LostReason> {
-        let mut st = self.shared.state();
-        if st.lost.is_none() && !st.finished {
-            let _ = self.shared.check_locked(&mut st);
-        }
-        st.lost.clone()
+        // Marks a passed local deadline first.
+        let _ = self.shared.check();
+        self.shared.lost()
     }
 
     pub(crate) fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
-        let until = timeout.map(|t| Instant::now() + t);
-        let mut st = self.shared.state();
+        let until = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            if st.lost.is_none() && !st.finished {
-                let _ = self.shared.check_locked(&mut st);
+            let _ = self.shared.check();
+            // Also wake at the local deadline, which no event announces
+            // (a renewal moves it: looked up again on each turn).
+            let deadline = self.shared.deadline();
+            let wake = until.map_or(deadline, |u| u.min(deadline));
+            if let Some(r) = self.shared.ending.wait_until(Some(wake)) {
+                return Some(r);
             }
-            if let Some(r) = &st.lost {
-                return Some(r.clone());
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return None;
             }
-            if st.finished {
-                return Some(LostReason::Released);
-            }
-            let now = Instant::now();
-            // Also wake at the local deadline, which no event announces.
-            let mut wake = st.deadline;
-            if let Some(u) = until {
-                if now >= u {
-                    return None;
-                }
-                wake = wake.min(u);
-            }
-            let d = wake
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, d)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
     }
 
     pub(crate) fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
-        let mut st = self.shared.state();
-        if st.lost.is_none() && !st.finished {
-            let _ = self.shared.check_locked(&mut st);
-        }
-        if let Some(r) = &st.lost {
-            return std::task::Poll::Ready(r.clone());
-        }
-        if st.finished {
-            return std::task::Poll::Ready(LostReason::Released);
-        }
-        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            st.wakers.push(cx.waker().clone());
-        }
+        let _ = self.shared.check();
         // The local deadline passes without an event: the keep-alive task
         // marks it (and wakes us) when it gets there.
-        std::task::Poll::Pending
+        self.shared.ending.poll_lost(cx)
     }
 
     pub(crate) fn add_ref(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))?;
-        st.refs += 1;
-        Ok(())
+        self.check()?;
+        self.shared.ending.add_ref().map_err(|r| self.lost_error(r))
     }
 
     /// Append under the lock: the hold is checked (lost flag, local
@@ -585,19 +506,13 @@ impl EtcdHold {
         f: impl FnOnce(&mut crate::transcript::Transcript) -> Result<T>,
     ) -> Result<T> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut st = self.shared.state();
-            self.shared
-                .check_locked(&mut st)
-                .map_err(|r| self.lost_error(r))?;
-        }
+        self.check()?;
         f(&mut w)
     }
 
     /// Not lost, not released, local deadline not passed.
     fn still_held(&self) -> bool {
-        let mut st = self.shared.state();
-        self.shared.check_locked(&mut st).is_ok()
+        self.shared.check().is_ok()
     }
 
     /// The torn last line moved out of the transcript in this hold, if any.
@@ -638,15 +553,11 @@ impl EtcdHold {
 
     /// Drop one guard's reference; the last one releases (revokes).
     pub(crate) fn release_ref(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        st.refs = st.refs.saturating_sub(1);
-        if st.refs > 0 {
+        if !self.shared.ending.release_ref() {
             return Ok(());
         }
-        let lost = st.lost.clone();
-        st.finished = true;
-        self.shared.wake_all(&mut st);
-        drop(st);
+        // Stops the keep-alive; a loss marked before wins.
+        let lost = self.shared.ending.mark_released();
         self.unregister();
         if let Some(reason) = lost {
             // Best effort: the lease may still exist (max hold, key deleted).

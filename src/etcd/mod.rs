@@ -707,7 +707,7 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                     guard: None,
                 }));
             }
-            reason = shared.wait_lost() => {
+            reason = shared.wait_ended() => {
                 return Err(Error::from(Repr::LockLost { lock_path, reason }));
             }
         }

@@ -9,6 +9,7 @@
 use crate::error::{Error, LostReason, Repr, Result};
 use crate::file::slot;
 use crate::guard::Hold;
+use crate::hold_state::HoldState;
 use crate::options::Caller;
 use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
@@ -19,7 +20,6 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::task::Waker;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -33,32 +33,24 @@ pub(crate) struct HeldState {
     /// The witness was made inheritable (`share_with_children`): other
     /// processes may share its flock, so it is never parked for reuse.
     shared: bool,
-    /// Guards sharing this hold (nested guards).
-    refs: usize,
-    lost: Option<LostReason>,
     /// The torn tail this hold moved out of the transcript (copied from the
     /// writer, so that `takeover` never waits for an append in flight).
     torn: Option<TornTail>,
-    /// Released normally by its last guard (see `LostReason::Released`).
-    released: bool,
     /// The lock this hold replaced, when the acquire reclaimed it: the
     /// dead holder's record (if readable) and the reasons.
     reclaimed: Option<(Option<OwnerRecord>, Vec<crate::Reason>)>,
-    lost_wakers: Vec<Waker>,
 }
 
 impl Held {
-    /// Why the hold ended, if it did: lost, released normally, or (seen
-    /// from a forked child) not ours at all.
-    fn ended(&self, st: &HeldState) -> Option<LostReason> {
-        st.lost
-            .clone()
-            .or(st.released.then_some(LostReason::Released))
-            .or_else(|| {
-                (std::process::id() != self.owner_pid).then_some(LostReason::Inherited {
-                    pid: self.owner_pid,
-                })
+    /// In a child forked from the holder, how the hold looks there: as it
+    /// had ended before the fork, or [`LostReason::Inherited`]. `None` in
+    /// the holder's own process.
+    fn forked_view(&self) -> Option<LostReason> {
+        (std::process::id() != self.owner_pid).then(|| {
+            self.ending.ended().unwrap_or(LostReason::Inherited {
+                pid: self.owner_pid,
             })
+        })
     }
 }
 
@@ -82,7 +74,11 @@ pub(crate) struct Held {
     /// See [`Held::is_live`].
     live: std::sync::atomic::AtomicBool,
     state: Mutex<HeldState>,
-    lost_cv: Condvar,
+    /// Nested guards, the loss or release, and their waiters (shared with
+    /// the etcd hold). Its lock is a leaf, taken inside `state` where both
+    /// are needed: a loss is marked under `state`, so that a check of
+    /// `state` and the loss are seen together.
+    ending: HoldState,
     /// The transcript as this hold writes it. Locked only by an append that
     /// has entered the write gate (`writing`), never together with `state`
     /// except by `try_lock`: a write that blocks (a hung filesystem, a long
@@ -231,14 +227,10 @@ impl Held {
                 witness: Some(witness),
                 sentinel,
                 shared: false,
-                refs: 1,
-                lost: None,
-                released: false,
                 torn: None,
                 reclaimed: None,
-                lost_wakers: Vec::new(),
             }),
-            lost_cv: Condvar::new(),
+            ending: HoldState::new(),
             writer: Mutex::new(Transcript::default()),
             writing: Mutex::new(false),
             write_idle: Condvar::new(),
@@ -257,36 +249,7 @@ impl Held {
     /// For a blocking contender in this process: sleep until this hold
     /// ends (release, loss) or `until`. True if it ended.
     pub(crate) fn wait_end(&self, until: Instant) -> bool {
-        self.wait_for(Some(until), |_| !self.is_live()).1
-    }
-
-    /// Sleep on the hold's condition variable (notified by every end of
-    /// the hold) until `done` says so or `until` passes (`None`: never).
-    /// Returns the state and whether `done` said so.
-    fn wait_for(
-        &self,
-        until: Option<Instant>,
-        mut done: impl FnMut(&HeldState) -> bool,
-    ) -> (MutexGuard<'_, HeldState>, bool) {
-        let mut st = self.state();
-        loop {
-            if done(&st) {
-                return (st, true);
-            }
-            st = match until {
-                None => self.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return (st, false);
-                    }
-                    self.lost_cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
+        self.ending.wait_until(Some(until)).is_some()
     }
 
     /// Warn when the thread about to wait for this hold is the one that
@@ -454,10 +417,9 @@ impl Held {
     /// lock.
     fn with_writer<T>(&self, f: impl FnOnce(&mut Transcript) -> Result<T>) -> Result<T> {
         let lost = || {
-            let st = self.state();
             Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: st.lost.clone().unwrap_or(LostReason::ReleasedAll),
+                reason: self.ending.lost().unwrap_or(LostReason::ReleasedAll),
             })
         };
         // A forked child's copy may have inherited a write in flight (the
@@ -525,15 +487,12 @@ impl Held {
         }
     }
 
-    fn mark_lost(&self, st: &mut HeldState, reason: LostReason) {
+    /// Mark every guard lost and wake their waiters. Called with the
+    /// state lock held (`_st`), so that a check under it and the loss are
+    /// seen together.
+    fn mark_lost(&self, _st: &mut HeldState, reason: LostReason) {
         self.set_dead();
-        if st.lost.is_none() {
-            st.lost = Some(reason);
-        }
-        for w in st.lost_wakers.drain(..) {
-            w.wake();
-        }
-        self.lost_cv.notify_all();
+        self.ending.mark_lost(reason);
         // Appends queued behind a stuck one give up now.
         self.write_idle.notify_all();
     }
@@ -544,7 +503,7 @@ impl Held {
     pub(crate) fn force_release(self: &Arc<Held>, reason: LostReason) -> bool {
         let gate = self.quiesce();
         let mut st = self.state();
-        if st.witness.is_none() || st.lost.is_some() {
+        if st.witness.is_none() || self.ending.lost().is_some() {
             return false;
         }
         if let Err(e) = self.remove_file(&mut st) {
@@ -561,33 +520,27 @@ impl Held {
     }
 
     fn add_guard(&self) -> Result<()> {
-        let mut st = self.state();
-        if let Some(reason) = &st.lost {
-            return Err(Error::from(Repr::LockLost {
+        self.ending.add_ref().map_err(|reason| {
+            Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: reason.clone(),
-            }));
-        }
-        st.refs += 1;
-        Ok(())
+                reason,
+            })
+        })
     }
 
     /// Drop one guard's reference; the last one releases the file.
     fn release_guard(&self) -> Result<()> {
         // Never wait on a forked copy's gate or touch the parent's files.
         self.ours()?;
-        let mut st = self.state();
-        st.refs = st.refs.saturating_sub(1);
-        if st.refs > 0 {
+        if !self.ending.release_ref() {
             return Ok(());
         }
         // The last guard: let an append in flight (a nested guard's, on
         // another thread) finish first, within the grace.
-        drop(st);
         let gate = self.quiesce();
         let mut st = self.state();
         let gate_held = gate;
-        if let Some(reason) = st.lost.clone() {
+        if let Some(reason) = self.ending.lost() {
             drop(st);
             self.unregister();
             return Err(Error::from(Repr::LockLost {
@@ -598,13 +551,11 @@ impl Held {
         let outcome = self.remove_file(&mut st);
         match outcome.as_ref().err().and_then(Error::lost_reason) {
             Some(reason) => self.mark_lost(&mut st, reason.clone()),
+            // Ended normally: loss watchers end too.
+            // (Any loss is marked under the state lock, held here: none
+            // can come in between.)
             None => {
-                // Ended normally: loss watchers end too.
-                st.released = true;
-                for w in st.lost_wakers.drain(..) {
-                    w.wake();
-                }
-                self.lost_cv.notify_all();
+                self.ending.mark_released();
             }
         }
         drop(st);
@@ -618,10 +569,10 @@ impl Held {
 
     fn check_locked(&self, st: &mut HeldState) -> Result<()> {
         self.ours()?;
-        if let Some(reason) = &st.lost {
+        if let Some(reason) = self.ending.lost() {
             return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: reason.clone(),
+                reason,
             }));
         }
         if st.witness.is_none() {
@@ -685,25 +636,20 @@ impl Hold for Held {
     }
 
     fn lost_reason(&self) -> Option<LostReason> {
-        let lost = self.state().lost.clone();
+        let lost = self.ending.lost();
         lost.or_else(|| self.ours().err().and_then(|e| e.lost_reason().cloned()))
     }
 
     fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let (st, _) = self.wait_for(deadline, |st| self.ended(st).is_some());
-        self.ended(&st)
+        self.forked_view()
+            .or_else(|| self.ending.wait_lost(timeout))
     }
 
     fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
-        let mut st = self.state();
-        if let Some(r) = self.ended(&st) {
-            return std::task::Poll::Ready(r);
+        match self.forked_view() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => self.ending.poll_lost(cx),
         }
-        if !st.lost_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            st.lost_wakers.push(cx.waker().clone());
-        }
-        std::task::Poll::Pending
     }
 
     fn set_inheritable(&self, inherit: bool) -> Result<()> {

@@ -36,9 +36,6 @@ pub fn wakes() -> u64 {
 struct State {
     /// Past this instant the lease may have expired on the server.
     deadline: Instant,
-    /// When the lock was acquired and when max hold runs out (set once
-    /// acquired).
-    max_hold_at: Option<(Instant, Instant)>,
 }
 
 /// State shared by a hold and its keep-alive task.
@@ -55,7 +52,6 @@ impl Shared {
         Arc::new(Shared {
             state: Mutex::new(State {
                 deadline: deadline.into_std(),
-                max_hold_at: None,
             }),
             ending: HoldState::new(),
         })
@@ -121,8 +117,8 @@ impl Shared {
 
 /// The keep-alive of one lease, on the etcd thread: renew every TTL/3,
 /// move the local deadline on each acknowledged renewal, watch our own key
-/// for deletion, enforce max hold, and mark the hold lost when any of them
-/// says so.
+/// for deletion, and mark the hold lost when either says so. (Max hold is
+/// the watchdog's, as for a lock file: see [`EtcdHold`]'s `Expire`.)
 pub(crate) fn spawn_keep_alive(
     client: Client,
     cfg: EtcdBackend,
@@ -153,11 +149,7 @@ async fn keep_alive(
         let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
     };
     loop {
-        let (deadline, max_hold_at) = {
-            let st = shared.state();
-            (st.deadline, st.max_hold_at)
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
+        let deadline = tokio::time::Instant::from_std(shared.deadline());
         if watch.is_none() {
             let opts = WatchOptions::new()
                 .with_start_revision(rev + 1)
@@ -172,10 +164,7 @@ async fn keep_alive(
                 .ok()
                 .and_then(|r| r.ok());
         }
-        let mut wake = next.min(deadline);
-        if let Some((_, m)) = max_hold_at {
-            wake = wake.min(tokio::time::Instant::from_std(m));
-        }
+        let wake = next.min(deadline);
         let deleted = tokio::select! {
             _ = tokio::time::sleep_until(wake) => false,
             _ = shared.wait_ended() => return,
@@ -187,22 +176,6 @@ async fn keep_alive(
             return;
         }
         let now = tokio::time::Instant::now();
-        if let Some((since, m)) = max_hold_at
-            && now.into_std() >= m
-        {
-            let held_ms = now.into_std().duration_since(since).as_millis() as u64;
-            let max_hold_ms = m.duration_since(since).as_millis() as u64;
-            tracing::warn!(
-                key = %key,
-                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {key}"
-            );
-            shared.mark_lost(LostReason::MaxHoldExceeded {
-                held_ms,
-                max_hold_ms,
-            });
-            revoke(client.clone()).await;
-            return;
-        }
         if now >= deadline {
             shared.mark_lost(LostReason::LeaseExpired {
                 detail: format!(
@@ -319,6 +292,39 @@ pub struct EtcdHold {
     ttl: Duration,
     acquired: Instant,
     max_hold: Duration,
+    /// The max-hold deadline armed with the watchdog.
+    max_hold_armed: crate::watchdog::MaxHold,
+    /// The process that made this hold (a forked child's watchdog must
+    /// not revoke its parent's lease).
+    owner_pid: u32,
+}
+
+impl Drop for EtcdHold {
+    /// A hold dropped without a release (an acquisition whose caller went
+    /// away) leaves no deadline with the watchdog.
+    fn drop(&mut self) {
+        self.max_hold_armed.disarm();
+    }
+}
+
+impl crate::watchdog::Expire for EtcdHold {
+    fn name(&self) -> String {
+        self.key.clone()
+    }
+
+    fn held_since(&self) -> (Instant, Duration) {
+        (self.acquired, self.max_hold)
+    }
+
+    /// Max hold reached: mark every guard lost (the keep-alive stops) and
+    /// revoke the lease (the watchdog warns).
+    fn expire(self: Arc<Self>, reason: LostReason) -> bool {
+        if std::process::id() != self.owner_pid || !self.shared.mark_lost(reason) {
+            return false;
+        }
+        self.revoke_in_background();
+        true
+    }
 }
 
 impl std::fmt::Debug for EtcdHold {
@@ -349,6 +355,7 @@ pub(crate) fn release_all() -> usize {
     let mut n = 0;
     for h in holds {
         if h.shared.mark_lost(LostReason::ReleasedAll) {
+            h.max_hold_armed.disarm();
             let _ = h.revoke();
             n += 1;
         }
@@ -373,8 +380,7 @@ impl EtcdHold {
         opts: &LockOptions,
     ) -> Arc<EtcdHold> {
         let acquired = Instant::now();
-        shared.state().max_hold_at = acquired.checked_add(opts.max_hold).map(|at| (acquired, at));
-        Arc::new(EtcdHold {
+        let hold = Arc::new(EtcdHold {
             cfg,
             client,
             shared,
@@ -388,8 +394,13 @@ impl EtcdHold {
             ttl,
             acquired,
             max_hold: opts.max_hold,
+            max_hold_armed: crate::watchdog::MaxHold::default(),
+            owner_pid: std::process::id(),
             writer: Mutex::new(crate::transcript::Transcript::default()),
-        })
+        });
+        let weak: Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&hold) as _;
+        hold.max_hold_armed.arm(acquired, hold.max_hold, weak);
+        hold
     }
 
     /// Enter the hold in this process's registry (for
@@ -529,19 +540,43 @@ impl EtcdHold {
         self.with_writer(|w| w.repair_tail(&self.target, &|| self.still_held()))
     }
 
-    /// Revoke our lease (deletes our key; the next waiter's watch fires).
-    /// Blocks for the answer, except on the etcd thread itself.
-    fn revoke(&self) -> Result<()> {
+    /// The request that revokes our lease (deletes our key; the next
+    /// waiter's watch fires).
+    fn revoke_request(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let client = self.client.clone();
         let lease = self.lease;
         let cfg = self.cfg.clone();
-        let fut = async move {
+        async move {
             super::rpc(&cfg, None, &client, |mut c| async move {
                 c.lease_revoke(lease).await
             })
             .await
             .map(|_| ())
-        };
+        }
+    }
+
+    /// Revoke our lease on the etcd thread without waiting for the answer
+    /// (from the watchdog thread, which serves every hold of the process).
+    fn revoke_in_background(&self) {
+        let fut = self.revoke_request();
+        match super::runtime(&self.cfg) {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, "revoking an expired hold's lease failed; it ends at its TTL");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot revoke an expired hold's lease; it ends at its TTL");
+            }
+        }
+    }
+
+    /// Revoke our lease. Blocks for the answer, except on the etcd thread
+    /// itself.
+    fn revoke(&self) -> Result<()> {
+        let fut = self.revoke_request();
         if on_etcd_thread() {
             tokio::spawn(async move {
                 let _ = fut.await;
@@ -573,6 +608,7 @@ impl EtcdHold {
     }
 
     fn unregister(&self) {
+        self.max_hold_armed.disarm();
         let mut reg = registry();
         let k = reg_key(&self.cfg, &self.key);
         if reg

@@ -70,7 +70,8 @@ pub(crate) struct Held {
     owner_pid: u32,
     pub max_hold: Duration,
     pub thread: Option<ThreadId>,
-    pub watchdog_key: Mutex<Option<(Instant, u64)>>,
+    /// The max-hold deadline armed with the watchdog.
+    max_hold_armed: crate::watchdog::MaxHold,
     /// See [`Held::is_live`].
     live: std::sync::atomic::AtomicBool,
     state: Mutex<HeldState>,
@@ -173,28 +174,22 @@ pub(crate) fn all_held() -> Vec<Arc<Held>> {
 }
 
 impl crate::watchdog::Expire for Held {
-    /// Max hold reached: force-release and warn with the reference's wording.
-    fn expire(self: Arc<Self>) {
+    fn name(&self) -> String {
+        self.paths.lock.display().to_string()
+    }
+
+    fn held_since(&self) -> (Instant, Duration) {
+        (self.acquired, self.max_hold)
+    }
+
+    /// Max hold reached: force-release (the watchdog warns).
+    fn expire(self: Arc<Self>, reason: LostReason) -> bool {
         if std::process::id() != self.owner_pid {
             // A parent's hold, seen by a forked child's watchdog: not ours
             // to release.
-            return;
+            return false;
         }
-        let held_ms = self.acquired.elapsed().as_millis() as u64;
-        let max_hold_ms = self.max_hold.as_millis() as u64;
-        let reason = LostReason::MaxHoldExceeded {
-            held_ms,
-            max_hold_ms,
-        };
-        if self.force_release(reason) {
-            tracing::warn!(
-                lock_path = %self.paths.lock.display(),
-                held_ms,
-                max_hold_ms,
-                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {}",
-                self.paths.lock.display()
-            );
-        }
+        self.force_release(reason)
     }
 }
 
@@ -221,7 +216,7 @@ impl Held {
             owner_pid: std::process::id(),
             max_hold,
             thread: (caller == Caller::Thread).then(|| std::thread::current().id()),
-            watchdog_key: Mutex::new(None),
+            max_hold_armed: crate::watchdog::MaxHold::default(),
             live: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(HeldState {
                 witness: Some(witness),
@@ -236,13 +231,8 @@ impl Held {
             write_idle: Condvar::new(),
         });
         lock_registry().insert(held.paths.lock.clone(), held.clone());
-        let deadline = held
-            .acquired
-            .checked_add(held.max_hold)
-            .unwrap_or_else(|| held.acquired + crate::options::MAX_HOLD_CAP);
         let weak: std::sync::Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&held) as _;
-        let key = crate::watchdog::arm(deadline, weak);
-        *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        held.max_hold_armed.arm(held.acquired, held.max_hold, weak);
         held
     }
 
@@ -477,14 +467,7 @@ impl Held {
             reg.remove(&self.paths.lock);
         }
         drop(reg);
-        let key = self
-            .watchdog_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(key) = key {
-            crate::watchdog::disarm(key);
-        }
+        self.max_hold_armed.disarm();
     }
 
     /// Mark every guard lost and wake their waiters. Called with the

@@ -8,7 +8,10 @@ use crate::error::{Error, EtcdFailure, LostReason, Repr, Result};
 use crate::hold_state::HoldState;
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
-use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
+use etcd_client::{
+    Client, EventType, LeaseKeepAliveStream, LeaseKeeper, WatchFilterType, WatchOptions,
+    WatchStream,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,74 +131,116 @@ pub(crate) fn spawn_keep_alive(
     key: String,
     rev: i64,
 ) {
-    tokio::spawn(keep_alive(client, cfg, shared, lease, ttl, key, rev));
+    let interval = ttl / 3;
+    let keep = KeepAlive {
+        client,
+        cfg,
+        shared,
+        lease,
+        key,
+        rev,
+        interval,
+        margin: margin(ttl),
+        keeper: None,
+        watch: None,
+        next: tokio::time::Instant::now() + interval,
+    };
+    tokio::spawn(keep.run());
 }
 
-async fn keep_alive(
-    mut client: Client,
+/// One lease's keep-alive, on the etcd thread (see [`spawn_keep_alive`]).
+struct KeepAlive {
+    client: Client,
     cfg: EtcdBackend,
     shared: Arc<Shared>,
     lease: i64,
-    ttl: Duration,
+    /// Our contender key and its create revision.
     key: String,
     rev: i64,
-) {
-    let interval = ttl / 3;
-    let margin = margin(ttl);
-    let mut keeper = None;
-    let mut watch: Option<WatchStream> = None;
-    let mut next = tokio::time::Instant::now() + interval;
-    let revoke = |mut c: Client| async move {
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
-    };
-    loop {
-        let deadline = tokio::time::Instant::from_std(shared.deadline());
-        if watch.is_none() {
-            let opts = WatchOptions::new()
-                .with_start_revision(rev + 1)
-                .with_filters([WatchFilterType::NoPut]);
-            // Bounded by the local deadline too: a watch that cannot be
-            // made (a partition) must not delay the loss past it (seen in
-            // tests/etcd.rs's partition runs: the loss was announced up to
-            // a TTL/3 late, eating the margin before the next holder).
-            let until = (tokio::time::Instant::now() + interval).min(deadline);
-            watch = tokio::time::timeout_at(until, client.watch(key.as_str(), Some(opts)))
-                .await
-                .ok()
-                .and_then(|r| r.ok());
+    /// Renew every TTL/3.
+    interval: Duration,
+    /// See [`margin`].
+    margin: Duration,
+    /// The lease's keep-alive stream (`None`: to be opened).
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// The watch of our key's deletion (`None`: to be made).
+    watch: Option<WatchStream>,
+    /// When to renew next.
+    next: tokio::time::Instant,
+}
+
+impl KeepAlive {
+    /// Until the hold ends: renew on time, and mark the hold lost when our
+    /// key is deleted, the local deadline passes or etcd says the lease is
+    /// gone.
+    async fn run(mut self) {
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.shared.deadline());
+            self.watch_own_key(deadline).await;
+            let wake = self.next.min(deadline);
+            let deleted = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => false,
+                _ = self.shared.wait_ended() => return,
+                d = next_delete(&mut self.watch) => d,
+            };
+            if deleted {
+                let reason = LostReason::KeyDeleted {
+                    key: self.key.clone(),
+                };
+                return self.lose(reason, true).await;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let reason = LostReason::LeaseExpired {
+                    detail: format!(
+                        "no renewal acknowledged by {} within the TTL minus {}ms",
+                        self.cfg.url(),
+                        self.margin.as_millis()
+                    ),
+                };
+                return self.lose(reason, true).await;
+            }
+            if now < self.next {
+                continue;
+            }
+            if let Some(reason) = self.renew(deadline).await {
+                // etcd says the lease is gone: nothing left to revoke.
+                return self.lose(reason, false).await;
+            }
         }
-        let wake = next.min(deadline);
-        let deleted = tokio::select! {
-            _ = tokio::time::sleep_until(wake) => false,
-            _ = shared.wait_ended() => return,
-            d = next_delete(&mut watch) => d,
-        };
-        if deleted {
-            shared.mark_lost(LostReason::KeyDeleted { key: key.clone() });
-            revoke(client.clone()).await;
+    }
+
+    /// Make the watch of our key's deletion if there is none. Bounded by
+    /// the local deadline too: a watch that cannot be made (a partition)
+    /// must not delay the loss past it (seen in tests/etcd.rs's partition
+    /// runs: the loss was announced up to a TTL/3 late, eating the margin
+    /// before the next holder).
+    async fn watch_own_key(&mut self, deadline: tokio::time::Instant) {
+        if self.watch.is_some() {
             return;
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            shared.mark_lost(LostReason::LeaseExpired {
-                detail: format!(
-                    "no renewal acknowledged by {} within the TTL minus {}ms",
-                    cfg.url(),
-                    margin.as_millis()
-                ),
-            });
-            revoke(client.clone()).await;
-            return;
-        }
-        if now < next {
-            continue;
-        }
-        // Renew. The new deadline counts from when we asked, not from the
-        // answer: the server restarted its TTL no earlier than that.
+        let opts = WatchOptions::new()
+            .with_start_revision(self.rev + 1)
+            .with_filters([WatchFilterType::NoPut]);
+        let until = (tokio::time::Instant::now() + self.interval).min(deadline);
+        let made = self.client.watch(self.key.as_str(), Some(opts));
+        self.watch = tokio::time::timeout_at(until, made)
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+    }
+
+    /// Renew once, bounded by the local deadline. An acknowledged renewal
+    /// moves the deadline, counted from when we asked, not from the answer
+    /// (the server restarted its TTL no earlier than that). `Some` when
+    /// etcd says the lease is gone; a failure is retried in 100 ms (the
+    /// deadline check in [`KeepAlive::run`] ends that).
+    async fn renew(&mut self, deadline: tokio::time::Instant) -> Option<LostReason> {
         let sent = tokio::time::Instant::now();
+        let (client, keeper, lease) = (&mut self.client, &mut self.keeper, self.lease);
         let renewed = tokio::time::timeout_at(deadline, async {
             if keeper.is_none() {
-                keeper = Some(client.lease_keep_alive(lease).await?);
+                *keeper = Some(client.lease_keep_alive(lease).await?);
             }
             let Some((k, s)) = keeper.as_mut() else {
                 unreachable!("set above");
@@ -204,35 +249,37 @@ async fn keep_alive(
             s.message().await
         })
         .await;
+        let gone = || LostReason::LeaseExpired {
+            detail: format!("{} says the lease no longer exists", self.cfg.url()),
+        };
         match renewed {
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                 let granted = Duration::from_secs(resp.ttl() as u64);
-                let mut st = shared.state();
-                st.deadline = (sent + granted - margin).into_std();
-                drop(st);
-                next = sent + interval;
+                self.shared.state().deadline = (sent + granted - self.margin).into_std();
+                self.next = sent + self.interval;
+                None
             }
-            Ok(Ok(Some(_))) => {
-                shared.mark_lost(LostReason::LeaseExpired {
-                    detail: format!("{} says the lease no longer exists", cfg.url()),
-                });
-                return;
-            }
-            Ok(Err(e)) if is_lease_not_found(&cfg, &e) => {
-                shared.mark_lost(LostReason::LeaseExpired {
-                    detail: format!("{} says the lease no longer exists", cfg.url()),
-                });
-                return;
-            }
+            Ok(Ok(Some(_))) => Some(gone()),
+            Ok(Err(e)) if is_lease_not_found(&self.cfg, &e) => Some(gone()),
             other => {
-                // Stream broken or no answer yet: reconnect and retry soon
-                // (the deadline check above ends this).
+                // Stream broken or no answer yet: reconnect and retry soon.
                 if let Ok(Err(e)) = &other {
-                    tracing::debug!(error = %map_err(&cfg, Call::Request, e), "lease keep-alive failed; retrying");
+                    tracing::debug!(error = %map_err(&self.cfg, Call::Request, e), "lease keep-alive failed; retrying");
                 }
-                keeper = None;
-                next = tokio::time::Instant::now() + Duration::from_millis(100);
+                self.keeper = None;
+                self.next = tokio::time::Instant::now() + Duration::from_millis(100);
+                None
             }
+        }
+    }
+
+    /// Mark the hold lost; with `revoke`, revoke the lease too (it may
+    /// still exist on the server: free it for the next holder now).
+    async fn lose(&self, reason: LostReason, revoke: bool) {
+        self.shared.mark_lost(reason);
+        if revoke {
+            let mut c = self.client.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(self.lease)).await;
         }
     }
 }

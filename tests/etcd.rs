@@ -188,8 +188,13 @@ fn threads_of(pid: u32) -> String {
 
 impl Drop for Holder {
     fn drop(&mut self) {
+        // `--` before the group: without it procps-ng's kill (4.0.2) reads
+        // `-CONT -18997` as `kill(-1, SIGCONT)`, every process of the user,
+        // which woke the holder another test had just SIGSTOPped (the
+        // intermittent `stopped_holder_past_its_ttl_...` failure: its first
+        // holder went from T to S within a second and kept renewing).
         let _ = Command::new("kill")
-            .args(["-CONT", &format!("-{}", self.pid())])
+            .args(["-CONT", "--", &format!("-{}", self.pid())])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();

@@ -153,6 +153,7 @@ mod identity;
 mod options;
 mod paths;
 pub mod record;
+mod registry;
 #[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;

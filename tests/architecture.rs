@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "backend",
             "options",
             "record",
+            "registry",
             "error",
             "transcript",
             "watchdog",

@@ -962,6 +962,32 @@ fn max_hold_under_etcd_is_the_watchdogs_the_hold_is_lost_and_the_lease_revoked()
     );
 }
 
+/// The same-thread check is the file backend's too: a thread that waits
+/// for an etcd lock it holds itself is warned (the wait can end only at
+/// its timeout), from the same process registry.
+#[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
+fn a_thread_waiting_for_its_own_etcd_lock_is_warned() {
+    require_etcd("same-thread check under the etcd backend");
+    let logs = captured_warnings();
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("same-thread");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
+    let err =
+        session_lock::acquire_with(&file, &opts(&cfg, Duration::from_millis(300))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    g.release().unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("waits for a lock that it acquired itself")
+                && l.contains("same-thread")),
+        "no same-thread warning: {text}"
+    );
+}
+
 // ------------------------------------------------------------ production
 // TLS, client certificates and authentication (issue 23).
 

@@ -8,14 +8,14 @@ use crate::error::{Error, EtcdFailure, LostReason, Repr, Result};
 use crate::hold_state::HoldState;
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
+use crate::registry::Registry;
 use etcd_client::{
     Client, EventType, LeaseKeepAliveStream, LeaseKeeper, WatchFilterType, WatchOptions,
     WatchStream,
 };
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// The safety margin between the local deadline and the server's lease
@@ -385,22 +385,25 @@ impl std::fmt::Debug for EtcdHold {
 
 type RegKey = (Vec<String>, String, String);
 
-fn registry() -> MutexGuard<'static, HashMap<RegKey, Weak<EtcdHold>>> {
-    static REG: OnceLock<Mutex<HashMap<RegKey, Weak<EtcdHold>>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
+/// This process's etcd holds (see `crate::registry`). A child forked from
+/// a holder forgets its parent's: their leases are the parent's to keep or
+/// revoke.
+static REGISTRY: Registry<RegKey, EtcdHold> = Registry::new(|_| {});
 
 fn reg_key(cfg: &EtcdBackend, key: &str) -> RegKey {
     (cfg.endpoints.clone(), cfg.prefix.clone(), key.to_owned())
 }
 
+/// Warn when the current thread is about to wait for a lock (`key` under
+/// `cfg`) that it holds itself (see `Registry::warn_if_same_thread`).
+pub(crate) fn warn_if_same_thread(cfg: &EtcdBackend, key: &str) {
+    REGISTRY.warn_if_same_thread(&reg_key(cfg, key), Path::new(&cfg.lock_dir(key)));
+}
+
 /// Release every etcd lock of this process (see [`crate::release_all`]).
 pub(crate) fn release_all() -> usize {
-    let holds: Vec<Arc<EtcdHold>> = registry().values().filter_map(Weak::upgrade).collect();
     let mut n = 0;
-    for h in holds {
+    for h in REGISTRY.all() {
         if h.shared.mark_lost(LostReason::ReleasedAll) {
             h.max_hold_armed.disarm();
             let _ = h.revoke();
@@ -451,9 +454,10 @@ impl EtcdHold {
     }
 
     /// Enter the hold in this process's registry (for
-    /// [`crate::release_all`]); the front door makes it a guard.
-    pub(crate) fn register(self: Arc<Self>) -> Arc<Self> {
-        registry().insert(reg_key(&self.cfg, &self.key), Arc::downgrade(&self));
+    /// [`crate::release_all`] and the same-thread check), acquired by the
+    /// current thread if `blocking`; the front door makes it a guard.
+    pub(crate) fn register(self: Arc<Self>, blocking: bool) -> Arc<Self> {
+        REGISTRY.insert(reg_key(&self.cfg, &self.key), self.clone(), blocking);
         self
     }
 
@@ -656,14 +660,7 @@ impl EtcdHold {
 
     fn unregister(&self) {
         self.max_hold_armed.disarm();
-        let mut reg = registry();
-        let k = reg_key(&self.cfg, &self.key);
-        if reg
-            .get(&k)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const EtcdHold))
-        {
-            reg.remove(&k);
-        }
+        REGISTRY.remove(&reg_key(&self.cfg, &self.key), self);
     }
 }
 

@@ -350,7 +350,10 @@ pub(crate) fn acquire_blocking(
         opts: opts.clone(),
         attempt,
     };
-    block(cfg, acquire(req)).map(EtcdHold::register)
+    if attempt == Attempt::Wait {
+        hold::warn_if_same_thread(cfg, &req.key);
+    }
+    block(cfg, acquire(req)).map(|h| h.register(true))
 }
 
 /// Async acquire / try_acquire.
@@ -369,7 +372,9 @@ pub(crate) async fn acquire_async(
         opts: opts.clone(),
         attempt,
     };
-    run_async(cfg, acquire(req)).await.map(EtcdHold::register)
+    run_async(cfg, acquire(req))
+        .await
+        .map(|h| h.register(false))
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or

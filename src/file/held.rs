@@ -13,14 +13,13 @@ use crate::hold_state::HoldState;
 use crate::options::Caller;
 use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
+use crate::registry::Registry;
 use crate::sys::{self, FileId};
 use crate::transcript::{Takeover, TornTail, Transcript};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::ThreadId;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub(crate) struct HeldState {
@@ -69,7 +68,6 @@ pub(crate) struct Held {
     /// (same inode), so an identity check alone would pass.
     owner_pid: u32,
     pub max_hold: Duration,
-    pub thread: Option<ThreadId>,
     /// The max-hold deadline armed with the watchdog.
     max_hold_armed: crate::watchdog::MaxHold,
     /// See [`Held::is_live`].
@@ -103,74 +101,41 @@ pub(crate) struct Held {
 /// lines").
 pub const APPEND_GRACE: Duration = Duration::from_secs(5);
 
-fn registry() -> &'static Mutex<HashMap<std::path::PathBuf, Arc<Held>>> {
-    static REG: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<Held>>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
-}
-
-fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>> {
-    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    forget_inherited(&mut reg);
-    reg
-}
-
-/// The process whose holds the registry lists (0: none yet).
-static REGISTRY_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// This process's file holds, by lock path (see `crate::registry`).
+static REGISTRY: Registry<std::path::PathBuf, Held> = Registry::new(forget_inherited);
 
 /// In a child forked from a holder (seen at its first use of the registry):
 /// the parent's holds are not ours. Close our copies of their descriptors,
 /// so that the parent's death frees its locks even while we live (a copy of
-/// the witness descriptor would keep the witness held), and forget them.
-/// The child's copies of the parent's guards report `Inherited`.
-fn forget_inherited(reg: &mut HashMap<std::path::PathBuf, Arc<Held>>) {
-    let pid = std::process::id();
-    if REGISTRY_PID.swap(pid, std::sync::atomic::Ordering::SeqCst) == pid {
-        return;
+/// the witness descriptor would keep the witness held). The child's copies
+/// of the parent's guards report `Inherited`.
+fn forget_inherited(h: &Held) {
+    // try_lock: a parent's thread may have held these at the fork, and no
+    // thread of ours will ever release them.
+    if let Ok(mut st) = h.state.try_lock() {
+        st.witness = None;
+        st.sentinel = None;
     }
-    reg.retain(|_, h| {
-        if h.owner_pid == pid {
-            return true;
-        }
-        // try_lock: a parent's thread may have held these at the fork, and
-        // no thread of ours will ever release them.
-        if let Ok(mut st) = h.state.try_lock() {
-            st.witness = None;
-            st.sentinel = None;
-        }
-        h.close_transcript();
-        false
-    });
+    h.close_transcript();
 }
 
 /// Whether this process holds the lock file with identity `id`.
 pub(crate) fn held_by_us(id: FileId) -> bool {
     // Only live holds: a lost one's inode number may be reused by a later
-    // lock file that is not ours. Only our own: after fork(2) the child's
-    // registry still lists the parent's holds.
-    let pid = std::process::id();
-    lock_registry()
-        .values()
-        .any(|h| h.id == id && h.owner_pid == pid && h.is_live())
+    // lock file that is not ours. (After fork(2) the registry answers the
+    // child with its own holds only.)
+    REGISTRY.any(|h| h.id == id && h.is_live())
 }
 
 /// The holder of `lock_path` in this process, if any (never one inherited
 /// across fork).
 pub(crate) fn holder(lock_path: &Path) -> Option<Arc<Held>> {
-    let pid = std::process::id();
-    lock_registry()
-        .get(lock_path)
-        .filter(|h| h.owner_pid == pid)
-        .cloned()
+    REGISTRY.get(&lock_path.to_path_buf())
 }
 
 /// Every lock this process holds (not those inherited across fork).
 pub(crate) fn all_held() -> Vec<Arc<Held>> {
-    let pid = std::process::id();
-    lock_registry()
-        .values()
-        .filter(|h| h.owner_pid == pid)
-        .cloned()
-        .collect()
+    REGISTRY.all()
 }
 
 impl crate::watchdog::Expire for Held {
@@ -215,7 +180,6 @@ impl Held {
             acquired: Instant::now(),
             owner_pid: std::process::id(),
             max_hold,
-            thread: (caller == Caller::Thread).then(|| std::thread::current().id()),
             max_hold_armed: crate::watchdog::MaxHold::default(),
             live: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(HeldState {
@@ -230,7 +194,11 @@ impl Held {
             writing: Mutex::new(false),
             write_idle: Condvar::new(),
         });
-        lock_registry().insert(held.paths.lock.clone(), held.clone());
+        REGISTRY.insert(
+            held.paths.lock.clone(),
+            held.clone(),
+            caller == Caller::Thread,
+        );
         let weak: std::sync::Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&held) as _;
         held.max_hold_armed.arm(held.acquired, held.max_hold, weak);
         held
@@ -243,17 +211,9 @@ impl Held {
     }
 
     /// Warn when the thread about to wait for this hold is the one that
-    /// acquired it. No error: a guard is `Send` and may have moved to a
-    /// thread that will drop it, so waiting may well succeed, and nothing
-    /// can prove otherwise; but if the guard is still here, the wait ends
-    /// only at its timeout.
+    /// acquired it (see `Registry::warn_if_same_thread`).
     pub(crate) fn warn_if_same_thread(&self) {
-        if self.thread == Some(std::thread::current().id()) {
-            tracing::warn!(
-                lock_path = %self.paths.lock.display(),
-                "this thread waits for a lock that it acquired itself: unless that guard has moved to another thread, this waits until the timeout; derive a nested guard with LockGuard::nested() instead"
-            );
-        }
+        REGISTRY.warn_if_same_thread(&self.paths.lock, &self.paths.lock);
     }
 
     /// Record the lock this hold replaced (see `LockGuard::takeover`).
@@ -459,14 +419,7 @@ impl Held {
     }
 
     fn unregister(&self) {
-        let mut reg = lock_registry();
-        if reg
-            .get(&self.paths.lock)
-            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), self))
-        {
-            reg.remove(&self.paths.lock);
-        }
-        drop(reg);
+        REGISTRY.remove(&self.paths.lock, self);
         self.max_hold_armed.disarm();
     }
 

@@ -148,10 +148,12 @@ mod fault;
 mod file;
 mod front;
 mod guard;
+mod hold_state;
 mod identity;
 mod options;
 mod paths;
 pub mod record;
+mod registry;
 #[cfg(feature = "signals")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signals")))]
 pub mod signals;

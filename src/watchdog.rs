@@ -5,21 +5,50 @@
 //! holder's async runtime or main thread is wedged (the reference's
 //! watchdog ran inside the holder's event loop and never fired for a wedged
 //! holder, its issue #87483). There is no tick: it wakes at the next
-//! deadline. On expiry it force-releases the lock (removing the file only
-//! if it is still ours), marks every guard lost, wakes whoever waits on
-//! [`crate::LockGuard::wait_lost`] or [`crate::LockGuard::lost`], and logs
-//! a warning with the reference's wording.
+//! deadline. On expiry it asks the hold to end as lost with
+//! [`LostReason::MaxHoldExceeded`] (the file hold force-releases, removing
+//! the file only if it is still ours; the etcd hold revokes its lease),
+//! which marks every guard lost and wakes whoever waits on
+//! [`crate::LockGuard::wait_lost`] or [`crate::LockGuard::lost`]; then it
+//! logs a warning with the reference's wording, here for both backends.
 
+use crate::error::LostReason;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
-/// Something with a deadline: the watchdog calls [`Expire::expire`] on it
+/// A hold with a max hold: the watchdog calls [`Expire::expire`] on it
 /// once the deadline passes (the watchdog knows nothing else about it).
 pub(crate) trait Expire: Send + Sync {
-    /// The deadline passed: force-release, mark lost, say so.
-    fn expire(self: std::sync::Arc<Self>);
+    /// What the warning names: the lock file, or the etcd key.
+    fn name(&self) -> String;
+    /// When the hold began, and its max hold.
+    fn held_since(&self) -> (Instant, Duration);
+    /// The max hold passed: end the hold as lost with `reason`. True if
+    /// this call ended it (false: released or lost already, or not this
+    /// process's hold).
+    fn expire(self: Arc<Self>, reason: LostReason) -> bool;
+}
+
+/// Expire `target` and warn, in the reference's wording, if that ended it.
+fn fire(target: Arc<dyn Expire>) {
+    let (since, max_hold) = target.held_since();
+    let held_ms = since.elapsed().as_millis() as u64;
+    let max_hold_ms = max_hold.as_millis() as u64;
+    let name = target.name();
+    let reason = LostReason::MaxHoldExceeded {
+        held_ms,
+        max_hold_ms,
+    };
+    if target.expire(reason) {
+        tracing::warn!(
+            lock_path = %name,
+            held_ms,
+            max_hold_ms,
+            "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {name}"
+        );
+    }
 }
 
 /// A deadline armed with [`arm`], for [`disarm`].
@@ -90,7 +119,7 @@ impl Watchdog {
                     let weak = st.deadlines.remove(&key);
                     drop(st);
                     if let Some(target) = weak.and_then(|w| w.upgrade()) {
-                        target.expire();
+                        fire(target);
                     }
                     st = self.lock();
                 }
@@ -99,10 +128,42 @@ impl Watchdog {
     }
 }
 
-/// Call `target.expire()` at `deadline` unless disarmed first. The
-/// watchdog keeps only a weak reference: a target dropped without
-/// disarming is simply skipped.
-pub(crate) fn arm(deadline: Instant, target: Weak<dyn Expire>) -> Key {
+/// One hold's max-hold deadline with the watchdog: armed when the hold
+/// begins, disarmed when it ends (either backend's hold keeps one).
+#[derive(Default)]
+pub(crate) struct MaxHold(Mutex<Option<Key>>);
+
+impl MaxHold {
+    /// Expire `target` at `since + max_hold` (capped at
+    /// [`crate::options::MAX_HOLD_CAP`] past `since` where that overflows).
+    pub(crate) fn arm(&self, since: Instant, max_hold: Duration, target: Weak<dyn Expire>) {
+        let deadline = since
+            .checked_add(max_hold)
+            .unwrap_or_else(|| since + crate::options::MAX_HOLD_CAP);
+        let key = arm(deadline, target);
+        let old = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(key);
+        if let Some(old) = old {
+            disarm(old);
+        }
+    }
+
+    /// Stop watching (released or lost); a second call does nothing.
+    pub(crate) fn disarm(&self) {
+        let key = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(key) = key {
+            disarm(key);
+        }
+    }
+}
+
+/// Call `fire(target)` at `deadline` unless disarmed first. The watchdog
+/// keeps only a weak reference: a target dropped without disarming is
+/// simply skipped.
+fn arm(deadline: Instant, target: Weak<dyn Expire>) -> Key {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let key = (deadline, SEQ.fetch_add(1, Ordering::Relaxed));
     let wd = watchdog();
@@ -122,7 +183,7 @@ pub(crate) fn arm(deadline: Instant, target: Weak<dyn Expire>) -> Key {
 }
 
 /// Stop watching the deadline `key` (released or lost).
-pub(crate) fn disarm(key: Key) {
+fn disarm(key: Key) {
     watchdog().lock().deadlines.remove(&key);
 }
 

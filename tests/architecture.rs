@@ -24,10 +24,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         "the shared leaves",
         &[
             "guard",
+            "hold_state",
             "paths",
             "backend",
             "options",
             "record",
+            "registry",
             "error",
             "transcript",
             "watchdog",

@@ -188,8 +188,13 @@ fn threads_of(pid: u32) -> String {
 
 impl Drop for Holder {
     fn drop(&mut self) {
+        // `--` before the group: without it procps-ng's kill (4.0.2) reads
+        // `-CONT -18997` as `kill(-1, SIGCONT)`, every process of the user,
+        // which woke the holder another test had just SIGSTOPped (the
+        // intermittent `stopped_holder_past_its_ttl_...` failure: its first
+        // holder went from T to S within a second and kept renewing).
         let _ = Command::new("kill")
-            .args(["-CONT", &format!("-{}", self.pid())])
+            .args(["-CONT", "--", &format!("-{}", self.pid())])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
@@ -853,6 +858,133 @@ fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "{\"a\":1}\n{\"c\":3}\n"
+    );
+}
+
+/// Warnings emitted through `tracing` in this test binary (the watchdog's
+/// run on its own thread, so the subscriber is the global one).
+fn captured_warnings() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || SharedWriter(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buf
+    })
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+impl Write for SharedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Max hold with etcd is the same watchdog as with lock files: the holder
+/// loses with `MaxHoldExceeded` on time (not at a renewal), its writes are
+/// refused, the lease is revoked at once (the next holder does not wait
+/// for the TTL), and the reference's warning names the lock's key.
+#[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
+fn max_hold_under_etcd_is_the_watchdogs_the_hold_is_lost_and_the_lease_revoked() {
+    require_etcd("max hold under the etcd backend");
+    let logs = captured_warnings();
+    let etcd = single();
+    // A TTL far past the max hold: only a revoke frees the lock in time.
+    let cfg = backend(&[etcd.endpoint()], 30).key("max-hold");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.jsonl");
+    let o = opts(&cfg, Duration::from_secs(5)).max_hold(Duration::from_millis(700));
+    let g = session_lock::acquire_with(&file, &o).unwrap();
+    let nested = g.nested().unwrap();
+    g.append_line("before").unwrap();
+    let started = Instant::now();
+    let reason = g.wait_lost(Some(Duration::from_secs(10)));
+    let waited = started.elapsed();
+    match reason {
+        Some(LostReason::MaxHoldExceeded {
+            held_ms,
+            max_hold_ms,
+        }) => {
+            assert_eq!(max_hold_ms, 700);
+            assert!(held_ms >= 700, "fired early: {held_ms}");
+        }
+        other => panic!("expected MaxHoldExceeded, got {other:?}"),
+    }
+    // The keep-alive renews at TTL/3 (10 s): the loss came from the
+    // watchdog, at the max hold.
+    assert!(waited < Duration::from_secs(5), "lost after {waited:?}");
+    assert!(!g.is_held() && !nested.is_held());
+    let err = nested.append_line("after").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost);
+    // The lease was revoked: another holder gets the lock well before the
+    // 30 s TTL would have run out.
+    let t = Instant::now();
+    let next = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(10))).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "waited {:?}",
+        t.elapsed()
+    );
+    next.append_line("next").unwrap();
+    // A nested guard's release is not the last: only the last reports it.
+    g.release().unwrap();
+    assert_eq!(nested.release().unwrap_err().kind(), ErrorKind::LockLost);
+    assert!(next.is_held());
+    next.release().unwrap();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "before\nnext\n");
+    // The watchdog logs after the loss that woke the holder: wait for the
+    // line (bounded), do not race it.
+    let text = || String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logged = || {
+        text().lines().any(|l| {
+            l.contains("[session-write-lock] releasing lock held for ")
+                && l.contains("(max=700ms): max-hold")
+        })
+    };
+    let warned = Instant::now() + Duration::from_secs(5);
+    while !logged() && Instant::now() < warned {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        logged(),
+        "warning not logged in the reference's wording: {}",
+        text()
+    );
+}
+
+/// The same-thread check is the file backend's too: a thread that waits
+/// for an etcd lock it holds itself is warned (the wait can end only at
+/// its timeout), from the same process registry.
+#[test]
+#[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
+fn a_thread_waiting_for_its_own_etcd_lock_is_warned() {
+    require_etcd("same-thread check under the etcd backend");
+    let logs = captured_warnings();
+    let etcd = single();
+    let cfg = backend(&[etcd.endpoint()], 5).key("same-thread");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.jsonl");
+    let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
+    let err =
+        session_lock::acquire_with(&file, &opts(&cfg, Duration::from_millis(300))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    g.release().unwrap();
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("waits for a lock that it acquired itself")
+                && l.contains("same-thread")),
+        "no same-thread warning: {text}"
     );
 }
 

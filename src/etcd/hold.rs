@@ -5,14 +5,17 @@
 use super::connect::Call;
 use super::{EtcdBackend, block, map_err, on_etcd_thread};
 use crate::error::{Error, EtcdFailure, LostReason, Repr, Result};
+use crate::hold_state::HoldState;
 use crate::options::LockOptions;
 use crate::record::OwnerRecord;
-use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
-use std::collections::HashMap;
+use crate::registry::Registry;
+use etcd_client::{
+    Client, EventType, LeaseKeepAliveStream, LeaseKeeper, WatchFilterType, WatchOptions,
+    WatchStream,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::Waker;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// The safety margin between the local deadline and the server's lease
@@ -36,21 +39,15 @@ pub fn wakes() -> u64 {
 struct State {
     /// Past this instant the lease may have expired on the server.
     deadline: Instant,
-    /// When the lock was acquired and when max hold runs out (set once
-    /// acquired).
-    max_hold_at: Option<(Instant, Instant)>,
-    lost: Option<LostReason>,
-    /// Released or abandoned: the keep-alive stops.
-    finished: bool,
-    refs: usize,
-    wakers: Vec<Waker>,
 }
 
 /// State shared by a hold and its keep-alive task.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
-    notify: tokio::sync::Notify,
+    /// Nested guards, the loss or release (an abandoned acquisition counts
+    /// as released: the keep-alive stops), and their waiters: the same
+    /// machinery as the file hold's.
+    ending: HoldState,
 }
 
 impl Shared {
@@ -58,14 +55,8 @@ impl Shared {
         Arc::new(Shared {
             state: Mutex::new(State {
                 deadline: deadline.into_std(),
-                max_hold_at: None,
-                lost: None,
-                finished: false,
-                refs: 1,
-                wakers: Vec::new(),
             }),
-            cv: Condvar::new(),
-            notify: tokio::sync::Notify::new(),
+            ending: HoldState::new(),
         })
     }
 
@@ -74,84 +65,54 @@ impl Shared {
     }
 
     pub(crate) fn lost(&self) -> Option<LostReason> {
-        self.state().lost.clone()
+        self.ending.lost()
     }
 
-    fn wake_all(&self, st: &mut State) {
-        for w in st.wakers.drain(..) {
-            w.wake();
-        }
-        self.cv.notify_all();
-        self.notify.notify_waiters();
-    }
-
-    /// Mark lost (first reason wins); wakes every waiter.
-    pub(crate) fn mark_lost(&self, reason: LostReason) {
-        let mut st = self.state();
-        if st.lost.is_none() && !st.finished {
-            st.lost = Some(reason);
-        }
-        self.wake_all(&mut st);
+    /// Mark lost (first reason wins, none after a release); wakes every
+    /// waiter. True if this call marked it.
+    pub(crate) fn mark_lost(&self, reason: LostReason) -> bool {
+        self.ending.mark_lost(reason)
     }
 
     /// Stop the keep-alive (released, or the acquisition was abandoned).
     pub(crate) fn finish(&self) {
-        let mut st = self.state();
-        st.finished = true;
-        self.wake_all(&mut st);
+        self.ending.mark_released();
     }
 
-    fn done(&self) -> bool {
-        let st = self.state();
-        st.finished || st.lost.is_some()
+    /// Resolves once the hold ends: lost (the reason), or finished.
+    pub(crate) async fn wait_ended(&self) -> LostReason {
+        self.ending.ended_async().await
     }
 
-    /// Resolves once lost.
-    pub(crate) async fn wait_lost(&self) -> LostReason {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = self.lost() {
-                return r;
-            }
-            notified.await;
+    /// When the lease may have expired on the server, as last renewed.
+    fn deadline(&self) -> Instant {
+        self.state().deadline
+    }
+
+    /// `Err` with the reason once the hold has ended; judges the local
+    /// deadline now (a passed one marks the hold lost).
+    fn check(&self) -> std::result::Result<(), LostReason> {
+        if let Some(r) = self.ending.lost() {
+            return Err(r);
         }
-    }
-
-    async fn wait_done(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.done() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// The lost reason, judging the local deadline now (caller holds the
-    /// state lock).
-    fn check_locked(&self, st: &mut State) -> std::result::Result<(), LostReason> {
-        if let Some(r) = &st.lost {
-            return Err(r.clone());
-        }
-        if st.finished {
+        if self.ending.released() {
             return Err(LostReason::ReleasedAll);
         }
+        let deadline = self.deadline();
         let now = Instant::now();
-        if now >= st.deadline {
-            let late = now - st.deadline;
+        if now >= deadline {
+            let late = now - deadline;
             let reason = LostReason::LeaseExpired {
                 detail: format!(
                     "no renewal acknowledged in time (local deadline passed {}ms ago)",
                     late.as_millis()
                 ),
             };
-            st.lost = Some(reason.clone());
-            self.wake_all(st);
-            return Err(reason);
+            if self.ending.mark_lost(reason.clone()) {
+                return Err(reason);
+            }
+            // Lost or released meanwhile: that end, as marked.
+            return Err(self.ending.lost().unwrap_or(LostReason::ReleasedAll));
         }
         Ok(())
     }
@@ -159,8 +120,8 @@ impl Shared {
 
 /// The keep-alive of one lease, on the etcd thread: renew every TTL/3,
 /// move the local deadline on each acknowledged renewal, watch our own key
-/// for deletion, enforce max hold, and mark the hold lost when any of them
-/// says so.
+/// for deletion, and mark the hold lost when either says so. (Max hold is
+/// the watchdog's, as for a lock file: see [`EtcdHold`]'s `Expire`.)
 pub(crate) fn spawn_keep_alive(
     client: Client,
     cfg: EtcdBackend,
@@ -170,97 +131,116 @@ pub(crate) fn spawn_keep_alive(
     key: String,
     rev: i64,
 ) {
-    tokio::spawn(keep_alive(client, cfg, shared, lease, ttl, key, rev));
+    let interval = ttl / 3;
+    let keep = KeepAlive {
+        client,
+        cfg,
+        shared,
+        lease,
+        key,
+        rev,
+        interval,
+        margin: margin(ttl),
+        keeper: None,
+        watch: None,
+        next: tokio::time::Instant::now() + interval,
+    };
+    tokio::spawn(keep.run());
 }
 
-async fn keep_alive(
-    mut client: Client,
+/// One lease's keep-alive, on the etcd thread (see [`spawn_keep_alive`]).
+struct KeepAlive {
+    client: Client,
     cfg: EtcdBackend,
     shared: Arc<Shared>,
     lease: i64,
-    ttl: Duration,
+    /// Our contender key and its create revision.
     key: String,
     rev: i64,
-) {
-    let interval = ttl / 3;
-    let margin = margin(ttl);
-    let mut keeper = None;
-    let mut watch: Option<WatchStream> = None;
-    let mut next = tokio::time::Instant::now() + interval;
-    let revoke = |mut c: Client| async move {
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(lease)).await;
-    };
-    loop {
-        let (deadline, max_hold_at) = {
-            let st = shared.state();
-            (st.deadline, st.max_hold_at)
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if watch.is_none() {
-            let opts = WatchOptions::new()
-                .with_start_revision(rev + 1)
-                .with_filters([WatchFilterType::NoPut]);
-            // Bounded by the local deadline too: a watch that cannot be
-            // made (a partition) must not delay the loss past it (seen in
-            // tests/etcd.rs's partition runs: the loss was announced up to
-            // a TTL/3 late, eating the margin before the next holder).
-            let until = (tokio::time::Instant::now() + interval).min(deadline);
-            watch = tokio::time::timeout_at(until, client.watch(key.as_str(), Some(opts)))
-                .await
-                .ok()
-                .and_then(|r| r.ok());
+    /// Renew every TTL/3.
+    interval: Duration,
+    /// See [`margin`].
+    margin: Duration,
+    /// The lease's keep-alive stream (`None`: to be opened).
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// The watch of our key's deletion (`None`: to be made).
+    watch: Option<WatchStream>,
+    /// When to renew next.
+    next: tokio::time::Instant,
+}
+
+impl KeepAlive {
+    /// Until the hold ends: renew on time, and mark the hold lost when our
+    /// key is deleted, the local deadline passes or etcd says the lease is
+    /// gone.
+    async fn run(mut self) {
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.shared.deadline());
+            self.watch_own_key(deadline).await;
+            let wake = self.next.min(deadline);
+            let deleted = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => false,
+                _ = self.shared.wait_ended() => return,
+                d = next_delete(&mut self.watch) => d,
+            };
+            if deleted {
+                let reason = LostReason::KeyDeleted {
+                    key: self.key.clone(),
+                };
+                return self.lose(reason, true).await;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let reason = LostReason::LeaseExpired {
+                    detail: format!(
+                        "no renewal acknowledged by {} within the TTL minus {}ms",
+                        self.cfg.url(),
+                        self.margin.as_millis()
+                    ),
+                };
+                return self.lose(reason, true).await;
+            }
+            if now < self.next {
+                continue;
+            }
+            if let Some(reason) = self.renew(deadline).await {
+                // etcd says the lease is gone: nothing left to revoke.
+                return self.lose(reason, false).await;
+            }
         }
-        let mut wake = next.min(deadline);
-        if let Some((_, m)) = max_hold_at {
-            wake = wake.min(tokio::time::Instant::from_std(m));
-        }
-        let deleted = tokio::select! {
-            _ = tokio::time::sleep_until(wake) => false,
-            _ = shared.wait_done() => return,
-            d = next_delete(&mut watch) => d,
-        };
-        if deleted {
-            shared.mark_lost(LostReason::KeyDeleted { key: key.clone() });
-            revoke(client.clone()).await;
+    }
+
+    /// Make the watch of our key's deletion if there is none. Bounded by
+    /// the local deadline too: a watch that cannot be made (a partition)
+    /// must not delay the loss past it (seen in tests/etcd.rs's partition
+    /// runs: the loss was announced up to a TTL/3 late, eating the margin
+    /// before the next holder).
+    async fn watch_own_key(&mut self, deadline: tokio::time::Instant) {
+        if self.watch.is_some() {
             return;
         }
-        let now = tokio::time::Instant::now();
-        if let Some((since, m)) = max_hold_at
-            && now.into_std() >= m
-        {
-            let held_ms = now.into_std().duration_since(since).as_millis() as u64;
-            let max_hold_ms = m.duration_since(since).as_millis() as u64;
-            tracing::warn!(
-                key = %key,
-                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {key}"
-            );
-            shared.mark_lost(LostReason::MaxHoldExceeded {
-                held_ms,
-                max_hold_ms,
-            });
-            revoke(client.clone()).await;
-            return;
-        }
-        if now >= deadline {
-            shared.mark_lost(LostReason::LeaseExpired {
-                detail: format!(
-                    "no renewal acknowledged by {} within the TTL minus {}ms",
-                    cfg.url(),
-                    margin.as_millis()
-                ),
-            });
-            revoke(client.clone()).await;
-            return;
-        }
-        if now < next {
-            continue;
-        }
-        // Renew. The new deadline counts from when we asked, not from the
-        // answer: the server restarted its TTL no earlier than that.
+        let opts = WatchOptions::new()
+            .with_start_revision(self.rev + 1)
+            .with_filters([WatchFilterType::NoPut]);
+        let until = (tokio::time::Instant::now() + self.interval).min(deadline);
+        let made = self.client.watch(self.key.as_str(), Some(opts));
+        self.watch = tokio::time::timeout_at(until, made)
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+    }
+
+    /// Renew once, bounded by the local deadline. An acknowledged renewal
+    /// moves the deadline, counted from when we asked, not from the answer
+    /// (the server restarted its TTL no earlier than that). `Some` when
+    /// etcd says the lease is gone; a failure is retried in 100 ms (the
+    /// deadline check in [`KeepAlive::run`] ends that).
+    async fn renew(&mut self, deadline: tokio::time::Instant) -> Option<LostReason> {
         let sent = tokio::time::Instant::now();
+        let (client, keeper, lease) = (&mut self.client, &mut self.keeper, self.lease);
         let renewed = tokio::time::timeout_at(deadline, async {
             if keeper.is_none() {
-                keeper = Some(client.lease_keep_alive(lease).await?);
+                *keeper = Some(client.lease_keep_alive(lease).await?);
             }
             let Some((k, s)) = keeper.as_mut() else {
                 unreachable!("set above");
@@ -269,35 +249,37 @@ async fn keep_alive(
             s.message().await
         })
         .await;
+        let gone = || LostReason::LeaseExpired {
+            detail: format!("{} says the lease no longer exists", self.cfg.url()),
+        };
         match renewed {
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                 let granted = Duration::from_secs(resp.ttl() as u64);
-                let mut st = shared.state();
-                st.deadline = (sent + granted - margin).into_std();
-                drop(st);
-                next = sent + interval;
+                self.shared.state().deadline = (sent + granted - self.margin).into_std();
+                self.next = sent + self.interval;
+                None
             }
-            Ok(Ok(Some(_))) => {
-                shared.mark_lost(LostReason::LeaseExpired {
-                    detail: format!("{} says the lease no longer exists", cfg.url()),
-                });
-                return;
-            }
-            Ok(Err(e)) if is_lease_not_found(&cfg, &e) => {
-                shared.mark_lost(LostReason::LeaseExpired {
-                    detail: format!("{} says the lease no longer exists", cfg.url()),
-                });
-                return;
-            }
+            Ok(Ok(Some(_))) => Some(gone()),
+            Ok(Err(e)) if is_lease_not_found(&self.cfg, &e) => Some(gone()),
             other => {
-                // Stream broken or no answer yet: reconnect and retry soon
-                // (the deadline check above ends this).
+                // Stream broken or no answer yet: reconnect and retry soon.
                 if let Ok(Err(e)) = &other {
-                    tracing::debug!(error = %map_err(&cfg, Call::Request, e), "lease keep-alive failed; retrying");
+                    tracing::debug!(error = %map_err(&self.cfg, Call::Request, e), "lease keep-alive failed; retrying");
                 }
-                keeper = None;
-                next = tokio::time::Instant::now() + Duration::from_millis(100);
+                self.keeper = None;
+                self.next = tokio::time::Instant::now() + Duration::from_millis(100);
+                None
             }
+        }
+    }
+
+    /// Mark the hold lost; with `revoke`, revoke the lease too (it may
+    /// still exist on the server: free it for the next holder now).
+    async fn lose(&self, reason: LostReason, revoke: bool) {
+        self.shared.mark_lost(reason);
+        if revoke {
+            let mut c = self.client.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.lease_revoke(self.lease)).await;
         }
     }
 }
@@ -357,6 +339,39 @@ pub struct EtcdHold {
     ttl: Duration,
     acquired: Instant,
     max_hold: Duration,
+    /// The max-hold deadline armed with the watchdog.
+    max_hold_armed: crate::watchdog::MaxHold,
+    /// The process that made this hold (a forked child's watchdog must
+    /// not revoke its parent's lease).
+    owner_pid: u32,
+}
+
+impl Drop for EtcdHold {
+    /// A hold dropped without a release (an acquisition whose caller went
+    /// away) leaves no deadline with the watchdog.
+    fn drop(&mut self) {
+        self.max_hold_armed.disarm();
+    }
+}
+
+impl crate::watchdog::Expire for EtcdHold {
+    fn name(&self) -> String {
+        self.key.clone()
+    }
+
+    fn held_since(&self) -> (Instant, Duration) {
+        (self.acquired, self.max_hold)
+    }
+
+    /// Max hold reached: mark every guard lost (the keep-alive stops) and
+    /// revoke the lease (the watchdog warns).
+    fn expire(self: Arc<Self>, reason: LostReason) -> bool {
+        if std::process::id() != self.owner_pid || !self.shared.mark_lost(reason) {
+            return false;
+        }
+        self.revoke_in_background();
+        true
+    }
 }
 
 impl std::fmt::Debug for EtcdHold {
@@ -370,24 +385,27 @@ impl std::fmt::Debug for EtcdHold {
 
 type RegKey = (Vec<String>, String, String);
 
-fn registry() -> MutexGuard<'static, HashMap<RegKey, Weak<EtcdHold>>> {
-    static REG: OnceLock<Mutex<HashMap<RegKey, Weak<EtcdHold>>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
+/// This process's etcd holds (see `crate::registry`). A child forked from
+/// a holder forgets its parent's: their leases are the parent's to keep or
+/// revoke.
+static REGISTRY: Registry<RegKey, EtcdHold> = Registry::new(|_| {});
 
 fn reg_key(cfg: &EtcdBackend, key: &str) -> RegKey {
     (cfg.endpoints.clone(), cfg.prefix.clone(), key.to_owned())
 }
 
+/// Warn when the current thread is about to wait for a lock (`key` under
+/// `cfg`) that it holds itself (see `Registry::warn_if_same_thread`).
+pub(crate) fn warn_if_same_thread(cfg: &EtcdBackend, key: &str) {
+    REGISTRY.warn_if_same_thread(&reg_key(cfg, key), Path::new(&cfg.lock_dir(key)));
+}
+
 /// Release every etcd lock of this process (see [`crate::release_all`]).
 pub(crate) fn release_all() -> usize {
-    let holds: Vec<Arc<EtcdHold>> = registry().values().filter_map(Weak::upgrade).collect();
     let mut n = 0;
-    for h in holds {
-        if h.shared.lost().is_none() && !h.shared.state().finished {
-            h.shared.mark_lost(LostReason::ReleasedAll);
+    for h in REGISTRY.all() {
+        if h.shared.mark_lost(LostReason::ReleasedAll) {
+            h.max_hold_armed.disarm();
             let _ = h.revoke();
             n += 1;
         }
@@ -412,10 +430,7 @@ impl EtcdHold {
         opts: &LockOptions,
     ) -> Arc<EtcdHold> {
         let acquired = Instant::now();
-        shared.state().max_hold_at = acquired.checked_add(opts.max_hold).map(|at| (acquired, at));
-        // Wake the keep-alive so it sleeps until max hold too.
-        shared.notify.notify_waiters();
-        Arc::new(EtcdHold {
+        let hold = Arc::new(EtcdHold {
             cfg,
             client,
             shared,
@@ -429,14 +444,20 @@ impl EtcdHold {
             ttl,
             acquired,
             max_hold: opts.max_hold,
+            max_hold_armed: crate::watchdog::MaxHold::default(),
+            owner_pid: std::process::id(),
             writer: Mutex::new(crate::transcript::Transcript::default()),
-        })
+        });
+        let weak: Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&hold) as _;
+        hold.max_hold_armed.arm(acquired, hold.max_hold, weak);
+        hold
     }
 
     /// Enter the hold in this process's registry (for
-    /// [`crate::release_all`]); the front door makes it a guard.
-    pub(crate) fn register(self: Arc<Self>) -> Arc<Self> {
-        registry().insert(reg_key(&self.cfg, &self.key), Arc::downgrade(&self));
+    /// [`crate::release_all`] and the same-thread check), acquired by the
+    /// current thread if `blocking`; the front door makes it a guard.
+    pub(crate) fn register(self: Arc<Self>, blocking: bool) -> Arc<Self> {
+        REGISTRY.insert(reg_key(&self.cfg, &self.key), self.clone(), blocking);
         self
     }
 
@@ -496,80 +517,42 @@ impl EtcdHold {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))
+        self.shared.check().map_err(|r| self.lost_error(r))
     }
 
     pub(crate) fn lost_reason(&self) -> Option<LostReason> {
-        let mut st = self.shared.state();
-        if st.lost.is_none() && !st.finished {
-            let _ = self.shared.check_locked(&mut st);
-        }
-        st.lost.clone()
+        // Marks a passed local deadline first.
+        let _ = self.shared.check();
+        self.shared.lost()
     }
 
     pub(crate) fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
-        let until = timeout.map(|t| Instant::now() + t);
-        let mut st = self.shared.state();
+        let until = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            if st.lost.is_none() && !st.finished {
-                let _ = self.shared.check_locked(&mut st);
+            let _ = self.shared.check();
+            // Also wake at the local deadline, which no event announces
+            // (a renewal moves it: looked up again on each turn).
+            let deadline = self.shared.deadline();
+            let wake = until.map_or(deadline, |u| u.min(deadline));
+            if let Some(r) = self.shared.ending.wait_until(Some(wake)) {
+                return Some(r);
             }
-            if let Some(r) = &st.lost {
-                return Some(r.clone());
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return None;
             }
-            if st.finished {
-                return Some(LostReason::Released);
-            }
-            let now = Instant::now();
-            // Also wake at the local deadline, which no event announces.
-            let mut wake = st.deadline;
-            if let Some(u) = until {
-                if now >= u {
-                    return None;
-                }
-                wake = wake.min(u);
-            }
-            let d = wake
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, d)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
     }
 
     pub(crate) fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
-        let mut st = self.shared.state();
-        if st.lost.is_none() && !st.finished {
-            let _ = self.shared.check_locked(&mut st);
-        }
-        if let Some(r) = &st.lost {
-            return std::task::Poll::Ready(r.clone());
-        }
-        if st.finished {
-            return std::task::Poll::Ready(LostReason::Released);
-        }
-        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            st.wakers.push(cx.waker().clone());
-        }
+        let _ = self.shared.check();
         // The local deadline passes without an event: the keep-alive task
         // marks it (and wakes us) when it gets there.
-        std::task::Poll::Pending
+        self.shared.ending.poll_lost(cx)
     }
 
     pub(crate) fn add_ref(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        self.shared
-            .check_locked(&mut st)
-            .map_err(|r| self.lost_error(r))?;
-        st.refs += 1;
-        Ok(())
+        self.check()?;
+        self.shared.ending.add_ref().map_err(|r| self.lost_error(r))
     }
 
     /// Append under the lock: the hold is checked (lost flag, local
@@ -585,19 +568,13 @@ impl EtcdHold {
         f: impl FnOnce(&mut crate::transcript::Transcript) -> Result<T>,
     ) -> Result<T> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut st = self.shared.state();
-            self.shared
-                .check_locked(&mut st)
-                .map_err(|r| self.lost_error(r))?;
-        }
+        self.check()?;
         f(&mut w)
     }
 
     /// Not lost, not released, local deadline not passed.
     fn still_held(&self) -> bool {
-        let mut st = self.shared.state();
-        self.shared.check_locked(&mut st).is_ok()
+        self.shared.check().is_ok()
     }
 
     /// The torn last line moved out of the transcript in this hold, if any.
@@ -614,19 +591,43 @@ impl EtcdHold {
         self.with_writer(|w| w.repair_tail(&self.target, &|| self.still_held()))
     }
 
-    /// Revoke our lease (deletes our key; the next waiter's watch fires).
-    /// Blocks for the answer, except on the etcd thread itself.
-    fn revoke(&self) -> Result<()> {
+    /// The request that revokes our lease (deletes our key; the next
+    /// waiter's watch fires).
+    fn revoke_request(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let client = self.client.clone();
         let lease = self.lease;
         let cfg = self.cfg.clone();
-        let fut = async move {
+        async move {
             super::rpc(&cfg, None, &client, |mut c| async move {
                 c.lease_revoke(lease).await
             })
             .await
             .map(|_| ())
-        };
+        }
+    }
+
+    /// Revoke our lease on the etcd thread without waiting for the answer
+    /// (from the watchdog thread, which serves every hold of the process).
+    fn revoke_in_background(&self) {
+        let fut = self.revoke_request();
+        match super::runtime(&self.cfg) {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, "revoking an expired hold's lease failed; it ends at its TTL");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot revoke an expired hold's lease; it ends at its TTL");
+            }
+        }
+    }
+
+    /// Revoke our lease. Blocks for the answer, except on the etcd thread
+    /// itself.
+    fn revoke(&self) -> Result<()> {
+        let fut = self.revoke_request();
         if on_etcd_thread() {
             tokio::spawn(async move {
                 let _ = fut.await;
@@ -638,15 +639,11 @@ impl EtcdHold {
 
     /// Drop one guard's reference; the last one releases (revokes).
     pub(crate) fn release_ref(&self) -> Result<()> {
-        let mut st = self.shared.state();
-        st.refs = st.refs.saturating_sub(1);
-        if st.refs > 0 {
+        if !self.shared.ending.release_ref() {
             return Ok(());
         }
-        let lost = st.lost.clone();
-        st.finished = true;
-        self.shared.wake_all(&mut st);
-        drop(st);
+        // Stops the keep-alive; a loss marked before wins.
+        let lost = self.shared.ending.mark_released();
         self.unregister();
         if let Some(reason) = lost {
             // Best effort: the lease may still exist (max hold, key deleted).
@@ -662,14 +659,8 @@ impl EtcdHold {
     }
 
     fn unregister(&self) {
-        let mut reg = registry();
-        let k = reg_key(&self.cfg, &self.key);
-        if reg
-            .get(&k)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const EtcdHold))
-        {
-            reg.remove(&k);
-        }
+        self.max_hold_armed.disarm();
+        REGISTRY.remove(&reg_key(&self.cfg, &self.key), self);
     }
 }
 

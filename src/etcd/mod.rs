@@ -39,7 +39,7 @@ pub use crate::error::EtcdFailure;
 pub(crate) use hold::release_all;
 pub use hold::{EtcdHold, wakes};
 
-use crate::error::{Error, Owner, Repr, Result};
+use crate::error::{Error, LostReason, Owner, Repr, Result};
 use crate::options::{Attempt, LockOptions};
 use crate::record::{OwnerRecord, ParsedRecord};
 pub(crate) use connect::map_err;
@@ -350,7 +350,10 @@ pub(crate) fn acquire_blocking(
         opts: opts.clone(),
         attempt,
     };
-    block(cfg, acquire(req)).map(EtcdHold::register)
+    if attempt == Attempt::Wait {
+        hold::warn_if_same_thread(cfg, &req.key);
+    }
+    block(cfg, acquire(req)).map(|h| h.register(true))
 }
 
 /// Async acquire / try_acquire.
@@ -369,7 +372,9 @@ pub(crate) async fn acquire_async(
         opts: opts.clone(),
         attempt,
     };
-    run_async(cfg, acquire(req)).await.map(EtcdHold::register)
+    run_async(cfg, acquire(req))
+        .await
+        .map(|h| h.register(false))
 }
 
 /// Revokes a lease when dropped unless disarmed: a timed-out, failed or
@@ -445,6 +450,10 @@ async fn acquire(req: Request) -> Result<Arc<EtcdHold>> {
     out
 }
 
+/// etcd's lock recipe, in its steps: connect (and, for `try_acquire`, say
+/// who holds the lock without creating anything), grant a lease, put our
+/// key, stamp the fencing token into it, start the keep-alive, wait until
+/// no key created before ours is left, and hold.
 async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<EtcdHold>> {
     let Request {
         cfg,
@@ -466,20 +475,96 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
 
     // try_acquire: if someone holds it, say who without creating anything.
     if try_only && let Some(h) = holder(&mut client, &cfg, &dir, None).await? {
-        return Err(Error::from(Repr::Busy {
-            lock_path,
-            owner: Box::new(h.owner()),
-            reasons: vec![],
-            guard: None,
-        }));
+        return Err(busy(lock_path, Some(&h)));
     }
 
+    // The grant's lease is in a `Revoker` from the moment it exists (see
+    // `grant`): an acquire cancelled at any point revokes it.
+    let (revoker, granted_ttl) = grant(&cfg, &client, deadline).await?;
+    let lease = revoker.lease;
+    let revoker = slot.insert(revoker);
+    let record = crate::record::OwnerRecord::ours(
+        opts.max_hold,
+        opts.label.clone(),
+        format!("{lease:016x}"),
+        false,
+    );
+    let mut place = Place {
+        my_key: format!("{dir}{lease:016x}"),
+        my_rev: 0,
+        cfg,
+        client,
+        dir,
+        lock_path,
+        deadline,
+        lease,
+        granted_ttl,
+    };
+    let first = place.put_key(&record).await?;
+    place.stamp_token(&record).await?;
+
+    // The lease counts from before the grant was asked for: conservative.
+    let shared = Shared::new(started + granted_ttl - hold::margin(granted_ttl));
+    revoker.shared = Some(shared.clone());
+    hold::spawn_keep_alive(
+        place.client.clone(),
+        place.cfg.clone(),
+        shared.clone(),
+        lease,
+        granted_ttl,
+        place.my_key.clone(),
+        place.my_rev,
+    );
+
+    place
+        .wait_turn(&shared, first, try_only, started, &opts)
+        .await?;
+    // Nobody created before us is left: we hold the lock.
+    if let Some(reason) = shared.lost() {
+        return Err(Error::from(Repr::LockLost {
+            lock_path: place.lock_path,
+            reason,
+        }));
+    }
+    revoker.armed = false;
+    Ok(EtcdHold::new(
+        place.cfg,
+        place.client,
+        shared,
+        key,
+        place.my_key,
+        place.lock_path,
+        target,
+        record,
+        lease,
+        place.my_rev,
+        granted_ttl,
+        &opts,
+    ))
+}
+
+/// `Busy`, naming the holder where known.
+fn busy(lock_path: PathBuf, holder: Option<&Contender>) -> Error {
+    Error::from(Repr::Busy {
+        lock_path,
+        owner: Box::new(holder.map(Contender::owner).unwrap_or_default()),
+        reasons: vec![],
+        guard: None,
+    })
+}
+
+/// Grant our lease: a [`Revoker`] holding it, and the TTL granted. The
+/// grant runs as a task of its own whose answer carries the `Revoker`, so
+/// an acquire cancelled while the grant is in flight, or before it took
+/// the answer, drops that `Revoker`, which revokes the lease instead of
+/// leaving it to expire (tests/conformance.rs,
+/// `async_cancellation_leaves_nothing`).
+async fn grant(
+    cfg: &EtcdBackend,
+    client: &Client,
+    deadline: Option<Instant>,
+) -> Result<(Revoker, Duration)> {
     let ttl_s = cfg.lease_ttl.as_secs() as i64;
-    // The grant runs as a task of its own and its lease is in a `Revoker`
-    // from the moment it exists: an acquire cancelled while the grant is in
-    // flight, or before it took the answer, drops that `Revoker`, which
-    // revokes the lease instead of leaving it to expire
-    // (tests/conformance.rs, async_cancellation_leaves_nothing).
     let (granted, grant_rx) = tokio::sync::oneshot::channel();
     let (grant_cfg, grant_client) = (cfg.clone(), client.clone());
     tokio::spawn(async move {
@@ -494,192 +579,245 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
                 armed: true,
                 shared: None,
             };
-            (revoker, g.ttl())
+            (revoker, Duration::from_secs(g.ttl().max(1) as u64))
         });
         let _ = granted.send(grant);
     });
-    let (revoker, ttl) = grant_rx.await.map_err(|_| no_answer(&cfg))??;
-    let lease = revoker.lease;
-    let granted_ttl = Duration::from_secs(ttl.max(1) as u64);
-    // Counted from before the grant was asked for: conservative.
-    let lease_start = started;
-    let revoker = slot.insert(revoker);
-    let my_key = format!("{dir}{lease:016x}");
-    let record = crate::record::OwnerRecord::ours(
-        opts.max_hold,
-        opts.label.clone(),
-        format!("{lease:016x}"),
-        false,
-    );
-    let value = serde_json::to_vec(&Value {
-        record: &record,
-        lease_id: format!("{lease:016x}"),
-        lease_ttl_ms: granted_ttl.as_millis() as u64,
-        fencing_token: None,
-    })
-    .map_err(|e| Error::io("encode owner record for", &lock_path, io::Error::other(e)))?;
+    grant_rx.await.map_err(|_| no_answer(cfg))?
+}
 
-    // One transaction: create our key (only if absent: etcd's recipe), and
-    // read the lowest and the two highest create revisions under the prefix
-    // (the highest is ours, the next one our predecessor).
-    let put = Txn::new()
-        .when([Compare::create_revision(
-            my_key.as_str(),
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then([
-            TxnOp::put(
-                my_key.as_str(),
-                value,
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            ),
-            TxnOp::get(dir.as_str(), Some(first_by_create())),
-        ]);
-    let resp = rpc(&cfg, deadline, &client, |mut c| {
-        let put = put.clone();
-        async move { c.txn(put).await }
-    })
-    .await?;
-    let mut first: Option<Contender> = None;
-    let my_rev = if resp.succeeded() {
-        for op in resp.op_responses() {
-            if let TxnOpResponse::Get(g) = op
-                && let Some(kv) = g.kvs().first()
-            {
-                first = Some(Contender::from_kv(kv, &dir)?);
-            }
-        }
-        resp.header().map(|h| h.revision()).unwrap_or_default()
-    } else {
-        // Our key exists already: a retried transaction whose first try
-        // was applied (then it carries our lease), or not ours at all.
-        let k = my_key.clone();
-        let g = rpc(&cfg, deadline, &client, |mut c| {
-            let k = k.clone();
-            async move { c.get(k, None).await }
+/// Our place in a lock's queue: our lease and key, and what the steps after
+/// the grant need.
+struct Place {
+    cfg: EtcdBackend,
+    client: Client,
+    /// The lock's key prefix (`<prefix><lock>/`), and the same as a path
+    /// for errors.
+    dir: String,
+    lock_path: PathBuf,
+    deadline: Option<Instant>,
+    lease: i64,
+    granted_ttl: Duration,
+    /// Our contender key, `<dir><lease id>`.
+    my_key: String,
+    /// Our key's create revision (the fencing token); 0 until
+    /// [`Place::put_key`].
+    my_rev: i64,
+}
+
+impl Place {
+    /// Our key's value: the owner record plus the lease (and the fencing
+    /// token, once known).
+    fn value(&self, record: &OwnerRecord, fencing_token: Option<i64>) -> Result<Vec<u8>> {
+        serde_json::to_vec(&Value {
+            record,
+            lease_id: format!("{:016x}", self.lease),
+            lease_ttl_ms: self.granted_ttl.as_millis() as u64,
+            fencing_token,
         })
-        .await?;
-        match g.kvs().first() {
-            Some(kv) if kv.lease() == lease => kv.create_revision(),
-            _ => return Err(foreign_error(&my_key, "our own lease's key already exists")),
-        }
-    };
-
-    // The fencing token is our key's create revision, known only now: write
-    // it into the stored record too (one more round trip; the compare keeps
-    // the write to our own key as created, and successors watch deletions
-    // only, so it wakes nobody).
-    let tokened = serde_json::to_vec(&Value {
-        record: &record,
-        lease_id: format!("{lease:016x}"),
-        lease_ttl_ms: granted_ttl.as_millis() as u64,
-        fencing_token: Some(my_rev),
-    })
-    .map_err(|e| Error::io("encode owner record for", &lock_path, io::Error::other(e)))?;
-    let stamp = Txn::new()
-        .when([Compare::create_revision(
-            my_key.as_str(),
-            CompareOp::Equal,
-            my_rev,
-        )])
-        .and_then([TxnOp::put(
-            my_key.as_str(),
-            tokened,
-            Some(etcd_client::PutOptions::new().with_lease(lease)),
-        )]);
-    let stamped = rpc(&cfg, deadline, &client, |mut c| {
-        let stamp = stamp.clone();
-        async move { c.txn(stamp).await }
-    })
-    .await?;
-    if !stamped.succeeded() {
-        return Err(Error::from(Repr::LockLost {
-            lock_path,
-            reason: crate::LostReason::KeyDeleted { key: my_key },
-        }));
+        .map_err(|e| {
+            Error::io(
+                "encode owner record for",
+                &self.lock_path,
+                io::Error::other(e),
+            )
+        })
     }
 
-    let shared = Shared::new(lease_start + granted_ttl - hold::margin(granted_ttl));
-    revoker.shared = Some(shared.clone());
-    hold::spawn_keep_alive(
-        client.clone(),
-        cfg.clone(),
-        shared.clone(),
-        lease,
-        granted_ttl,
-        my_key.clone(),
-        my_rev,
-    );
-
-    let mut last_holder = first.clone();
-    // The `on_wait` hook runs at most once, and only here: once we know
-    // someone holds the lock (never while connecting).
-    let mut hook = opts.on_wait.clone();
-    loop {
-        // Predecessor: the key created last before ours.
-        let pred_opts = GetOptions::new()
-            .with_prefix()
-            .with_max_create_revision(my_rev)
-            .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(2);
-        let (pred, read_rev) = if first.as_ref().is_some_and(|f| f.key == my_key) {
-            (None, my_rev)
-        } else if try_only {
-            // Someone got in between our look and our put (the caller
-            // revokes our lease).
-            return Err(Error::from(Repr::Busy {
-                lock_path,
-                owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
-                reasons: vec![],
-                guard: None,
-            }));
+    /// One transaction: create our key (only if absent: etcd's recipe), and
+    /// read the lowest create revision under the prefix (the holder, which
+    /// is returned). Sets [`Place::my_rev`].
+    async fn put_key(&mut self, record: &OwnerRecord) -> Result<Option<Contender>> {
+        let put = Txn::new()
+            .when([Compare::create_revision(
+                self.my_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(
+                    self.my_key.as_str(),
+                    self.value(record, None)?,
+                    Some(etcd_client::PutOptions::new().with_lease(self.lease)),
+                ),
+                TxnOp::get(self.dir.as_str(), Some(first_by_create())),
+            ]);
+        let resp = rpc(&self.cfg, self.deadline, &self.client, |mut c| {
+            let put = put.clone();
+            async move { c.txn(put).await }
+        })
+        .await?;
+        let mut first: Option<Contender> = None;
+        self.my_rev = if resp.succeeded() {
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Get(g) = op
+                    && let Some(kv) = g.kvs().first()
+                {
+                    first = Some(Contender::from_kv(kv, &self.dir)?);
+                }
+            }
+            resp.header().map(|h| h.revision()).unwrap_or_default()
         } else {
-            let d = dir.clone();
-            let g = rpc(&cfg, deadline, &client, |mut c| {
-                let (d, o) = (d.clone(), pred_opts.clone());
-                async move { c.get(d, Some(o)).await }
+            // Our key exists already: a retried transaction whose first try
+            // was applied (then it carries our lease), or not ours at all.
+            let k = self.my_key.clone();
+            let g = rpc(&self.cfg, self.deadline, &self.client, |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
             })
             .await?;
-            let rev = g.header().map(|h| h.revision()).unwrap_or_default();
-            let kvs = g.kvs();
-            if kvs.first().is_none_or(|kv| kv.key() != my_key.as_bytes()) {
-                return Err(Error::from(Repr::LockLost {
-                    lock_path,
-                    reason: crate::LostReason::LeaseExpired {
-                        detail: "our contender key vanished while we waited".into(),
-                    },
-                }));
-            }
-            match kvs.get(1) {
-                Some(kv) => (Some(Contender::from_kv(kv, &dir)?), rev),
-                None => (None, rev),
+            match g.kvs().first() {
+                Some(kv) if kv.lease() == self.lease => kv.create_revision(),
+                _ => {
+                    return Err(foreign_error(
+                        &self.my_key,
+                        "our own lease's key already exists",
+                    ));
+                }
             }
         };
-        let Some(pred) = pred else {
-            // Nobody created before us is left: we hold the lock.
-            if let Some(reason) = shared.lost() {
-                return Err(Error::from(Repr::LockLost { lock_path, reason }));
+        Ok(first)
+    }
+
+    /// The fencing token is our key's create revision, known only now: write
+    /// it into the stored record too (one more round trip; the compare keeps
+    /// the write to our own key as created, and successors watch deletions
+    /// only, so it wakes nobody).
+    async fn stamp_token(&self, record: &OwnerRecord) -> Result<()> {
+        let stamp = Txn::new()
+            .when([Compare::create_revision(
+                self.my_key.as_str(),
+                CompareOp::Equal,
+                self.my_rev,
+            )])
+            .and_then([TxnOp::put(
+                self.my_key.as_str(),
+                self.value(record, Some(self.my_rev))?,
+                Some(etcd_client::PutOptions::new().with_lease(self.lease)),
+            )]);
+        let stamped = rpc(&self.cfg, self.deadline, &self.client, |mut c| {
+            let stamp = stamp.clone();
+            async move { c.txn(stamp).await }
+        })
+        .await?;
+        if !stamped.succeeded() {
+            return Err(Error::from(Repr::LockLost {
+                lock_path: self.lock_path.clone(),
+                reason: crate::LostReason::KeyDeleted {
+                    key: self.my_key.clone(),
+                },
+            }));
+        }
+        Ok(())
+    }
+
+    /// Wait until no key created before ours is left (`first`: the holder
+    /// the put saw). `try_acquire` does not wait: someone who got in
+    /// between our look and our put makes it `Busy`. The `on_wait` hook
+    /// runs at most once, and only here: once we know someone holds the
+    /// lock (never while connecting).
+    async fn wait_turn(
+        &mut self,
+        shared: &Shared,
+        mut first: Option<Contender>,
+        try_only: bool,
+        started: Instant,
+        opts: &LockOptions,
+    ) -> Result<()> {
+        let mut last_holder = first.clone();
+        let mut hook = opts.on_wait.clone();
+        loop {
+            let (pred, read_rev) = if first.as_ref().is_some_and(|f| f.key == self.my_key) {
+                (None, self.my_rev)
+            } else if try_only {
+                return Err(busy(self.lock_path.clone(), last_holder.as_ref()));
+            } else {
+                self.predecessor().await?
+            };
+            let Some(pred) = pred else {
+                return Ok(());
+            };
+            let waited = self
+                .wait_for(&pred, read_rev, shared, &mut hook, started)
+                .await;
+            match waited {
+                Waited::Deleted => {}
+                Waited::Hook => continue,
+                Waited::TimedOut => {
+                    let bound = Some(Instant::now() + Duration::from_millis(500));
+                    if let Ok(Some(h)) = holder(&mut self.client, &self.cfg, &self.dir, bound).await
+                    {
+                        last_holder = Some(h);
+                    }
+                    return Err(Error::from(Repr::Timeout {
+                        lock_path: self.lock_path.clone(),
+                        timeout: opts.timeout.unwrap_or(Duration::MAX),
+                        owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
+                        reasons: vec![],
+                        guard: None,
+                    }));
+                }
+                Waited::Lost(reason) => {
+                    return Err(Error::from(Repr::LockLost {
+                        lock_path: self.lock_path.clone(),
+                        reason,
+                    }));
+                }
             }
-            revoker.armed = false;
-            return Ok(EtcdHold::new(
-                cfg.clone(),
-                client,
-                shared,
-                key,
-                my_key,
-                lock_path,
-                target,
-                record,
-                lease,
-                my_rev,
-                granted_ttl,
-                &opts,
-            ));
-        };
-        // Wait for the predecessor's deletion (watch from the revision of
-        // the read that found it: a deletion since then is replayed).
-        let wait = wait_deleted(&mut client, &cfg, &pred.key, read_rev + 1);
+            first = None;
+            last_holder = None;
+        }
+    }
+
+    /// Our predecessor (the key created last before ours), if any, and the
+    /// revision of the read that found it.
+    async fn predecessor(&self) -> Result<(Option<Contender>, i64)> {
+        let pred_opts = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(self.my_rev)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(2);
+        let d = self.dir.clone();
+        let g = rpc(&self.cfg, self.deadline, &self.client, |mut c| {
+            let (d, o) = (d.clone(), pred_opts.clone());
+            async move { c.get(d, Some(o)).await }
+        })
+        .await?;
+        let rev = g.header().map(|h| h.revision()).unwrap_or_default();
+        let kvs = g.kvs();
+        if kvs
+            .first()
+            .is_none_or(|kv| kv.key() != self.my_key.as_bytes())
+        {
+            return Err(Error::from(Repr::LockLost {
+                lock_path: self.lock_path.clone(),
+                reason: crate::LostReason::LeaseExpired {
+                    detail: "our contender key vanished while we waited".into(),
+                },
+            }));
+        }
+        match kvs.get(1) {
+            Some(kv) => Ok((Some(Contender::from_kv(kv, &self.dir)?), rev)),
+            None => Ok((None, rev)),
+        }
+    }
+
+    /// Wait for the predecessor's deletion (watched from the revision of
+    /// the read that found it: a deletion since then is replayed), for the
+    /// acquire deadline, for the `on_wait` hook's time (it is called here,
+    /// naming the holder), or for our own hold's loss, whichever comes
+    /// first.
+    async fn wait_for(
+        &mut self,
+        pred: &Contender,
+        read_rev: i64,
+        shared: &Shared,
+        hook: &mut Option<crate::options::WaitHook>,
+        started: Instant,
+    ) -> Waited {
+        let deadline = self.deadline;
+        let due = hook.as_ref().map(|h| started + h.after);
+        let wait = wait_deleted(&mut self.client, &self.cfg, &pred.key, read_rev + 1);
         let expired = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -687,48 +825,46 @@ async fn acquire_inner(req: Request, slot: &mut Option<Revoker>) -> Result<Arc<E
             }
         };
         let hook_due = async {
-            match &hook {
-                Some(h) => tokio::time::sleep_until(started + h.after).await,
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = hook_due => {
-                // Name the holder (the lowest key, not our predecessor),
-                // read now; then look again and watch anew.
-                let h = hook.take().expect("armed: hook_due is pending without one");
-                let bound = Some(Instant::now() + Duration::from_millis(500));
-                if let Ok(Some(holder)) = holder(&mut client, &cfg, &dir, bound).await {
-                    (h.call)(&holder.owner());
-                }
-                continue;
-            }
+            () = hook_due => {}
             r = wait => {
                 if let Err(e) = r {
                     // A broken watch: look again (the reads are bounded).
                     tracing::debug!(error = %e, "watch of the predecessor failed; looking again");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                return Waited::Deleted;
             }
-            _ = expired => {
-                if let Ok(Some(h)) = holder(&mut client, &cfg, &dir, Some(Instant::now() + Duration::from_millis(500))).await {
-                    last_holder = Some(h);
-                }
-                return Err(Error::from(Repr::Timeout {
-                    lock_path,
-                    timeout: opts.timeout.unwrap_or(Duration::MAX),
-                    owner: Box::new(last_holder.map(|h| h.owner()).unwrap_or_default()),
-                    reasons: vec![],
-                    guard: None,
-                }));
-            }
-            reason = shared.wait_lost() => {
-                return Err(Error::from(Repr::LockLost { lock_path, reason }));
+            _ = expired => return Waited::TimedOut,
+            reason = shared.wait_ended() => return Waited::Lost(reason),
+        }
+        // Name the holder (the lowest key, not our predecessor), read now;
+        // then look again and watch anew.
+        if let Some(h) = hook.take() {
+            let bound = Some(Instant::now() + Duration::from_millis(500));
+            if let Ok(Some(holder)) = holder(&mut self.client, &self.cfg, &self.dir, bound).await {
+                (h.call)(&holder.owner());
             }
         }
-        first = None;
-        last_holder = None;
+        Waited::Hook
     }
+}
+
+/// How [`Place::wait_for`] ended.
+enum Waited {
+    /// The predecessor's key is gone (or its watch broke): look again.
+    Deleted,
+    /// The `on_wait` hook ran: look again, keeping what we knew.
+    Hook,
+    /// The acquire deadline passed.
+    TimedOut,
+    /// Our own hold ended while we waited (lease lost, key deleted).
+    Lost(LostReason),
 }
 
 /// Wait until `key` is deleted (a watch from `from_rev` on, deletions only).

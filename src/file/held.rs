@@ -9,18 +9,17 @@
 use crate::error::{Error, LostReason, Repr, Result};
 use crate::file::slot;
 use crate::guard::Hold;
+use crate::hold_state::HoldState;
 use crate::options::Caller;
 use crate::paths::LockPaths;
 use crate::record::OwnerRecord;
+use crate::registry::Registry;
 use crate::sys::{self, FileId};
 use crate::transcript::{Takeover, TornTail, Transcript};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::task::Waker;
-use std::thread::ThreadId;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub(crate) struct HeldState {
@@ -33,32 +32,24 @@ pub(crate) struct HeldState {
     /// The witness was made inheritable (`share_with_children`): other
     /// processes may share its flock, so it is never parked for reuse.
     shared: bool,
-    /// Guards sharing this hold (nested guards).
-    refs: usize,
-    lost: Option<LostReason>,
     /// The torn tail this hold moved out of the transcript (copied from the
     /// writer, so that `takeover` never waits for an append in flight).
     torn: Option<TornTail>,
-    /// Released normally by its last guard (see `LostReason::Released`).
-    released: bool,
     /// The lock this hold replaced, when the acquire reclaimed it: the
     /// dead holder's record (if readable) and the reasons.
     reclaimed: Option<(Option<OwnerRecord>, Vec<crate::Reason>)>,
-    lost_wakers: Vec<Waker>,
 }
 
 impl Held {
-    /// Why the hold ended, if it did: lost, released normally, or (seen
-    /// from a forked child) not ours at all.
-    fn ended(&self, st: &HeldState) -> Option<LostReason> {
-        st.lost
-            .clone()
-            .or(st.released.then_some(LostReason::Released))
-            .or_else(|| {
-                (std::process::id() != self.owner_pid).then_some(LostReason::Inherited {
-                    pid: self.owner_pid,
-                })
+    /// In a child forked from the holder, how the hold looks there: as it
+    /// had ended before the fork, or [`LostReason::Inherited`]. `None` in
+    /// the holder's own process.
+    fn forked_view(&self) -> Option<LostReason> {
+        (std::process::id() != self.owner_pid).then(|| {
+            self.ending.ended().unwrap_or(LostReason::Inherited {
+                pid: self.owner_pid,
             })
+        })
     }
 }
 
@@ -77,12 +68,16 @@ pub(crate) struct Held {
     /// (same inode), so an identity check alone would pass.
     owner_pid: u32,
     pub max_hold: Duration,
-    pub thread: Option<ThreadId>,
-    pub watchdog_key: Mutex<Option<(Instant, u64)>>,
+    /// The max-hold deadline armed with the watchdog.
+    max_hold_armed: crate::watchdog::MaxHold,
     /// See [`Held::is_live`].
     live: std::sync::atomic::AtomicBool,
     state: Mutex<HeldState>,
-    lost_cv: Condvar,
+    /// Nested guards, the loss or release, and their waiters (shared with
+    /// the etcd hold). Its lock is a leaf, taken inside `state` where both
+    /// are needed: a loss is marked under `state`, so that a check of
+    /// `state` and the loss are seen together.
+    ending: HoldState,
     /// The transcript as this hold writes it. Locked only by an append that
     /// has entered the write gate (`writing`), never together with `state`
     /// except by `try_lock`: a write that blocks (a hung filesystem, a long
@@ -106,99 +101,60 @@ pub(crate) struct Held {
 /// lines").
 pub const APPEND_GRACE: Duration = Duration::from_secs(5);
 
-fn registry() -> &'static Mutex<HashMap<std::path::PathBuf, Arc<Held>>> {
-    static REG: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<Held>>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
-}
-
-fn lock_registry() -> MutexGuard<'static, HashMap<std::path::PathBuf, Arc<Held>>> {
-    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    forget_inherited(&mut reg);
-    reg
-}
-
-/// The process whose holds the registry lists (0: none yet).
-static REGISTRY_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// This process's file holds, by lock path (see `crate::registry`).
+static REGISTRY: Registry<std::path::PathBuf, Held> = Registry::new(forget_inherited);
 
 /// In a child forked from a holder (seen at its first use of the registry):
 /// the parent's holds are not ours. Close our copies of their descriptors,
 /// so that the parent's death frees its locks even while we live (a copy of
-/// the witness descriptor would keep the witness held), and forget them.
-/// The child's copies of the parent's guards report `Inherited`.
-fn forget_inherited(reg: &mut HashMap<std::path::PathBuf, Arc<Held>>) {
-    let pid = std::process::id();
-    if REGISTRY_PID.swap(pid, std::sync::atomic::Ordering::SeqCst) == pid {
-        return;
+/// the witness descriptor would keep the witness held). The child's copies
+/// of the parent's guards report `Inherited`.
+fn forget_inherited(h: &Held) {
+    // try_lock: a parent's thread may have held these at the fork, and no
+    // thread of ours will ever release them.
+    if let Ok(mut st) = h.state.try_lock() {
+        st.witness = None;
+        st.sentinel = None;
     }
-    reg.retain(|_, h| {
-        if h.owner_pid == pid {
-            return true;
-        }
-        // try_lock: a parent's thread may have held these at the fork, and
-        // no thread of ours will ever release them.
-        if let Ok(mut st) = h.state.try_lock() {
-            st.witness = None;
-            st.sentinel = None;
-        }
-        h.close_transcript();
-        false
-    });
+    h.close_transcript();
 }
 
 /// Whether this process holds the lock file with identity `id`.
 pub(crate) fn held_by_us(id: FileId) -> bool {
     // Only live holds: a lost one's inode number may be reused by a later
-    // lock file that is not ours. Only our own: after fork(2) the child's
-    // registry still lists the parent's holds.
-    let pid = std::process::id();
-    lock_registry()
-        .values()
-        .any(|h| h.id == id && h.owner_pid == pid && h.is_live())
+    // lock file that is not ours. (After fork(2) the registry answers the
+    // child with its own holds only.)
+    REGISTRY.any(|h| h.id == id && h.is_live())
 }
 
 /// The holder of `lock_path` in this process, if any (never one inherited
 /// across fork).
 pub(crate) fn holder(lock_path: &Path) -> Option<Arc<Held>> {
-    let pid = std::process::id();
-    lock_registry()
-        .get(lock_path)
-        .filter(|h| h.owner_pid == pid)
-        .cloned()
+    REGISTRY.get(&lock_path.to_path_buf())
 }
 
 /// Every lock this process holds (not those inherited across fork).
 pub(crate) fn all_held() -> Vec<Arc<Held>> {
-    let pid = std::process::id();
-    lock_registry()
-        .values()
-        .filter(|h| h.owner_pid == pid)
-        .cloned()
-        .collect()
+    REGISTRY.all()
 }
 
 impl crate::watchdog::Expire for Held {
-    /// Max hold reached: force-release and warn with the reference's wording.
-    fn expire(self: Arc<Self>) {
+    fn name(&self) -> String {
+        self.paths.lock.display().to_string()
+    }
+
+    fn held_since(&self) -> (Instant, Duration) {
+        (self.acquired, self.max_hold)
+    }
+
+    /// Max hold reached: force-release (the watchdog warns).
+    fn expire(self: Arc<Self>, reason: LostReason) -> bool {
         if std::process::id() != self.owner_pid {
             // A parent's hold, seen by a forked child's watchdog: not ours
             // to release.
-            return;
+            return false;
         }
-        let held_ms = self.acquired.elapsed().as_millis() as u64;
-        let max_hold_ms = self.max_hold.as_millis() as u64;
-        let reason = LostReason::MaxHoldExceeded {
-            held_ms,
-            max_hold_ms,
-        };
-        if self.force_release(reason) {
-            tracing::warn!(
-                lock_path = %self.paths.lock.display(),
-                held_ms,
-                max_hold_ms,
-                "[session-write-lock] releasing lock held for {held_ms}ms (max={max_hold_ms}ms): {}",
-                self.paths.lock.display()
-            );
-        }
+        self.force_release(reason)
     }
 }
 
@@ -224,83 +180,40 @@ impl Held {
             acquired: Instant::now(),
             owner_pid: std::process::id(),
             max_hold,
-            thread: (caller == Caller::Thread).then(|| std::thread::current().id()),
-            watchdog_key: Mutex::new(None),
+            max_hold_armed: crate::watchdog::MaxHold::default(),
             live: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(HeldState {
                 witness: Some(witness),
                 sentinel,
                 shared: false,
-                refs: 1,
-                lost: None,
-                released: false,
                 torn: None,
                 reclaimed: None,
-                lost_wakers: Vec::new(),
             }),
-            lost_cv: Condvar::new(),
+            ending: HoldState::new(),
             writer: Mutex::new(Transcript::default()),
             writing: Mutex::new(false),
             write_idle: Condvar::new(),
         });
-        lock_registry().insert(held.paths.lock.clone(), held.clone());
-        let deadline = held
-            .acquired
-            .checked_add(held.max_hold)
-            .unwrap_or_else(|| held.acquired + crate::options::MAX_HOLD_CAP);
+        REGISTRY.insert(
+            held.paths.lock.clone(),
+            held.clone(),
+            caller == Caller::Thread,
+        );
         let weak: std::sync::Weak<dyn crate::watchdog::Expire> = Arc::downgrade(&held) as _;
-        let key = crate::watchdog::arm(deadline, weak);
-        *held.watchdog_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        held.max_hold_armed.arm(held.acquired, held.max_hold, weak);
         held
     }
 
     /// For a blocking contender in this process: sleep until this hold
     /// ends (release, loss) or `until`. True if it ended.
     pub(crate) fn wait_end(&self, until: Instant) -> bool {
-        self.wait_for(Some(until), |_| !self.is_live()).1
-    }
-
-    /// Sleep on the hold's condition variable (notified by every end of
-    /// the hold) until `done` says so or `until` passes (`None`: never).
-    /// Returns the state and whether `done` said so.
-    fn wait_for(
-        &self,
-        until: Option<Instant>,
-        mut done: impl FnMut(&HeldState) -> bool,
-    ) -> (MutexGuard<'_, HeldState>, bool) {
-        let mut st = self.state();
-        loop {
-            if done(&st) {
-                return (st, true);
-            }
-            st = match until {
-                None => self.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return (st, false);
-                    }
-                    self.lost_cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
+        self.ending.wait_until(Some(until)).is_some()
     }
 
     /// Warn when the thread about to wait for this hold is the one that
-    /// acquired it. No error: a guard is `Send` and may have moved to a
-    /// thread that will drop it, so waiting may well succeed, and nothing
-    /// can prove otherwise; but if the guard is still here, the wait ends
-    /// only at its timeout.
+    /// acquired it (see `Registry::warn_if_same_thread`).
     pub(crate) fn warn_if_same_thread(&self) {
-        if self.thread == Some(std::thread::current().id()) {
-            tracing::warn!(
-                lock_path = %self.paths.lock.display(),
-                "this thread waits for a lock that it acquired itself: unless that guard has moved to another thread, this waits until the timeout; derive a nested guard with LockGuard::nested() instead"
-            );
-        }
+        REGISTRY.warn_if_same_thread(&self.paths.lock, &self.paths.lock);
     }
 
     /// Record the lock this hold replaced (see `LockGuard::takeover`).
@@ -454,10 +367,9 @@ impl Held {
     /// lock.
     fn with_writer<T>(&self, f: impl FnOnce(&mut Transcript) -> Result<T>) -> Result<T> {
         let lost = || {
-            let st = self.state();
             Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: st.lost.clone().unwrap_or(LostReason::ReleasedAll),
+                reason: self.ending.lost().unwrap_or(LostReason::ReleasedAll),
             })
         };
         // A forked child's copy may have inherited a write in flight (the
@@ -507,33 +419,16 @@ impl Held {
     }
 
     fn unregister(&self) {
-        let mut reg = lock_registry();
-        if reg
-            .get(&self.paths.lock)
-            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), self))
-        {
-            reg.remove(&self.paths.lock);
-        }
-        drop(reg);
-        let key = self
-            .watchdog_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(key) = key {
-            crate::watchdog::disarm(key);
-        }
+        REGISTRY.remove(&self.paths.lock, self);
+        self.max_hold_armed.disarm();
     }
 
-    fn mark_lost(&self, st: &mut HeldState, reason: LostReason) {
+    /// Mark every guard lost and wake their waiters. Called with the
+    /// state lock held (`_st`), so that a check under it and the loss are
+    /// seen together.
+    fn mark_lost(&self, _st: &mut HeldState, reason: LostReason) {
         self.set_dead();
-        if st.lost.is_none() {
-            st.lost = Some(reason);
-        }
-        for w in st.lost_wakers.drain(..) {
-            w.wake();
-        }
-        self.lost_cv.notify_all();
+        self.ending.mark_lost(reason);
         // Appends queued behind a stuck one give up now.
         self.write_idle.notify_all();
     }
@@ -544,7 +439,7 @@ impl Held {
     pub(crate) fn force_release(self: &Arc<Held>, reason: LostReason) -> bool {
         let gate = self.quiesce();
         let mut st = self.state();
-        if st.witness.is_none() || st.lost.is_some() {
+        if st.witness.is_none() || self.ending.lost().is_some() {
             return false;
         }
         if let Err(e) = self.remove_file(&mut st) {
@@ -561,33 +456,27 @@ impl Held {
     }
 
     fn add_guard(&self) -> Result<()> {
-        let mut st = self.state();
-        if let Some(reason) = &st.lost {
-            return Err(Error::from(Repr::LockLost {
+        self.ending.add_ref().map_err(|reason| {
+            Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: reason.clone(),
-            }));
-        }
-        st.refs += 1;
-        Ok(())
+                reason,
+            })
+        })
     }
 
     /// Drop one guard's reference; the last one releases the file.
     fn release_guard(&self) -> Result<()> {
         // Never wait on a forked copy's gate or touch the parent's files.
         self.ours()?;
-        let mut st = self.state();
-        st.refs = st.refs.saturating_sub(1);
-        if st.refs > 0 {
+        if !self.ending.release_ref() {
             return Ok(());
         }
         // The last guard: let an append in flight (a nested guard's, on
         // another thread) finish first, within the grace.
-        drop(st);
         let gate = self.quiesce();
         let mut st = self.state();
         let gate_held = gate;
-        if let Some(reason) = st.lost.clone() {
+        if let Some(reason) = self.ending.lost() {
             drop(st);
             self.unregister();
             return Err(Error::from(Repr::LockLost {
@@ -598,13 +487,11 @@ impl Held {
         let outcome = self.remove_file(&mut st);
         match outcome.as_ref().err().and_then(Error::lost_reason) {
             Some(reason) => self.mark_lost(&mut st, reason.clone()),
+            // Ended normally: loss watchers end too.
+            // (Any loss is marked under the state lock, held here: none
+            // can come in between.)
             None => {
-                // Ended normally: loss watchers end too.
-                st.released = true;
-                for w in st.lost_wakers.drain(..) {
-                    w.wake();
-                }
-                self.lost_cv.notify_all();
+                self.ending.mark_released();
             }
         }
         drop(st);
@@ -618,10 +505,10 @@ impl Held {
 
     fn check_locked(&self, st: &mut HeldState) -> Result<()> {
         self.ours()?;
-        if let Some(reason) = &st.lost {
+        if let Some(reason) = self.ending.lost() {
             return Err(Error::from(Repr::LockLost {
                 lock_path: self.paths.lock.clone(),
-                reason: reason.clone(),
+                reason,
             }));
         }
         if st.witness.is_none() {
@@ -685,25 +572,20 @@ impl Hold for Held {
     }
 
     fn lost_reason(&self) -> Option<LostReason> {
-        let lost = self.state().lost.clone();
+        let lost = self.ending.lost();
         lost.or_else(|| self.ours().err().and_then(|e| e.lost_reason().cloned()))
     }
 
     fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let (st, _) = self.wait_for(deadline, |st| self.ended(st).is_some());
-        self.ended(&st)
+        self.forked_view()
+            .or_else(|| self.ending.wait_lost(timeout))
     }
 
     fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
-        let mut st = self.state();
-        if let Some(r) = self.ended(&st) {
-            return std::task::Poll::Ready(r);
+        match self.forked_view() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => self.ending.poll_lost(cx),
         }
-        if !st.lost_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            st.lost_wakers.push(cx.waker().clone());
-        }
-        std::task::Poll::Pending
     }
 
     fn set_inheritable(&self, inherit: bool) -> Result<()> {

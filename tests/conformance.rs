@@ -818,31 +818,20 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert_eq!(err.owner().and_then(|o| o.pid), Some(me), "{err}");
     watcher.join().unwrap();
-    let warning = warned.try_recv();
-    if b.is_etcd() {
-        b.differs(
-            "the etcd backend does not warn a thread that waits for a lock it acquired \
-             itself: it times out naming our pid, silently (a gap, not a limit of etcd: \
-             see docs/testing.md)",
-        );
-        assert!(
-            warning.is_err(),
-            "the etcd backend warns now ({warning:?}): rename this test and update docs/testing.md"
-        );
-    } else {
-        let (at, lines) = warning.expect("a warning about this lock while the thread waited");
-        assert!(
-            lines.iter().any(|l| l.contains("acquired itself")
-                && l.contains(&g.lock_path().display().to_string())),
-            "{lines:?}"
-        );
-        assert!(
-            at < end,
-            "warned {:?} after the wait began, after it ended ({:?})",
-            at - began,
-            end - began
-        );
-    }
+    let (at, lines) = warned
+        .try_recv()
+        .expect("a warning about this lock while the thread waited");
+    assert!(
+        lines.iter().any(|l| l.contains("acquired itself")
+            && l.contains(&g.lock_path().display().to_string())),
+        "{lines:?}"
+    );
+    assert!(
+        at < end,
+        "warned {:?} after the wait began, after it ended ({:?})",
+        at - began,
+        end - began
+    );
     g.release().unwrap();
     b.assert_nothing_left(&t, &[], "after a wait for our own lock");
 }
@@ -1069,8 +1058,7 @@ conformance! {
     paused_holder
         file: paused_holder_differs_no_lease_a_paused_holder_keeps_its_lock;
     max_hold;
-    a_thread_waiting_for_its_own_lock_is_warned_at_once
-        etcd: a_thread_waiting_for_its_own_lock_differs_not_warned_a_gap;
+    a_thread_waiting_for_its_own_lock_is_warned_at_once;
     nested_holds;
     async_cancellation_leaves_nothing;
     takeover_report

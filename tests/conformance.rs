@@ -822,8 +822,10 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
         .try_recv()
         .expect("a warning about this lock while the thread waited");
     assert!(
-        lines.iter().any(|l| l.contains("acquired itself")
-            && l.contains(&g.lock_path().display().to_string())),
+        lines
+            .iter()
+            .any(|l| l.contains("acquired itself")
+                && l.contains(&g.lock_path().display().to_string())),
         "{lines:?}"
     );
     assert!(

@@ -246,17 +246,9 @@ pub fn foreign_files(dir: impl AsRef<Path>, suffix: &str) -> Result<Vec<KeptFile
         out.push(kept(&path, "queue", reason));
     }
     for path in temps {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (kind, token) = match classify_temp_name(&name, suffix) {
-            TempName::Slot => ("slot", None),
-            TempName::Temp(t) => ("temp", Some(t)),
-            TempName::Foreign => {
-                out.push(kept(&path, "other", KeptReason::NotOurName));
-                continue;
-            }
+        let Some((kind, token)) = temp_kind(&path, suffix) else {
+            out.push(kept(&path, "other", KeptReason::NotOurName));
+            continue;
         };
         match judge_temp(&path, token.as_deref(), Duration::ZERO) {
             Ok(_) | Err(KeptReason::InGrace | KeptReason::Changed) => {}
@@ -297,6 +289,21 @@ fn list(dir: &Path, suffix: &str) -> Result<Listing> {
     temps.sort();
     queues.sort();
     Ok((locks, temps, queues))
+}
+
+/// What a name that looks like one of our temp files is: a witness slot
+/// (`("slot", None)`), a publisher's temp file with its token (`("temp",
+/// Some(token))`), or `None` when only the name looks like ours.
+fn temp_kind(path: &Path, suffix: &str) -> Option<(&'static str, Option<String>)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match classify_temp_name(&name, suffix) {
+        TempName::Slot => Some(("slot", None)),
+        TempName::Temp(t) => Some(("temp", Some(t))),
+        TempName::Foreign => None,
+    }
 }
 
 /// What a file next to the locks is, by its name alone.
@@ -490,20 +497,12 @@ fn sweep_temps(
     let mut out = Vec::new();
     let mut candidates = Vec::new();
     for path in temps {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (kind, token) = match classify_temp_name(&name, suffix) {
-            TempName::Slot => ("slot", None),
-            TempName::Temp(t) => ("temp", Some(t)),
-            TempName::Foreign => {
-                out.push((
-                    path.clone(),
-                    Some(kept(&path, "other", KeptReason::NotOurName)),
-                ));
-                continue;
-            }
+        let Some((kind, token)) = temp_kind(&path, suffix) else {
+            out.push((
+                path.clone(),
+                Some(kept(&path, "other", KeptReason::NotOurName)),
+            ));
+            continue;
         };
         match judge_temp(&path, token.as_deref(), grace) {
             Ok((file, id)) => candidates.push(Candidate {

@@ -516,17 +516,36 @@ impl EtcdHold {
         })
     }
 
+    /// In a child forked from the holder: `Inherited`. Its copy of the
+    /// guard is no hold (the lease and its renewals are the parent's), so
+    /// it must neither append, nor wait, nor revoke; every question of the
+    /// guard asks this first, as the file hold does.
+    fn forked_view(&self) -> Option<LostReason> {
+        (std::process::id() != self.owner_pid).then_some(LostReason::Inherited {
+            pid: self.owner_pid,
+        })
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
+        if let Some(r) = self.forked_view() {
+            return Err(self.lost_error(r));
+        }
         self.shared.check().map_err(|r| self.lost_error(r))
     }
 
     pub(crate) fn lost_reason(&self) -> Option<LostReason> {
+        if let Some(r) = self.forked_view() {
+            return Some(r);
+        }
         // Marks a passed local deadline first.
         let _ = self.shared.check();
         self.shared.lost()
     }
 
     pub(crate) fn wait_lost(&self, timeout: Option<Duration>) -> Option<LostReason> {
+        if let Some(r) = self.forked_view() {
+            return Some(r);
+        }
         let until = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let _ = self.shared.check();
@@ -544,6 +563,9 @@ impl EtcdHold {
     }
 
     pub(crate) fn poll_lost(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<LostReason> {
+        if let Some(r) = self.forked_view() {
+            return std::task::Poll::Ready(r);
+        }
         let _ = self.shared.check();
         // The local deadline passes without an event: the keep-alive task
         // marks it (and wakes us) when it gets there.
@@ -639,6 +661,10 @@ impl EtcdHold {
 
     /// Drop one guard's reference; the last one releases (revokes).
     pub(crate) fn release_ref(&self) -> Result<()> {
+        // A forked child's copy: the parent's lease is not ours to revoke.
+        if let Some(r) = self.forked_view() {
+            return Err(self.lost_error(r));
+        }
         if !self.shared.ending.release_ref() {
             return Ok(());
         }

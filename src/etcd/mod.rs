@@ -1008,9 +1008,14 @@ pub fn status(cfg: &EtcdBackend) -> Result<Vec<LockStatus>> {
     })
 }
 
-/// Raw round trips for `bench`: one put-if-absent transaction and one
-/// delete on `key`, against the same cluster and client the locks use.
-#[doc(hidden)]
+/// The floor any etcd lock pays, for measuring a cluster: one
+/// put-if-absent transaction and one delete of `key` (two round trips that
+/// write), through the same connection settings and client the locks use.
+/// `session-lock bench --backend etcd://...` reports it next to our
+/// acquire and release.
+///
+/// # Errors
+/// As connecting and the two requests fail (see [`crate::Error::etcd_failure`]).
 pub fn raw_txn_roundtrip(cfg: &EtcdBackend, key: &str) -> Result<()> {
     let cfg = cfg.clone();
     let key = key.to_owned();

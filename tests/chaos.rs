@@ -557,8 +557,9 @@ fn run_chaos(cfg: &Config) {
             violations.push(format!("unexpected file left in the lock directory: {n}"));
         }
     }
-    // The queue file is persistent (docs/protocol.md, "The queue"); with
-    // every worker dead, nobody may still hold or wait on its flock.
+    // A queue file may be left by workers killed while queued (see
+    // docs/protocol.md, "The queue"); with every worker dead, nobody may
+    // still hold or wait on its flock.
     let mut queue = lock.as_os_str().to_owned();
     queue.push(".queue");
     let queue = PathBuf::from(queue);

@@ -1,7 +1,8 @@
 //! The lock's queue (`<lock>.queue`, docs/protocol.md "The queue"): blocking
 //! contenders wait for its `flock` in the kernel, one is woken per release,
-//! in the order they queued; the file outlives every hold and `clean`
-//! removes it only once nothing is left to queue for.
+//! in the order they queued; the file comes with contention and goes with
+//! its last user, and `clean` removes one left behind by killed contenders
+//! once its lock is gone.
 
 mod common;
 

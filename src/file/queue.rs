@@ -1,6 +1,7 @@
-//! The lock's wait queue: the kernel's `flock` wait queue on a persistent
-//! file next to the lock file, `<lock>.queue` (see `docs/protocol.md`,
-//! "The queue").
+//! The lock's wait queue: the kernel's `flock` wait queue on a file next
+//! to the lock file, `<lock>.queue`, that exists while blocking contenders
+//! queue: the first that finds the lock held makes it, and it goes with
+//! its last user ([`remove_if_idle`]; see `docs/protocol.md`, "The queue").
 //!
 //! The blocking contender next in line holds the queue file's exclusive
 //! `flock` (a [`Ticket`]) while it waits for the lock file itself (inotify,

@@ -19,6 +19,7 @@
 
 mod common;
 mod etcd_support;
+mod log_capture;
 
 use common::{WAIT, all_names, is_live_slot, lock_of, wait_child, wait_until, within};
 use etcd_support::{Etcd, require_etcd, single, wait_for};
@@ -357,45 +358,6 @@ impl Proc {
 /// Every `tracing` event of this test process at WARN and above, as
 /// text: a global subscriber, because the etcd backend logs on its own
 /// thread.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Start capturing warnings into [`LOG`] (once per process).
-fn capture_warnings() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| LogWriter)
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-            .try_init()
-            .expect("install the test's log capture");
-    });
-}
-
-/// The captured warnings that contain every one of `needles`.
-fn warnings_with(needles: &[&str]) -> Vec<String> {
-    let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
-    String::from_utf8_lossy(&log)
-        .lines()
-        .filter(|l| l.contains("WARN") && needles.iter().all(|n| l.contains(n)))
-        .map(str::to_owned)
-        .collect()
-}
-
 fn read(file: &Path) -> String {
     std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
 }
@@ -776,7 +738,7 @@ fn nested_holds(b: &Fixture) {
 /// lock it acquired itself (its guard still here) is warned at once, and
 /// its wait ends at its timeout, naming our own pid.
 fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
-    capture_warnings();
+    log_capture::captured();
     let t = b.path("o.jsonl");
     let me = std::process::id();
     // Any warning about this test's lock names its temp dir (in the lock
@@ -798,7 +760,7 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
             let until = Instant::now() + WAIT;
             loop {
                 let last = ended.load(std::sync::atomic::Ordering::SeqCst);
-                let found = warnings_with(&[&dir]);
+                let found = log_capture::warnings_with(&[&dir]);
                 if !found.is_empty() {
                     let _ = warned_tx.send((Instant::now(), found));
                     return;

@@ -5,6 +5,7 @@
 #![cfg(feature = "etcd")]
 
 mod etcd_support;
+mod log_capture;
 
 use etcd_support::{Etcd, cluster3, require_etcd, single, wait_for};
 use session_lock::etcd::{EtcdBackend, EtcdFailure};
@@ -861,34 +862,6 @@ fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
     );
 }
 
-/// Warnings emitted through `tracing` in this test binary (the watchdog's
-/// run on its own thread, so the subscriber is the global one).
-fn captured_warnings() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || SharedWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        buf
-    })
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-impl Write for SharedWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Max hold with etcd is the same watchdog as with lock files: the holder
 /// loses with `MaxHoldExceeded` on time (not at a renewal), its writes are
 /// refused, the lease is revoked at once (the next holder does not wait
@@ -897,7 +870,7 @@ impl Write for SharedWriter {
 #[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn max_hold_under_etcd_is_the_watchdogs_the_hold_is_lost_and_the_lease_revoked() {
     require_etcd("max hold under the etcd backend");
-    let logs = captured_warnings();
+    let logs = log_capture::captured();
     let etcd = single();
     // A TTL far past the max hold: only a revoke frees the lock in time.
     let cfg = backend(&[etcd.endpoint()], 30).key("max-hold");
@@ -969,7 +942,7 @@ fn max_hold_under_etcd_is_the_watchdogs_the_hold_is_lost_and_the_lease_revoked()
 #[ignore = "needs etcd on PATH (Debian: etcd-server); CI runs it: cargo test --all-features --test etcd -- --ignored"]
 fn a_thread_waiting_for_its_own_etcd_lock_is_warned() {
     require_etcd("same-thread check under the etcd backend");
-    let logs = captured_warnings();
+    let logs = log_capture::captured();
     let etcd = single();
     let cfg = backend(&[etcd.endpoint()], 5).key("same-thread");
     let dir = tempfile::tempdir().unwrap();

@@ -2,39 +2,13 @@
 //! learns it, and nothing it writes afterwards reaches the transcript.
 
 mod common;
+mod log_capture;
 
 use common::*;
+use log_capture::captured;
 use session_lock::{ErrorKind, LockOptions, LostReason, acquire_with, try_acquire_with};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Warnings emitted through `tracing` in this test binary.
-fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || SharedWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        buf
-    })
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-impl Write for SharedWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Tests that hold locks in this process run one at a time: one of them
 /// counts the watchdog's global deadlines, another calls `release_all`.

@@ -21,7 +21,9 @@ mod common;
 mod etcd_support;
 mod log_capture;
 
-use common::{WAIT, all_names, is_live_slot, lock_of, wait_child, wait_until, within};
+use common::{
+    WAIT, all_names, is_live_slot, kill_append_mid_line, lock_of, wait_child, wait_until, within,
+};
 use etcd_support::{Etcd, require_etcd, single, wait_for};
 use session_lock::etcd::EtcdBackend;
 use session_lock::{Backend, ErrorKind, LockOptions, LostReason, Reason};
@@ -901,50 +903,23 @@ fn takeover_report(b: &Fixture) {
 /// and its takeover report names the fragment.
 fn whole_lines_after_a_mid_line_kill(b: &Fixture) {
     let t = b.path("w.jsonl");
-    std::fs::write(&t, "{\"before\":1}\n").unwrap();
-    let head = std::fs::metadata(&t).unwrap().len();
-    // Large enough that one write(2) of it takes a while; doubled if the
-    // kill landed after the write.
-    let mut size = 64usize << 20;
-    let torn_len = loop {
-        let mut line = Vec::with_capacity(size + 16);
-        line.extend_from_slice(b"{\"big\":\"");
-        line.resize(size, b'x');
-        line.extend_from_slice(b"\"}\n");
-        let mut child = b
-            .cli()
-            .args(["append", "-w", "60"])
-            .arg(&t)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        // EPIPE after the kill is expected.
-        let feeder = std::thread::spawn(move || drop(stdin.write_all(&line)));
-        wait_until(
-            WAIT,
-            || std::fs::metadata(&t).unwrap().len() > head,
-            || "the append never started writing".into(),
-        );
-        child.kill().unwrap();
-        wait_child(&mut child, WAIT, "the killed append");
-        feeder.join().unwrap();
-        let written = std::fs::metadata(&t).unwrap().len() - head;
-        if written < (size + 3) as u64 {
-            break written;
-        }
-        assert!(size < 1 << 30, "the kill never landed inside the write");
-        std::fs::write(&t, "{\"before\":1}\n").unwrap();
-        if b.is_etcd() {
-            // The killed append's lease is still there: wait it out by
-            // acquiring once (bounded), so the next round starts clean.
-            drop(session_lock::acquire_with(&t, &b.opts(WAIT)).unwrap());
-        }
-        size *= 2;
-    };
+    // Large enough that one write(2) of it takes a while.
+    let (head, torn_len, size) = kill_append_mid_line(
+        &t,
+        64 << 20,
+        || {
+            let mut c = b.cli();
+            c.args(["append", "-w", "60"]).arg(&t).arg("-");
+            c
+        },
+        || {
+            if b.is_etcd() {
+                // The killed append's lease is still there: wait it out by
+                // acquiring once (bounded), so the next round starts clean.
+                drop(session_lock::acquire_with(&t, &b.opts(WAIT)).unwrap());
+            }
+        },
+    );
     eprintln!(
         "{}: killed mid-line: {torn_len} of {} bytes on disk",
         b.name(),

@@ -4,11 +4,9 @@
 
 mod common;
 
-use common::{Holder, WAIT, bin, wait_child, wait_until};
+use common::{Holder, WAIT, bin, kill_append_mid_line};
 use session_lock::{ErrorKind, LockOptions, Reason};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -69,49 +67,17 @@ fn a_writer_killed_mid_line_never_corrupts_the_next_writers_line() {
     let _serial = fault_serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    std::fs::write(&t, "{\"before\":1}\n").unwrap();
-    let head = std::fs::metadata(&t).unwrap().len();
-    // Large enough that one write(2) of it takes a while; doubled if the
-    // kill happened to land after the write.
-    let mut size = 192usize << 20;
-    let torn_len = loop {
-        let mut line = Vec::with_capacity(size + 16);
-        line.extend_from_slice(b"{\"big\":\"");
-        line.resize(size, b'x');
-        line.extend_from_slice(b"\"}\n");
-        let mut child = bin()
-            .args(["append", t.to_str().unwrap(), "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            // EPIPE after the kill is expected.
-            let _ = stdin.write_all(&line);
-        });
-        // The write has begun once the transcript grows.
-        wait_until(
-            WAIT,
-            || std::fs::metadata(&t).unwrap().len() > head,
-            || "the append never started writing".into(),
-        );
-        child.kill().unwrap();
-        wait_child(&mut child, WAIT, "killed append");
-        feeder.join().unwrap();
-        let len = std::fs::metadata(&t).unwrap().len();
-        let written = len - head;
-        if written < (size + 3) as u64 {
-            // The kill landed inside the write: a torn line is on disk.
-            assert_ne!(std::fs::read(&t).unwrap().last(), Some(&b'\n'));
-            break written;
-        }
-        assert!(size < 1 << 30, "the kill never landed inside the write");
-        // The whole line made it: start again bigger.
-        std::fs::write(&t, "{\"before\":1}\n").unwrap();
-        size *= 2;
-    };
+    // Large enough that one write(2) of it takes a while.
+    let (_, torn_len, size) = kill_append_mid_line(
+        &t,
+        192 << 20,
+        || {
+            let mut c = bin();
+            c.args(["append", t.to_str().unwrap(), "-"]);
+            c
+        },
+        || {},
+    );
     eprintln!("killed mid-line: {torn_len} of {} bytes on disk", size + 3);
     // The lock of the killed writer is reclaimed; the next writer's line is
     // whole and readable, and the fragment is kept byte for byte.

@@ -351,3 +351,55 @@ pub fn require_root_and_setpriv() {
         "Debian: util-linux",
     );
 }
+
+/// A writer killed in the middle of a line, for real: `{"before":1}` is
+/// written to `t`, then `append` (a `session-lock append ... T -` command,
+/// stdin to be piped) is fed one line of `size` bytes and SIGKILLed once
+/// the transcript grows, while its one `write(2)` is under way; if the
+/// whole line made it anyway, `again` runs and it is tried with a line
+/// twice as large. Returns the length of that first line, the torn
+/// fragment's and the line's size.
+pub fn kill_append_mid_line(
+    t: &Path,
+    mut size: usize,
+    append: impl Fn() -> Command,
+    mut again: impl FnMut(),
+) -> (u64, u64, usize) {
+    std::fs::write(t, "{\"before\":1}\n").unwrap();
+    let head = std::fs::metadata(t).unwrap().len();
+    loop {
+        let mut line = Vec::with_capacity(size + 16);
+        line.extend_from_slice(b"{\"big\":\"");
+        line.resize(size, b'x');
+        line.extend_from_slice(b"\"}\n");
+        let mut child = append()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // EPIPE after the kill is expected.
+        let feeder = std::thread::spawn(move || drop(stdin.write_all(&line)));
+        // The write has begun once the transcript grows.
+        wait_until(
+            WAIT,
+            || std::fs::metadata(t).unwrap().len() > head,
+            || "the append never started writing".into(),
+        );
+        child.kill().unwrap();
+        wait_child(&mut child, WAIT, "the killed append");
+        feeder.join().unwrap();
+        let written = std::fs::metadata(t).unwrap().len() - head;
+        if written < (size + 3) as u64 {
+            // The kill landed inside the write: a torn line is on disk.
+            assert_ne!(std::fs::read(t).unwrap().last(), Some(&b'\n'));
+            return (head, written, size);
+        }
+        assert!(size < 1 << 30, "the kill never landed inside the write");
+        // The whole line made it: start again bigger.
+        std::fs::write(t, "{\"before\":1}\n").unwrap();
+        again();
+        size *= 2;
+    }
+}

@@ -448,11 +448,18 @@ impl Held {
         self.mark_lost(&mut st, reason);
         drop(st);
         drop(gate);
-        // Appends waiting behind a stuck one find the hold gone.
+        self.ended_here();
+        true
+    }
+
+    /// After this process ended the hold (released it or forced it off)
+    /// and let go of its state and write gate: appends waiting behind a
+    /// stuck one find the hold gone, the registry forgets it, and the
+    /// queue file goes if nobody queues (see `queue::remove_if_idle`).
+    fn ended_here(&self) {
         self.write_idle.notify_all();
         self.unregister();
         crate::file::queue::remove_if_idle(&self.paths.lock);
-        true
     }
 
     fn add_guard(&self) -> Result<()> {
@@ -496,10 +503,7 @@ impl Held {
         }
         drop(st);
         drop(gate_held);
-        // Appends waiting behind a stuck one find the hold gone.
-        self.write_idle.notify_all();
-        self.unregister();
-        crate::file::queue::remove_if_idle(&self.paths.lock);
+        self.ended_here();
         outcome
     }
 

@@ -172,7 +172,10 @@ pub use backend::Backend;
 pub use error::{Error, ErrorKind, LostReason, Owner, Result};
 pub use file::held::{APPEND_GRACE, close_idle};
 pub use file::inspect::{Inspection, Reason, Verdict, Witness};
-pub use file::{GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, guard_report, inspect};
+pub use file::{
+    GuardProblem, GuardReport, RECLAIM_GUARD_ABANDONED, WaitWakeups, guard_report, inspect,
+    wait_wakeups,
+};
 pub use front::{acquire, acquire_with, release_all, try_acquire, try_acquire_with};
 pub use guard::{LockGuard, Lost};
 pub use options::{
@@ -220,9 +223,8 @@ pub mod __private {
     /// Waits ended (by an event, by the timer) so far on all threads of
     /// this process (async waiters are counted on their worker's thread).
     pub fn all_wait_wakeups() -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let w = &crate::file::WAKES_ALL;
-        (w[0].load(Relaxed), w[1].load(Relaxed))
+        let w = crate::file::wait_wakeups();
+        (w.by_event, w.by_recheck)
     }
     pub use crate::file::wait::MAX_IDLE_WATCHES;
     pub use crate::file::wait::testing::{

@@ -258,3 +258,73 @@ fn the_reader_finds_uses_through_the_root_and_skips_comments() {
         Some("front")
     );
 }
+
+/// The command line (`cli/`, the package `session-lock-cli`) is built on
+/// the library's public API alone: the library's manifest has no CLI
+/// feature or CLI dependency, the CLI's manifest depends on the library
+/// without its test hooks, and no source of the CLI names the hidden test
+/// module (`__private`) or the crate's internals.
+#[test]
+fn the_command_line_uses_the_public_api_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib_manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    // The lines of the sections a library user compiles: `[dependencies]`
+    // and `[target.'cfg(..)'.dependencies]`, not the dev-dependencies.
+    let mut section = "";
+    let mut normal = Vec::new();
+    for line in lib_manifest.lines() {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[dependencies]"
+            || (section.starts_with("[target.") && section.ends_with(".dependencies]"))
+        {
+            normal.push(line);
+        }
+    }
+    assert!(
+        normal.iter().any(|l| l.starts_with("serde ")),
+        "the reader finds the library's dependencies"
+    );
+    for dep in [
+        "clap",
+        "clap_complete",
+        "clap_mangen",
+        "tracing-subscriber",
+        "signal-hook",
+    ] {
+        assert!(
+            !normal.iter().any(|l| l.starts_with(&format!("{dep} "))),
+            "the library's Cargo.toml makes the CLI's {dep} a dependency of the library"
+        );
+    }
+    assert!(
+        !lib_manifest.lines().any(|l| l.starts_with("cli =")),
+        "the library's Cargo.toml has a `cli` feature"
+    );
+    let cli_manifest = std::fs::read_to_string(root.join("cli/Cargo.toml")).unwrap();
+    let lib_dep = cli_manifest
+        .lines()
+        .find(|l| l.starts_with("session-lock = "))
+        .expect("cli/Cargo.toml depends on session-lock");
+    assert!(
+        !lib_dep.contains("fault-injection"),
+        "the CLI's normal dependency switches the test hooks on: {lib_dep}"
+    );
+    let mut files = Vec::new();
+    rust_files(&root.join("cli/src"), &mut files);
+    assert!(files.len() > 5, "cli/src has the command line's sources");
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("__private") || line.contains("#[doc(hidden)]") {
+                found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the command line uses hidden API:\n{}",
+        found.join("\n")
+    );
+}

@@ -6,6 +6,7 @@
 //! one of them holds.
 #![cfg(feature = "etcd")]
 
+#[path = "../cli/tests/etcd_support/mod.rs"]
 mod etcd_support;
 
 use etcd_support::{require_etcd, single};

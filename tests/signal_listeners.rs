@@ -3,7 +3,7 @@
 //! receives the SIGINT and the process lives on (the locks are released
 //! all the same); one registered before `install()` receives it too. (A
 //! process where ours is the only listener is terminated by the signal
-//! after the cleanup: `tests/signals.rs`.)
+//! after the cleanup: `cli/tests/signals.rs`.)
 //!
 //! Each test runs its scenario in a child: this test binary run again with
 //! `SIGNAL_LISTENER_CHILD` set, filtered to the one test. The child prints

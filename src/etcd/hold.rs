@@ -212,7 +212,7 @@ impl KeepAlive {
 
     /// Make the watch of our key's deletion if there is none. Bounded by
     /// the local deadline too: a watch that cannot be made (a partition)
-    /// must not delay the loss past it (seen in tests/etcd.rs's partition
+    /// must not delay the loss past it (seen in cli/tests/etcd.rs's partition
     /// runs: the loss was announced up to a TTL/3 late, eating the margin
     /// before the next holder).
     async fn watch_own_key(&mut self, deadline: tokio::time::Instant) {

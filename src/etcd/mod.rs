@@ -557,7 +557,7 @@ fn busy(lock_path: PathBuf, holder: Option<&Contender>) -> Error {
 /// grant runs as a task of its own whose answer carries the `Revoker`, so
 /// an acquire cancelled while the grant is in flight, or before it took
 /// the answer, drops that `Revoker`, which revokes the lease instead of
-/// leaving it to expire (tests/conformance.rs,
+/// leaving it to expire (cli/tests/conformance.rs,
 /// `async_cancellation_leaves_nothing`).
 async fn grant(
     cfg: &EtcdBackend,

@@ -213,27 +213,59 @@ thread_local! {
 
 /// Count how a wait ended: `by_event`, or by the safety re-check (`recheck`).
 pub(crate) fn count_wake(by_event: bool, recheck: bool) {
-    // Counted only for the tests: no counters on the production path.
-    if !cfg!(feature = "fault-injection") {
-        return;
-    }
+    use std::sync::atomic::Ordering::Relaxed;
+    // Two relaxed additions per wait that ended: next to the system calls
+    // of the wake-up itself, free (and a gateway may export them).
+    WAKES_ALL[0].fetch_add(u64::from(by_event), Relaxed);
+    WAKES_ALL[1].fetch_add(u64::from(!by_event && recheck), Relaxed);
+    #[cfg(feature = "fault-injection")]
     WAKES.with(|w| {
         let (e, t) = w.get();
         w.set((e + u64::from(by_event), t + u64::from(!by_event && recheck)));
     });
-    #[cfg(feature = "fault-injection")]
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        WAKES_ALL[0].fetch_add(u64::from(by_event), Relaxed);
-        WAKES_ALL[1].fetch_add(u64::from(!by_event && recheck), Relaxed);
-    }
 }
 
 /// [`WAKES`] of every thread of the process: an async waiter's wake-ups
 /// are counted on whichever runtime worker polled it.
-#[cfg(feature = "fault-injection")]
 pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 2];
+
+/// How the waits of this process for a file lock have ended since it
+/// started, all threads and tasks together.
+///
+/// A waiter sleeps until the kernel wakes it: a grant of the wait queue's
+/// `flock`, or an inotify event on the lock's directory (the holder
+/// released, or died). A safety re-check every 2 s covers what inotify
+/// cannot see (a directory on some network filesystems, a lost event
+/// queue). `by_recheck` counts the waits that the re-check ended; it stays
+/// at 0 on a local filesystem, and a gateway that sees it grow has waiters
+/// that inotify does not reach. Settling re-checks shortly after a release
+/// and deadlines are not counted.
+///
+/// ```
+/// let before = session_lock::wait_wakeups();
+/// // ... contended work ...
+/// let after = session_lock::wait_wakeups();
+/// assert!(after.by_event >= before.by_event);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitWakeups {
+    /// Waits ended by the kernel: a queue grant or an inotify event.
+    pub by_event: u64,
+    /// Waits ended by the 2 s safety re-check.
+    pub by_recheck: u64,
+}
+
+/// This process's [`WaitWakeups`] so far (file backend; the etcd backend
+/// is woken by its watch stream and not counted here).
+pub fn wait_wakeups() -> WaitWakeups {
+    use std::sync::atomic::Ordering::Relaxed;
+    WaitWakeups {
+        by_event: WAKES_ALL[0].load(Relaxed),
+        by_recheck: WAKES_ALL[1].load(Relaxed),
+    }
+}
 
 /// The state of one acquire call across its attempts.
 pub(crate) struct Acquirer<'a> {

@@ -9,12 +9,12 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The `session-lock` binary (feature `cli`).
+/// The `session-lock` binary (package session-lock-cli).
 /// (Tests that run it need `required-features = ["test-helpers"]` in
 /// Cargo.toml; the others still compile without it.)
 pub const BIN: &str = match option_env!("CARGO_BIN_EXE_session-lock") {
     Some(p) => p,
-    None => "session-lock (built only with --features cli)",
+    None => "session-lock (the tests that run it are in cli/tests)",
 };
 
 /// The test-helper binary (`__hold`, `__worker`, `__chaos_worker`,

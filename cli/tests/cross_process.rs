@@ -1,5 +1,6 @@
 //! Cross-process behaviour with real processes (the crate's own binary).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,6 +1,7 @@
 //! The `session-lock` command line, driven as a user would, with real
 //! processes.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,7 +1,7 @@
 //! The tokio front door: many waiters on a small runtime, cancellation at
 //! every await point, release on drop inside the runtime.
-#![cfg(feature = "tokio")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

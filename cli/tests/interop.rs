@@ -4,6 +4,7 @@
 //! foreign reclaimer then deletes. A simulated client follows the
 //! reference's protocol step by step and pauses at the worst moment.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

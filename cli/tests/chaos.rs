@@ -43,6 +43,7 @@
 //! Linux only: the marker proves death through `/proc/<pid>/stat`.
 #![cfg(target_os = "linux")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

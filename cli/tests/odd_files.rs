@@ -5,6 +5,7 @@
 //! child, every wait bounded (see `docs/threat-model.md`, "Odd files at
 //! each name").
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

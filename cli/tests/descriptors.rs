@@ -3,6 +3,7 @@
 //! by release and `close_idle()`. Its own test binary: the counts are of
 //! this whole process, so no other test may open files meanwhile.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::WAIT;

@@ -12,9 +12,9 @@
 //! file run one at a time (`serial`).
 //!
 //! Most paths here are async ones (the hub), so the file needs the
-//! `tokio` feature, like `tests/tokio_api.rs`.
-#![cfg(feature = "tokio")]
+//! `tokio` feature, like `cli/tests/tokio_api.rs`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

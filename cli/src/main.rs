@@ -114,7 +114,9 @@ struct StatusFormat {
     headings: bool,
     columns: Vec<&'static str>,
     pid: Option<u32>,
-    /// `-o` or `-p` was given: the file backend's options.
+    /// `-o` or `-p` was given: the file backend's options (refused with
+    /// etcd).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     file_only: bool,
 }
 
@@ -303,7 +305,7 @@ fn main() -> ExitCode {
     }
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
     // `signals` module docs).
-    #[cfg(all(feature = "signals", target_os = "linux"))]
+    #[cfg(target_os = "linux")]
     if matches!(cli.command, Command::Append { .. })
         && let Err(e) = session_lock::signals::install()
     {

@@ -2,6 +2,7 @@
 //! the umask, no symlink followed at the lock path by status or clean,
 //! nothing deleted through a symlink, and clean removing only session locks.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -297,7 +298,7 @@ fn plant(path: &Path, contents: &[u8]) {
 /// A child process that keeps `path` open (`how`: `open`, `flock` with
 /// flock(1), or `posix`: a POSIX record lock with python3's `lockf`) until
 /// its stdin closes. A missing tool fails the test: flock(1) comes with
-/// util-linux (as in `tests/queue.rs`); python3 is needed only by the
+/// util-linux (as in `cli/tests/queue.rs`); python3 is needed only by the
 /// ignored test below (docs/testing.md, "Tests that need a component").
 fn keep(path: &Path, how: &str) -> std::process::Child {
     let mut c = match how {

@@ -2,6 +2,7 @@
 //! never makes the next writer's line unreadable, and the next holder is
 //! told what it took over (`LockGuard::takeover`).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{Holder, WAIT, bin, kill_append_mid_line};

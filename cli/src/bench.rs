@@ -140,7 +140,6 @@ const THROUGHPUT_NS: [usize; 4] = [2, 4, 8, 16];
 /// Tasks contending in the async phase.
 const ASYNC_TASKS: usize = 100;
 /// How long an async task holds the lock.
-#[cfg(feature = "tokio")]
 const ASYNC_HOLD: Duration = Duration::from_micros(100);
 /// Acquire timeout everywhere in the bench: a wait this long is a failure.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -270,7 +269,7 @@ struct Throughput {
     max_wait_ms: f64,
     baseline_max_wait_ms: Option<f64>,
     /// Wake-ups of our workers' acquire loops per release (one release per
-    /// cycle), counted by the library (`__private::wait_wakeups`): a
+    /// cycle), counted by the library (`session_lock::wait_wakeups`): a
     /// grant of the queue's `flock`, an inotify event, a re-check timer.
     wakeups_per_release: Option<f64>,
     lines_ok: bool,
@@ -926,17 +925,13 @@ mod child {
             std::thread::sleep(pause);
         }
         // Wake-ups of this process's acquire loop (the kernel's queue grant,
-        // an inotify event, a re-check timer), counted by the library.
-        // Counted only in builds with the testing feature (no counters on the
-        // production path): `--features cli,fault-injection`.
-        #[cfg(feature = "fault-injection")]
-        let (by_event, by_timer) = session_lock::__private::wait_wakeups();
-        #[cfg(not(feature = "fault-injection"))]
-        let (by_event, by_timer) = (0u64, 0u64);
+        // an inotify event, the safety re-check), counted by the library
+        // (`session_lock::wait_wakeups`; this worker waits on one thread).
+        let woken = session_lock::wait_wakeups();
         let wakeups = if raw.is_some() {
             0
         } else {
-            by_event + by_timer
+            woken.by_event + woken.by_recheck
         };
         say(&format!("done {seq} {max_wait} {overlaps} {wakeups}"))
     }
@@ -1298,8 +1293,7 @@ fn throughput(
             ratio: base.as_ref().and_then(|b| ratio(ours.per_s, b.per_s)),
             max_wait_ms: ms(ours.max_wait_ns),
             baseline_max_wait_ms: base.as_ref().map(|b| ms(b.max_wait_ns)),
-            // `null` in a build without the testing counters.
-            wakeups_per_release: (cfg!(feature = "fault-injection") && ours.cycles > 0)
+            wakeups_per_release: (ours.cycles > 0)
                 .then(|| round(ours.wakeups as f64 / ours.cycles as f64, 3)),
             lines_ok: ours.lines.is_ok(),
             baseline_lines_ok: base.as_ref().map(|b| b.lines.is_ok()),
@@ -1323,7 +1317,6 @@ fn throughput(
     (!out.is_empty()).then_some(out)
 }
 
-#[cfg(feature = "tokio")]
 fn async_phase(dir: &Path, plan: &Plan) -> Result<Option<AsyncResult>, String> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
@@ -1412,11 +1405,6 @@ fn async_phase(dir: &Path, plan: &Plan) -> Result<Option<AsyncResult>, String> {
             elapsed_ms: round(elapsed.as_secs_f64() * 1_000.0, 1),
         }))
     })
-}
-
-#[cfg(not(feature = "tokio"))]
-fn async_phase(_dir: &Path, _plan: &Plan) -> Result<Option<AsyncResult>, String> {
-    Ok(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -1841,18 +1829,10 @@ fn print_table(r: &Report) {
             "adds < 1 ms to max",
             pass(r, "async_lateness"),
         ),
-        None if cfg!(feature = "tokio") => row(
+        None => row(
             "async lateness",
             "failed".into(),
             "-".into(),
-            "-".into(),
-            "",
-            "n/a",
-        ),
-        None => row(
-            "async lateness",
-            "skipped".into(),
-            "(no tokio feature)".into(),
             "-".into(),
             "",
             "n/a",

@@ -7,6 +7,7 @@
 //! (`serial()`), and a trap only catches the thread it names.
 #![cfg(feature = "fault-injection")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

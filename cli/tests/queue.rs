@@ -4,6 +4,7 @@
 //! its last user, and `clean` removes one left behind by killed contenders
 //! once its lock is gone.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

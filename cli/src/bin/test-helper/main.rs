@@ -2,7 +2,7 @@
 //! (never installed: the binary needs the `test-helpers` feature). Each
 //! subcommand takes the lock through the library exactly as a user would.
 
-#[path = "../session-lock/backend_args.rs"]
+#[path = "../../backend_args.rs"]
 mod backend_args;
 
 use backend_args::{BACKEND, BackendArgs, backend, options};
@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Test helper (tests/exec.rs): one chaos section run *under* `exec`:
+    /// Test helper (cli/tests/exec.rs): one chaos section run *under* `exec`:
     /// marker in, lines to FILE (plain appends: the lock is exec's), marker out.
     #[command(name = "__chaos_section")]
     ChaosSection {
@@ -74,13 +74,13 @@ enum Command {
         id: u64,
         file: PathBuf,
     },
-    /// Test helper (tests/descriptors.rs): acquire locks on `DIR/h<N>.jsonl`,
+    /// Test helper (cli/tests/descriptors.rs): acquire locks on `DIR/h<N>.jsonl`,
     /// appending a line to each, until COUNT are held or one fails; print
     /// `held N`, `failed <kind>: <error>` (if one did), release them all
     /// and print `released N`.
     #[command(name = "hold-many")]
     HoldMany { dir: PathBuf, count: usize },
-    /// Test helper (tests/chaos.rs): guarded sections until DIR/stop exists,
+    /// Test helper (cli/tests/chaos.rs): guarded sections until DIR/stop exists,
     /// each proving exclusivity with a marker and logging enter/exit to DIR.
     #[command(name = "__chaos_worker")]
     ChaosWorker {
@@ -113,8 +113,8 @@ fn main() -> ExitCode {
         }
     }
     // Tidiness only: a killed holder's lock is reclaimable anyway (see the
-    // `signals` module docs); tests/signals.rs checks it through `__hold`.
-    #[cfg(feature = "signals")]
+    // `signals` module docs); cli/tests/signals.rs checks it through `__hold`.
+    #[cfg(target_os = "linux")]
     if matches!(cli.command, Command::Hold { .. })
         && let Err(e) = session_lock::signals::install()
     {

@@ -4,6 +4,7 @@
 //! with its age and the fix, by the acquire timeout, `status` and `clean`;
 //! its removal wakes a waiter through inotify, not a poll.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -328,7 +329,6 @@ fn another_users_guard_in_a_sticky_directory_is_reported_not_removable() {
 /// The async API waits behind a guard the same way: on the process-wide
 /// inotify hub, which maps the guard's name to its lock; the guard's
 /// removal wakes the task by an event.
-#[cfg(feature = "tokio")]
 #[test]
 fn removing_the_guard_wakes_an_async_waiter_by_an_event() {
     let _serial = serial();

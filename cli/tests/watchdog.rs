@@ -1,6 +1,7 @@
 //! The max-hold watchdog: a wedged holder still loses its lock, the holder
 //! learns it, and nothing it writes afterwards reaches the transcript.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 mod log_capture;
 

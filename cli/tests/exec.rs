@@ -3,6 +3,7 @@
 //! max hold, a removed lock file, forwarded signals, and a chaos run that
 //! kills fronts at random.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -2,7 +2,7 @@
 //! written once, as a function taking a backend [`Fixture`], and run twice,
 //! as `file::<promise>` (lock files, runs under `cargo test --all-features`)
 //! and as `etcd::<promise>` (a real single-member etcd the test starts;
-//! `#[ignore = "needs etcd ..."]` like `tests/etcd.rs`, run by CI's
+//! `#[ignore = "needs etcd ..."]` like `cli/tests/etcd.rs`, run by CI's
 //! "ignored tests" step).
 //!
 //! Where a backend cannot meet a promise as stated, its test asserts the
@@ -17,6 +17,7 @@
 //! `__worker`, and the CLI's `append`, with `--backend` (and for etcd
 //! `--lease-ttl`), killed with SIGKILL where the promise says so.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 mod etcd_support;
 mod log_capture;

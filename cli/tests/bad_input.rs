@@ -13,6 +13,7 @@
 //! `target/bad-input-outcomes.txt` (the cases with another user's files,
 //! an ignored test that needs root: `target/bad-input-outcomes-other-users.txt`).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -5,6 +5,7 @@
 //!
 //! `close_idle` is process-wide, so the tests of this file run one at a time.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,6 +1,7 @@
 //! Lock ownership as session activity, and stuck-session recovery, with real
 //! lock-holding processes.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

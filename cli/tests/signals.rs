@@ -1,7 +1,8 @@
 //! Cleanup on SIGINT/SIGTERM/SIGQUIT/SIGHUP (feature `signals`): the lock
 //! file is removed, then the signal takes its default effect.
-#![cfg(all(feature = "signals", target_os = "linux"))]
+#![cfg(target_os = "linux")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -31,8 +31,8 @@ mod imp {
 
     fn opts() -> LockOptions {
         LockOptions::new()
-            .timeout(Duration::from_secs(30))
-            .label("criterion")
+            .with_timeout(Duration::from_secs(30))
+            .with_label("criterion")
     }
 
     fn config() -> Criterion {

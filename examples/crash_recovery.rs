@@ -42,8 +42,8 @@ fn main() -> Res<()> {
 /// parent kills us mid-hold).
 fn holder(transcript: &Path) -> Res<()> {
     let opts = LockOptions::new()
-        .timeout(Duration::from_secs(10))
-        .label("crash_recovery holder");
+        .with_timeout(Duration::from_secs(10))
+        .with_label("crash_recovery holder");
     let guard = session_lock::acquire_with(transcript, &opts)?;
     guard.append_line(r#"{"from":"holder","text":"started a turn"}"#)?;
     // What a kill inside the `write(2)` of a long line leaves on disk: the
@@ -140,7 +140,7 @@ fn parent() -> Res<()> {
     // 5. Take it over at once: try_acquire never waits, and it does not
     //    need to, because the dead holder's file is reclaimable right now.
     let start = Instant::now();
-    let guard = session_lock::try_acquire_with(&transcript, &opts.clone().label("successor"))?;
+    let guard = session_lock::try_acquire_with(&transcript, &opts.clone().with_label("successor"))?;
     println!(
         "try_acquire took the lock over in {:?}; new owner pid {:?} (ours: {})",
         start.elapsed(),

@@ -44,11 +44,11 @@ impl FencedStore {
 
 fn backend(endpoint: &str) -> LockOptions {
     LockOptions::new()
-        .timeout(Duration::from_secs(20))
-        .backend(Backend::Etcd(
+        .with_timeout(Duration::from_secs(20))
+        .with_backend(Backend::Etcd(
             EtcdBackend::new([endpoint])
-                .lease_ttl(Duration::from_secs(2))
-                .key("fencing-example"),
+                .with_lease_ttl(Duration::from_secs(2))
+                .with_key("fencing-example"),
         ))
 }
 

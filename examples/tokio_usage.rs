@@ -109,8 +109,8 @@ mod demo {
     /// One task: TURNS times acquire, append, hold across an await, release.
     async fn writer(path: PathBuf, id: usize) -> Result<(), session_lock::Error> {
         let opts = LockOptions::new()
-            .timeout(Duration::from_secs(30))
-            .label(format!("task {id}"));
+            .with_timeout(Duration::from_secs(30))
+            .with_label(format!("task {id}"));
         for turn in 0..TURNS {
             let guard = session_lock::tokio::acquire_with(&path, &opts).await?;
             guard.append_line(format!(r#"{{"writer":{id},"turn":{turn}}}"#))?;
@@ -125,8 +125,8 @@ mod demo {
     /// Race a long job against `guard.lost()`.
     async fn lost_in_select(path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         let opts = LockOptions::new()
-            .max_hold(Duration::from_millis(200))
-            .label("long job");
+            .with_max_hold(Duration::from_millis(200))
+            .with_label("long job");
         let guard = session_lock::tokio::acquire_with(path, &opts).await?;
         let started = Instant::now();
         let job = async {

@@ -28,13 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn opts() -> LockOptions {
-    LockOptions::new().timeout(Duration::from_secs(60))
+    LockOptions::new().with_timeout(Duration::from_secs(60))
 }
 
 /// Append LINES_PER_WRITER numbered JSON lines, one lock hold per line.
 fn writer(path: &str, id: usize) -> Result<(), Box<dyn std::error::Error>> {
     for seq in 0..LINES_PER_WRITER {
-        let guard = acquire_with(path, &opts().label(format!("demo writer {id}")))?;
+        let guard = acquire_with(path, &opts().with_label(format!("demo writer {id}")))?;
         guard.append_line(format!(
             r#"{{"writer":{id},"seq":{seq},"pid":{}}}"#,
             std::process::id()
@@ -52,7 +52,7 @@ fn writer(path: &str, id: usize) -> Result<(), Box<dyn std::error::Error>> {
 /// Take the lock, write half a turn's worth of lines, say "holding", and
 /// sleep forever: the parent kills us mid-hold.
 fn victim(path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let guard = acquire_with(path, &opts().label("demo victim"))?;
+    let guard = acquire_with(path, &opts().with_label("demo victim"))?;
     guard.append_line(r#"{"writer":"victim","seq":0}"#)?;
     println!("holding");
     std::io::stdout().flush()?;

@@ -34,8 +34,8 @@ fn main() -> Res<()> {
 
     // The holder: a max hold of 300 ms, which it will overstay.
     let holder_opts = LockOptions::new()
-        .max_hold(Duration::from_millis(300))
-        .label("slow holder");
+        .with_max_hold(Duration::from_millis(300))
+        .with_label("slow holder");
     let guard = session_lock::acquire_with(&transcript, &holder_opts)?;
     guard.append_line(r#"{"from":"holder","turn":1}"#)?;
     println!("{} holder: acquired (max hold {:?})", t(), guard.max_hold());
@@ -47,8 +47,8 @@ fn main() -> Res<()> {
     let path = transcript.clone();
     let successor = std::thread::spawn(move || -> Result<(), session_lock::Error> {
         let opts = LockOptions::new()
-            .timeout(Duration::from_secs(10))
-            .label("successor");
+            .with_timeout(Duration::from_secs(10))
+            .with_label("successor");
         let guard = session_lock::acquire_with(&path, &opts)?;
         guard.append_line(r#"{"from":"successor","turn":2}"#)?;
         let _ = acquired_tx.send(start.elapsed());

@@ -20,7 +20,7 @@ pub enum ErrorKind {
     /// `acquire`: the lock stayed held for the whole timeout.
     Timeout,
     /// The holder is alive but old (`too-old`, `hold-exceeded`), and the
-    /// caller asked to fail fast on that ([`crate::LockOptions::fail_on_stale`]).
+    /// caller asked to fail fast on that ([`crate::LockOptions::with_fail_on_stale`]).
     Stale,
     /// The lock path is a directory, FIFO, socket, symlink or device.
     NotAFile,

@@ -50,7 +50,7 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// locks at once.
 ///
 /// # Errors
-/// As [`acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set and
+/// As [`acquire`]; `Stale` when [`LockOptions::with_fail_on_stale`] is set and
 /// the live holder is past its stale threshold or max hold.
 ///
 /// # Examples
@@ -58,7 +58,7 @@ pub fn acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// use session_lock::{acquire_with, LockOptions};
 /// use std::time::Duration;
 /// let dir = tempfile::tempdir()?;
-/// let opts = LockOptions::new().timeout(Duration::from_secs(5)).label("example");
+/// let opts = LockOptions::new().with_timeout(Duration::from_secs(5)).with_label("example");
 /// let guard = acquire_with(dir.path().join("s.jsonl"), &opts)?;
 /// assert_eq!(guard.record().label.as_deref(), Some("example"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -94,7 +94,7 @@ pub fn try_acquire(target: impl AsRef<Path>) -> Result<LockGuard> {
 /// Try once with options, never blocking.
 ///
 /// # Errors
-/// As [`try_acquire`]; `Stale` when [`LockOptions::fail_on_stale`] is set
+/// As [`try_acquire`]; `Stale` when [`LockOptions::with_fail_on_stale`] is set
 /// and the live holder is past its stale threshold or max hold.
 pub fn try_acquire_with(target: impl AsRef<Path>, opts: &LockOptions) -> Result<LockGuard> {
     hold(target.as_ref(), opts, Attempt::Once).map(LockGuard::new)

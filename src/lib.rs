@@ -18,7 +18,7 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let transcript = dir.path().join("agent-42.jsonl");
-//! let opts = LockOptions::new().timeout(Duration::from_secs(10)).label("worker");
+//! let opts = LockOptions::new().with_timeout(Duration::from_secs(10)).with_label("worker");
 //! let guard = acquire_with(&transcript, &opts)?;
 //! guard.append_line(r#"{"type":"turn","text":"hello"}"#)?; // refused if the lock was lost
 //! guard.release()?;

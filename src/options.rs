@@ -48,15 +48,15 @@ pub fn max_hold_from_timeout(
 /// use session_lock::LockOptions;
 /// use std::time::Duration;
 /// let opts = LockOptions::new()
-///     .timeout(Duration::from_secs(10))
-///     .max_hold(Duration::from_secs(120))
-///     .label("cron: nightly compaction");
-/// assert_eq!(opts.get_timeout(), Some(Duration::from_secs(10)));
+///     .with_timeout(Duration::from_secs(10))
+///     .with_max_hold(Duration::from_secs(120))
+///     .with_label("cron: nightly compaction");
+/// assert_eq!(opts.timeout(), Some(Duration::from_secs(10)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockOptions {
     pub(crate) timeout: Option<Duration>,
-    /// `None`: the default ([`DEFAULT_STALE`]); set only by [`LockOptions::stale`].
+    /// `None`: the default ([`DEFAULT_STALE`]); set only by [`LockOptions::with_stale`].
     pub(crate) stale: Option<Duration>,
     pub(crate) max_hold: Duration,
     /// `None`: the default ([`DEFAULT_ORPHAN_GRACE`]).
@@ -191,13 +191,13 @@ impl LockOptions {
     }
     /// How long `acquire` waits in total (`Duration::ZERO`: one attempt).
     #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
     /// Wait without a time limit.
     #[must_use]
-    pub fn no_timeout(mut self) -> Self {
+    pub fn without_timeout(mut self) -> Self {
         self.timeout = None;
         self
     }
@@ -205,7 +205,7 @@ impl LockOptions {
     /// it; a record of another host without a working witness is judged by
     /// this age alone). Zero is refused by acquire.
     #[must_use]
-    pub fn stale(mut self, stale: Duration) -> Self {
+    pub fn with_stale(mut self, stale: Duration) -> Self {
         self.stale = Some(stale);
         self
     }
@@ -213,7 +213,7 @@ impl LockOptions {
     /// Capped at [`MAX_HOLD_CAP`]; under 1 ms is refused by acquire
     /// ([`crate::ErrorKind::InvalidInput`]).
     #[must_use]
-    pub fn max_hold(mut self, max_hold: Duration) -> Self {
+    pub fn with_max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = max_hold.min(MAX_HOLD_CAP);
         self
     }
@@ -221,13 +221,13 @@ impl LockOptions {
     /// effective grace is `min(stale, orphan_grace)`, as in the reference.
     /// Zero is refused by acquire.
     #[must_use]
-    pub fn orphan_grace(mut self, grace: Duration) -> Self {
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
         self.orphan_grace = Some(grace);
         self
     }
     /// Free text stored in the owner record (who and why), at most 1 KiB.
     #[must_use]
-    pub fn label(mut self, label: impl Into<String>) -> Self {
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(crate::record::clip_label(&label.into()));
         self
     }
@@ -235,7 +235,7 @@ impl LockOptions {
     /// but past the stale threshold or its own max hold, instead of waiting
     /// (the reference's behaviour). Default: wait.
     #[must_use]
-    pub fn fail_on_stale(mut self, yes: bool) -> Self {
+    pub fn with_fail_on_stale(mut self, yes: bool) -> Self {
         self.fail_on_stale = yes;
         self
     }
@@ -245,14 +245,14 @@ impl LockOptions {
     /// `docs/threat-model.md`). Default: off, as in `flock(1)`: a missing
     /// directory is an error naming it, and nothing is created.
     #[must_use]
-    pub fn create_dirs(mut self, yes: bool) -> Self {
+    pub fn with_create_dirs(mut self, yes: bool) -> Self {
         self.create_dirs = yes;
         self
     }
     /// Where the lock lives: [`crate::Backend::File`] (the default) or,
     /// with the `etcd` feature, an etcd cluster (see `docs/distributed.md`).
     #[must_use]
-    pub fn backend(mut self, backend: crate::Backend) -> Self {
+    pub fn with_backend(mut self, backend: crate::Backend) -> Self {
         self.backend = backend;
         self
     }
@@ -294,20 +294,32 @@ impl LockOptions {
         self
     }
     /// The configured backend.
-    pub fn get_backend(&self) -> &crate::Backend {
+    pub fn backend(&self) -> &crate::Backend {
         &self.backend
     }
     /// The configured timeout (`None`: unbounded).
-    pub fn get_timeout(&self) -> Option<Duration> {
+    pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
     /// The configured max hold.
-    pub fn get_max_hold(&self) -> Duration {
+    pub fn max_hold(&self) -> Duration {
         self.max_hold
     }
-    /// The configured stale threshold.
-    pub fn get_stale(&self) -> Duration {
+    /// The configured stale threshold ([`DEFAULT_STALE`] unless set).
+    pub fn stale(&self) -> Duration {
         self.stale_threshold()
+    }
+    /// The configured label, as stored (clipped to 1 KiB).
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+    /// Whether a live holder past its limits fails the acquire at once.
+    pub fn fail_on_stale(&self) -> bool {
+        self.fail_on_stale
+    }
+    /// Whether missing parent directories are created.
+    pub fn create_dirs(&self) -> bool {
+        self.create_dirs
     }
     /// The effective orphan grace: `min(stale, orphan_grace)`.
     pub fn effective_orphan_grace(&self) -> Duration {
@@ -367,7 +379,7 @@ mod tests {
 
     #[test]
     fn orphan_grace_is_capped_by_stale() {
-        let o = LockOptions::new().stale(Duration::from_secs(2));
+        let o = LockOptions::new().with_stale(Duration::from_secs(2));
         assert_eq!(o.effective_orphan_grace(), Duration::from_secs(2));
         assert_eq!(
             LockOptions::new().effective_orphan_grace(),

@@ -42,7 +42,7 @@ impl LockPaths {
     /// `x.jsonl.lock.queue`, `x.jsonl.lock.reclaim`, a witness slot or temp
     /// file name), every name derived from it fits the filesystem's name
     /// limit, its directory exists (or is created, mode 0700, with
-    /// [`LockOptions::create_dirs`]), and nothing but a regular file (or a
+    /// [`LockOptions::with_create_dirs`]), and nothing but a regular file (or a
     /// symlink) is at its name.
     ///
     /// # Errors
@@ -175,13 +175,13 @@ pub(crate) fn missing_dir_error(dir: &Path) -> Error {
         io::Error::new(
             io::ErrorKind::NotFound,
             "no such directory; nothing was created (create it first, or let the library \
-             create it with LockOptions::create_dirs)",
+             create it with LockOptions::with_create_dirs)",
         ),
     )
 }
 
 /// Create `dir` and its missing ancestors, each mode 0700 whatever the
-/// umask ([`LockOptions::create_dirs`]).
+/// umask ([`LockOptions::with_create_dirs`]).
 pub(crate) fn create_private_dirs(dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut at = dir;

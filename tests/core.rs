@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 fn quick() -> LockOptions {
-    LockOptions::new().timeout(Duration::from_millis(50))
+    LockOptions::new().with_timeout(Duration::from_millis(50))
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn fresh_brace_lock_kept_old_one_reclaimed_and_removed_on_release() {
         ErrorKind::Busy
     );
     age_file(&lock, Duration::from_secs(120));
-    let g = try_acquire_with(&t, &quick().stale(Duration::from_secs(10))).unwrap();
+    let g = try_acquire_with(&t, &quick().with_stale(Duration::from_secs(10))).unwrap();
     g.release().unwrap();
     assert!(!lock.exists());
 }
@@ -134,8 +134,11 @@ fn directory_and_fifo_at_the_lock_path_are_clear_errors_not_hangs() {
     // SAFETY: valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let err = within(WAIT, "acquire on a FIFO", move || {
-        session_lock::acquire_with(&f, &LockOptions::new().timeout(Duration::from_millis(50)))
-            .unwrap_err()
+        session_lock::acquire_with(
+            &f,
+            &LockOptions::new().with_timeout(Duration::from_millis(50)),
+        )
+        .unwrap_err()
     });
     assert_eq!(err.kind(), ErrorKind::NotAFile);
     assert!(err.to_string().contains("FIFO"), "{err}");
@@ -168,8 +171,11 @@ fn same_thread_try_acquire_is_busy_other_threads_wait() {
     assert!(err.to_string().contains("s.jsonl.lock"), "{err}");
     let t2 = t.clone();
     let other = std::thread::spawn(move || {
-        session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(30)))
-            .map(|g| g.release())
+        session_lock::acquire_with(
+            &t2,
+            &LockOptions::new().with_timeout(Duration::from_secs(30)),
+        )
+        .map(|g| g.release())
     });
     std::thread::sleep(Duration::from_millis(50));
     g.release().unwrap();
@@ -211,7 +217,7 @@ fn missing_parent_directory_is_created_only_when_asked() {
     let err = acquire(&t).unwrap_err();
     assert!(err.to_string().contains("a/b/c"), "{err}");
     assert!(!dir.path().join("a").exists(), "nothing created by default");
-    let g = session_lock::acquire_with(&t, &LockOptions::new().create_dirs(true)).unwrap();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_create_dirs(true)).unwrap();
     assert!(dir.path().join("a/b/c/s.jsonl.lock").exists());
     g.release().unwrap();
 }
@@ -405,7 +411,7 @@ fn threads_contending_with_waits_keep_exclusion() {
                 for i in 0..100 {
                     let g = session_lock::acquire_with(
                         &t,
-                        &LockOptions::new().timeout(Duration::from_secs(60)),
+                        &LockOptions::new().with_timeout(Duration::from_secs(60)),
                     )
                     .unwrap();
                     assert_eq!(
@@ -520,14 +526,14 @@ fn read_only_directory_is_a_clear_error() {
 fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let first = session_lock::acquire_with(&t, &LockOptions::new().label("first")).unwrap();
+    let first = session_lock::acquire_with(&t, &LockOptions::new().with_label("first")).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let opts = {
         let calls = calls.clone();
         let tx = std::sync::Mutex::new(tx);
         LockOptions::new()
-            .timeout(WAIT)
+            .with_timeout(WAIT)
             .on_wait(Duration::from_millis(50), move |holder| {
                 calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = tx.lock().unwrap().send(holder.label.clone());
@@ -559,7 +565,7 @@ fn a_waiters_record_says_when_it_took_the_lock() {
     // The hook runs once the waiter has prepared its record and is about
     // to sleep.
     let opts = LockOptions::new()
-        .timeout(WAIT)
+        .with_timeout(WAIT)
         .on_wait(Duration::ZERO, move |_| {
             let _ = tx.lock().unwrap().send(());
         });
@@ -620,7 +626,7 @@ fn a_lost_guard_does_not_make_its_thread_deadlock() {
 fn guard_accessors_report_the_hold() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let opts = LockOptions::new().max_hold(Duration::from_secs(7));
+    let opts = LockOptions::new().with_max_hold(Duration::from_secs(7));
     let g = session_lock::acquire_with(&t, &opts).unwrap();
     assert_eq!(g.max_hold(), Duration::from_secs(7));
     let after = std::time::Instant::now();
@@ -652,7 +658,7 @@ fn tokens_are_fresh_and_a_vanished_directory_is_recreated() {
     let sub = dir.path().join("sessions");
     let t = sub.join("s.jsonl");
     let mut tokens = Vec::new();
-    let create = LockOptions::new().create_dirs(true);
+    let create = LockOptions::new().with_create_dirs(true);
     for _ in 0..2 {
         let g = session_lock::acquire_with(&t, &create).unwrap();
         tokens.push(g.record().token.clone().expect("a token"));
@@ -712,11 +718,14 @@ fn options_the_etcd_backend_cannot_honour_are_refused_naming_them() {
     use session_lock::etcd::EtcdBackend;
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let etcd = || LockOptions::new().backend(Backend::Etcd(EtcdBackend::new(["127.0.0.1:1"])));
+    let etcd = || LockOptions::new().with_backend(Backend::Etcd(EtcdBackend::new(["127.0.0.1:1"])));
     for (name, opts) in [
-        ("stale", etcd().stale(Duration::from_secs(60))),
-        ("orphan_grace", etcd().orphan_grace(Duration::from_secs(1))),
-        ("fail_on_stale", etcd().fail_on_stale(true)),
+        ("stale", etcd().with_stale(Duration::from_secs(60))),
+        (
+            "orphan_grace",
+            etcd().with_orphan_grace(Duration::from_secs(1)),
+        ),
+        ("fail_on_stale", etcd().with_fail_on_stale(true)),
     ] {
         let err = session_lock::acquire_with(&t, &opts).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");

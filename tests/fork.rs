@@ -23,7 +23,7 @@ fn a_forked_child_has_no_holds_of_its_own() {
     // whose watchdog ran (and has no thread for it).
     let warm = session_lock::acquire_with(
         dir.path().join("warm.jsonl"),
-        &LockOptions::new().max_hold(Duration::from_secs(60)),
+        &LockOptions::new().with_max_hold(Duration::from_secs(60)),
     )
     .unwrap();
     warm.release().unwrap();
@@ -91,8 +91,8 @@ fn child(
     let mine = session_lock::acquire_with(
         other,
         &LockOptions::new()
-            .timeout(Duration::from_secs(5))
-            .max_hold(Duration::from_millis(100)),
+            .with_timeout(Duration::from_secs(5))
+            .with_max_hold(Duration::from_millis(100)),
     )
     .map_err(|_| 4)?;
     match mine.wait_lost(Some(Duration::from_secs(20))) {
@@ -119,7 +119,7 @@ fn queue_dance(t: &std::path::Path) -> Result<(), String> {
     let queue = t.with_extension("jsonl.lock.queue");
     let spawn = |t: std::path::PathBuf| {
         std::thread::spawn(move || {
-            session_lock::acquire_with(&t, &LockOptions::new().timeout(limit))
+            session_lock::acquire_with(&t, &LockOptions::new().with_timeout(limit))
                 .and_then(|g| g.release())
                 .map_err(|e| e.to_string())
         })

@@ -44,10 +44,10 @@ fn a_forked_child_has_no_hold_of_its_parents_etcd_lock() {
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let cfg = EtcdBackend::new([etcd.endpoint()]).lease_ttl(Duration::from_secs(2));
+    let cfg = EtcdBackend::new([etcd.endpoint()]).with_lease_ttl(Duration::from_secs(2));
     let opts = LockOptions::new()
-        .timeout(WAIT)
-        .backend(Backend::Etcd(cfg.clone()));
+        .with_timeout(WAIT)
+        .with_backend(Backend::Etcd(cfg.clone()));
     let g = session_lock::acquire_with(&t, &opts).unwrap();
     g.append_line("{\"from\":\"parent\",\"n\":1}").unwrap();
     let parent = std::process::id();

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn opts(timeout: Duration) -> LockOptions {
-    LockOptions::new().timeout(timeout)
+    LockOptions::new().with_timeout(timeout)
 }
 
 /// A guard moved to another thread and dropped there: the first thread's
@@ -190,17 +190,17 @@ fn options_the_lock_cannot_honour_are_refused() {
         .build()
         .unwrap();
     let table: [(LockOptions, &str); 4] = [
-        (LockOptions::new().max_hold(Duration::ZERO), "max hold"),
+        (LockOptions::new().with_max_hold(Duration::ZERO), "max hold"),
         (
-            LockOptions::new().max_hold(Duration::from_micros(999)),
+            LockOptions::new().with_max_hold(Duration::from_micros(999)),
             "max hold",
         ),
         (
-            LockOptions::new().stale(Duration::from_micros(5)),
+            LockOptions::new().with_stale(Duration::from_micros(5)),
             "stale threshold",
         ),
         (
-            LockOptions::new().orphan_grace(Duration::ZERO),
+            LockOptions::new().with_orphan_grace(Duration::ZERO),
             "orphan grace",
         ),
     ];
@@ -228,8 +228,8 @@ fn options_the_lock_cannot_honour_are_refused() {
     let g = session_lock::acquire_with(
         &t,
         &LockOptions::new()
-            .max_hold(Duration::from_millis(1))
-            .timeout(Duration::ZERO),
+            .with_max_hold(Duration::from_millis(1))
+            .with_timeout(Duration::ZERO),
     )
     .unwrap();
     assert_eq!(g.record().max_hold_ms, Some(1));

@@ -151,21 +151,21 @@ impl BackendArgs {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<session_lock::etcd::EtcdBackend, String> {
         if let Some(t) = self.lease_ttl {
-            cfg = cfg.lease_ttl(t);
+            cfg = cfg.with_lease_ttl(t);
         }
         if let Some(k) = &self.key {
-            cfg = cfg.key(k.clone());
+            cfg = cfg.with_key(k.clone());
         }
         let path =
             |opt: &Option<PathBuf>, var: &str| opt.clone().or_else(|| env(var).map(PathBuf::from));
         if let Some(ca) = path(&self.cacert, "ETCDCTL_CACERT") {
-            cfg = cfg.ca_file(ca);
+            cfg = cfg.with_ca_file(ca);
         }
         match (
             path(&self.cert, "ETCDCTL_CERT"),
             path(&self.cert_key, "ETCDCTL_KEY"),
         ) {
-            (Some(c), Some(k)) => cfg = cfg.client_cert(c, k),
+            (Some(c), Some(k)) => cfg = cfg.with_client_cert(c, k),
             (None, None) => {}
             (Some(_), None) => {
                 return Err("a client certificate (--cert / ETCDCTL_CERT) needs its key (--cert-key / ETCDCTL_KEY)".into());
@@ -175,7 +175,7 @@ impl BackendArgs {
             }
         }
         if let Some(n) = &self.server_name {
-            cfg = cfg.server_name(n.clone());
+            cfg = cfg.with_server_name(n.clone());
         }
         let timeout = match (self.connect_timeout, env("ETCDCTL_DIAL_TIMEOUT")) {
             (Some(t), _) => Some(t),
@@ -186,10 +186,10 @@ impl BackendArgs {
             (None, None) => None,
         };
         if let Some(t) = timeout {
-            cfg = cfg.connect_timeout(t);
+            cfg = cfg.with_connect_timeout(t);
         }
         if let Some((user, password)) = self.credentials(env)? {
-            cfg = cfg.user(user, password);
+            cfg = cfg.with_user(user, password);
         }
         Ok(cfg)
     }
@@ -255,15 +255,15 @@ pub(crate) fn options(
     max_hold: Option<Duration>,
     label: Option<String>,
 ) -> LockOptions {
-    let mut o = LockOptions::new().backend(backend());
+    let mut o = LockOptions::new().with_backend(backend());
     if let Some(t) = timeout {
-        o = o.timeout(t);
+        o = o.with_timeout(t);
     }
     if let Some(m) = max_hold {
-        o = o.max_hold(m);
+        o = o.with_max_hold(m);
     }
     if let Some(l) = label {
-        o = o.label(l);
+        o = o.with_label(l);
     }
     o
 }
@@ -303,13 +303,13 @@ mod tests {
         let e = etcd(&BackendArgs::default(), ETCDCTL);
         assert_eq!(e.endpoints(), ["a:2379", "b:2379"]);
         assert!(e.uses_tls());
-        assert_eq!(e.get_ca_file(), Some(Path::new("/env/ca.pem")));
+        assert_eq!(e.ca_file(), Some(Path::new("/env/ca.pem")));
         assert_eq!(
-            e.get_client_cert(),
+            e.client_cert(),
             Some((Path::new("/env/c.pem"), Path::new("/env/k.pem")))
         );
-        assert_eq!(e.get_user(), Some("alice"));
-        assert_eq!(e.get_connect_timeout(), Duration::from_secs(3));
+        assert_eq!(e.user(), Some("alice"));
+        assert_eq!(e.connect_timeout(), Duration::from_secs(3));
         assert!(!format!("{e:?}").contains("pw-from-user"));
     }
 
@@ -323,9 +323,9 @@ mod tests {
             ..Default::default()
         };
         let e = etcd(&args, ETCDCTL);
-        assert_eq!(e.get_ca_file(), Some(Path::new("/opt/ca.pem")));
-        assert_eq!(e.get_client_cert().unwrap().0, Path::new("/opt/c.pem"));
-        assert_eq!(e.get_connect_timeout(), Duration::from_millis(500));
+        assert_eq!(e.ca_file(), Some(Path::new("/opt/ca.pem")));
+        assert_eq!(e.client_cert().unwrap().0, Path::new("/opt/c.pem"));
+        assert_eq!(e.connect_timeout(), Duration::from_millis(500));
         // SESSION_LOCK_BACKEND beats ETCDCTL_ENDPOINTS; --backend beats both.
         let mut vars = ETCDCTL.to_vec();
         vars.push(("SESSION_LOCK_BACKEND", "etcd://c:1"));
@@ -353,7 +353,7 @@ mod tests {
         let mut vars = ETCDCTL.to_vec();
         vars.push(("ETCDCTL_PASSWORD", "pw-from-password"));
         let e = etcd(&BackendArgs::default(), &vars);
-        assert_eq!(e, e.clone().user("alice", "pw-from-password"));
+        assert_eq!(e, e.clone().with_user("alice", "pw-from-password"));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "pw-from-file\n").unwrap();
@@ -362,7 +362,7 @@ mod tests {
             ..Default::default()
         };
         let e = etcd(&args, &vars);
-        assert_eq!(e, e.clone().user("alice", "pw-from-file"));
+        assert_eq!(e, e.clone().with_user("alice", "pw-from-file"));
         // Another user does not get ETCDCTL_USER's password.
         let bob = BackendArgs {
             user: Some("bob".into()),

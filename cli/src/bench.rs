@@ -370,8 +370,8 @@ fn err_str(what: &str, e: impl std::fmt::Display) -> String {
 
 fn opts() -> LockOptions {
     LockOptions::new()
-        .timeout(ACQUIRE_TIMEOUT)
-        .label("session-lock bench")
+        .with_timeout(ACQUIRE_TIMEOUT)
+        .with_label("session-lock bench")
 }
 
 fn open_rw(path: &Path) -> Result<File, String> {

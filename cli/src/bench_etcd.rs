@@ -52,7 +52,7 @@ pub(crate) fn run(args: &BenchArgs, cfg: &EtcdBackend) -> i32 {
                 println!(
                     "etcd backend {} (lease TTL {}s)",
                     cfg.url(),
-                    cfg.get_lease_ttl().as_secs()
+                    cfg.lease_ttl().as_secs()
                 );
                 println!(
                     "{:<28} {:>6} {:>10} {:>10} {:>10}",
@@ -80,7 +80,7 @@ fn measure(args: &BenchArgs, cfg: &EtcdBackend) -> Result<Vec<Row>, String> {
     let tag = format!("bench-{}-{}", std::process::id(), session_lock_nanos());
     let dir = tempfile_dir()?;
     let target = dir.join("bench.jsonl");
-    let raw_key = format!("{}{tag}-raw", cfg.get_prefix().trim_end_matches('/'));
+    let raw_key = format!("{}{tag}-raw", cfg.prefix().trim_end_matches('/'));
 
     // Warm up the connection.
     session_lock::etcd::raw_txn_roundtrip(cfg, &raw_key).map_err(|e| e.to_string())?;
@@ -92,10 +92,10 @@ fn measure(args: &BenchArgs, cfg: &EtcdBackend) -> Result<Vec<Row>, String> {
         raw.push(t.elapsed().as_micros() as u64);
     }
 
-    let key_cfg = cfg.clone().key(format!("{tag}-uncontended"));
+    let key_cfg = cfg.clone().with_key(format!("{tag}-uncontended"));
     let opts = LockOptions::new()
-        .timeout(Duration::from_secs(10))
-        .backend(Backend::Etcd(key_cfg));
+        .with_timeout(Duration::from_secs(10))
+        .with_backend(Backend::Etcd(key_cfg));
     let mut unc = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -104,10 +104,10 @@ fn measure(args: &BenchArgs, cfg: &EtcdBackend) -> Result<Vec<Row>, String> {
         unc.push(t.elapsed().as_micros() as u64);
     }
 
-    let hand_cfg = cfg.clone().key(format!("{tag}-handoff"));
+    let hand_cfg = cfg.clone().with_key(format!("{tag}-handoff"));
     let hand_opts = LockOptions::new()
-        .timeout(Duration::from_secs(10))
-        .backend(Backend::Etcd(hand_cfg.clone()));
+        .with_timeout(Duration::from_secs(10))
+        .with_backend(Backend::Etcd(hand_cfg.clone()));
     let mut hand = Vec::with_capacity(handoffs);
     for _ in 0..handoffs {
         let holder = session_lock::acquire_with(&target, &hand_opts).map_err(|e| e.to_string())?;

@@ -445,18 +445,18 @@ pub(crate) fn holder(json: &str) -> u8 {
             return 2;
         }
     };
-    let mut opts = LockOptions::new().backend(backend).max_hold(
+    let mut opts = LockOptions::new().with_backend(backend).with_max_hold(
         max_hold
             .saturating_add(kill_after)
             .saturating_add(BACKSTOP_MARGIN),
     );
     if args.forever {
-        opts = opts.no_timeout();
+        opts = opts.without_timeout();
     } else if let Some(t) = args.timeout_ms {
-        opts = opts.timeout(Duration::from_millis(t));
+        opts = opts.with_timeout(Duration::from_millis(t));
     }
     if let Some(l) = &args.label {
-        opts = opts.label(l.clone());
+        opts = opts.with_label(l.clone());
     }
     let file = &args.file;
     crate::remember_shown(file);
@@ -540,7 +540,7 @@ pub(crate) fn holder(json: &str) -> u8 {
     // release). A lock file removed or replaced by someone else is seen
     // by watching it.
     spawn_lost_wait(guard.lost(), tx.clone());
-    if matches!(opts.get_backend(), session_lock::Backend::File) {
+    if matches!(opts.backend(), session_lock::Backend::File) {
         spawn_loss_watch(guard.lock_path(), tx.clone());
     }
     let code = supervise(&args, max_hold, kill_after, &rx);

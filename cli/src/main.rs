@@ -390,7 +390,7 @@ fn main() -> ExitCode {
             };
             let mut opts = options(timeout, None, Some("session-lock append".into()));
             if wait == Some(durations::Wait::Forever) {
-                opts = opts.no_timeout();
+                opts = opts.without_timeout();
             }
             append(&file, &opts, &lines, sync, verbose)
         }

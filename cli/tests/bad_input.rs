@@ -681,8 +681,11 @@ fn probe(case: &Case, vals: &Vals, aged: bool, fails: &mut Vec<String>) -> Probe
     let t = copy.t.clone();
     let start = Instant::now();
     let r = guarded(move || {
-        session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(100)))
-            .and_then(|g| g.release())
+        session_lock::acquire_with(
+            &t,
+            &LockOptions::new().with_timeout(Duration::from_millis(100)),
+        )
+        .and_then(|g| g.release())
     });
     if start.elapsed() > Duration::from_secs(5) {
         fails.push(format!(

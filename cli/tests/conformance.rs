@@ -63,7 +63,7 @@ impl Fixture {
     fn etcd(test: &str) -> Fixture {
         require_etcd(test);
         let server = single();
-        let cfg = EtcdBackend::new([server.endpoint()]).lease_ttl(TTL);
+        let cfg = EtcdBackend::new([server.endpoint()]).with_lease_ttl(TTL);
         Fixture {
             backend: Backend::Etcd(cfg.clone()),
             args: vec![
@@ -97,8 +97,8 @@ impl Fixture {
 
     fn opts(&self, timeout: Duration) -> LockOptions {
         LockOptions::new()
-            .timeout(timeout)
-            .backend(self.backend.clone())
+            .with_timeout(timeout)
+            .with_backend(self.backend.clone())
     }
 
     /// How soon a waiter must hold the lock after its holder was killed:
@@ -652,7 +652,7 @@ fn paused_holder(b: &Fixture) {
 fn max_hold(b: &Fixture) {
     let t = b.path("m.jsonl");
     let max = Duration::from_millis(500);
-    let g = session_lock::acquire_with(&t, &b.opts(WAIT).max_hold(max)).unwrap();
+    let g = session_lock::acquire_with(&t, &b.opts(WAIT).with_max_hold(max)).unwrap();
     assert_eq!(g.max_hold(), max);
     g.append_line("one").unwrap();
     let reason = g

@@ -86,8 +86,10 @@ fn a_blocked_waiter_wakes_when_the_holder_is_killed_and_does_not_poll() {
     let waiter = std::thread::spawn(move || {
         let before = session_lock::__private::acquire_steps();
         tx.send(()).unwrap();
-        let g =
-            session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
+        let g = session_lock::acquire_with(
+            &t2,
+            &LockOptions::new().with_timeout(Duration::from_secs(60)),
+        );
         let steps = session_lock::__private::acquire_steps() - before;
         (
             g.map(|g| g.release()),
@@ -125,8 +127,10 @@ fn a_blocked_waiter_wakes_on_release_without_polling() {
     let t2 = t.clone();
     let waiter = std::thread::spawn(move || {
         let before = session_lock::__private::acquire_steps();
-        let g =
-            session_lock::acquire_with(&t2, &LockOptions::new().timeout(Duration::from_secs(60)));
+        let g = session_lock::acquire_with(
+            &t2,
+            &LockOptions::new().with_timeout(Duration::from_secs(60)),
+        );
         (
             g.map(|g| g.release()),
             session_lock::__private::acquire_steps() - before,
@@ -144,9 +148,11 @@ fn timeout_is_honoured_and_names_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &["--label", "cron nightly"]);
-    let err =
-        session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(200)))
-            .unwrap_err();
+    let err = session_lock::acquire_with(
+        &t,
+        &LockOptions::new().with_timeout(Duration::from_millis(200)),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     let msg = err.to_string();
     assert!(
@@ -176,9 +182,11 @@ fn a_100ms_timeout_returns_well_under_a_second() {
     let t = dir.path().join("s.jsonl");
     let holder = Holder::start(&t, &[]);
     let start = std::time::Instant::now();
-    let err =
-        session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_millis(100)))
-            .unwrap_err();
+    let err = session_lock::acquire_with(
+        &t,
+        &LockOptions::new().with_timeout(Duration::from_millis(100)),
+    )
+    .unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(
@@ -213,7 +221,8 @@ fn reference_format_lock_of_a_live_pid_is_never_removed() {
     assert_eq!(insp.verdict, Verdict::Stale);
     assert_eq!(insp.reasons, vec![Reason::TooOld]);
     let fail_fast =
-        session_lock::try_acquire_with(&t, &LockOptions::new().fail_on_stale(true)).unwrap_err();
+        session_lock::try_acquire_with(&t, &LockOptions::new().with_fail_on_stale(true))
+            .unwrap_err();
     assert_eq!(fail_fast.kind(), ErrorKind::Stale);
     assert!(lock.exists(), "a live owner's lock was removed");
     let swept = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();

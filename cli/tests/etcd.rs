@@ -21,13 +21,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_session-lock");
 const HELPER: &str = env!("CARGO_BIN_EXE_session-lock-test-helper");
 
 fn backend(eps: &[String], ttl_s: u64) -> EtcdBackend {
-    EtcdBackend::new(eps.to_vec()).lease_ttl(Duration::from_secs(ttl_s))
+    EtcdBackend::new(eps.to_vec()).with_lease_ttl(Duration::from_secs(ttl_s))
 }
 
 fn opts(cfg: &EtcdBackend, timeout: Duration) -> LockOptions {
     LockOptions::new()
-        .timeout(timeout)
-        .backend(Backend::Etcd(cfg.clone()))
+        .with_timeout(timeout)
+        .with_backend(Backend::Etcd(cfg.clone()))
 }
 
 fn url(e: &Etcd) -> String {
@@ -317,7 +317,7 @@ fn killed_holder_frees_within_ttl_plus_1s_and_release_hands_over_at_once() {
 fn waiters_enter_in_arrival_order_and_each_release_wakes_one() {
     require_etcd("fifo");
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("fifo");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("fifo");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f.jsonl");
     let o = opts(&cfg, Duration::from_secs(30));
@@ -414,7 +414,7 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
     require_etcd("cluster");
     let mut members = cluster3();
     let eps: Vec<String> = members.iter().map(Etcd::endpoint).collect();
-    let cfg = backend(&eps, 4).key("cluster");
+    let cfg = backend(&eps, 4).with_key("cluster");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.jsonl");
     let guard = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(10))).unwrap();
@@ -554,10 +554,10 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
 fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
     require_etcd("try_acquire");
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("try");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("try");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
-    let o = opts(&cfg, Duration::from_secs(5)).label("first");
+    let o = opts(&cfg, Duration::from_secs(5)).with_label("first");
     let g = session_lock::try_acquire_with(&file, &o).unwrap();
     assert!(g.fencing_token().unwrap() > 0);
     assert!(g.share_with_children().is_ok(), "a no-op on etcd");
@@ -608,7 +608,7 @@ fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
 fn async_api_acquires_and_a_cancelled_acquire_leaves_no_key() {
     require_etcd("async");
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("async");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("async");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.jsonl");
     let o = opts(&cfg, Duration::from_secs(10));
@@ -747,7 +747,7 @@ fn cli_exec_serialises_status_lists_holder_and_waiters_bench_runs() {
 fn the_fencing_token_is_written_into_the_stored_record() {
     require_etcd("fencing token in the record");
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("fenced");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("fenced");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
@@ -806,7 +806,7 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
             c.user_grant_role("root", "root").await.unwrap();
             c.auth_enable().await.unwrap();
         });
-    let cfg = backend(std::slice::from_ref(&endpoint), 5).key("auth");
+    let cfg = backend(std::slice::from_ref(&endpoint), 5).with_key("auth");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     let timeout = Duration::from_secs(3);
@@ -845,7 +845,7 @@ fn an_etcd_that_refuses_us_is_one_clear_line_within_the_timeout() {
 fn a_torn_last_line_is_moved_out_before_an_etcd_holders_first_append() {
     require_etcd("torn tail under the etcd backend");
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("torn");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("torn");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     std::fs::write(&file, "{\"a\":1}\n{\"b\":").unwrap();
@@ -873,10 +873,10 @@ fn max_hold_under_etcd_is_the_watchdogs_the_hold_is_lost_and_the_lease_revoked()
     let logs = log_capture::captured();
     let etcd = single();
     // A TTL far past the max hold: only a revoke frees the lock in time.
-    let cfg = backend(&[etcd.endpoint()], 30).key("max-hold");
+    let cfg = backend(&[etcd.endpoint()], 30).with_key("max-hold");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.jsonl");
-    let o = opts(&cfg, Duration::from_secs(5)).max_hold(Duration::from_millis(700));
+    let o = opts(&cfg, Duration::from_secs(5)).with_max_hold(Duration::from_millis(700));
     let g = session_lock::acquire_with(&file, &o).unwrap();
     let nested = g.nested().unwrap();
     g.append_line("before").unwrap();
@@ -944,7 +944,7 @@ fn a_thread_waiting_for_its_own_etcd_lock_is_warned() {
     require_etcd("same-thread check under the etcd backend");
     let logs = log_capture::captured();
     let etcd = single();
-    let cfg = backend(&[etcd.endpoint()], 5).key("same-thread");
+    let cfg = backend(&[etcd.endpoint()], 5).with_key("same-thread");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.jsonl");
     let g = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
@@ -1003,8 +1003,8 @@ fn server_tls(pki: &Pki, pair: &etcd_support::tls::Pair, client_cert_auth: bool)
 /// The library's view of `endpoints` with our CA and client certificate.
 fn tls_backend(pki: &Pki, endpoints: &[String]) -> EtcdBackend {
     EtcdBackend::new(endpoints.iter().map(|e| format!("https://{e}")))
-        .ca_file(&pki.ca)
-        .client_cert(&pki.client.cert, &pki.client.key)
+        .with_ca_file(&pki.ca)
+        .with_client_cert(&pki.client.cert, &pki.client.key)
 }
 
 /// etcd's own client over TLS with our CA and client certificate.
@@ -1241,7 +1241,7 @@ fn tls_client_certs_and_auth_exclusion_nonblock_kill9_takeover_from_the_etcdctl_
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let cfg = tls_backend(&s.pki, &[s.etcd.endpoint()]).user("alice", ALICE_PW);
+    let cfg = tls_backend(&s.pki, &[s.etcd.endpoint()]).with_user("alice", ALICE_PW);
     let key = session_lock::LockPaths::resolve(&file)
         .unwrap()
         .target
@@ -1395,7 +1395,7 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
     // The same causes through the library: the kinds, and the typed
     // failures (issue 21 item 5), which tell authentication from
     // permission and are no OS errors.
-    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("alice", "wrong");
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).with_user("alice", "wrong");
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert_eq!(
@@ -1405,7 +1405,7 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
     );
     assert!(err.io_error().is_none(), "{err}");
     assert!(!format!("{err:?}{cfg:?}").contains(ALICE_PW));
-    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).user("bob", BOB_PW);
+    let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep)).with_user("bob", BOB_PW);
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert_eq!(err.etcd_failure(), Some(EtcdFailure::Permission), "{err}");
@@ -1420,8 +1420,8 @@ fn each_refusal_names_tls_authentication_or_permission_within_the_connect_timeou
         err.lock_path().display()
     );
     let cfg = tls_backend(&s.pki, std::slice::from_ref(&ep))
-        .ca_file(&s.pki.other_ca)
-        .user("alice", ALICE_PW);
+        .with_ca_file(&s.pki.other_ca)
+        .with_user("alice", ALICE_PW);
     let err = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert_eq!(err.etcd_failure(), Some(EtcdFailure::Tls), "{err}");

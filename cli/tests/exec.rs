@@ -116,7 +116,7 @@ fn a_killed_exec_keeps_the_lock_until_its_whole_tree_has_exited() {
     wait_gone(cmd, "command");
     assert_busy(&t, "command exited, grandchild running");
     std::fs::write(d.join("gc-go"), "").unwrap();
-    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
         .expect("lock free once the tree has exited");
     assert!(
         !alive(gc),
@@ -164,7 +164,7 @@ fn a_killed_holder_leaves_the_witness_with_the_command_tree_and_waiters_keep_wai
     let (tx, rx) = std::sync::mpsc::channel();
     let t2 = t.clone();
     let waiter = std::thread::spawn(move || {
-        let r = session_lock::acquire_with(&t2, &LockOptions::new().timeout(WAIT));
+        let r = session_lock::acquire_with(&t2, &LockOptions::new().with_timeout(WAIT));
         let _ = tx.send(());
         (r, session_lock::__private::wait_wakeups())
     });
@@ -221,7 +221,7 @@ fn max_hold_stops_the_whole_tree_before_the_next_holder_enters() {
         &d.join("err"),
     );
     let gc = read_pid(&d.join("gc.pid"));
-    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
         .expect("the next holder enters once the tree is gone");
     let entered = now_ns();
     assert!(!alive(gc), "a process of the first tree outlived its lock");
@@ -433,7 +433,7 @@ fn chaos_killing_exec_fronts_never_lets_two_sections_overlap() {
         w.join().expect("worker");
     }
     // Every holder left (killed fronts' holders finish their section first).
-    let guard = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+    let guard = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
         .expect("lock free at the end");
     let (sections, lines) = replay(&read(&d.join("witness.log")));
     let transcript = read(&t);
@@ -495,7 +495,7 @@ fn an_exec_killed_while_it_waits_never_runs_its_command() {
     wait_child(&mut front, WAIT, "killed exec front");
     wait_gone(waiting, "the holder of a killed front");
     assert!(holder.release().success());
-    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT)).unwrap();
     assert!(!ran.exists(), "the command ran after its exec was killed");
     g.release().unwrap();
 }
@@ -540,7 +540,7 @@ fn state(pid: u32) -> Option<char> {
 /// The lock, taken within `limit` or the test fails saying how long it took.
 fn lock_within(t: &Path, limit: Duration, what: &str) -> session_lock::LockGuard {
     let start = Instant::now();
-    match session_lock::acquire_with(t, &LockOptions::new().timeout(limit)) {
+    match session_lock::acquire_with(t, &LockOptions::new().with_timeout(limit)) {
         Ok(g) => g,
         Err(e) => panic!(
             "{what}: the lock was not free within {limit:?} ({e}; after {:?})",

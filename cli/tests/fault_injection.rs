@@ -177,7 +177,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 }
 
 fn opts() -> LockOptions {
-    LockOptions::new().timeout(Duration::from_millis(20))
+    LockOptions::new().with_timeout(Duration::from_millis(20))
 }
 
 // ------------------------------------------------------------ two reclaimers
@@ -295,7 +295,7 @@ fn two_reclaimers_past_their_look_one_backs_off_on_time() {
             let start = Instant::now();
             let r = session_lock::acquire_with(
                 &tb,
-                &LockOptions::new().timeout(Duration::from_millis(50)),
+                &LockOptions::new().with_timeout(Duration::from_millis(50)),
             );
             (r, start.elapsed())
         });
@@ -464,7 +464,7 @@ fn release_and_watchdog_racing_remove_only_their_own_file() {
         let h = named("holder", move || {
             let g = session_lock::try_acquire_with(
                 &th,
-                &LockOptions::new().max_hold(Duration::from_millis(60)),
+                &LockOptions::new().with_max_hold(Duration::from_millis(60)),
             )
             .expect("holder acquires");
             let r = g.release();
@@ -494,8 +494,11 @@ fn a_holder_learns_of_a_watchdog_release_before_its_next_write() {
         // owner writes meanwhile: its write waits for the release and is
         // refused, and a successor's lock is never touched.
         let mut gate = trap("release.before_unlink", "session-lock-watchdog");
-        let g = try_acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(30)))
-            .expect("acquire");
+        let g = try_acquire_with(
+            &t,
+            &LockOptions::new().with_max_hold(Duration::from_millis(30)),
+        )
+        .expect("acquire");
         g.append_line("before").unwrap();
         gate.reached();
         let g = Arc::new(g);
@@ -684,7 +687,10 @@ fn paused_reclaimer(
     let gate = trap("reclaim.before_unlink", "reclaimer");
     let tr = t.to_owned();
     let h = named("reclaimer", move || {
-        session_lock::acquire_with(&tr, &LockOptions::new().timeout(Duration::from_secs(5)))
+        session_lock::acquire_with(
+            &tr,
+            &LockOptions::new().with_timeout(Duration::from_secs(5)),
+        )
     });
     gate.reached();
     (gate, h, lock)

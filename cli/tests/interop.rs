@@ -74,7 +74,7 @@ fn foreign_reclaimer_paused_before_its_delete(ours: bool) {
     let waiter = {
         let t = t.clone();
         std::thread::spawn(move || {
-            let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+            let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
                 .expect("the waiter gets the lock after the foreign reclaim");
             g.append_line("ours")
                 .expect("still ours after the foreign delete");
@@ -200,7 +200,7 @@ fn a_waiter_blocked_by_a_guard_enters_once_the_guard_goes() {
         let t = t.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+            let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT)).unwrap();
             drop(g);
             start.elapsed()
         })
@@ -269,7 +269,7 @@ fn find_or_install_fs_safe() -> Result<PathBuf, String> {
     let limit = Duration::from_secs(300);
     let _installing = session_lock::acquire_with(
         dir.join("install.jsonl"),
-        &LockOptions::new().timeout(limit + Duration::from_secs(30)),
+        &LockOptions::new().with_timeout(limit + Duration::from_secs(30)),
     )
     .map_err(|e| format!("installing {FS_SAFE}: {e}"))?;
     let want = FS_SAFE.rsplit_once('@').map(|(_, v)| v).unwrap_or_default();

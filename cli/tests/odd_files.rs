@@ -23,7 +23,7 @@ use std::time::Duration;
 const FAST: Duration = Duration::from_secs(10);
 
 fn quick() -> LockOptions {
-    LockOptions::new().timeout(Duration::from_secs(10))
+    LockOptions::new().with_timeout(Duration::from_secs(10))
 }
 
 fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
@@ -550,7 +550,7 @@ fn a_missing_directory_is_an_error_naming_it_and_nothing_is_created() {
     assert!(!missing.exists());
     // Asked to: every missing directory is made, private.
     let deep = missing.join("a/b/s.jsonl");
-    let g = try_acquire_with(&deep, &quick().create_dirs(true)).unwrap();
+    let g = try_acquire_with(&deep, &quick().with_create_dirs(true)).unwrap();
     g.append_line("x").unwrap();
     g.release().unwrap();
     for d in [&missing, &missing.join("a"), &missing.join("a/b")] {

@@ -94,7 +94,7 @@ fn each_waiter_wakes_once_in_the_queue_and_once_for_the_lock() {
         let (t, order) = (t.clone(), order.clone());
         threads.push(std::thread::spawn(move || {
             let g: LockGuard =
-                session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+                session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT)).unwrap();
             order.lock().unwrap().push(id);
             g.release().unwrap();
             session_lock::__private::wait_wakeups()
@@ -205,7 +205,7 @@ fn a_queue_nobody_releases_delays_a_free_lock_by_the_safety_recheck_at_most() {
     rustix::fs::flock(&squatter, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let recheck = session_lock::__private::SAFETY_RECHECK;
     let start = Instant::now();
-    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
         .expect("the free lock is taken after the safety re-check");
     assert!(
         start.elapsed() < WAIT,
@@ -216,7 +216,7 @@ fn a_queue_nobody_releases_delays_a_free_lock_by_the_safety_recheck_at_most() {
     assert_eq!(by_timer, 1, "taken by the safety re-check, once");
     g.release().unwrap();
     // With a shorter timeout than the re-check: a timeout naming nobody.
-    let short = LockOptions::new().timeout(Duration::from_millis(50));
+    let short = LockOptions::new().with_timeout(Duration::from_millis(50));
     let h = Holder::start(&t, &[]);
     let err = session_lock::acquire_with(&t, &short).unwrap_err();
     assert_eq!(err.kind(), session_lock::ErrorKind::Timeout);
@@ -310,7 +310,7 @@ fn a_thread_that_watched_before_stops_watching_while_it_waits_in_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let queue = queue_of(&t);
-    let opts = LockOptions::new().timeout(WAIT);
+    let opts = LockOptions::new().with_timeout(WAIT);
     // A thread that waits once (next in line, so it watches), takes the
     // lock, gives it back, then waits again on our signal.
     let ours = session_lock::acquire(&t).unwrap();
@@ -388,9 +388,9 @@ fn a_hook_that_waits_for_another_lock_leaves_the_waiter_watching() {
     let tx = std::sync::Mutex::new(tx);
     let b2 = b.clone();
     let opts = LockOptions::new()
-        .timeout(WAIT)
+        .with_timeout(WAIT)
         .on_wait(Duration::ZERO, move |_| {
-            let short = LockOptions::new().timeout(Duration::from_millis(100));
+            let short = LockOptions::new().with_timeout(Duration::from_millis(100));
             let r = session_lock::acquire_with(&b2, &short);
             let _ = tx.lock().unwrap().send(r.err().map(|e| e.kind()));
         });
@@ -581,8 +581,8 @@ fn nothing_of_ours_is_left_after_a_hundred_contended_and_uncontended_runs() {
             let t = t.clone();
             std::thread::spawn(move || {
                 for n in 0..5 {
-                    let g =
-                        session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+                    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
+                        .unwrap();
                     g.append_line(format!("{{\"thread\":{i},\"n\":{n}}}"))
                         .unwrap();
                     g.release().unwrap();

@@ -99,7 +99,7 @@ fn a_guard_that_blocks_the_reclaim_is_kept_and_named_with_the_fix() {
         let before = snapshot(&guard);
         let victim_before = snapshot(&victim);
 
-        let opts = LockOptions::new().timeout(Duration::from_millis(300));
+        let opts = LockOptions::new().with_timeout(Duration::from_millis(300));
         let err = session_lock::acquire_with(&t, &opts).expect_err(case);
         let msg = err.to_string();
         assert_eq!(
@@ -194,7 +194,7 @@ fn removing_the_guard_wakes_a_waiter_by_an_event() {
             std::fs::remove_dir(&guard).unwrap();
         })
     };
-    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT))
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT))
         .expect("the lock is reclaimed once the guard is gone");
     remover.join().unwrap();
     let steps = session_lock::__private::acquire_steps() - steps_before;
@@ -229,7 +229,7 @@ fn a_live_guard_is_named_with_when_it_counts_as_abandoned() {
     let guard = guard_of(&t);
     write_reference_lock(&lock_of(&t), dead_pid(), 3_600_000, None);
     std::fs::create_dir(&guard).unwrap();
-    let opts = LockOptions::new().timeout(Duration::from_millis(200));
+    let opts = LockOptions::new().with_timeout(Duration::from_millis(200));
     let msg = session_lock::acquire_with(&t, &opts)
         .expect_err("kept by the live guard")
         .to_string();
@@ -361,7 +361,7 @@ fn removing_the_guard_wakes_an_async_waiter_by_an_event() {
     let g = rt
         .block_on(session_lock::tokio::acquire_with(
             &t,
-            &LockOptions::new().timeout(WAIT),
+            &LockOptions::new().with_timeout(WAIT),
         ))
         .expect("the lock is reclaimed once the guard is gone");
     remover.join().unwrap();

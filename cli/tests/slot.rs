@@ -199,7 +199,7 @@ fn a_killed_holders_death_wakes_a_waiter_under_the_lock_name() {
     let h = Holder::start(&t, &[]);
     let t2 = t.clone();
     let waiter = std::thread::spawn(move || {
-        let g = session_lock::acquire_with(&t2, &LockOptions::new().timeout(WAIT));
+        let g = session_lock::acquire_with(&t2, &LockOptions::new().with_timeout(WAIT));
         (g, session_lock::__private::wait_wakeups())
     });
     // Let the waiter look and sleep; a kill before that is fine too (then

@@ -34,7 +34,7 @@ fn two_hundred_waiters_on_a_small_runtime() {
         for id in 0..200 {
             let (t, inside) = (t.clone(), inside.clone());
             tasks.push(tokio::spawn(async move {
-                let opts = LockOptions::new().timeout(Duration::from_secs(120));
+                let opts = LockOptions::new().with_timeout(Duration::from_secs(120));
                 let g = session_lock::tokio::acquire_with(&t, &opts).await?;
                 assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "overlap");
                 g.append_line(format!("{id}"))?;
@@ -103,7 +103,7 @@ fn dropping_the_acquire_future_at_any_point_leaves_nothing_behind() {
                     .join()
                     .unwrap()
             });
-            let opts = LockOptions::new().timeout(Duration::from_secs(30));
+            let opts = LockOptions::new().with_timeout(Duration::from_secs(30));
             let out = rt.block_on(PollN {
                 inner: Some(Box::pin(session_lock::tokio::acquire_with(
                     t.clone(),
@@ -152,7 +152,7 @@ fn async_waiter_wakes_when_another_process_releases() {
         let waiter = tokio::spawn(async move {
             session_lock::tokio::acquire_with(
                 &t2,
-                &LockOptions::new().timeout(Duration::from_secs(60)),
+                &LockOptions::new().with_timeout(Duration::from_secs(60)),
             )
             .await
         });
@@ -187,7 +187,7 @@ fn async_timeout_is_honoured() {
     let err = rt
         .block_on(session_lock::tokio::acquire_with(
             &t,
-            &LockOptions::new().timeout(Duration::from_millis(100)),
+            &LockOptions::new().with_timeout(Duration::from_millis(100)),
         ))
         .unwrap_err();
     let took = start.elapsed();
@@ -220,7 +220,7 @@ fn lost_future_resolves_on_forced_release() {
     let reason = rt.block_on(async {
         let g = session_lock::tokio::acquire_with(
             &t,
-            &LockOptions::new().max_hold(Duration::from_millis(100)),
+            &LockOptions::new().with_max_hold(Duration::from_millis(100)),
         )
         .await
         .unwrap();
@@ -346,7 +346,7 @@ fn a_dropped_future_that_lost_a_publish_race_leaves_only_the_winners_lock() {
                     .enable_all()
                     .build()
                     .unwrap();
-                let opts = LockOptions::new().timeout(Duration::from_secs(60));
+                let opts = LockOptions::new().with_timeout(Duration::from_secs(60));
                 rt.block_on(DropWhen {
                     inner: Some(Box::pin(session_lock::tokio::acquire_with(t, &opts))),
                     stop: observed,

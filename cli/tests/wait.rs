@@ -42,7 +42,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn opts() -> LockOptions {
-    LockOptions::new().timeout(WAIT)
+    LockOptions::new().with_timeout(WAIT)
 }
 
 fn steps() -> u64 {
@@ -720,7 +720,7 @@ fn a_thread_watches_its_directory_again_after_it_was_remade_between_waits() {
     let t = dir.join("s.jsonl");
     // Out of the queue: a queue descriptor kept for the next wait would
     // keep the old directory alive (see `remake_directory_under_the_waiter`).
-    let o = opts().fail_on_stale(true);
+    let o = opts().with_fail_on_stale(true);
     let (again, next) = mpsc::channel::<()>();
     let (released, first_done) = mpsc::channel::<()>();
     let holder = Holder::start(&t, &[]);

@@ -24,7 +24,11 @@ fn forced_release_is_known_to_the_holder_and_its_writes_are_refused() {
     let logs = captured();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let g = acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(200))).unwrap();
+    let g = acquire_with(
+        &t,
+        &LockOptions::new().with_max_hold(Duration::from_millis(200)),
+    )
+    .unwrap();
     g.append_line("before").unwrap();
     let reason = g.wait_lost(Some(WAIT)).expect("the watchdog fired");
     match reason {
@@ -79,7 +83,11 @@ fn forced_release_after_replacement_never_removes_the_successor() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
-    let g = acquire_with(&t, &LockOptions::new().max_hold(Duration::from_secs(1))).unwrap();
+    let g = acquire_with(
+        &t,
+        &LockOptions::new().with_max_hold(Duration::from_secs(1)),
+    )
+    .unwrap();
     let lock = g.lock_path().to_owned();
     std::fs::remove_file(&lock).unwrap();
     let t2 = t.clone();
@@ -116,8 +124,11 @@ fn a_wedged_holder_process_loses_the_lock_and_a_contender_gets_it() {
     // The holder's main thread blocks reading stdin forever; only the
     // watchdog thread can release.
     let mut holder = Holder::start(&t, &["--max-hold", "300ms"]);
-    let g = acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(60)))
-        .expect("contender got the lock");
+    let g = acquire_with(
+        &t,
+        &LockOptions::new().with_timeout(Duration::from_secs(60)),
+    )
+    .expect("contender got the lock");
     let line = holder.next_line(WAIT);
     assert!(
         line.starts_with("lost max hold exceeded"),
@@ -139,8 +150,11 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
         .into_iter()
         .map(|ms| {
             let (t, order) = (dir.path().join(format!("{ms}.jsonl")), order.clone());
-            let g =
-                acquire_with(&t, &LockOptions::new().max_hold(Duration::from_millis(ms))).unwrap();
+            let g = acquire_with(
+                &t,
+                &LockOptions::new().with_max_hold(Duration::from_millis(ms)),
+            )
+            .unwrap();
             std::thread::spawn(move || {
                 let r = g.wait_lost(Some(WAIT));
                 order.lock().unwrap().push(ms);
@@ -150,7 +164,7 @@ fn deadlines_fire_in_order_and_dropping_a_guard_cancels_its_deadline() {
         .collect();
     let dropped = acquire_with(
         dir.path().join("dropped.jsonl"),
-        &LockOptions::new().max_hold(Duration::from_millis(100)),
+        &LockOptions::new().with_max_hold(Duration::from_millis(100)),
     )
     .unwrap();
     assert_eq!(session_lock::__private::armed_count(), base + 4);
@@ -187,7 +201,7 @@ fn release_all_releases_everything_and_guards_know() {
 fn max_hold_is_recorded_in_the_owner_record() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
-    let opts = LockOptions::new().max_hold(session_lock::max_hold_from_timeout(
+    let opts = LockOptions::new().with_max_hold(session_lock::max_hold_from_timeout(
         Some(Duration::from_secs(600)),
         session_lock::MAX_HOLD_GRACE,
         session_lock::DEFAULT_MAX_HOLD,

@@ -195,7 +195,7 @@ fn the_next_holder_learns_it_took_over_from_a_killed_holder() {
     let holder = Holder::start(&t, &["--label", "doomed"]);
     let pid = holder.pid();
     holder.kill9();
-    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT)).unwrap();
     let takeover = g.takeover().expect("a killed holder's lock was taken over");
     assert!(takeover.reclaimed());
     let prev = takeover.previous().expect("the dead holder's record");
@@ -226,7 +226,7 @@ fn a_holder_that_died_mid_line_is_reported_with_its_fragment() {
     std::fs::write(&t, "{\"turn\":1}\n{\"turn\":2,\"text\":\"hal").unwrap();
     let pid = holder.pid();
     holder.kill9();
-    let g = session_lock::acquire_with(&t, &LockOptions::new().timeout(WAIT)).unwrap();
+    let g = session_lock::acquire_with(&t, &LockOptions::new().with_timeout(WAIT)).unwrap();
     // Checked explicitly (exec does this before the command runs).
     let torn = g.repair_torn_tail().unwrap().expect("torn tail");
     assert_eq!(torn.offset(), 11);
@@ -301,7 +301,7 @@ fn a_write_stuck_in_the_kernel_does_not_keep_the_watchdog_from_releasing() {
             let _ = unpark_rx.lock().unwrap().recv_timeout(WAIT);
         }
     })));
-    let opts = LockOptions::new().max_hold(Duration::from_millis(300));
+    let opts = LockOptions::new().with_max_hold(Duration::from_millis(300));
     let guard = Arc::new(session_lock::acquire_with(&t, &opts).unwrap());
     let g = guard.clone();
     let writer = std::thread::Builder::new()
@@ -316,7 +316,12 @@ fn a_write_stuck_in_the_kernel_does_not_keep_the_watchdog_from_releasing() {
     // state lock forever.
     let next = common::within(WAIT, "the next holder's acquire", {
         let t = t.clone();
-        move || session_lock::acquire_with(&t, &LockOptions::new().timeout(Duration::from_secs(30)))
+        move || {
+            session_lock::acquire_with(
+                &t,
+                &LockOptions::new().with_timeout(Duration::from_secs(30)),
+            )
+        }
     })
     .expect("the watchdog released the lock");
     assert!(matches!(

@@ -35,10 +35,10 @@ pub(crate) struct TlsSettings {
 }
 
 /// Keys of this crate live under this prefix unless
-/// [`EtcdBackend::prefix`] says otherwise.
+/// [`EtcdBackend::with_prefix`] says otherwise.
 pub const DEFAULT_PREFIX: &str = "/session-lock/";
 
-/// Lease TTL unless [`EtcdBackend::lease_ttl`] says otherwise: 10 s.
+/// Lease TTL unless [`EtcdBackend::with_lease_ttl`] says otherwise: 10 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// etcd grants leases in whole seconds; shorter TTLs are raised to this.
@@ -47,7 +47,7 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 /// How long connecting to a member may take (TCP and TLS handshake), and
 /// how long a cluster that does not answer at all is tried before an
 /// acquire, `try_acquire` or `status` fails, unless
-/// [`EtcdBackend::connect_timeout`] says otherwise: 1 s.
+/// [`EtcdBackend::with_connect_timeout`] says otherwise: 1 s.
 ///
 /// Why 1 s: `exec -n` and `status` should fail within about a
 /// second when no endpoint answers. Connecting is a TCP handshake, a TLS
@@ -144,7 +144,7 @@ impl EtcdBackend {
 
     /// Keys live under this prefix (default [`DEFAULT_PREFIX`]); a `/` is
     /// added at the end if missing.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         let mut p = prefix.into();
         if !p.ends_with('/') {
             p.push('/');
@@ -155,7 +155,7 @@ impl EtcdBackend {
 
     /// Lease TTL (default [`DEFAULT_LEASE_TTL`]; whole seconds, at least
     /// [`MIN_LEASE_TTL`]). A killed holder's lock is free after about this long.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         self.lease_ttl = Duration::from_secs(secs.max(MIN_LEASE_TTL.as_secs()));
         self
@@ -164,22 +164,22 @@ impl EtcdBackend {
     /// Name the lock explicitly instead of by the transcript's canonical
     /// path (hosts that mount the sessions at different paths must agree on
     /// a key).
-    pub fn key(mut self, key: impl Into<String>) -> Self {
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// Talk TLS to every endpoint (as `https://` endpoints and `etcds://`
-    /// do). Without [`EtcdBackend::ca_file`] the servers are verified
+    /// do). Without [`EtcdBackend::with_ca_file`] the servers are verified
     /// against the system's CAs.
-    pub fn tls(mut self, on: bool) -> Self {
+    pub fn with_tls(mut self, on: bool) -> Self {
         self.tls.on = on;
         self
     }
 
     /// Verify the servers' certificates against the CA(s) in this PEM file
     /// (etcdctl's `--cacert`). Turns TLS on.
-    pub fn ca_file(mut self, pem: impl Into<PathBuf>) -> Self {
+    pub fn with_ca_file(mut self, pem: impl Into<PathBuf>) -> Self {
         self.tls.ca_file = Some(pem.into());
         self.tls.on = true;
         self
@@ -188,7 +188,7 @@ impl EtcdBackend {
     /// Present this client certificate and key (PEM files) to the servers:
     /// mutual TLS (etcdctl's `--cert` and `--key`). Turns TLS on. The files
     /// are read when the first lock connects.
-    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls.cert_file = Some(cert.into());
         self.tls.key_file = Some(key.into());
         self.tls.on = true;
@@ -198,7 +198,7 @@ impl EtcdBackend {
     /// Verify this name in the servers' certificates instead of the
     /// endpoint's host (endpoints given by IP address, certificates made
     /// out to a DNS name). Turns TLS on.
-    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
         self.tls.server_name = Some(name.into());
         self.tls.on = true;
         self
@@ -208,7 +208,7 @@ impl EtcdBackend {
     /// The password is kept in memory only and never printed (the `Debug`
     /// output says `<redacted>`); the client gets a token at connect and a
     /// new one whenever etcd says it expired.
-    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some(name.into());
         self.password = Some(Password(password.into()));
         self
@@ -222,7 +222,7 @@ impl EtcdBackend {
     /// an unreachable cluster take longer to report. A refusal (TLS,
     /// authentication, permission) and a connection refused by every
     /// endpoint fail at once.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout.max(Duration::from_millis(1));
         self
     }
@@ -233,17 +233,17 @@ impl EtcdBackend {
     }
 
     /// The key prefix.
-    pub fn get_prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The lease TTL.
-    pub fn get_lease_ttl(&self) -> Duration {
+    pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl
     }
 
     /// The explicit lock key, if any.
-    pub fn get_key(&self) -> Option<&str> {
+    pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
 
@@ -253,12 +253,12 @@ impl EtcdBackend {
     }
 
     /// The CA file, if one was given.
-    pub fn get_ca_file(&self) -> Option<&std::path::Path> {
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
         self.tls.ca_file.as_deref()
     }
 
     /// The client certificate and key files, if given.
-    pub fn get_client_cert(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+    pub fn client_cert(&self) -> Option<(&std::path::Path, &std::path::Path)> {
         self.tls
             .cert_file
             .as_deref()
@@ -266,17 +266,17 @@ impl EtcdBackend {
     }
 
     /// The name verified in the servers' certificates, if not the host.
-    pub fn get_server_name(&self) -> Option<&str> {
+    pub fn server_name(&self) -> Option<&str> {
         self.tls.server_name.as_deref()
     }
 
     /// The etcd user name, if any (the password has no getter).
-    pub fn get_user(&self) -> Option<&str> {
+    pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
     /// The connect timeout.
-    pub fn get_connect_timeout(&self) -> Duration {
+    pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 

@@ -5,13 +5,13 @@
 #[cfg(feature = "etcd")]
 pub(crate) mod etcd;
 
-/// Where locks live. Choose with [`crate::LockOptions::backend`].
+/// Where locks live. Choose with [`crate::LockOptions::with_backend`].
 ///
 /// ```
 /// use session_lock::{Backend, LockOptions};
 /// assert_eq!(Backend::parse("file").unwrap(), Backend::File);
-/// let opts = LockOptions::new().backend(Backend::File);
-/// assert_eq!(opts.get_backend(), &Backend::File);
+/// let opts = LockOptions::new().with_backend(Backend::File);
+/// assert_eq!(opts.backend(), &Backend::File);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -46,7 +46,7 @@ impl Backend {
             #[cfg(feature = "etcd")]
             {
                 return etcd::EtcdBackend::from_hosts(rest)
-                    .map(|b| if tls { b.tls(true) } else { b })
+                    .map(|b| if tls { b.with_tls(true) } else { b })
                     .map(Backend::Etcd);
             }
             #[cfg(not(feature = "etcd"))]

@@ -806,8 +806,8 @@ mod tests {
     #[test]
     fn the_password_never_prints() {
         let cfg = EtcdBackend::new(["127.0.0.1:2379"])
-            .user("alice", "s3cret-pw")
-            .ca_file("/etc/etcd/ca.pem");
+            .with_user("alice", "s3cret-pw")
+            .with_ca_file("/etc/etcd/ca.pem");
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("s3cret-pw"), "{dbg}");
         assert!(dbg.contains("<redacted>") && dbg.contains("alice"), "{dbg}");
@@ -849,8 +849,8 @@ mod tests {
 
     #[test]
     fn tls_hints_point_at_the_setting() {
-        let with_ca = EtcdBackend::new(["https://h:1"]).ca_file("/ca.pem");
-        let with_cert = with_ca.clone().client_cert("/c.pem", "/k.pem");
+        let with_ca = EtcdBackend::new(["https://h:1"]).with_ca_file("/ca.pem");
+        let with_cert = with_ca.clone().with_client_cert("/c.pem", "/k.pem");
         let table: &[(&EtcdBackend, TlsProblem, &str)] = &[
             (
                 &with_ca,
@@ -965,7 +965,7 @@ mod tests {
 
     #[test]
     fn each_refusal_names_its_cause_first() {
-        let cfg = EtcdBackend::new(["https://h:1"]).user("u", "p");
+        let cfg = EtcdBackend::new(["https://h:1"]).with_user("u", "p");
         let err = |failure| error_for(&cfg, Diagnosis { failure, tls: None }, "x".into());
         assert!(err(EtcdFailure::Tls).to_string().starts_with("TLS: "));
         assert!(

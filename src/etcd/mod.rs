@@ -4,7 +4,7 @@
 //! The recipe is etcd's own (`client/v3/concurrency`, `Mutex`), not a
 //! protocol of ours:
 //!
-//! * every contender grants a **lease** (TTL [`EtcdBackend::lease_ttl`]) and
+//! * every contender grants a **lease** (TTL [`EtcdBackend::with_lease_ttl`]) and
 //!   puts its **own key** `<prefix><lock>/<lease id, 16 hex digits>` with
 //!   that lease; the value is our owner record plus the lease id;
 //! * the **holder** is the key with the lowest create revision under

@@ -288,8 +288,8 @@ fn worker(
     until: Option<std::time::Instant>,
 ) -> u8 {
     let opts = LockOptions::new()
-        .timeout(Duration::from_secs(120))
-        .backend(backend());
+        .with_timeout(Duration::from_secs(120))
+        .with_backend(backend());
     for i in 0..count {
         if until.is_some_and(|u| std::time::Instant::now() >= u) {
             break;
@@ -427,8 +427,8 @@ fn chaos_worker(file: &Path, dir: &Path, id: u64) -> u8 {
         }
     };
     let opts = LockOptions::new()
-        .timeout(Duration::from_secs(60))
-        .label(format!("chaos {id}"));
+        .with_timeout(Duration::from_secs(60))
+        .with_label(format!("chaos {id}"));
     let mut rng = (id << 32) ^ u64::from(pid) ^ 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         rng ^= rng << 13;

@@ -29,8 +29,12 @@ pub const MAX_LABEL_BYTES: usize = 1024;
 
 /// An owner record, as written by this crate or read from a lock file
 /// (possibly written by other software). Every field is optional on read.
+/// To build one (a test, a peer's record), start from
+/// `OwnerRecord::default()` and set the fields (the struct is
+/// non-exhaustive: fields may be added).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct OwnerRecord {
     /// Owner process id (valid only as an integer > 0 that fits a pid_t).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -458,10 +458,7 @@ fn leftover_temp_files_are_swept_once_old() {
     let r = session_lock::sweep::sweep(dir.path(), &Default::default()).unwrap();
     assert!(r.temps_removed.is_empty());
     age_file(&tmp, Duration::from_secs(60));
-    let dry = session_lock::sweep::SweepOptions {
-        remove: false,
-        ..Default::default()
-    };
+    let dry = session_lock::sweep::SweepOptions::new().with_remove(false);
     let r = session_lock::sweep::sweep(dir.path(), &dry).unwrap();
     assert_eq!(r.temps_removable, vec![tmp.clone()]);
     assert!(
@@ -487,10 +484,7 @@ fn an_old_temp_file_with_a_live_flock_survives_a_sweep() {
     rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
     age_file(&tmp, Duration::from_secs(60));
     for remove in [false, true] {
-        let opts = session_lock::sweep::SweepOptions {
-            remove,
-            ..Default::default()
-        };
+        let opts = session_lock::sweep::SweepOptions::new().with_remove(remove);
         let r = session_lock::sweep::sweep(dir.path(), &opts).unwrap();
         assert!(
             r.temps_removed.is_empty() && r.temps_removable.is_empty(),

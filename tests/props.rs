@@ -57,19 +57,19 @@ fn valid_record() -> impl Strategy<Value = OwnerRecord> {
                 label,
                 version,
             )| {
-                OwnerRecord {
-                    pid,
-                    created_at,
-                    starttime,
-                    max_hold_ms,
-                    hostname,
-                    boot_id,
-                    pid_ns,
-                    token,
-                    witness,
-                    label,
-                    version,
-                }
+                let mut r = OwnerRecord::default();
+                r.pid = pid;
+                r.created_at = created_at;
+                r.starttime = starttime;
+                r.max_hold_ms = max_hold_ms;
+                r.hostname = hostname;
+                r.boot_id = boot_id;
+                r.pid_ns = pid_ns;
+                r.token = token;
+                r.witness = witness;
+                r.label = label;
+                r.version = version;
+                r
             },
         )
 }
@@ -187,7 +187,8 @@ proptest! {
     #[test]
     fn created_at_parsing_is_total(s in any_string(40), digits in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?") {
         for text in [s, digits] {
-            let rec = OwnerRecord { created_at: Some(text), ..Default::default() };
+            let mut rec = OwnerRecord::default();
+            rec.created_at = Some(text);
             let _ = rec.created_at_ms();
             let _ = record_age(&rec, NOW);
             let _ = record_age(&rec, i64::MIN);
@@ -362,19 +363,19 @@ fn record_strategy() -> impl Strategy<Value = OwnerRecord> {
                 witness,
                 version,
             )| {
-                OwnerRecord {
-                    pid,
-                    created_at,
-                    starttime,
-                    max_hold_ms,
-                    hostname,
-                    boot_id,
-                    pid_ns,
-                    token: Some("t".into()),
-                    witness,
-                    label: None,
-                    version,
-                }
+                let mut r = OwnerRecord::default();
+                r.pid = pid;
+                r.created_at = created_at;
+                r.starttime = starttime;
+                r.max_hold_ms = max_hold_ms;
+                r.hostname = hostname;
+                r.boot_id = boot_id;
+                r.pid_ns = pid_ns;
+                r.token = Some("t".into());
+                r.witness = witness;
+                r.label = None;
+                r.version = version;
+                r
             },
         )
 }
@@ -607,14 +608,16 @@ fn policy() -> Policy {
 fn fresh_pid_less_record_with_old_created_at_stays_in_grace() {
     let me = me();
     for rec in [
-        OwnerRecord {
-            created_at: Some(common::iso(NOW - 3_600_000)),
-            ..Default::default()
+        {
+            let mut r = OwnerRecord::default();
+            r.created_at = Some(common::iso(NOW - 3_600_000));
+            r
         },
-        OwnerRecord {
-            created_at: Some(common::iso(NOW - 2_000)),
-            max_hold_ms: Some(1),
-            ..Default::default()
+        {
+            let mut r = OwnerRecord::default();
+            r.created_at = Some(common::iso(NOW - 2_000));
+            r.max_hold_ms = Some(1);
+            r
         },
     ] {
         let parsed = ParsedRecord::Record(rec.clone());
@@ -642,13 +645,14 @@ fn fresh_pid_less_record_with_old_created_at_stays_in_grace() {
 #[test]
 fn another_hosts_record_without_a_working_witness_is_reclaimed_by_age_alone() {
     let me = me();
-    let rec = OwnerRecord {
-        pid: Some(200),
-        created_at: Some(common::iso(NOW - 31 * 60_000)),
-        hostname: Some("there".into()),
-        witness: Some("flock".into()),
-        version: Some(RECORD_VERSION),
-        ..Default::default()
+    let rec = {
+        let mut r = OwnerRecord::default();
+        r.pid = Some(200);
+        r.created_at = Some(common::iso(NOW - 31 * 60_000));
+        r.hostname = Some("there".into());
+        r.witness = Some("flock".into());
+        r.version = Some(RECORD_VERSION);
+        r
     };
     let parsed = ParsedRecord::Record(rec);
     for (witness, want) in [

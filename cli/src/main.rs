@@ -1174,11 +1174,9 @@ fn clean(dirs: &[PathBuf], dry_run: bool, json: bool, headings: bool, suffix: &s
             code = EXIT_IO;
             continue;
         }
-        let opts = SweepOptions {
-            remove: !dry_run,
-            suffix: suffix.to_owned(),
-            ..SweepOptions::default()
-        };
+        let opts = SweepOptions::new()
+            .with_remove(!dry_run)
+            .with_suffix(suffix);
         let result = match sweep(dir, &opts) {
             Ok(r) => r,
             Err(e) => {

@@ -22,15 +22,10 @@ fn attention_from_lock(t: &Path, stale_ms: u64) -> session_lock::attention::clas
 }
 
 fn request(t: &Path, generation: u64) -> RecoveryRequest {
-    RecoveryRequest {
-        session_key: "agent:main:s1".into(),
-        transcript: t.to_owned(),
-        expected_state: SessionState::Idle,
-        state_generation: generation,
-        queue_depth: 1,
-        age_ms: 200_000,
-        allow_active_abort: false,
-    }
+    let mut r = RecoveryRequest::new("agent:main:s1", t, SessionState::Idle, generation);
+    r.queue_depth = 1;
+    r.age_ms = 200_000;
+    r
 }
 
 #[test]

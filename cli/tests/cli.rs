@@ -709,10 +709,7 @@ fn a_lock_has_one_json_shape_in_status_clean_and_the_library() {
     };
     let status = json_lines(run(&["status", "--json-lines", s(d)]));
     let clean = json_lines(run(&["clean", "--dry-run", "--json", s(d)]));
-    let opts = session_lock::sweep::SweepOptions {
-        remove: false,
-        ..Default::default()
-    };
+    let opts = session_lock::sweep::SweepOptions::new().with_remove(false);
     let swept = session_lock::sweep::sweep(d, &opts).unwrap();
     let lib_sweep: Vec<Value> = swept
         .locks

@@ -310,10 +310,7 @@ fn dead_holder_lock_is_cleaned_by_sweep_live_one_kept() {
     let live = Holder::start(&live_t, &[]);
     let dry = session_lock::sweep::sweep(
         dir.path(),
-        &session_lock::sweep::SweepOptions {
-            remove: false,
-            ..Default::default()
-        },
+        &session_lock::sweep::SweepOptions::new().with_remove(false),
     )
     .unwrap();
     assert_eq!(dry.locks.len(), 2);

@@ -153,19 +153,13 @@ fn the_queue_file_comes_with_contention_and_goes_with_its_last_user() {
     assert!(queue.exists());
     // A dry run removes nothing; then the lock of the dead holder and the
     // idle queue go, each listed.
-    let dry = SweepOptions {
-        remove: false,
-        ..SweepOptions::default()
-    };
+    let dry = SweepOptions::new().with_remove(false);
     let r = sweep(dir.path(), &dry).unwrap();
     assert!(queue.exists(), "a dry run removed the queue file");
     assert!(r.queues_removable.is_empty(), "its lock is still there");
     // (The killed waiter's prepared record, a witness slot, goes too once
     // past the orphan grace: none here.)
-    let now = SweepOptions {
-        orphan_grace: Duration::ZERO,
-        ..SweepOptions::default()
-    };
+    let now = SweepOptions::new().with_orphan_grace(Duration::ZERO);
     let r = sweep(dir.path(), &now).unwrap();
     assert!(r.locks.iter().any(|l| l.removed), "{r:?}");
     assert_eq!(r.queues_removed, vec![queue.clone()]);

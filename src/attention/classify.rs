@@ -98,9 +98,12 @@ impl ActiveWorkKind {
 /// What is known about a session's activity at one instant.
 ///
 /// Ages are relative to the instant the snapshot describes. Every field is
-/// optional; an empty snapshot means "nothing known".
+/// optional; an empty snapshot means "nothing known". Start from
+/// `ActivitySnapshot::default()` and set the fields (the struct is
+/// non-exhaustive: fields may be added).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
 pub struct ActivitySnapshot {
     /// Kind of the active work: tool call if any, else model call, else
     /// embedded run.

@@ -63,8 +63,10 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
 /// defers recovery requests for that tick (reference liveness guard, 1 s).
 pub const HEARTBEAT_DELAY_TOLERANCE_MS: u64 = 1_000;
 
-/// Thresholds of a [`Monitor`].
+/// Thresholds of a [`Monitor`]: start from `MonitorConfig::default()` and
+/// set the fields (the struct is non-exhaustive: fields may be added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MonitorConfig {
     /// Age above which a session is classified; also the classifier's
     /// `stale_ms` and the back-off threshold.

@@ -79,8 +79,11 @@ pub fn lock_attention(insp: &Inspection) -> Option<Attention> {
     })
 }
 
-/// What the classifier observed, handed to [`Recovery::recover`].
+/// What the classifier observed, handed to [`Recovery::recover`]. Made by
+/// [`RecoveryRequest::new`]; the other fields are public to set (the
+/// struct is non-exhaustive: fields may be added).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryRequest {
     /// The session key (required).
     pub session_key: String,
@@ -96,6 +99,28 @@ pub struct RecoveryRequest {
     pub age_ms: u64,
     /// Allow aborting a live owner through the abort hook.
     pub allow_active_abort: bool,
+}
+
+impl RecoveryRequest {
+    /// A request for `session_key`'s `transcript`, as the classifier saw it
+    /// in `expected_state` at `state_generation`; queue depth and age 0, no
+    /// active abort.
+    pub fn new(
+        session_key: impl Into<String>,
+        transcript: impl Into<PathBuf>,
+        expected_state: SessionState,
+        state_generation: u64,
+    ) -> Self {
+        RecoveryRequest {
+            session_key: session_key.into(),
+            transcript: transcript.into(),
+            expected_state,
+            state_generation,
+            queue_depth: 0,
+            age_ms: 0,
+            allow_active_abort: false,
+        }
+    }
 }
 
 /// The outcome, in the reference's vocabulary.

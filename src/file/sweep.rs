@@ -29,8 +29,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// What to sweep and whether to remove.
+/// What to sweep and whether to remove. Start from [`SweepOptions::new`]
+/// (the defaults) and change what you need, with the `with_*` methods or by
+/// setting a field; fields may be added (the struct is non-exhaustive).
+///
+/// ```
+/// use session_lock::sweep::SweepOptions;
+/// let dry_run = SweepOptions::new().with_remove(false);
+/// assert_eq!(dry_run.suffix, ".jsonl.lock");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweepOptions {
     /// Remove reclaimable locks (false: report only, a dry run).
     pub remove: bool,
@@ -50,6 +59,39 @@ impl Default for SweepOptions {
             orphan_grace: crate::DEFAULT_ORPHAN_GRACE,
             suffix: ".jsonl.lock".to_owned(),
         }
+    }
+}
+
+impl SweepOptions {
+    /// The defaults: remove, stale 30 min, orphan grace 5 s, suffix
+    /// `.jsonl.lock`.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Remove what is reclaimable (`false`: a dry run, report only).
+    #[must_use]
+    pub fn with_remove(mut self, remove: bool) -> Self {
+        self.remove = remove;
+        self
+    }
+    /// The stale threshold for `too-old` (reported only, for live owners).
+    #[must_use]
+    pub fn with_stale(mut self, stale: Duration) -> Self {
+        self.stale = stale;
+        self
+    }
+    /// The orphan grace for empty or malformed lock files and temp files.
+    #[must_use]
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+    /// Consider the lock files whose names end with `suffix`.
+    #[must_use]
+    pub fn with_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.suffix = suffix.into();
+        self
     }
 }
 

@@ -3,8 +3,6 @@
 
 mod backend_args;
 mod bench;
-#[cfg(feature = "etcd")]
-mod bench_etcd;
 mod columns;
 mod durations;
 mod exec;
@@ -435,7 +433,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             #[cfg(feature = "etcd")]
             if let session_lock::Backend::Etcd(cfg) = backend_args::backend() {
-                return ExitCode::from(bench_etcd::run(&args, &cfg) as u8);
+                return ExitCode::from(bench::etcd::run(&args, &cfg) as u8);
             }
             return ExitCode::from(bench::run(&args) as u8);
         }

@@ -9,7 +9,7 @@
 //!   predecessor's deletion; time from the start of `release` to the
 //!   waiter holding the lock.
 
-use crate::bench::BenchArgs;
+use super::BenchArgs;
 use session_lock::etcd::EtcdBackend;
 use session_lock::{Backend, LockOptions};
 use std::sync::mpsc;

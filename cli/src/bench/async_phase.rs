@@ -24,18 +24,16 @@ pub(super) fn run(
             plan.async_rounds
         ),
         || async_phase(&sub_dir(dir, "async")?, plan),
-        |a| match a {
-            Some(a) => format!(
+        |a| {
+            format!(
                 "max tick lateness {:.3} ms (p99 {:.3} ms; idle max {:.3} ms)",
                 a.max_tick_lateness_ms, a.p99_tick_lateness_ms, a.idle_max_tick_lateness_ms
-            ),
-            None => "skipped (built without the tokio feature)".into(),
+            )
         },
     )
-    .flatten()
 }
 
-fn async_phase(dir: &Path, plan: &Plan) -> Result<Option<AsyncResult>, String> {
+fn async_phase(dir: &Path, plan: &Plan) -> Result<AsyncResult, String> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -110,7 +108,7 @@ fn async_phase(dir: &Path, plan: &Plan) -> Result<Option<AsyncResult>, String> {
         }
         let ticks = late.len();
         let s = Stats::of(late);
-        Ok(Some(AsyncResult {
+        Ok(AsyncResult {
             max_tick_lateness_ms: ms(s.max),
             p99_tick_lateness_ms: ms(s.p99),
             p50_tick_lateness_ms: ms(s.p50),
@@ -121,6 +119,6 @@ fn async_phase(dir: &Path, plan: &Plan) -> Result<Option<AsyncResult>, String> {
             rounds,
             acquisitions: ASYNC_TASKS * rounds,
             elapsed_ms: round(elapsed.as_secs_f64() * 1_000.0, 1),
-        }))
+        })
     })
 }

@@ -10,6 +10,7 @@
 //!   waiter holding the lock.
 
 use super::BenchArgs;
+use super::stats::Stats;
 use session_lock::etcd::EtcdBackend;
 use session_lock::{Backend, LockOptions};
 use std::sync::mpsc;
@@ -24,21 +25,15 @@ struct Row {
     max_us: u64,
 }
 
-fn row(name: &'static str, mut v: Vec<u64>) -> Row {
-    v.sort_unstable();
-    let pct = |p: f64| -> u64 {
-        if v.is_empty() {
-            return 0;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    };
+fn row(name: &'static str, v: Vec<u64>) -> Row {
+    let n = v.len();
+    let s = Stats::of(v);
     Row {
         name,
-        n: v.len(),
-        p50_us: pct(50.0),
-        p99_us: pct(99.0),
-        max_us: v.last().copied().unwrap_or(0),
+        n,
+        p50_us: s.p50,
+        p99_us: s.p99,
+        max_us: s.max,
     }
 }
 

@@ -25,7 +25,7 @@
 //!    its acquire loop woke up (the library's own count: a grant of the
 //!    lock's queue, an inotify event, a re-check timer), summed into
 //!    `wakeups_per_release` (one release per cycle).
-//! 5. **async** (feature `tokio`): lateness of a 1 ms interval ticker on a
+//! 5. **async** (`session_lock::tokio`): lateness of a 1 ms interval ticker on a
 //!    current-thread runtime while 100 tasks contend for one lock, and of
 //!    the same ticker alone; the target is on the difference.
 //!
@@ -104,7 +104,7 @@ pub enum ChildRole {
     #[value(name = "handoff-polling")]
     HandoffPolling,
     /// Handoff waiter (B) woken by inotify when a file is unlinked: the
-    /// kernel's floor for a wait that can time out (see `inotify_wait`).
+    /// kernel's floor for a wait that can time out (see `child::InotifyWait`).
     #[value(name = "handoff-inotify")]
     HandoffInotify,
     /// Hold the lock until stdin closes (the inspect phase's live owner).

@@ -137,11 +137,15 @@ fn the_queue_file_comes_with_contention_and_goes_with_its_last_user() {
     // Held, with a waiter: clean keeps it.
     sweep(dir.path(), &SweepOptions::default()).unwrap();
     assert!(queue.exists(), "clean removed the queue of a held lock");
-    // Our release finds the waiter next in line: kept. Its release finds
-    // nobody: removed.
+    // Our release hands over to the waiter. Whether the file is still
+    // there now depends on a race that costs nothing: our release looks at
+    // the queue after giving up the lock file, and by then the waiter may
+    // already hold the lock and have left the queue (nobody queues: the
+    // file goes), or still be next in line (kept; the unit test
+    // `the_queue_file_is_made_only_when_asked_private_and_goes_when_idle`
+    // pins "kept while someone queues"). Its release finds nobody: removed.
     g.release().unwrap();
     w.wait_ready();
-    assert!(queue.exists(), "removed while its waiter was next in line");
     assert!(w.release().success());
     assert!(!queue.exists(), "the last user's release kept it");
     // Left behind: a waiter killed while queued, its holder killed too.

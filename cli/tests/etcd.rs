@@ -601,6 +601,30 @@ fn try_acquire_never_waits_and_names_the_holder_and_foreign_keys_are_named() {
     let err = session_lock::acquire_with(&file, &o).unwrap_err();
     assert!(err.to_string().contains(&foreign), "{err}");
     assert_eq!(err.to_string().lines().count(), 1);
+    // A contender's key is named by its lease id, 16 hex digits: a name
+    // of that length that is not hex, or hex of another length, is
+    // foreign for its name alone (each kind of name on its own).
+    for name in ["z".repeat(16), "0".repeat(15)] {
+        let key = format!("{}{name}", cfg.lock_dir("try"));
+        rt.block_on(async {
+            let mut c = etcd_client::Client::connect([format!("http://{}", etcd.endpoint())], None)
+                .await
+                .unwrap();
+            c.delete(
+                cfg.lock_dir("try"),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+            c.put(key.as_str(), "not a record", None).await.unwrap();
+        });
+        let err = session_lock::acquire_with(&file, &o).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&key) && text.contains("its name is not a lease id"),
+            "{name:?}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -156,27 +156,34 @@ fn usable(file: &File) -> Result<sys::FileId, &'static str> {
     if meta.len() != 0 {
         return Err("not empty");
     }
-    let mut bypassed = bypassed();
     let id = sys::file_id(&meta);
-    match bypassed.get(&id) {
-        Some(&until) if Instant::now() < until => {
-            return Err("held by something that is not one of our waiters");
-        }
-        Some(_) => {
-            bypassed.remove(&id);
-        }
-        None => {}
+    let mut bypassed = bypassed();
+    let now = Instant::now();
+    bypassed.retain(|_, b| now < b.until);
+    if bypassed.contains_key(&id) {
+        return Err("held by something that is not one of our waiters");
     }
     Ok(id)
+}
+
+/// A queue file this process bypasses, until when. The file is kept open
+/// meanwhile: its inode then cannot be freed, so no later file can get
+/// its inode number (ext4 and tmpfs hand a freed number out again at once)
+/// and be taken for it. One descriptor per bypassed file, for
+/// [`BYPASS_FOR`] at most; bypassed files are rare (a squatter, a stopped
+/// waiter).
+struct Bypassed {
+    until: Instant,
+    _file: File,
 }
 
 /// A squatted queue file is bypassed this long, then tried again (a
 /// stopped waiter of ours that held it may have moved on).
 pub(crate) const BYPASS_FOR: Duration = Duration::from_secs(60);
 
-/// Queue files this process bypasses, by identity, until when.
-fn bypassed() -> MutexGuard<'static, HashMap<sys::FileId, Instant>> {
-    static BYPASSED: OnceLock<Mutex<HashMap<sys::FileId, Instant>>> = OnceLock::new();
+/// Queue files this process bypasses, by identity.
+fn bypassed() -> MutexGuard<'static, HashMap<sys::FileId, Bypassed>> {
+    static BYPASSED: OnceLock<Mutex<HashMap<sys::FileId, Bypassed>>> = OnceLock::new();
     lock_or_recover(BYPASSED.get_or_init(Default::default))
 }
 
@@ -206,15 +213,16 @@ pub(crate) fn bypass(lock: &Path) {
     let Ok(file) = sys::open_for_inspection(&path) else {
         return;
     };
-    if let Ok(meta) = file.metadata() {
-        bypassed().insert(sys::file_id(&meta), Instant::now() + BYPASS_FOR);
-    }
     spares().remove(lock);
     report_bypass(
         &path,
         &file,
         "its flock is held while the lock is free, by something that is not one of our waiters",
     );
+    if let Ok(meta) = file.metadata() {
+        let until = Instant::now() + BYPASS_FOR;
+        bypassed().insert(sys::file_id(&meta), Bypassed { until, _file: file });
+    }
 }
 
 /// Spare descriptors (no lock held on them), so that an acquire does not
@@ -670,6 +678,44 @@ mod tests {
 
     fn lock_in(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("s.jsonl.lock")
+    }
+
+    /// A squatted queue file is bypassed for a while; once it is gone, a
+    /// new queue file is a new file, even where the filesystem would hand
+    /// out the freed inode number again at once (ext4, tmpfs): the bypass
+    /// keeps the bypassed file open, so its number is not free, and
+    /// contenders queue on the new file. (Seen in CI: a queue bypassed by
+    /// one test made a fresh queue of another test, on the same inode
+    /// number, unusable; its waiter never queued.)
+    #[test]
+    fn a_new_queue_file_after_a_bypassed_one_is_not_bypassed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let squatted = dir.path().join("a.jsonl.lock");
+        let TryQueue::Taken(t) = try_queue(&squatted, true) else {
+            panic!("a fresh queue is free");
+        };
+        drop(t);
+        bypass(&squatted);
+        assert!(
+            matches!(try_queue(&squatted, false), TryQueue::Unavailable),
+            "the squatted file is bypassed"
+        );
+        let ino = std::fs::metadata(queue_path(&squatted)).unwrap().ino();
+        std::fs::remove_file(queue_path(&squatted)).unwrap();
+        // Without the open file, the first of these reuses the number.
+        for i in 0..16 {
+            let lock = dir.path().join(format!("b{i}.jsonl.lock"));
+            let tried = try_queue(&lock, true);
+            let new = std::fs::metadata(queue_path(&lock)).unwrap().ino();
+            assert!(
+                matches!(tried, TryQueue::Taken(_)),
+                "new queue file {i} (inode {new}, the bypassed one's was {ino}) is bypassed"
+            );
+            assert_ne!(new, ino, "the bypassed file's inode number was freed");
+            drop(tried);
+            std::fs::remove_file(queue_path(&lock)).unwrap();
+        }
     }
 
     #[test]

@@ -65,16 +65,42 @@ fn waiters_in_other_processes_get_the_lock_in_the_order_they_queued() {
         wait_queued(&queue, n);
     }
     ours.release().unwrap();
-    for (i, mut w) in waiters.into_iter().enumerate() {
-        w.wait_ready();
+    // The waiter next in line (the first) holds the queue's flock and gets
+    // the lock first. The later ones get it one at a time, each once, in
+    // the order they queued as a rule but not always (see
+    // docs/protocol.md, "The queue": order beyond the next in line is not
+    // guaranteed). Whoever holds the lock is released as soon as it says
+    // so, whatever its place, so a reordering cannot stall the test.
+    let mut waiting: Vec<(usize, Holder)> = waiters.into_iter().enumerate().collect();
+    let mut order = Vec::new();
+    let start = Instant::now();
+    while !waiting.is_empty() {
+        let ready = waiting
+            .iter()
+            .position(|(_, w)| matches!(w.lines.try_recv(), Ok(line) if line.starts_with("ready")));
+        let Some(k) = ready else {
+            assert!(
+                start.elapsed() < WAIT,
+                "waiters {:?} never got the lock",
+                waiting.iter().map(|(i, _)| i + 1).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let (i, w) = waiting.remove(k);
         assert_eq!(
             record_pid(&t),
             u64::from(w.pid()),
-            "waiter {} did not get the lock in its turn",
+            "waiter {} said ready without the lock",
             i + 1
         );
-        w.release();
+        order.push(i + 1);
+        assert!(w.release().success());
     }
+    assert_eq!(
+        order[0], 1,
+        "the waiter next in line was overtaken: {order:?}"
+    );
     assert!(!lock_of(&t).exists());
 }
 
@@ -112,7 +138,17 @@ fn each_waiter_wakes_once_in_the_queue_and_once_for_the_lock() {
             "waiter {id}: woken {by_event} times by events, {by_timer} by timers"
         );
     }
-    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    // The one next in line first; the others each once, usually in the
+    // order they queued (seen otherwise in about 1 run in 20: see
+    // docs/protocol.md, "The queue").
+    let order = order.lock().unwrap().clone();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 1, 2, 3], "{order:?}");
+    assert_eq!(
+        order[0], 0,
+        "the waiter next in line was overtaken: {order:?}"
+    );
 }
 
 /// The queue file comes with contention and goes with its last user: an

@@ -166,9 +166,9 @@ impl LockOptions {
             return None;
         }
         [
-            ("stale", self.stale.is_some()),
-            ("orphan_grace", self.orphan_grace.is_some()),
-            ("fail_on_stale", self.fail_on_stale),
+            ("with_stale", self.stale.is_some()),
+            ("with_orphan_grace", self.orphan_grace.is_some()),
+            ("with_fail_on_stale", self.fail_on_stale),
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name))

@@ -714,12 +714,12 @@ fn options_the_etcd_backend_cannot_honour_are_refused_naming_them() {
     let t = dir.path().join("s.jsonl");
     let etcd = || LockOptions::new().with_backend(Backend::Etcd(EtcdBackend::new(["127.0.0.1:1"])));
     for (name, opts) in [
-        ("stale", etcd().with_stale(Duration::from_secs(60))),
+        ("with_stale", etcd().with_stale(Duration::from_secs(60))),
         (
-            "orphan_grace",
+            "with_orphan_grace",
             etcd().with_orphan_grace(Duration::from_secs(1)),
         ),
-        ("fail_on_stale", etcd().with_fail_on_stale(true)),
+        ("with_fail_on_stale", etcd().with_fail_on_stale(true)),
     ] {
         let err = session_lock::acquire_with(&t, &opts).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");

@@ -1131,7 +1131,7 @@ fn a_valid_record_padded_past_the_cap_is_malformed() {
 }
 
 /// `session-lock status PATH` scans PATH as a directory whenever
-/// `Path::is_dir()` says so (`lock_files` in `src/bin/session-lock/main.rs`
+/// `Path::is_dir()` says so (`lock_files` in `cli/src/main.rs`
 /// checks `p.is_dir()` before `p.extension() == "lock"`, and `is_dir`
 /// follows symlinks). So for a lock path that is a directory, `status`
 /// prints nothing and exits 0 instead of the clear `NotAFile` error that

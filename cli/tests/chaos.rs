@@ -3,8 +3,8 @@
 //! milliseconds. Afterwards the independent evidence must show zero overlaps,
 //! whole lines written exactly once, and a lock that is free and acquirable.
 //!
-//! The workers are `session-lock __chaos_worker` (see `src/bin/session-lock/
-//! main.rs`). Each guarded section:
+//! The workers are `session-lock-test-helper __chaos_worker` (see
+//! `cli/src/bin/test-helper/main.rs`). Each guarded section:
 //!
 //! 1. enters a witness that does not use the crate: it hard-links a complete
 //!    marker file `witness/inside` naming its pid, start time, worker id and

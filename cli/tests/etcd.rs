@@ -1,5 +1,5 @@
 //! The etcd backend against real etcd servers that each test starts
-//! (`tests/etcd_support`). Those tests are `#[ignore = "needs etcd ..."]`:
+//! (`cli/tests/etcd_support`). Those tests are `#[ignore = "needs etcd ..."]`:
 //! `cargo test --all-features` lists them as ignored, `-- --ignored` runs
 //! them (`.ci/run` does), and a missing `etcd` then fails them.
 #![cfg(feature = "etcd")]

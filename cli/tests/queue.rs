@@ -53,7 +53,7 @@ fn record_pid(t: &Path) -> u64 {
 }
 
 #[test]
-fn waiters_in_other_processes_get_the_lock_in_the_order_they_queued() {
+fn waiters_in_other_processes_each_get_the_lock_once_the_one_next_in_line_first() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let queue = queue_of(&t);

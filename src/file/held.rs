@@ -661,7 +661,9 @@ pub(crate) fn release_all() -> usize {
 /// short-lived process exits to leave no such file behind (a slot left by
 /// an exited process is taken over by the next process that needs one, and
 /// removed by `clean` once older than the orphan grace). Also closes the
-/// spare queue descriptors the process keeps for later acquires (a
+/// spare queue descriptors the process keeps for later acquires, and
+/// those it keeps for queue files it bypasses as squatted (the bypass
+/// ends: the next wait tries that queue again) (a
 /// released hold's transcript descriptor is closed by the release itself;
 /// see the README, "Descriptors"). Returns how many slots were removed.
 pub fn close_idle() -> usize {

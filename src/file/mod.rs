@@ -233,14 +233,19 @@ pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
 /// How the waits of this process for a file lock have ended since it
 /// started, all threads and tasks together.
 ///
-/// A waiter sleeps until the kernel wakes it: a grant of the wait queue's
-/// `flock`, or an inotify event on the lock's directory (the holder
-/// released, or died). A safety re-check every 2 s covers what inotify
-/// cannot see (a directory on some network filesystems, a lost event
-/// queue). `by_recheck` counts the waits that the re-check ended; it stays
-/// at 0 on a local filesystem, and a gateway that sees it grow has waiters
-/// that inotify does not reach. Settling re-checks shortly after a release
-/// and deadlines are not counted.
+/// A waiter sleeps until it is woken: by the kernel (a grant of the wait
+/// queue's `flock`, an inotify event on the lock's directory: the holder
+/// released, or died) or, for a hold of this same process, by that hold's
+/// end. A timer ends a wait otherwise: the safety re-check every 2 s,
+/// which covers what inotify cannot see (a directory on some network
+/// filesystems, a lost event queue), or an earlier time the waiter asked
+/// for (an `on_wait` hook's time, a reclaim guard that may count as
+/// abandoned, the queue's short bound when the lock is free but the queue
+/// still held). Settling re-checks shortly after a release and deadlines
+/// are not counted. On a local filesystem without hooks or squatters,
+/// `by_recheck` stays at 0 while `by_event` grows by about one per
+/// contended handoff; a gateway that sees `by_recheck` grow has waiters
+/// that events do not reach.
 ///
 /// ```
 /// let before = session_lock::wait_wakeups();
@@ -251,9 +256,11 @@ pub(crate) static WAKES_ALL: [std::sync::atomic::AtomicU64; 2] =
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WaitWakeups {
-    /// Waits ended by the kernel: a queue grant or an inotify event.
+    /// Waits ended by an event: a queue grant, an inotify event, or the
+    /// end of a hold of this process.
     pub by_event: u64,
-    /// Waits ended by the 2 s safety re-check.
+    /// Waits ended by a timer: the 2 s safety re-check, or an earlier
+    /// time the waiter asked for (see above).
     pub by_recheck: u64,
 }
 

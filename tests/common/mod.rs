@@ -9,16 +9,16 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The `session-lock` binary (package session-lock-cli).
-/// (Tests that run it need `required-features = ["test-helpers"]` in
-/// Cargo.toml; the others still compile without it.)
+/// The `session-lock` binary (package session-lock-cli): known to the
+/// tests in `cli/tests` only.
 pub const BIN: &str = match option_env!("CARGO_BIN_EXE_session-lock") {
     Some(p) => p,
     None => "session-lock (the tests that run it are in cli/tests)",
 };
 
 /// The test-helper binary (`__hold`, `__worker`, `__chaos_worker`,
-/// `__chaos_section`; feature `test-helpers`), not part of the shipped CLI.
+/// `__chaos_section`), not part of the shipped CLI: tests that run it need
+/// `required-features = ["test-helpers"]` in cli/Cargo.toml.
 pub const HELPER: &str = match option_env!("CARGO_BIN_EXE_session-lock-test-helper") {
     Some(p) => p,
     None => "session-lock-test-helper (built only with --features test-helpers)",

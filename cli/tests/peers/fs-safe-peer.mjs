@@ -3,8 +3,8 @@
 // configured the way OpenClaw's session write lock configures it (stale
 // 30 min, retry every 50 ms, "remove-if-unchanged" stale recovery guarded
 // by `<lock>.reclaim`, reclaim of dead and recycled pids, payload-less
-// files only after a 5 s grace). Used by tests/interop.rs; the package is
-// installed from npm by tests/interop.rs (its folder is passed in SESSION_LOCK_FS_SAFE).
+// files only after a 5 s grace). Used by cli/tests/interop.rs; the package is
+// installed from npm by cli/tests/interop.rs (its folder is passed in SESSION_LOCK_FS_SAFE).
 //
 // usage: node fs-safe-peer.mjs TRANSCRIPT MARKER ID (count N | for MS) [hold-ms H]
 // Each section: acquire, exclusive-create MARKER (an overlap if it exists),

@@ -542,6 +542,37 @@ fn on_wait_fires_once_with_the_holder_then_the_wait_goes_on() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// The hook waits for its time: a wait shorter than `after` never calls
+/// it, however many times the waiter looked (a mutation run found the
+/// `now < at` comparison unpinned: `==` called it at the first look).
+#[test]
+fn on_wait_never_fires_before_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.jsonl");
+    let first = session_lock::acquire(&t).unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let opts = {
+        let calls = calls.clone();
+        LockOptions::new()
+            .with_timeout(Duration::from_millis(200))
+            .on_wait(Duration::from_secs(3600), move |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+    };
+    let t2 = t.clone();
+    let err = within(WAIT, "waiter", move || {
+        session_lock::acquire_with(&t2, &opts).map(drop)
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the hook ran early"
+    );
+    first.release().unwrap();
+}
+
 /// A waiter's record says when it took the lock, not when it began to
 /// wait: the prepared record's `createdAt` is rewritten before it is
 /// published if it is older than the documented 50 ms slack (see

@@ -974,7 +974,14 @@ fn waiters_sleep_through_another_locks_releases_in_the_same_directory() {
     let during = steps() - before;
     assert_eq!(during, 0, "{during} steps on another lock's releases");
     assert!(holder.release().success());
-    assert_eq!(join(thread, "the thread"), (1, 0), "the thread's wake-ups");
+    // The task never queues and may take the lock first (seen on the
+    // named-temp path): then the thread wakes once more, at the task's
+    // release. Never by a timer.
+    let (thread_events, thread_timer) = join(thread, "the thread");
+    assert!(
+        thread_timer == 0 && (1..=2).contains(&thread_events),
+        "the thread's wake-ups: {thread_events} by events, {thread_timer} by timers"
+    );
     join(task, "the task");
     let (by_event, by_timer) = wakes_since(w0);
     assert!(

@@ -4,8 +4,8 @@
 
 use super::peer::Peer;
 use super::raw::raw_inspect;
-use super::report::{InspectResult, fmt_ratio};
-use super::stats::{Stats, mono_ns, ratio, us};
+use super::report::{VsBaseline, fmt_ratio};
+use super::stats::mono_ns;
 use super::{ChildRole, LOOP_WARMUP, Plan, err_str, phase, sub_dir};
 use session_lock::{LockOptions, Verdict};
 use std::path::Path;
@@ -16,7 +16,7 @@ pub(super) fn run(
     plan: &Plan,
     errors: &mut Vec<String>,
     step: &str,
-) -> Option<InspectResult> {
+) -> Option<VsBaseline> {
     phase(
         errors,
         step,
@@ -37,7 +37,7 @@ pub(super) fn run(
     )
 }
 
-fn inspect(dir: &Path, plan: &Plan) -> Result<InspectResult, String> {
+fn inspect(dir: &Path, plan: &Plan) -> Result<VsBaseline, String> {
     let target = dir.join("inspect.jsonl");
     let lock = dir.join("inspect.jsonl.lock");
     let mut peer = Peer::spawn(ChildRole::Hold, &target, &[])?;
@@ -72,13 +72,5 @@ fn inspect(dir: &Path, plan: &Plan) -> Result<InspectResult, String> {
         }
     }
     peer.finish()?;
-    let (o, r) = (Stats::of(ours), Stats::of(raw));
-    Ok(InspectResult {
-        ours_p50_us: us(o.p50),
-        ours_p99_us: us(o.p99),
-        baseline_p50_us: us(r.p50),
-        baseline_p99_us: us(r.p99),
-        ratio: ratio(o.p50 as f64, r.p50 as f64),
-        iterations: plan.inspect,
-    })
+    Ok(VsBaseline::of(ours, raw, plan.inspect))
 }

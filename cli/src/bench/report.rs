@@ -2,7 +2,7 @@
 //! table printed without `--json`.
 
 use super::THROUGHPUT_NS;
-use super::stats::{ratio, round};
+use super::stats::{Stats, ratio, round, us};
 use serde::Serialize;
 
 /// The whole result, printed as JSON with `--json`.
@@ -10,9 +10,9 @@ use serde::Serialize;
 pub(super) struct Report {
     pub(super) quick: bool,
     pub(super) dir: String,
-    pub(super) uncontended: Option<Uncontended>,
+    pub(super) uncontended: Option<VsBaseline>,
     pub(super) handoff: Option<Handoff>,
-    pub(super) inspect: Option<InspectResult>,
+    pub(super) inspect: Option<VsBaseline>,
     pub(super) throughput: Option<Vec<Throughput>>,
     #[serde(rename = "async")]
     pub(super) async_: Option<AsyncResult>,
@@ -22,15 +22,31 @@ pub(super) struct Report {
     pub(super) elapsed_s: f64,
 }
 
-/// Phase 1.
+/// Phases 1 (uncontended) and 3 (inspect): one operation of ours timed
+/// against its raw baseline, sample by sample.
 #[derive(Debug, Serialize)]
-pub(super) struct Uncontended {
+pub(super) struct VsBaseline {
     pub(super) ours_p50_us: f64,
     pub(super) ours_p99_us: f64,
     pub(super) baseline_p50_us: f64,
     pub(super) baseline_p99_us: f64,
     pub(super) ratio: Option<f64>,
     pub(super) iterations: usize,
+}
+
+impl VsBaseline {
+    /// From the samples (nanoseconds) of ours and of the baseline.
+    pub(super) fn of(ours: Vec<u64>, raw: Vec<u64>, iterations: usize) -> VsBaseline {
+        let (o, r) = (Stats::of(ours), Stats::of(raw));
+        VsBaseline {
+            ours_p50_us: us(o.p50),
+            ours_p99_us: us(o.p99),
+            baseline_p50_us: us(r.p50),
+            baseline_p99_us: us(r.p99),
+            ratio: ratio(o.p50 as f64, r.p50 as f64),
+            iterations,
+        }
+    }
 }
 
 /// Phase 2.
@@ -58,17 +74,6 @@ pub(super) struct Handoff {
     /// Handoffs (ours, flock, polling, inotify) released while some thread
     /// of the waiter was still running after the grace period (should be 0).
     pub(super) not_parked: [usize; 4],
-}
-
-/// Phase 3.
-#[derive(Debug, Serialize)]
-pub(super) struct InspectResult {
-    pub(super) ours_p50_us: f64,
-    pub(super) ours_p99_us: f64,
-    pub(super) baseline_p50_us: f64,
-    pub(super) baseline_p99_us: f64,
-    pub(super) ratio: Option<f64>,
-    pub(super) iterations: usize,
 }
 
 /// Phase 4, one process count.

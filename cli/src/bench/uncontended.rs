@@ -2,8 +2,8 @@
 //! (exclusive create + write one record-sized line + close + unlink).
 
 use super::raw::raw_lock_cycle;
-use super::report::{Uncontended, fmt_ratio};
-use super::stats::{Stats, mono_ns, ratio, us};
+use super::report::{VsBaseline, fmt_ratio};
+use super::stats::mono_ns;
 use super::{LOOP_WARMUP, Plan, err_str, opts, phase, sub_dir};
 use std::path::Path;
 
@@ -13,7 +13,7 @@ pub(super) fn run(
     plan: &Plan,
     errors: &mut Vec<String>,
     step: &str,
-) -> Option<Uncontended> {
+) -> Option<VsBaseline> {
     phase(
         errors,
         step,
@@ -34,7 +34,7 @@ pub(super) fn run(
     )
 }
 
-fn uncontended(dir: &Path, plan: &Plan) -> Result<Uncontended, String> {
+fn uncontended(dir: &Path, plan: &Plan) -> Result<VsBaseline, String> {
     let target = dir.join("uncontended.jsonl");
     let raw_lock = dir.join("raw-uncontended.jsonl.lock");
     let opts = opts();
@@ -59,13 +59,5 @@ fn uncontended(dir: &Path, plan: &Plan) -> Result<Uncontended, String> {
             raw.push(t2 - t1);
         }
     }
-    let (o, r) = (Stats::of(ours), Stats::of(raw));
-    Ok(Uncontended {
-        ours_p50_us: us(o.p50),
-        ours_p99_us: us(o.p99),
-        baseline_p50_us: us(r.p50),
-        baseline_p99_us: us(r.p99),
-        ratio: ratio(o.p50 as f64, r.p50 as f64),
-        iterations: plan.uncontended,
-    })
+    Ok(VsBaseline::of(ours, raw, plan.uncontended))
 }

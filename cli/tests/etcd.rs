@@ -469,21 +469,45 @@ fn three_node_cluster_leader_loss_keeps_the_lock_and_quorum_loss_fails_cleanly()
 }
 
 fn leader_index(eps: &[String]) -> usize {
+    find_leader(eps, "http", None)
+}
+
+/// Which of `eps` is the leader, asking each member (`scheme` `http` or
+/// `https`, with `opts`) until one says it is. A member may not answer at
+/// once (a cluster just started, a busy machine): asked again for up to
+/// 10 s, then the test fails with each member's last answer.
+fn find_leader(eps: &[String], scheme: &str, opts: Option<etcd_client::ConnectOptions>) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
     rt.block_on(async {
-        for (i, ep) in eps.iter().enumerate() {
-            let mut c = etcd_client::Client::connect([format!("http://{ep}")], None)
-                .await
-                .unwrap();
-            let st = c.status().await.unwrap();
-            if st.leader() == st.header().unwrap().member_id() {
-                return i;
+        loop {
+            let mut answers = Vec::new();
+            for (i, ep) in eps.iter().enumerate() {
+                let asked = async {
+                    let mut c =
+                        etcd_client::Client::connect([format!("{scheme}://{ep}")], opts.clone())
+                            .await?;
+                    c.status().await
+                };
+                let st = tokio::time::timeout(Duration::from_secs(2), asked).await;
+                match st {
+                    Ok(Ok(st)) if st.header().map(|h| h.member_id()) == Some(st.leader()) => {
+                        return i;
+                    }
+                    Ok(Ok(st)) => answers.push(format!("{ep}: leader is {:x}", st.leader())),
+                    Ok(Err(e)) => answers.push(format!("{ep}: {e}")),
+                    Err(_) => answers.push(format!("{ep}: no answer within 2 s")),
+                }
             }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {eps:?} within 10 s: {answers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no leader among {eps:?}");
     })
 }
 
@@ -1045,23 +1069,7 @@ fn admin_options(pki: &Pki) -> etcd_client::ConnectOptions {
 
 /// Which of `eps` (TLS) is the leader.
 fn tls_leader_index(pki: &Pki, eps: &[String]) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        for (i, ep) in eps.iter().enumerate() {
-            let mut c =
-                etcd_client::Client::connect([format!("https://{ep}")], Some(admin_options(pki)))
-                    .await
-                    .unwrap();
-            let st = c.status().await.unwrap();
-            if st.leader() == st.header().unwrap().member_id() {
-                return i;
-            }
-        }
-        panic!("no leader among {eps:?}");
-    })
+    find_leader(eps, "https", Some(admin_options(pki)))
 }
 
 /// Users, roles and `auth enable`, through etcd's own client.

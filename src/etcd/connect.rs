@@ -56,6 +56,10 @@ pub(crate) enum TlsProblem {
     /// The server sent an alert: it refused our client certificate, or the
     /// lack of one.
     ServerAlert,
+    /// The TLS layer failed after the handshake, its verdict's type lost on
+    /// the way (see [`tls_after_handshake`]): on a client connection, the
+    /// server's alert refusing our client certificate, or the lack of one.
+    AfterHandshake,
     /// Anything else (a server that does not speak TLS, ...).
     Other,
 }
@@ -147,16 +151,42 @@ fn chain_of(e: &etcd_client::Error) -> impl Iterator<Item = &(dyn std::error::Er
     inner(e).into_iter().flat_map(sources)
 }
 
+/// Whether a failed request on a TLS connection (`tls`) met the TLS
+/// layer's verdict after the handshake, with rustls's error no longer in
+/// the chain: tokio-rustls reports every rustls error as an
+/// [`io::Error`] of kind `InvalidData`, and h2 keeps only an I/O error's
+/// kind and words (h2 0.4, `proto::Error::Io(io::ErrorKind,
+/// Option<String>)`). Nothing else on the way to etcd reports that kind
+/// (a TCP stream never does). With TLS 1.3 the client's handshake ends
+/// before the server has judged the client's certificate, so a server
+/// refusing it (or its absence) is heard here, on the first request: as
+/// this alert, or as the connection closed ([`closed_under_us`]),
+/// whichever the client reads first.
+fn tls_after_handshake(e: &etcd_client::Error, tls: bool) -> bool {
+    tls && chain_of(e).any(|s| {
+        s.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
+    })
+}
+
 /// Classify a failed request by type: a rustls error anywhere in the chain
 /// is TLS (a handshake failure has no gRPC code of its own: tonic reports
-/// it as a transport error, or as a status carrying it as its source);
-/// else a gRPC status by its code ([`failure_of`]); else a transport or
-/// I/O error is the way to the cluster failing.
-pub(crate) fn diagnose(e: &etcd_client::Error, call: Call, has_user: bool) -> Diagnosis {
+/// it as a transport error, or as a status carrying it as its source), and
+/// so is the TLS layer's verdict after the handshake on a TLS connection
+/// ([`tls_after_handshake`]); else a gRPC status by its code
+/// ([`failure_of`]); else a transport or I/O error is the way to the
+/// cluster failing.
+pub(crate) fn diagnose(e: &etcd_client::Error, call: Call, has_user: bool, tls: bool) -> Diagnosis {
     if let Some(r) = chain_of(e).find_map(|s| s.downcast_ref::<rustls::Error>()) {
         return Diagnosis {
             failure: EtcdFailure::Tls,
             tls: Some(tls_problem(r)),
+        };
+    }
+    if tls_after_handshake(e, tls) {
+        return Diagnosis {
+            failure: EtcdFailure::Tls,
+            tls: Some(TlsProblem::AfterHandshake),
         };
     }
     let failure = match e {
@@ -269,6 +299,13 @@ fn tls_hint(cfg: &EtcdBackend, problem: TlsProblem) -> String {
                 "the server requires a client certificate: --cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY".into()
             }
         }
+        TlsProblem::AfterHandshake => {
+            if cfg.tls.cert_file.is_some() {
+                "the server ended the connection after the handshake: most likely it refused our client certificate (--cert / ETCDCTL_CERT): is it signed by the server's --trusted-ca-file?".into()
+            } else {
+                "the server ended the connection after the handshake: most likely it requires a client certificate (--cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY)".into()
+            }
+        }
         TlsProblem::Other => format!(
             "check that the server speaks TLS and its certificate is signed by {ca}, unexpired and made out to the endpoint's host"
         ),
@@ -316,7 +353,11 @@ fn words(e: &etcd_client::Error) -> String {
 
 /// An etcd client error as one line naming the endpoints and the cause.
 pub(crate) fn map_err(cfg: &EtcdBackend, call: Call, e: &etcd_client::Error) -> Error {
-    error_for(cfg, diagnose(e, call, cfg.user.is_some()), words(e))
+    error_for(
+        cfg,
+        diagnose(e, call, cfg.user.is_some(), cfg.tls.on),
+        words(e),
+    )
 }
 
 /// The error for a diagnosis, with etcd's (or rustls's) own words in `text`.
@@ -678,7 +719,7 @@ mod tests {
                 *want,
                 "{code:?} {call:?} user={user}"
             );
-            let d = diagnose(&status(*code, "whatever the words"), *call, *user);
+            let d = diagnose(&status(*code, "whatever the words"), *call, *user, false);
             assert_eq!(
                 d,
                 Diagnosis {
@@ -692,7 +733,7 @@ mod tests {
 
     #[test]
     fn the_code_decides_never_the_words() {
-        let d = |e: &etcd_client::Error| diagnose(e, Call::Request, false).failure;
+        let d = |e: &etcd_client::Error| diagnose(e, Call::Request, false, false).failure;
         // The lease is gone: etcd's code for it, whatever the words.
         assert_eq!(
             d(&status(
@@ -791,16 +832,77 @@ mod tests {
                 tls: Some(*want),
             };
             let io = etcd_client::Error::IoError(wrapped(e.clone()));
-            assert_eq!(diagnose(&io, Call::Request, false), want, "{e:?} in io");
+            assert_eq!(
+                diagnose(&io, Call::Request, false, true),
+                want,
+                "{e:?} in io"
+            );
             // As the source of a status tonic made (a Unavailable code).
             let st = Status::from_error(Box::new(wrapped(e.clone())));
             let st = etcd_client::Error::GRpcStatus(st);
             assert_eq!(
-                diagnose(&st, Call::Authenticate, true),
+                diagnose(&st, Call::Authenticate, true, true),
                 want,
                 "{e:?} in status"
             );
         }
+    }
+
+    #[test]
+    fn the_tls_layers_verdict_after_the_handshake_is_tls_by_its_kind() {
+        // What a TLS 1.3 server refusing our client certificate looks like
+        // when its alert arrives on the first request: h2 passes on an
+        // io::Error of kind InvalidData with rustls's words, not its type.
+        let alert = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "received fatal alert: BadCertificate",
+            )
+        };
+        let want = Diagnosis {
+            failure: EtcdFailure::Tls,
+            tls: Some(TlsProblem::AfterHandshake),
+        };
+        let io = etcd_client::Error::IoError(alert());
+        assert_eq!(diagnose(&io, Call::Request, false, true), want);
+        let st = etcd_client::Error::GRpcStatus(Status::from_error(Box::new(alert())));
+        assert_eq!(diagnose(&st, Call::Authenticate, true, true), want);
+        // Not on a plain connection: no TLS layer there to fail.
+        assert_eq!(
+            diagnose(&io, Call::Request, false, false).failure,
+            EtcdFailure::Unavailable
+        );
+        // The kind decides, not the words: the same words of another kind
+        // are the way to the cluster failing.
+        let other = io::Error::other("received fatal alert: BadCertificate");
+        assert_eq!(
+            diagnose(
+                &etcd_client::Error::IoError(other),
+                Call::Request,
+                false,
+                true
+            )
+            .failure,
+            EtcdFailure::Unavailable
+        );
+        for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::BrokenPipe] {
+            let closed = etcd_client::Error::IoError(io::Error::from(kind));
+            assert_eq!(
+                diagnose(&closed, Call::Request, false, true).failure,
+                EtcdFailure::Unavailable,
+                "{kind:?}"
+            );
+        }
+        // It is no retry, and the hint points at the client certificate.
+        let cfg = EtcdBackend::new(["https://h:1"]).with_ca_file("/ca.pem");
+        let e = map_err(&cfg, Call::Request, &io);
+        assert!(!retryable(&e), "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("TLS: "), "{text}");
+        assert!(text.contains("requires a client certificate"), "{text}");
+        let with_cert = cfg.with_client_cert("/c.pem", "/k.pem");
+        let text = map_err(&with_cert, Call::Request, &io).to_string();
+        assert!(text.contains("refused our client certificate"), "{text}");
     }
 
     #[test]
@@ -867,6 +969,16 @@ mod tests {
             (
                 &with_cert,
                 TlsProblem::ServerAlert,
+                "refused our client certificate",
+            ),
+            (
+                &with_ca,
+                TlsProblem::AfterHandshake,
+                "requires a client certificate",
+            ),
+            (
+                &with_cert,
+                TlsProblem::AfterHandshake,
                 "refused our client certificate",
             ),
             (&with_ca, TlsProblem::Other, "speaks TLS"),

@@ -288,7 +288,13 @@ impl KeepAlive {
 /// "requested lease not found" (`ErrGRPCLeaseNotFound`), decided by
 /// [`super::connect::diagnose`] from the code, not the words.
 fn is_lease_not_found(cfg: &EtcdBackend, e: &etcd_client::Error) -> bool {
-    super::connect::diagnose(e, super::connect::Call::Request, cfg.user().is_some()).failure
+    super::connect::diagnose(
+        e,
+        super::connect::Call::Request,
+        cfg.user().is_some(),
+        cfg.tls.on,
+    )
+    .failure
         == EtcdFailure::LeaseNotFound
 }
 

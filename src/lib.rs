@@ -226,6 +226,16 @@ pub mod __private {
         let w = crate::file::wait_wakeups();
         (w.by_event, w.by_recheck)
     }
+    /// Run `f` on this process's etcd thread (where a guard whose caller
+    /// went away is dropped: see `etcd::run_async`); `false` if that
+    /// thread cannot be started.
+    #[cfg(feature = "etcd")]
+    pub fn run_on_etcd_thread(
+        cfg: &crate::etcd::EtcdBackend,
+        f: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        crate::etcd::testing::run_on_etcd_thread(cfg, f)
+    }
     pub use crate::file::wait::MAX_IDLE_WATCHES;
     pub use crate::file::wait::testing::{
         force_no_inotify, inject_overflow, local_instances, local_instances_made,

@@ -92,21 +92,6 @@ pub(crate) fn on_etcd_thread() -> bool {
     std::thread::current().name() == Some(THREAD_NAME)
 }
 
-/// Seams for the tests (`__private`).
-#[cfg(feature = "fault-injection")]
-pub(crate) mod testing {
-    use super::EtcdBackend;
-
-    /// Run `f` on the etcd thread, without waiting for it.
-    pub(crate) fn run_on_etcd_thread(cfg: &EtcdBackend, f: impl FnOnce() + Send + 'static) -> bool {
-        let Ok(rt) = super::runtime(cfg) else {
-            return false;
-        };
-        rt.spawn(async move { f() });
-        true
-    }
-}
-
 /// The error when the etcd thread dropped a request of `cfg`'s without an
 /// answer (it panicked, or the process is exiting).
 fn no_answer(cfg: &EtcdBackend) -> Error {
@@ -1053,4 +1038,19 @@ pub fn raw_txn_roundtrip(cfg: &EtcdBackend, key: &str) -> Result<()> {
         .await?;
         Ok(())
     })
+}
+
+/// Seams for the tests (`__private`).
+#[cfg(feature = "fault-injection")]
+pub(crate) mod testing {
+    use super::EtcdBackend;
+
+    /// Run `f` on the etcd thread, without waiting for it.
+    pub(crate) fn run_on_etcd_thread(cfg: &EtcdBackend, f: impl FnOnce() + Send + 'static) -> bool {
+        let Ok(rt) = super::runtime(cfg) else {
+            return false;
+        };
+        rt.spawn(async move { f() });
+        true
+    }
 }

@@ -587,7 +587,7 @@ fn describe_owner(owner: &session_lock::Owner) -> String {
 /// Acquire, printing once to stderr who holds the lock after 1 s of
 /// waiting (as cargo does for its own lock). Every backend calls back only
 /// once it knows someone holds the lock (an etcd that was never reached
-/// gets no waiting notice, issue 22), and names the holder from its owner
+/// gets no waiting notice), and names the holder from its owner
 /// record (pid, host, label, age).
 pub(crate) fn acquire_announcing(file: &Path, opts: &LockOptions) -> Result<LockGuard, Error> {
     const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
@@ -882,7 +882,7 @@ fn lock_facts(lock: &Path, insp: Option<&Inspection>) -> LockFacts {
             || r.hostname.as_deref() == rustix::system::uname().nodename().to_str().ok()
     });
     // The library's `pid_alive` counts a held witness as life; the pid's
-    // own liveness is what ALIVE says (issue 22: never `true` for a dead pid).
+    // own liveness is what ALIVE says: never `true` for a dead pid.
     let alive = match (rec.and_then(|r| r.pid), local) {
         (Some(pid), true) => columns::pid_alive(pid, rec.and_then(|r| r.starttime)),
         _ => insp.and_then(|i| i.pid_alive),

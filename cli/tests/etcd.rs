@@ -1809,6 +1809,7 @@ fn the_etcd_waiting_notice_names_the_holder() {
     let etcd = single();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("w.jsonl");
+    let started = Instant::now();
     let mut h = Holder::start(
         &url(&etcd),
         "5s",
@@ -1847,7 +1848,21 @@ fn the_etcd_waiting_notice_names_the_holder() {
     );
     assert!(line.contains("notice-holder"), "names the label: {line}");
     assert!(line.contains("host="), "names the host: {line}");
-    assert!(line.contains("ageMs="), "says the age: {line}");
+    // The holder's age: it held before the waiter started, and the notice
+    // comes after a second of waiting; it cannot be older than the time
+    // since it was started (the slack covers the record's wall-clock
+    // milliseconds against this monotonic clock).
+    let upper = started.elapsed().as_millis() + 50;
+    let age: u128 = line
+        .split("ageMs=")
+        .nth(1)
+        .and_then(|a| a.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("says the age: {line}"));
+    assert!(
+        (1000..=upper).contains(&age),
+        "the holder's age {age} ms is not within [1000, {upper}]: {line}"
+    );
     h.close();
     let (tx2, rx2) = mpsc::channel();
     std::thread::spawn(move || {

@@ -482,7 +482,7 @@ fn endpoint_urls(cfg: &EtcdBackend) -> Vec<String> {
 /// every lock of the process. It meets the cluster now: with a user it
 /// authenticates, without one it asks the cluster's status, so that an
 /// unreachable or refusing cluster is known before the first lock request
-/// (issue 22: a CLI without a server used to wait out the whole request
+/// (a CLI without a server would otherwise wait out the whole request
 /// bound, 10 s, and announce a wait for a server it never reached).
 /// Bounded by the connect timeout (or `deadline`, if sooner). Final at
 /// once: a refusal (TLS, authentication, permission), and a connection

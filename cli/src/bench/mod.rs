@@ -29,7 +29,7 @@
 //!    current-thread runtime while 100 tasks contend for one lock, and of
 //!    the same ticker alone; the target is on the difference.
 //!
-//! The targets (issue 14) are judged on ratios within one run and
+//! The targets are judged on ratios within one run and
 //! reported, never enforced: handoff p50 <= 4x flock, uncontended <= 1.5x
 //! raw, throughput >= 0.5x the flock loop at every N, max wait at N=16 <=
 //! 3x the flock loop's, wake-ups per release at N=16 <= 2, 100 tasks add

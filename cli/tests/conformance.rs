@@ -183,6 +183,24 @@ impl Fixture {
         })
     }
 
+    /// Wait until `n` contenders wait for `file`'s lock (with etcd: `n`
+    /// waiter keys; with lock files: `n` `flock`s on its wait queue file,
+    /// taken or blocked, as `/proc/locks` lists them).
+    fn wait_waiters(&self, file: &Path, n: usize, what: &str) {
+        if self.is_etcd() {
+            wait_for(what, WAIT, || {
+                (self.etcd_row(file).map_or(0, |r| r.waiters) >= n).then_some(())
+            });
+        } else {
+            let queue = PathBuf::from(format!("{}.queue", lock_of(file).display()));
+            wait_until(
+                WAIT,
+                || flocks_on(&queue) >= n,
+                || format!("{what}: {} of {n} queued", flocks_on(&queue)),
+            );
+        }
+    }
+
     /// Nothing of a waiter is left behind on `file`'s lock while it is
     /// held: no etcd contender key but the holder's; no wait queue file.
     fn assert_no_waiter_left(&self, file: &Path, what: &str) {
@@ -490,6 +508,67 @@ fn timeout_names_the_holder(b: &Fixture) {
         &[],
         "after a timed-out acquire and the holder's release",
     );
+}
+
+/// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`.
+fn flocks_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return 0;
+    };
+    let suffix = format!(":{ino}");
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        .count()
+}
+
+/// A timeout names the holder at the time of the timeout, not one seen
+/// earlier in the wait: the first holder is seen (by the `on_wait` hook)
+/// and releases, the second in line takes the lock, and the third waiter,
+/// queued behind two others, times out naming the second.
+fn timeout_names_the_current_holder(b: &Fixture) {
+    let t = b.path("c.jsonl");
+    let first = b.hold(&t, &["--label", "first"]);
+    let mut second = b.spawn_hold(&t, &["--label", "second"]);
+    let (first_pid, second_pid) = (first.pid(), second.pid());
+    b.wait_waiters(&t, 1, "the second waits");
+    let mut third = b.spawn_hold(&t, &["--label", "third"]);
+    b.wait_waiters(&t, 2, "the third waits");
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let opts = b
+        .opts(Duration::from_secs(3))
+        .on_wait(Duration::ZERO, move |o| {
+            let _ = seen_tx.send(o.pid);
+        });
+    let (f, o) = (t.clone(), opts);
+    let waiter = std::thread::spawn(move || session_lock::acquire_with(&f, &o));
+    let seen = seen_rx
+        .recv_timeout(WAIT)
+        .expect("the on_wait hook was called");
+    assert_eq!(seen, Some(first_pid), "the hook names the first holder");
+    let st = first.finish();
+    assert!(st.success(), "the first holder released: {st}");
+    second.expect("ready", WAIT);
+    let err = waiter
+        .join()
+        .unwrap()
+        .expect_err("the waiter, behind two others, times out");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let owner = err.owner().expect("the holder is named");
+    assert_eq!(
+        owner.pid,
+        Some(second_pid),
+        "the timeout names the holder now (the second, pid {second_pid}), not the first (pid {first_pid}): {err}"
+    );
+    assert_eq!(owner.label.as_deref(), Some("second"), "{err}");
+    let st = second.finish();
+    assert!(st.success(), "the second holder released: {st}");
+    third.expect("ready", WAIT);
+    let st = third.finish();
+    assert!(st.success(), "the third holder released: {st}");
+    b.assert_nothing_left(&t, &["c.jsonl"], "after three holders and a timeout");
 }
 
 /// `try_acquire` never waits: `Busy` at once naming the holder, and it
@@ -992,6 +1071,7 @@ conformance! {
     exclusion_across_processes;
     kill9_takeover;
     timeout_names_the_holder;
+    timeout_names_the_current_holder;
     try_acquire_busy;
     loss_detection_and_refused_appends
         etcd: loss_detection_and_refused_appends_differs_a_deleted_key_is_seen_by_the_watch_not_the_append;

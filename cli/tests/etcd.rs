@@ -539,10 +539,18 @@ fn unreachable_wrong_port_and_stopped_mid_wait_fail_clearly() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+    // The bench's floor measurement too: an error naming the endpoint,
+    // never a round trip measured against nothing.
+    let err = session_lock::etcd::raw_txn_roundtrip(&cfg, "/raw-floor").unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
 
     // Stopped while a waiter waits and a holder holds.
     let mut etcd = single();
     let cfg = backend(&[etcd.endpoint()], 2);
+    session_lock::etcd::raw_txn_roundtrip(&cfg, "/raw-floor").expect("a live cluster's floor");
     let guard = session_lock::acquire_with(&file, &opts(&cfg, Duration::from_secs(5))).unwrap();
     let (o, f) = (opts(&cfg, Duration::from_secs(3)), file.clone());
     let waiter = std::thread::spawn(move || {

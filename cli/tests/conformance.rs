@@ -511,6 +511,10 @@ fn timeout_names_the_holder(b: &Fixture) {
 }
 
 /// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`.
+/// Matched by inode number alone, not the device: `stat`'s device and the
+/// one `/proc/locks` prints differ on overlay filesystems (as in
+/// containers); another file with the same number on another device
+/// would have to be `flock`ed meanwhile to mislead it.
 fn flocks_on(path: &Path) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
@@ -522,6 +526,37 @@ fn flocks_on(path: &Path) -> usize {
         .lines()
         .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
         .count()
+}
+
+/// An `on_wait` hook runs at its time, naming the holder, also for a
+/// waiter queued behind another waiter (which has not looked at the lock
+/// yet when the hook is due). The waiter gives up after 1.5 s, sooner
+/// than the file backend's 2 s safety re-check, so a hook left for that
+/// re-check never runs.
+fn on_wait_runs_at_its_time_behind_another_waiter(b: &Fixture) {
+    let t = b.path("h.jsonl");
+    let first = b.hold(&t, &["--label", "first"]);
+    let second = b.spawn_hold(&t, &["--label", "second"]);
+    b.wait_waiters(&t, 1, "the second waits");
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let opts = b
+        .opts(Duration::from_millis(1500))
+        .on_wait(Duration::ZERO, move |o| {
+            let _ = seen_tx.send(o.pid);
+        });
+    let err = session_lock::acquire_with(&t, &opts).expect_err("the holder holds on");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let seen = seen_rx
+        .try_recv()
+        .expect("the on_wait hook (after 0 s) ran within the 1.5 s of the wait");
+    assert_eq!(seen, Some(first.pid()), "the hook names the holder");
+    let st = first.finish();
+    assert!(st.success(), "the first holder released: {st}");
+    let mut second = second;
+    second.expect("ready", WAIT);
+    let st = second.finish();
+    assert!(st.success(), "the second holder released: {st}");
+    b.assert_nothing_left(&t, &["h.jsonl"], "after two holders and a timeout");
 }
 
 /// A timeout names the holder at the time of the timeout, not one seen
@@ -1072,6 +1107,7 @@ conformance! {
     kill9_takeover;
     timeout_names_the_holder;
     timeout_names_the_current_holder;
+    on_wait_runs_at_its_time_behind_another_waiter;
     try_acquire_busy;
     loss_detection_and_refused_appends
         etcd: loss_detection_and_refused_appends_differs_a_deleted_key_is_seen_by_the_watch_not_the_append;

@@ -474,8 +474,9 @@ fn leader_index(eps: &[String]) -> usize {
 
 /// Which of `eps` is the leader, asking each member (`scheme` `http` or
 /// `https`, with `opts`) until one says it is. A member may not answer at
-/// once (a cluster just started, a busy machine): asked again for up to
-/// 10 s, then the test fails with each member's last answer.
+/// once (a cluster just started, a busy machine): asked again until 10 s
+/// have passed (a round that started before then may add 2 s a member),
+/// then the test fails with each member's last answer.
 fn find_leader(eps: &[String], scheme: &str, opts: Option<etcd_client::ConnectOptions>) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -154,10 +154,14 @@ fn chain_of(e: &etcd_client::Error) -> impl Iterator<Item = &(dyn std::error::Er
 /// Whether a failed request on a TLS connection (`tls`) met the TLS
 /// layer's verdict after the handshake, with rustls's error no longer in
 /// the chain: tokio-rustls reports every rustls error as an
-/// [`io::Error`] of kind `InvalidData`, and h2 keeps only an I/O error's
-/// kind and words (h2 0.4, `proto::Error::Io(io::ErrorKind,
-/// Option<String>)`). Nothing else on the way to etcd reports that kind
-/// (a TCP stream never does). With TLS 1.3 the client's handshake ends
+/// [`io::Error`] of kind `InvalidData`, h2 keeps only an I/O error's kind
+/// and words (h2 0.4, `proto::Error::Io(io::ErrorKind, Option<String>)`),
+/// and hyper 1 hands that I/O error on as its error's source (its
+/// `Error::new_h2` unwraps h2's I/O errors; were that to change, this
+/// falls back to retrying until the connect timeout, and the refusal
+/// test of `cli/tests/etcd.rs` sees "timed out"). Nothing else on the way
+/// to etcd reports that kind: a TCP stream never does, and h2's own
+/// framing errors are protocol errors, not I/O ones. With TLS 1.3 the client's handshake ends
 /// before the server has judged the client's certificate, so a server
 /// refusing it (or its absence) is heard here, on the first request: as
 /// this alert, or as the connection closed ([`closed_under_us`]),
@@ -301,9 +305,9 @@ fn tls_hint(cfg: &EtcdBackend, problem: TlsProblem) -> String {
         }
         TlsProblem::AfterHandshake => {
             if cfg.tls.cert_file.is_some() {
-                "the server ended the connection after the handshake: most likely it refused our client certificate (--cert / ETCDCTL_CERT): is it signed by the server's --trusted-ca-file?".into()
+                "the TLS session failed after the handshake: most likely the server refused our client certificate (--cert / ETCDCTL_CERT): is it signed by the server's --trusted-ca-file, unexpired, and usable for client authentication?".into()
             } else {
-                "the server ended the connection after the handshake: most likely it requires a client certificate (--cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY)".into()
+                "the TLS session failed after the handshake: most likely the server requires a client certificate (--cert and --cert-key, or ETCDCTL_CERT and ETCDCTL_KEY)".into()
             }
         }
         TlsProblem::Other => format!(

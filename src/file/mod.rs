@@ -426,18 +426,25 @@ impl<'a> Acquirer<'a> {
     /// The `Timeout` error, naming the holder: a waiter that only waited
     /// in the queue has not looked at the lock file yet, and looks now.
     pub(crate) fn timeout(&mut self) -> Error {
-        if self.last_inspection().is_none() {
-            let policy = acquire_policy(self.opts);
-            if let Ok(Some(o)) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us) {
-                self.last = Some((o.inspection.id, Box::new(o.inspection)));
-            }
-        }
+        self.look_if_never_looked();
         timeout_error(
             self.paths,
             self.opts,
             self.last_inspection(),
             self.blocking_guard(),
         )
+    }
+
+    /// A waiter that only waited in the queue has not looked at the lock
+    /// file: look now (one inspection, read only: it publishes nothing, so
+    /// it never overtakes the contender next in line).
+    fn look_if_never_looked(&mut self) {
+        if self.last_inspection().is_none() {
+            let policy = acquire_policy(self.opts);
+            if let Ok(Some(o)) = inspect::observe(&self.paths.lock, &policy, &held::held_by_us) {
+                self.last = Some((o.inspection.id, Box::new(o.inspection)));
+            }
+        }
     }
 
     /// Look (one lstat) before the first publish attempt: a crowd of tasks
@@ -650,13 +657,17 @@ impl<'a> Acquirer<'a> {
     }
 
     /// Run the `on_wait` hook once the wait has lasted long enough; until
-    /// then, the instant at which the caller must wake up to run it.
+    /// then, the instant at which the caller must wake up to run it. A
+    /// waiter queued behind another has not looked at the lock yet: it
+    /// looks now, to name the holder (a hook left for its next look would
+    /// wait for the safety re-check).
     pub(crate) fn wait_hook(&mut self, now: Instant) -> Option<Instant> {
         let hook = self.opts.on_wait.as_ref().filter(|_| !self.hooked)?;
         let at = self.started.checked_add(hook.after)?;
         if now < at {
             return Some(at);
         }
+        self.look_if_never_looked();
         if let Some(insp) = self.last_inspection() {
             (hook.call)(&insp.owner());
             self.hooked = true;

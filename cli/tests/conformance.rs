@@ -23,7 +23,8 @@ mod etcd_support;
 mod log_capture;
 
 use common::{
-    WAIT, all_names, is_live_slot, kill_append_mid_line, lock_of, wait_child, wait_until, within,
+    WAIT, all_names, flocks_on, is_live_slot, kill_append_mid_line, lock_of, wait_child,
+    wait_until, within,
 };
 use etcd_support::{Etcd, require_etcd, single, wait_for};
 use session_lock::etcd::EtcdBackend;
@@ -508,24 +509,6 @@ fn timeout_names_the_holder(b: &Fixture) {
         &[],
         "after a timed-out acquire and the holder's release",
     );
-}
-
-/// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`.
-/// Matched by inode number alone, not the device: `stat`'s device and the
-/// one `/proc/locks` prints differ on overlay filesystems (as in
-/// containers); another file with the same number on another device
-/// would have to be `flock`ed meanwhile to mislead it.
-fn flocks_on(path: &Path) -> usize {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
-        return 0;
-    };
-    let suffix = format!(":{ino}");
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
-        .count()
 }
 
 /// An `on_wait` hook runs at its time, naming the holder, also for a

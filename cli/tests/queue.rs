@@ -24,13 +24,7 @@ fn queue_of(t: &Path) -> PathBuf {
 /// kernel's own list): the one next in line holds it, the others wait for
 /// it (`-> FLOCK ... <dev>:<inode> ...`).
 fn queued_on(queue: &Path) -> usize {
-    let ino = std::fs::metadata(queue).map(|m| m.ino()).unwrap_or(0);
-    let suffix = format!(":{ino}");
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
-        .count()
+    common::flocks_on(queue)
 }
 
 fn wait_queued(queue: &Path, n: usize) {

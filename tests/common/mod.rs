@@ -403,3 +403,21 @@ pub fn kill_append_mid_line(
         size *= 2;
     }
 }
+
+/// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`.
+/// Matched by inode number alone, not the device: `stat`'s device and the
+/// one `/proc/locks` prints differ on overlay filesystems (as in
+/// containers); another file with the same number on another device
+/// would have to be `flock`ed meanwhile to mislead it.
+pub fn flocks_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return 0;
+    };
+    let suffix = format!(":{ino}");
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        .count()
+}

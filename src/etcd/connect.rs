@@ -161,11 +161,11 @@ fn chain_of(e: &etcd_client::Error) -> impl Iterator<Item = &(dyn std::error::Er
 /// falls back to retrying until the connect timeout, and the refusal
 /// test of `cli/tests/etcd.rs` sees "timed out"). Nothing else on the way
 /// to etcd reports that kind: a TCP stream never does, and h2's own
-/// framing errors are protocol errors, not I/O ones. With TLS 1.3 the client's handshake ends
-/// before the server has judged the client's certificate, so a server
-/// refusing it (or its absence) is heard here, on the first request: as
-/// this alert, or as the connection closed ([`closed_under_us`]),
-/// whichever the client reads first.
+/// framing errors are protocol errors, not I/O ones. With TLS 1.3 the
+/// client's handshake ends before the server has judged the client's
+/// certificate, so a server refusing it (or its absence) is heard here,
+/// on the first request: as this alert, or as the connection closed
+/// ([`closed_under_us`]), whichever the client reads first.
 fn tls_after_handshake(e: &etcd_client::Error, tls: bool) -> bool {
     tls && chain_of(e).any(|s| {
         s.downcast_ref::<io::Error>()

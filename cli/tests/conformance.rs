@@ -23,7 +23,7 @@ mod etcd_support;
 mod log_capture;
 
 use common::{
-    WAIT, all_names, flocks_on, is_live_slot, kill_append_mid_line, lock_of, wait_child,
+    WAIT, all_names, flocks_on, is_live_slot, kill_append_mid_line, lock_of, queue_of, wait_child,
     wait_until, within,
 };
 use etcd_support::{Etcd, require_etcd, single, wait_for};
@@ -100,6 +100,19 @@ impl Fixture {
         LockOptions::new()
             .with_timeout(timeout)
             .with_backend(self.backend.clone())
+    }
+
+    /// [`Fixture::opts`] with an `on_wait` hook due at once, which sends
+    /// the pid of the holder it names on the returned channel.
+    fn opts_naming_the_holder(
+        &self,
+        timeout: Duration,
+    ) -> (LockOptions, mpsc::Receiver<Option<u32>>) {
+        let (tx, rx) = mpsc::channel();
+        let opts = self.opts(timeout).on_wait(Duration::ZERO, move |o| {
+            let _ = tx.send(o.pid);
+        });
+        (opts, rx)
     }
 
     /// How soon a waiter must hold the lock after its holder was killed:
@@ -193,7 +206,7 @@ impl Fixture {
                 (self.etcd_row(file).map_or(0, |r| r.waiters) >= n).then_some(())
             });
         } else {
-            let queue = PathBuf::from(format!("{}.queue", lock_of(file).display()));
+            let queue = queue_of(file);
             wait_until(
                 WAIT,
                 || flocks_on(&queue) >= n,
@@ -212,7 +225,7 @@ impl Fixture {
                 (self.etcd_row(file).map_or(0, |r| r.waiters) == 0).then_some(())
             });
         } else {
-            let queue = PathBuf::from(format!("{}.queue", lock_of(file).display()));
+            let queue = queue_of(file);
             wait_until(
                 Duration::from_secs(3),
                 || !queue.exists(),
@@ -519,14 +532,9 @@ fn timeout_names_the_holder(b: &Fixture) {
 fn on_wait_runs_at_its_time_behind_another_waiter(b: &Fixture) {
     let t = b.path("h.jsonl");
     let first = b.hold(&t, &["--label", "first"]);
-    let second = b.spawn_hold(&t, &["--label", "second"]);
+    let mut second = b.spawn_hold(&t, &["--label", "second"]);
     b.wait_waiters(&t, 1, "the second waits");
-    let (seen_tx, seen_rx) = mpsc::channel();
-    let opts = b
-        .opts(Duration::from_millis(1500))
-        .on_wait(Duration::ZERO, move |o| {
-            let _ = seen_tx.send(o.pid);
-        });
+    let (opts, seen_rx) = b.opts_naming_the_holder(Duration::from_millis(1500));
     let err = session_lock::acquire_with(&t, &opts).expect_err("the holder holds on");
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     let seen = seen_rx
@@ -535,7 +543,6 @@ fn on_wait_runs_at_its_time_behind_another_waiter(b: &Fixture) {
     assert_eq!(seen, Some(first.pid()), "the hook names the holder");
     let st = first.finish();
     assert!(st.success(), "the first holder released: {st}");
-    let mut second = second;
     second.expect("ready", WAIT);
     let st = second.finish();
     assert!(st.success(), "the second holder released: {st}");
@@ -554,13 +561,8 @@ fn timeout_names_the_current_holder(b: &Fixture) {
     b.wait_waiters(&t, 1, "the second waits");
     let mut third = b.spawn_hold(&t, &["--label", "third"]);
     b.wait_waiters(&t, 2, "the third waits");
-    let (seen_tx, seen_rx) = mpsc::channel();
-    let opts = b
-        .opts(Duration::from_secs(3))
-        .on_wait(Duration::ZERO, move |o| {
-            let _ = seen_tx.send(o.pid);
-        });
-    let (f, o) = (t.clone(), opts);
+    let (o, seen_rx) = b.opts_naming_the_holder(Duration::from_secs(3));
+    let f = t.clone();
     let waiter = std::thread::spawn(move || session_lock::acquire_with(&f, &o));
     let seen = seen_rx
         .recv_timeout(WAIT)

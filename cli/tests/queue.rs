@@ -11,14 +11,8 @@ use common::*;
 use session_lock::sweep::{SweepOptions, sweep};
 use session_lock::{LockGuard, LockOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn queue_of(t: &Path) -> PathBuf {
-    let mut s = lock_of(t).into_os_string();
-    s.push(".queue");
-    PathBuf::from(s)
-}
 
 /// Contenders on the queue file's `flock`, from `/proc/locks` (the
 /// kernel's own list): the one next in line holds it, the others wait for

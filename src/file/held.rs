@@ -662,10 +662,10 @@ pub(crate) fn release_all() -> usize {
 /// an exited process is taken over by the next process that needs one, and
 /// removed by `clean` once older than the orphan grace). Also closes the
 /// spare queue descriptors the process keeps for later acquires, and
-/// those it keeps for queue files it bypasses as squatted (the bypass
-/// ends: the next wait tries that queue again) (a
-/// released hold's transcript descriptor is closed by the release itself;
-/// see the README, "Descriptors"). Returns how many slots were removed.
+/// those it keeps for queue files it bypasses as squatted, which ends
+/// those bypasses: the next wait tries those queues again. (A released
+/// hold's transcript descriptor is closed by the release itself; see the
+/// README, "Descriptors".) Returns how many slots were removed.
 pub fn close_idle() -> usize {
     let slots = slot::close_all();
     crate::file::queue::close_spares();

@@ -241,6 +241,13 @@ pub fn lock_of(t: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The wait queue file of transcript `t`'s lock: `<t>.lock.queue`.
+pub fn queue_of(t: &Path) -> PathBuf {
+    let mut s = lock_of(t).into_os_string();
+    s.push(".queue");
+    PathBuf::from(s)
+}
+
 /// Wait (bounded) until `path` exists; fail the test naming `what`.
 pub fn wait_for_path(path: &Path, limit: Duration, what: &str) {
     wait_until(

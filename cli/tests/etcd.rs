@@ -830,16 +830,29 @@ fn the_fencing_token_is_written_into_the_stored_record() {
                 .map(|kv| {
                     (
                         kv.create_revision(),
+                        kv.key_str().unwrap().to_owned(),
+                        kv.lease(),
                         serde_json::from_slice::<serde_json::Value>(kv.value()).unwrap(),
                     )
                 })
                 .collect::<Vec<_>>()
         });
     assert_eq!(stored.len(), 1, "{stored:?}");
-    let (rev, value) = &stored[0];
+    let (rev, key, lease, value) = &stored[0];
     assert_eq!(*rev, token);
     assert_eq!(value["fencingToken"].as_i64(), Some(token), "{value}");
     assert_eq!(value["pid"].as_u64(), Some(u64::from(std::process::id())));
+    // The guard's Debug names what a debugging user looks up in etcd: our
+    // key, its lease (as the key spells it) and TTL, and the token.
+    let debug = format!("{g:?}");
+    for part in [
+        format!("key: {key:?}"),
+        format!("lease: {lease:016x}"),
+        "lease_ttl: 5s".to_owned(),
+        format!("token: {token}"),
+    ] {
+        assert!(debug.contains(&part), "{part} in {debug}");
+    }
     g.release().unwrap();
 }
 

@@ -324,7 +324,8 @@ async fn next_delete(watch: &mut Option<WatchStream>) -> bool {
 // ------------------------------------------------------------------ hold
 
 /// A held etcd lock. Shared by its guards (nested) and the registry.
-pub struct EtcdHold {
+/// Crate-private: a user sees it only as a `LockGuard`.
+pub(crate) struct EtcdHold {
     /// The transcript as this hold writes it: its own mutex, never the
     /// shared state's, so that a slow write, `fdatasync` or torn-line copy
     /// never keeps the keep-alive tasks (which lock the state) from
@@ -384,6 +385,8 @@ impl std::fmt::Debug for EtcdHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdHold")
             .field("key", &self.my_key)
+            .field("lease", &format_args!("{:016x}", self.lease))
+            .field("lease_ttl", &self.ttl)
             .field("token", &self.token)
             .finish()
     }
@@ -468,42 +471,22 @@ impl EtcdHold {
     }
 
     /// The transcript.
-    pub fn target(&self) -> &Path {
+    pub(crate) fn target(&self) -> &Path {
         &self.target
     }
 
     /// The lock's etcd prefix, as a path (errors name it).
-    pub fn lock_path(&self) -> &Path {
+    pub(crate) fn lock_path(&self) -> &Path {
         &self.lock_path
     }
 
-    /// Our contender key.
-    pub fn etcd_key(&self) -> &str {
-        &self.my_key
-    }
-
-    /// The lock's key (the transcript's canonical path unless set).
-    pub fn lock_key(&self) -> &str {
-        &self.key
-    }
-
     /// The owner record in our key's value.
-    pub fn record(&self) -> &OwnerRecord {
+    pub(crate) fn record(&self) -> &OwnerRecord {
         &self.record
     }
 
-    /// The lease id.
-    pub fn lease_id(&self) -> i64 {
-        self.lease
-    }
-
-    /// The lease TTL granted.
-    pub fn lease_ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The fencing token: our key's create revision.
-    pub fn fencing_token(&self) -> i64 {
+    pub(crate) fn fencing_token(&self) -> i64 {
         self.token
     }
 

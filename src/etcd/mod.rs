@@ -36,8 +36,9 @@ pub use crate::backend::etcd::{
     decode_key, encode_key,
 };
 pub use crate::error::EtcdFailure;
+pub(crate) use hold::EtcdHold;
 pub(crate) use hold::release_all;
-pub use hold::{EtcdHold, wakes};
+pub use hold::wakes;
 
 use crate::error::{Error, LostReason, Owner, Repr, Result};
 use crate::options::{Attempt, LockOptions};

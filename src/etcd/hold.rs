@@ -470,26 +470,6 @@ impl EtcdHold {
         self
     }
 
-    /// The transcript.
-    pub(crate) fn target(&self) -> &Path {
-        &self.target
-    }
-
-    /// The lock's etcd prefix, as a path (errors name it).
-    pub(crate) fn lock_path(&self) -> &Path {
-        &self.lock_path
-    }
-
-    /// The owner record in our key's value.
-    pub(crate) fn record(&self) -> &OwnerRecord {
-        &self.record
-    }
-
-    /// The fencing token: our key's create revision.
-    pub(crate) fn fencing_token(&self) -> i64 {
-        self.token
-    }
-
     pub(crate) fn acquired(&self) -> Instant {
         self.acquired
     }
@@ -680,19 +660,19 @@ impl EtcdHold {
 }
 
 /// The etcd backend's side of [`crate::LockGuard`]. (Inherent methods of
-/// the same name come first in method resolution: each line below calls
-/// the inherent one.)
+/// the same name come first in method resolution: each `EtcdHold::...`
+/// line below calls the inherent one.)
 impl crate::guard::Hold for EtcdHold {
     fn target(&self) -> &Path {
-        EtcdHold::target(self)
+        &self.target
     }
 
     fn lock_path(&self) -> &Path {
-        EtcdHold::lock_path(self)
+        &self.lock_path
     }
 
     fn record(&self) -> &OwnerRecord {
-        EtcdHold::record(self)
+        &self.record
     }
 
     fn held_for(&self) -> Duration {
@@ -704,7 +684,7 @@ impl crate::guard::Hold for EtcdHold {
     }
 
     fn fencing_token(&self) -> Option<i64> {
-        Some(EtcdHold::fencing_token(self))
+        Some(self.token)
     }
 
     fn check(&self) -> Result<()> {

@@ -36,6 +36,12 @@
 //! directory, and that `sweep` removes every one of them once they are older
 //! than the orphan grace (aged with `File::set_modified`, no sleeping).
 //!
+//! Torn-line sidecars (`s.jsonl.torn-<time>`): a worker killed in the
+//! middle of a line leaves a fragment, which the next holder moves out of
+//! the transcript into a sidecar. Each sidecar must hold the start of the
+//! next line of a section that a kill cut, one per section at most; any
+//! other sidecar is a violation.
+//!
 //! Quick mode (default, CI): 8 workers, at least 2 000 sections and 100 kills,
 //! bounded at 40 s. Long mode (`CHAOS_LONG=1`, or the ignored `chaos_long`
 //! test): 16 workers, at least 20 000 sections and 1 000 kills. `CHAOS_SEED`
@@ -421,6 +427,70 @@ fn check_transcript(text: &str, sections: &[Section]) -> Vec<String> {
     violations
 }
 
+/// The torn-line sidecars (`s.jsonl.torn-<time>`) in `dir`: where a
+/// worker was killed in the middle of a line, the next holder moves that
+/// fragment out of the transcript into one. Each must hold a strict prefix
+/// of the next line of a section that a kill cut (the line after the ones
+/// of that section in the transcript), with no newline, and no section can
+/// have lost two. Returns the sidecars' names and the violations.
+fn torn_sidecars(dir: &Path, transcript: &str, sections: &[Section]) -> (Vec<String>, Vec<String>) {
+    let mut present: HashMap<(u64, u64), u64> = HashMap::new();
+    for line in transcript.lines() {
+        let mut f = line.split(' ').map(|x| x.parse::<u64>().ok());
+        if let (Some(Some(id)), Some(Some(seq))) = (f.next(), f.next()) {
+            *present.entry((id, seq)).or_default() += 1;
+        }
+    }
+    // The line a cut section would have written next, up to its length
+    // field (the length and the fill are checked below).
+    let next_line = |s: &Section| {
+        let k = present.get(&(s.id, s.seq)).copied().unwrap_or(0);
+        (k < s.n).then(|| (format!("{} {} {k} {} ", s.id, s.seq, s.n), s.id + s.seq + k))
+    };
+    let fits = |frag: &str, head: &str, sum: u64| {
+        if frag.len() <= head.len() {
+            return head.starts_with(frag);
+        }
+        let Some(rest) = frag.strip_prefix(head) else {
+            return false;
+        };
+        let (len, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        let fill = (b'a' + (sum % 26) as u8) as char;
+        !len.is_empty()
+            && len.bytes().all(|b| b.is_ascii_digit())
+            && body.chars().all(|c| c == fill)
+            && (rest.len() == len.len() || len.parse::<usize>().is_ok_and(|l| body.len() <= l))
+    };
+    let mut found = Vec::new();
+    let mut violations = Vec::new();
+    let mut used = HashSet::new();
+    for n in names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("s.jsonl.torn-"))
+    {
+        let bytes = std::fs::read(dir.join(&n)).unwrap_or_default();
+        let frag = String::from_utf8_lossy(&bytes);
+        let owner = sections
+            .iter()
+            .filter(|s| !s.completed && !used.contains(&(s.id, s.seq)))
+            .find(|s| {
+                !frag.is_empty()
+                    && !frag.contains('\n')
+                    && next_line(s).is_some_and(|(head, sum)| fits(&frag, &head, sum))
+            });
+        match owner {
+            Some(s) => {
+                used.insert((s.id, s.seq));
+            }
+            None => violations.push(format!(
+                "torn-line sidecar {n} holds {frag:?}, not the start of the next line of a section cut by a kill"
+            )),
+        }
+        found.push(n);
+    }
+    (found, violations)
+}
+
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     names(dir)
         .into_iter()
@@ -553,8 +623,14 @@ fn run_chaos(cfg: &Config) {
     let temps = temp_files(&run.sessions);
     let lock = lock_of(&run.target);
     let lock_left = lock.exists();
+    let (torn, torn_violations) = torn_sidecars(&run.sessions, &transcript, &sections);
+    violations.extend(torn_violations);
     for n in names(&run.sessions) {
-        if n != "s.jsonl" && n != "s.jsonl.lock" && !temps.iter().any(|t| t.ends_with(&n)) {
+        if n != "s.jsonl"
+            && n != "s.jsonl.lock"
+            && !temps.iter().any(|t| t.ends_with(&n))
+            && !torn.contains(&n)
+        {
             violations.push(format!("unexpected file left in the lock directory: {n}"));
         }
     }
@@ -614,7 +690,10 @@ fn run_chaos(cfg: &Config) {
             swept.temps_removed
         ));
     }
-    let rest = names(&run.sessions);
+    let rest: Vec<String> = names(&run.sessions)
+        .into_iter()
+        .filter(|n| !torn.contains(n))
+        .collect();
     if rest != vec!["s.jsonl".to_string()] {
         violations.push(format!("after sweep the lock directory holds {rest:?}"));
     }
@@ -622,7 +701,7 @@ fn run_chaos(cfg: &Config) {
     eprintln!(
         "chaos {}: {:.1}s, {} workers at a time, {} spawned; critical sections: {} entered, {} completed, {} cut by a kill; \
          kills: {} (holder {}, any {}, holder+reclaimer pairs {}); stops: {} (holder {}); marker resets: {}; \
-         overlaps: {}; lines: {}; temp files left: {}; lock left: {}",
+         overlaps: {}; lines: {}; temp files left: {}; torn lines moved out: {}; lock left: {}",
         cfg.name,
         elapsed.as_secs_f64(),
         cfg.workers,
@@ -640,6 +719,7 @@ fn run_chaos(cfg: &Config) {
         overlaps,
         lines,
         temps.len(),
+        torn.len(),
         leftover_verdict,
     );
     violations.extend(run.failures.iter().cloned());
@@ -711,4 +791,57 @@ fn replay_flags_an_overlap_and_accepts_a_killed_section() {
     assert!(!check_transcript("0 0 0 1 3 aa\n", &secs).is_empty());
     assert!(!check_transcript(&format!("{good}{good}"), &secs).is_empty());
     assert!(!check_transcript("", &secs).is_empty());
+}
+
+#[test]
+fn torn_sidecars_must_be_the_start_of_a_cut_sections_next_line() {
+    let secs = [
+        Section {
+            id: 2,
+            seq: 5,
+            n: 3,
+            completed: false,
+        },
+        Section {
+            id: 3,
+            seq: 0,
+            n: 1,
+            completed: true,
+        },
+    ];
+    // Section 2/5 wrote its line 0 whole, then was killed in line 1 (fill
+    // 'a' + (2 + 5 + 1) % 26 = 'i').
+    let transcript = "2 5 0 3 4 hhhh\n3 0 0 1 2 dd\n";
+    let check = |frags: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, f) in frags.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("s.jsonl.torn-2026T{i}")), f).unwrap();
+        }
+        torn_sidecars(dir.path(), transcript, &secs)
+    };
+    for ok in [
+        "2",
+        "2 5 1 3",
+        "2 5 1 3 1",
+        "2 5 1 3 12 iii",
+        "2 5 1 3 3 iii",
+    ] {
+        let (found, v) = check(&[ok]);
+        assert!(v.is_empty() && found.len() == 1, "{ok:?}: {v:?}");
+    }
+    for bad in [
+        "",               // nothing torn
+        "2 5 0 3",        // line 0 is already whole in the transcript
+        "3 0 0",          // a completed section lost nothing
+        "2 5 1 3 2 iii",  // longer than its length field
+        "2 5 1 3 9 ihi",  // wrong fill
+        "2 5 1 3 9 ii\n", // a whole line is not torn
+        "x",              // foreign
+    ] {
+        let (_, v) = check(&[bad]);
+        assert_eq!(v.len(), 1, "{bad:?} accepted");
+    }
+    // One cut section cannot have lost two lines.
+    let (found, v) = check(&["2 5", "2 5 1"]);
+    assert_eq!((found.len(), v.len()), (2, 1), "{v:?}");
 }

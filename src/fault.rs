@@ -22,7 +22,9 @@
 //! removed), `release.before_unlink` (at the start of a release, before
 //! its identity check), `release.after_check` (identity checked, our file
 //! not yet renamed back to its slot or unlinked), `acquire.after_observe`
-//! (lock inspected, verdict known).
+//! (lock inspected, verdict known), `queue.free_not_granted` (a wait in the
+//! lock's queue ended with the lock free and the queue not granted; the
+//! waiter has not yet decided whether the queue is squatted).
 
 #[cfg(feature = "fault-injection")]
 mod imp {

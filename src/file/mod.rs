@@ -833,6 +833,7 @@ fn wait_in_queue(
     if !granted && acq.in_queue() && lock_absent(paths) {
         // Free now and still not granted: if it was free all along, or
         // stays free for one more short bound, the queue is squatted.
+        crate::fault::hit("queue.free_not_granted");
         if !free {
             let bound = Instant::now() + queue::STALL_BOUND;
             granted = acq.wait_in_queue(deadline.map_or(bound, |d| d.min(bound)));

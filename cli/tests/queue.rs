@@ -584,17 +584,34 @@ fn ordinary_handoffs_never_bypass_the_queue() {
     assert_eq!(text, "{}\n".repeat(12), "one line per waiter");
 }
 
-/// The squat test's second look: a waiter whose wait in the queue ended
-/// (at the notice's or the safety re-check's time) with the lock free and
-/// the queue still held waits one more short bound (`STALL_BOUND`,
-/// 250 ms); if the queue is granted within it, the next in line was only
-/// slow, and the waiter keeps its place: no bypass. The test plays the
-/// slow next in line (it holds the queue's `flock`), pauses the waiter at
-/// `queue.free_not_granted`, lets it go on, and gives its place up 50 ms
-/// later, well within the bound. (The 50 ms is the neighbour's slowness,
-/// not a synchronisation: the test passes however late the waiter
-/// resumes; it only pins a bound cut short when the waiter resumes within
-/// those 50 ms, as it does on an idle machine.)
+/// Whether `pid` holds (not waits for) a `flock` on `path`, by
+/// `/proc/locks` (matched by inode, as `common::flocks_on`).
+fn flock_granted_to(path: &Path, pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let suffix = format!(":{ino}");
+    let pid = pid.to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|w| {
+            w.get(1) == Some(&"FLOCK")
+                && w.get(4) == Some(&pid.as_str())
+                && w.get(5).is_some_and(|d| d.ends_with(&suffix))
+        })
+}
+
+/// The squat test's second look: a waiter that joined the queue while the
+/// lock was held, and whose wait there ended (at the notice's or the
+/// safety re-check's time) with the lock free and the queue still held,
+/// waits one more short bound; granted by then, it keeps its place: the
+/// next in line was only slow, no bypass. The test plays the slow next in
+/// line (it holds the queue's `flock`), pauses the waiter at
+/// `queue.free_not_granted`, gives its place up, and lets the waiter go on
+/// once the kernel has granted it the queue.
 #[test]
 fn a_queue_granted_within_the_last_short_bound_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -628,11 +645,15 @@ fn a_queue_granted_within_the_last_short_bound_is_kept() {
         || reached.exists(),
         || format!("the waiter never reached {point}"),
     );
-    // The waiter goes on; the next in line gives up its place a little
-    // later, and the kernel grants it to the waiter.
-    std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The next in line gives up its place; the kernel grants it to the
+    // waiter, which then goes on.
     drop(next_in_line);
+    wait_until(
+        WAIT,
+        || flock_granted_to(&queue, pid),
+        || "the queue was never granted to the waiter".into(),
+    );
+    std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
     let (ok, stderr) = finish(w, "waiter");
     assert!(ok, "the waiter failed: {stderr}");
     assert_eq!(

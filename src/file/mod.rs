@@ -808,16 +808,17 @@ fn wait_in_queue(
     if deadline.is_some_and(|d| now >= d) {
         return Err(acq.timeout());
     }
+    // Looked at before joining, so that a holder seen then was there
+    // while we queued. The lock free but the queue held: the next in line
+    // is about to publish, or the queue's holder is not one of ours. Wait
+    // only a short bound in the queue then (see `queue::STALL_BOUND`).
+    let free = lock_absent(paths);
     if !acq.join_queue() {
         // No queue after all: the next step waits the old way.
         return Ok(());
     }
     // The attempt after the grant only has to link it.
     acq.prepare()?;
-    // The lock is free but someone holds the queue: the next in line is
-    // about to publish, or the queue's holder is not one of ours. Wait
-    // only a short bound in the queue then (see `queue::STALL_BOUND`).
-    let free = lock_absent(paths);
     let recheck = now
         + if free {
             queue::STALL_BOUND

@@ -994,6 +994,43 @@ mod tests {
     }
 
     #[test]
+    fn refusal_hints_name_the_user_and_what_to_fix() {
+        let d = |failure| Diagnosis { failure, tls: None };
+        let anon = EtcdBackend::new(["h:1"]).with_prefix("/app/");
+        let user = anon.clone().with_user("alice", "secret");
+        let table: &[(&EtcdBackend, EtcdFailure, &[&str])] = &[
+            (
+                &anon,
+                EtcdFailure::Authentication,
+                &["requires a user and password", "--password-file"],
+            ),
+            (
+                &user,
+                EtcdFailure::Authentication,
+                &["user \"alice\"", "check the password"],
+            ),
+            (
+                &anon,
+                EtcdFailure::Permission,
+                &["the user has no read-write permission", "\"/app/\""],
+            ),
+            (
+                &user,
+                EtcdFailure::Permission,
+                &["user \"alice\" has no", "--prefix=true readwrite /app/"],
+            ),
+        ];
+        for (cfg, failure, wants) in table {
+            let h = hint(d(*failure), cfg);
+            for want in *wants {
+                assert!(h.contains(want), "{failure:?}: {want:?} in {h:?}");
+            }
+            assert!(!h.contains("secret"), "{h}");
+        }
+        assert_eq!(hint(d(EtcdFailure::Unavailable), &user), "");
+    }
+
+    #[test]
     fn a_tls_server_closing_every_connection_is_a_tls_error() {
         let tls = EtcdBackend::new(["https://h:1"]);
         let why = " (last error: operation was canceled: transport error: connection closed)";

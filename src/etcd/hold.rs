@@ -735,3 +735,23 @@ impl crate::guard::Hold for EtcdHold {
         f.debug_struct("LockGuard").field("etcd", self).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::margin;
+    use std::time::Duration;
+
+    #[test]
+    fn the_margin_is_a_fifth_of_the_ttl_at_least_200_ms_at_most_half() {
+        let ms = Duration::from_millis;
+        for (ttl, want) in [
+            (ms(10_000), ms(2_000)),
+            (ms(2_000), ms(400)),
+            (ms(1_000), ms(200)),
+            (ms(600), ms(200)),
+            (ms(300), ms(150)),
+        ] {
+            assert_eq!(margin(ttl), want, "TTL {ttl:?}");
+        }
+    }
+}

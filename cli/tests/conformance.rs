@@ -792,6 +792,32 @@ fn max_hold(b: &Fixture) {
     );
 }
 
+/// `release_all` releases every hold of its process and counts it; the
+/// guard learns why (`ReleasedAll`), refuses appends, and another process
+/// takes the lock at once. In a child process, since `release_all` is
+/// process-wide and the other promises run in this one.
+fn release_all_releases_and_counts_every_hold(b: &Fixture) {
+    let t = b.path("r.jsonl");
+    let mut a = b.hold(&t, &[]);
+    a.send("one");
+    a.expect("appended", WAIT);
+    a.send("!release_all");
+    assert_eq!(a.expect("released", WAIT), "released 1");
+    let lost = a.expect("lost", WAIT);
+    assert!(lost.contains("release_all() released it"), "{lost}");
+    a.send("late");
+    let refused = a.expect("refused", WAIT);
+    assert!(refused.contains("lock lost"), "{refused}");
+    let mut c = b.hold(&t, &["--label", "next"]);
+    c.send("two");
+    c.expect("appended", WAIT);
+    assert!(c.finish().success());
+    assert_eq!(read(&t), "one\ntwo\n");
+    let st = a.finish();
+    assert_eq!(st.code(), Some(4), "the released holder's release: {st}");
+    b.assert_nothing_left(&t, &["r.jsonl"], "after release_all and the next holder");
+}
+
 /// Nested holds, and what replaced `WouldDeadlock`: a thread waiting for
 /// a lock it holds itself times out naming its own pid; `try_acquire` says
 /// `Busy` naming it; `guard.nested()` shares the hold, which ends with the
@@ -1112,6 +1138,7 @@ conformance! {
     paused_holder
         file: paused_holder_differs_no_lease_a_paused_holder_keeps_its_lock;
     max_hold;
+    release_all_releases_and_counts_every_hold;
     a_thread_waiting_for_its_own_lock_is_warned_at_once;
     nested_holds;
     async_cancellation_leaves_nothing;

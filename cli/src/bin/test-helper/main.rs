@@ -54,7 +54,8 @@ enum Command {
         label: Option<String>,
         /// Append each stdin line through the guard, answering `appended`
         /// or `refused <error>`; a loss is reported (`lost ...`) but does
-        /// not end the process.
+        /// not end the process. The line `!release_all` calls
+        /// `session_lock::release_all()` instead, answering `released N`.
         #[arg(long)]
         append: bool,
         file: PathBuf,
@@ -232,6 +233,10 @@ fn hold_appending(file: &Path, opts: &LockOptions) -> u8 {
     });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        if line == "!release_all" {
+            say(&format!("released {}", session_lock::release_all()));
+            continue;
+        }
         match guard.append_line(&line) {
             Ok(()) => say("appended"),
             Err(e) => say(&format!("refused {e}")),

@@ -994,6 +994,116 @@ mod tests {
     }
 
     #[test]
+    fn each_failure_begins_with_what_failed_and_keeps_etcds_words() {
+        let cfg = EtcdBackend::new(["h:1"]);
+        let table = [
+            (EtcdFailure::Unavailable, "etcd unavailable at"),
+            (EtcdFailure::Refused, "cannot reach etcd at"),
+            (EtcdFailure::TimedOut, "cannot reach etcd at"),
+            (EtcdFailure::Rejected, "etcd request failed at"),
+        ];
+        for (failure, op) in table {
+            let e = error_for(
+                &cfg,
+                Diagnosis { failure, tls: None },
+                "etcd said no".into(),
+            );
+            let text = e.to_string();
+            assert!(text.starts_with(op), "{failure:?}: {text}");
+            assert!(
+                text.contains("etcd://h:1") && text.contains("etcd said no"),
+                "{text}"
+            );
+        }
+        // The words: the status's message, then each source once.
+        assert_eq!(
+            words(&status(Code::Unavailable, "etcdserver: no leader")),
+            "etcdserver: no leader"
+        );
+        let st = Status::from_error(Box::new(io::Error::other("connection reset by peer")));
+        let w = words(&etcd_client::Error::GRpcStatus(st));
+        assert!(w.ends_with("connection reset by peer"), "{w}");
+        let w = words(&etcd_client::Error::IoError(io::Error::other(
+            "disk on fire",
+        )));
+        assert!(w.ends_with("disk on fire"), "{w}");
+    }
+
+    #[test]
+    fn a_bad_setting_is_never_retried_an_os_error_is() {
+        let cfg = EtcdBackend::new(["h:1"]);
+        assert!(!retryable(&invalid(&cfg, "nonsense".into())));
+        let io = Error::io("connect", Path::new("/x"), io::Error::other("flaky"));
+        assert!(retryable(&io));
+    }
+
+    #[test]
+    fn tls_files_must_be_readable_pem_and_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ok.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let cfg = EtcdBackend::new(["https://h:1"]);
+        assert_eq!(
+            read_pem(&cfg, "CA", &pem).unwrap(),
+            std::fs::read(&pem).unwrap()
+        );
+        let e = read_pem(&cfg, "CA", &junk).unwrap_err().to_string();
+        assert!(e.contains("is not PEM") && e.contains("junk.pem"), "{e}");
+        let e = read_pem(&cfg, "CA", &missing).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read the etcd CA file") && e.contains("missing.pem"),
+            "{e}"
+        );
+
+        let ok = |cfg: &EtcdBackend| connect_options(cfg).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(ok(&EtcdBackend::new(["h:1"])), Ok(()));
+        assert_eq!(ok(&cfg.clone().with_ca_file(&pem)), Ok(()));
+        assert_eq!(
+            ok(&cfg.clone().with_ca_file(&pem).with_client_cert(&pem, &pem)),
+            Ok(())
+        );
+        let e = ok(&cfg.clone().with_ca_file(&junk)).unwrap_err();
+        assert!(e.contains("is not PEM"), "{e}");
+        let e = ok(&cfg.clone().with_client_cert(&pem, &junk)).unwrap_err();
+        assert!(
+            e.contains("client key file") && e.contains("is not PEM"),
+            "{e}"
+        );
+        let mut half = cfg.clone();
+        half.tls.key_file = None;
+        half.tls.cert_file = Some(pem.clone());
+        let e = ok(&half).unwrap_err();
+        assert!(e.contains("give both the certificate and its key"), "{e}");
+        let e = ok(&EtcdBackend::new(["http://h:1"]).with_ca_file(&pem)).unwrap_err();
+        assert!(e.contains("http:// together with TLS"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_get_the_scheme_of_the_connection() {
+        let plain = EtcdBackend::new(["h:1", "127.0.0.1:2"]);
+        assert_eq!(endpoint_urls(&plain), ["http://h:1", "http://127.0.0.1:2"]);
+        let tls = EtcdBackend::new(["https://h:1", "g:2"]);
+        assert_eq!(endpoint_urls(&tls), ["https://h:1", "https://g:2"]);
+    }
+
+    #[test]
+    fn only_a_refused_connect_counts_as_refused() {
+        let refused = Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(Reach::of(&refused), Reach::Refused);
+        let reset = Err(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(Reach::of(&reset), Reach::Unknown);
+        let timed_out = Err(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(Reach::of(&timed_out), Reach::Unknown);
+    }
+
+    #[test]
     fn refusal_hints_name_the_user_and_what_to_fix() {
         let d = |failure| Diagnosis { failure, tls: None };
         let anon = EtcdBackend::new(["h:1"]).with_prefix("/app/");

@@ -651,13 +651,7 @@ fn loss_detection_and_refused_appends(b: &Fixture) {
         });
         let lost = a.expect("lost", WAIT);
         assert!(lost.contains("was deleted by someone else"), "{lost}");
-        a.send("late");
-        let refused = a.expect("refused", WAIT);
-        assert!(refused.contains("lock lost"), "{refused}");
-        let mut c = b.hold(&t, &["--label", "next"]);
-        c.send("two");
-        c.expect("appended", WAIT);
-        assert!(c.finish().success());
+        late_refused_then_the_next_appends(b, &t, &mut a);
     } else {
         std::fs::remove_file(lock_of(&t)).expect("remove the lock file");
         let mut c = b.hold(&t, &["--label", "next"]);
@@ -679,6 +673,18 @@ fn loss_detection_and_refused_appends(b: &Fixture) {
     let st = a.finish();
     assert_eq!(st.code(), Some(4), "the robbed holder's release: {st}");
     b.assert_nothing_left(&t, &["l.jsonl"], "after both holders");
+}
+
+/// After `a` learned of its loss: its append `late` is refused, and a
+/// next holder (another process) appends `two`.
+fn late_refused_then_the_next_appends(b: &Fixture, t: &Path, a: &mut Proc) {
+    a.send("late");
+    let refused = a.expect("refused", WAIT);
+    assert!(refused.contains("lock lost"), "{refused}");
+    let mut c = b.hold(t, &["--label", "next"]);
+    c.send("two");
+    c.expect("appended", WAIT);
+    assert!(c.finish().success());
 }
 
 /// A holder paused (SIGSTOP) for longer than the lease. etcd: it loses the
@@ -805,13 +811,7 @@ fn release_all_releases_and_counts_every_hold(b: &Fixture) {
     assert_eq!(a.expect("released", WAIT), "released 1");
     let lost = a.expect("lost", WAIT);
     assert!(lost.contains("release_all() released it"), "{lost}");
-    a.send("late");
-    let refused = a.expect("refused", WAIT);
-    assert!(refused.contains("lock lost"), "{refused}");
-    let mut c = b.hold(&t, &["--label", "next"]);
-    c.send("two");
-    c.expect("appended", WAIT);
-    assert!(c.finish().success());
+    late_refused_then_the_next_appends(b, &t, &mut a);
     assert_eq!(read(&t), "one\ntwo\n");
     let st = a.finish();
     assert_eq!(st.code(), Some(4), "the released holder's release: {st}");

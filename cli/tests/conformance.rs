@@ -753,8 +753,10 @@ fn paused_holder(b: &Fixture) {
 
 /// Max hold: the lock is released after it (the guard says
 /// `MaxHoldExceeded`, its appends are refused, its release reports the
-/// loss) and another process can take it.
+/// loss), the watchdog warns naming the lock, and another process can
+/// take it.
 fn max_hold(b: &Fixture) {
+    log_capture::captured();
     let t = b.path("m.jsonl");
     let max = Duration::from_millis(500);
     let g = session_lock::acquire_with(&t, &b.opts(WAIT).with_max_hold(max)).unwrap();
@@ -771,6 +773,20 @@ fn max_hold(b: &Fixture) {
     assert!(
         lost_after >= max && lost_after < max + Duration::from_secs(1),
         "released {lost_after:?} after the acquire (max hold {max:?})"
+    );
+    // The warning (logged right after the guard learns it) names the lock:
+    // its path, or the etcd key, both with the test's temp dir in them.
+    let dir = b
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    wait_until(
+        WAIT,
+        || !log_capture::warnings_with(&["releasing lock held for", &dir, "m.jsonl"]).is_empty(),
+        || format!("no max-hold warning naming {dir}/m.jsonl"),
     );
     let err = g.check().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");

@@ -814,17 +814,19 @@ fn max_hold(b: &Fixture) {
     );
 }
 
-/// `release_all` releases every hold of its process and counts it; the
+/// `release_all` releases every hold of its process and counts them; the
 /// guard learns why (`ReleasedAll`), refuses appends, and another process
-/// takes the lock at once. In a child process, since `release_all` is
-/// process-wide and the other promises run in this one.
+/// takes each lock at once. In a child process holding two locks, since
+/// `release_all` is process-wide and the other promises run in this one.
 fn release_all_releases_and_counts_every_hold(b: &Fixture) {
     let t = b.path("r.jsonl");
-    let mut a = b.hold(&t, &[]);
+    let second = b.path("r2.jsonl");
+    let mut a = b.hold(&t, &["--also", &second.to_string_lossy()]);
     a.send("one");
     a.expect("appended", WAIT);
     a.send("!release_all");
-    assert_eq!(a.expect("released", WAIT), "released 1");
+    assert_eq!(a.expect("released", WAIT), "released 2");
+    drop(session_lock::try_acquire_with(&second, &b.opts(WAIT)).expect("the second lock is free"));
     let lost = a.expect("lost", WAIT);
     assert!(lost.contains("release_all() released it"), "{lost}");
     late_refused_then_the_next_appends(b, &t, &mut a);

@@ -58,6 +58,10 @@ enum Command {
         /// `session_lock::release_all()` instead, answering `released N`.
         #[arg(long)]
         append: bool,
+        /// With `--append`: hold the lock on this transcript too (acquired
+        /// second, released when the process ends).
+        #[arg(long, requires = "append")]
+        also: Option<PathBuf>,
         file: PathBuf,
     },
     /// Test helper: COUNT guarded cycles, each proving exclusivity with a marker file.
@@ -127,8 +131,9 @@ fn main() -> ExitCode {
             timeout,
             label,
             append: true,
+            also,
             file,
-        } => hold_appending(&file, &options(timeout, max_hold, label)),
+        } => hold_appending(&file, also.as_deref(), &options(timeout, max_hold, label)),
         Command::Hold {
             max_hold,
             timeout,
@@ -193,10 +198,18 @@ fn fail(err: &Error) -> u8 {
     }
 }
 
-/// `__hold --append`: hold, append each stdin line through the guard and
-/// say what happened; print `lost <reason>` when the guard learns of a loss.
-fn hold_appending(file: &Path, opts: &LockOptions) -> u8 {
+/// `__hold --append`: hold (`also` too), append each stdin line through
+/// the guard and say what happened; print `lost <reason>` when the guard
+/// learns of a loss.
+fn hold_appending(file: &Path, also: Option<&Path>, opts: &LockOptions) -> u8 {
     let guard = match session_lock::acquire_with(file, opts) {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    let _also = match also
+        .map(|f| session_lock::acquire_with(f, opts))
+        .transpose()
+    {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };

@@ -765,6 +765,7 @@ fn max_hold(b: &Fixture) {
     let reason = g
         .wait_lost(Some(WAIT))
         .expect("the lock is lost after its max hold");
+    let lost_at = Instant::now();
     let lost_after = g.held_for();
     match &reason {
         LostReason::MaxHoldExceeded { max_hold_ms, .. } => assert_eq!(*max_hold_ms, 500),
@@ -799,8 +800,15 @@ fn max_hold(b: &Fixture) {
         let err = r.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LockLost, "{what}: {err}");
     }
-    // Really released: another process holds it.
+    // Really released, at once (with etcd the watchdog revokes the lease,
+    // not left to expire: within half a TTL, as every clean-up here):
+    // another process holds it.
     let mut c = b.hold(&t, &["--label", "next"]);
+    assert!(
+        lost_at.elapsed() < TTL / 2,
+        "the next holder got the lock {:?} after the loss",
+        lost_at.elapsed()
+    );
     c.send("two");
     c.expect("appended", WAIT);
     let err = g.release().unwrap_err();

@@ -1094,6 +1094,19 @@ mod tests {
     }
 
     #[test]
+    fn a_transport_errors_sources_are_searched_too() {
+        // A real transport error (tonic's has no public constructor): an
+        // endpoint that does not parse. Its chain is where a TLS verdict,
+        // a closed connection or a refusal would be found.
+        let e = tonic::transport::Endpoint::from_shared("http://[::1".to_owned()).unwrap_err();
+        let e = etcd_client::Error::TransportError(e);
+        assert!(
+            chain_of(&e).any(|s| s.downcast_ref::<tonic::transport::Error>().is_some()),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn only_a_refused_connect_counts_as_refused() {
         let refused = Err(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(Reach::of(&refused), Reach::Refused);

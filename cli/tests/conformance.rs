@@ -789,6 +789,8 @@ fn max_hold(b: &Fixture) {
         || !log_capture::warnings_with(&["releasing lock held for", &dir, "m.jsonl"]).is_empty(),
         || format!("no max-hold warning naming {dir}/m.jsonl"),
     );
+    assert_eq!(g.lost_reason().as_ref(), Some(&reason));
+    assert!(!g.is_held());
     let err = g.check().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
     let err = g.append_line("late").unwrap_err();

@@ -151,7 +151,13 @@ impl Fixture {
 
     /// A `__hold --append` process on `file`, not waited for.
     fn spawn_hold(&self, file: &Path, extra: &[&str]) -> Proc {
+        self.spawn_hold_with(file, extra, &[])
+    }
+
+    /// As [`Fixture::spawn_hold`], with `envs` added to its environment.
+    fn spawn_hold_with(&self, file: &Path, extra: &[&str], envs: &[(&str, &Path)]) -> Proc {
         let mut cmd = self.helper();
+        cmd.envs(envs.iter().copied());
         // The library's debug log on its stderr, shown when an expected
         // line does not come.
         cmd.env("SESSION_LOCK_LOG", "session_lock=debug");
@@ -1109,6 +1115,70 @@ fn whole_lines_after_a_mid_line_kill(b: &Fixture) {
     b.assert_nothing_left(&t, &["w.jsonl", &sidecar], "after the repair");
 }
 
+/// A hold lost while its first append moves a torn last line out (a long
+/// copy: paused at `torn.before_cut`, past its max hold) cuts nothing and
+/// writes nothing: the fragment is saved, the transcript is left as it
+/// was for the next holder, and the append is refused.
+fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
+    let t = b.path("c.jsonl");
+    std::fs::write(&t, "{\"a\":1}\n{\"to").unwrap();
+    let faults = tempfile::tempdir().unwrap();
+    let point = "torn.before_cut";
+    let envs = [
+        ("SESSION_LOCK_FAULT_PAUSE", Path::new(point)),
+        ("SESSION_LOCK_FAULT_DIR", faults.path()),
+    ];
+    let mut a = b.spawn_hold_with(&t, &["--max-hold", "2s"], &envs);
+    let ready = a.expect("ready", WAIT);
+    let pid = ready
+        .split_whitespace()
+        .nth(1)
+        .expect("ready <pid>")
+        .to_owned();
+    a.send("{\"b\":2}");
+    let reached = faults.path().join(format!("{point}.{pid}.reached"));
+    wait_until(
+        WAIT,
+        || reached.exists(),
+        || format!("the holder never reached {point}"),
+    );
+    // Lost meanwhile: its max hold passes while it copies.
+    let lost = a.expect("lost", WAIT);
+    assert!(lost.contains("max"), "{lost}");
+    std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
+    let refused = a.expect("refused", WAIT);
+    assert!(refused.contains("nothing was cut"), "{refused}");
+    assert_eq!(
+        read(&t),
+        "{\"a\":1}\n{\"to",
+        "the transcript was cut or written"
+    );
+    let saved: Vec<String> = all_names(t.parent().unwrap())
+        .into_iter()
+        .filter(|n| n.starts_with("c.jsonl.torn-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let saved_to = t.with_file_name(&saved[0]);
+    assert_eq!(std::fs::read_to_string(&saved_to).unwrap(), "{\"to");
+    let st = a.finish();
+    assert_eq!(st.code(), Some(4), "the lost holder's release: {st}");
+    // The next holder moves the fragment out (again) and writes whole lines.
+    let g = session_lock::acquire_with(&t, &b.opts(WAIT)).unwrap();
+    g.append_line("{\"c\":3}").unwrap();
+    let second = g
+        .takeover()
+        .and_then(|tk| tk.torn_tail().map(|t| t.saved_to().to_owned()));
+    g.release().unwrap();
+    assert_eq!(read(&t), "{\"a\":1}\n{\"c\":3}\n");
+    let second = second.expect("the next holder's takeover names the fragment");
+    let second = second.file_name().unwrap().to_string_lossy().into_owned();
+    b.assert_nothing_left(
+        &t,
+        &["c.jsonl", &saved[0], &second],
+        "after the lost copy and the next holder",
+    );
+}
+
 // ------------------------------------------------------------ the tests
 
 /// One `#[test]` per promise and backend: `file::<promise>` and
@@ -1173,4 +1243,5 @@ conformance! {
     takeover_report
         etcd: takeover_report_differs_an_expired_lease_looks_like_a_release;
     whole_lines_after_a_mid_line_kill;
+    a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing;
 }

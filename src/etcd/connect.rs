@@ -1107,6 +1107,33 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_refuses_only_when_every_endpoint_does() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let open = open.local_addr().unwrap().to_string();
+            // Two ports nothing listens on (bound, then let go).
+            let mut shut = Vec::new();
+            for _ in 0..2 {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                shut.push(l.local_addr().unwrap().to_string());
+            }
+            let until = Instant::now() + Duration::from_secs(5);
+            async fn refuses(eps: &[&str], until: Instant) -> bool {
+                every_endpoint_refuses(&EtcdBackend::new(eps.iter().copied()), until).await
+            }
+            let (a, b) = (shut[0].as_str(), shut[1].as_str());
+            assert!(refuses(&[a], until).await);
+            assert!(refuses(&[a, b], until).await, "both refuse");
+            assert!(!refuses(&[a, &open], until).await, "the second one listens");
+            assert!(!refuses(&[&open, a], until).await, "the first one listens");
+        });
+    }
+
+    #[test]
     fn only_a_refused_connect_counts_as_refused() {
         let refused = Err(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(Reach::of(&refused), Reach::Refused);

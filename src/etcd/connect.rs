@@ -1134,6 +1134,18 @@ mod tests {
     }
 
     #[test]
+    fn a_status_without_a_transport_source_is_the_servers_own_answer() {
+        assert!(server_answered(&status(
+            Code::Unavailable,
+            "etcdserver: no leader"
+        )));
+        let st = Status::from_error(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert!(!server_answered(&etcd_client::Error::GRpcStatus(st)));
+        let io = etcd_client::Error::IoError(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!server_answered(&io));
+    }
+
+    #[test]
     fn only_a_refused_connect_counts_as_refused() {
         let refused = Err(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(Reach::of(&refused), Reach::Refused);
@@ -1259,6 +1271,11 @@ mod tests {
         // Words alone are not a refusal.
         let words = io::Error::other("Connection refused");
         assert!(connection_refused(&Wrap(words)).is_none());
+        let e = refused_error(&EtcdBackend::new(["h:1"]), Some(111)).to_string();
+        assert!(
+            e.starts_with("cannot reach etcd at etcd://h:1: connection refused (os error 111)"),
+            "{e}"
+        );
         let e = refused_error(&EtcdBackend::new(["h:1", "h:2"]), Some(111)).to_string();
         assert!(
             e.starts_with("cannot reach etcd at etcd://h:1,h:2: connection refused by every endpoint (os error 111)"),

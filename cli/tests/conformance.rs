@@ -771,7 +771,6 @@ fn max_hold(b: &Fixture) {
     let reason = g
         .wait_lost(Some(WAIT))
         .expect("the lock is lost after its max hold");
-    let lost_at = Instant::now();
     let lost_after = g.held_for();
     match &reason {
         LostReason::MaxHoldExceeded { max_hold_ms, .. } => assert_eq!(*max_hold_ms, 500),
@@ -808,15 +807,20 @@ fn max_hold(b: &Fixture) {
         let err = r.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LockLost, "{what}: {err}");
     }
-    // Really released, at once (with etcd the watchdog revokes the lease,
-    // not left to expire: within half a TTL, as every clean-up here):
+    // Really released, at once: the lock file is gone before the guard
+    // learns of the loss; with etcd the watchdog revokes the lease, not
+    // left to expire (within half a TTL, as every clean-up here). Then
     // another process holds it.
+    if b.is_etcd() {
+        wait_until(
+            TTL / 2,
+            || b.etcd_row(&t).is_none(),
+            || format!("the lease was not revoked within {:?} of the loss", TTL / 2),
+        );
+    } else {
+        assert!(!lock_of(&t).exists(), "the lock file outlived the loss");
+    }
     let mut c = b.hold(&t, &["--label", "next"]);
-    assert!(
-        lost_at.elapsed() < TTL / 2,
-        "the next holder got the lock {:?} after the loss",
-        lost_at.elapsed()
-    );
     c.send("two");
     c.expect("appended", WAIT);
     let err = g.release().unwrap_err();
@@ -1118,7 +1122,11 @@ fn whole_lines_after_a_mid_line_kill(b: &Fixture) {
 /// A hold lost while its first append moves a torn last line out (a long
 /// copy: paused at `torn.before_cut`, past its max hold) cuts nothing and
 /// writes nothing: the fragment is saved, the transcript is left as it
-/// was for the next holder, and the append is refused.
+/// was for the next holder, and the append is refused. (With lock files
+/// the watchdog first gives the append in flight `APPEND_GRACE`, 5 s, then
+/// releases the lock under it: the loss comes about 8 s after the acquire,
+/// and the test passes through that path. With etcd it comes at the max
+/// hold.)
 fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
     let t = b.path("c.jsonl");
     std::fs::write(&t, "{\"a\":1}\n{\"to").unwrap();
@@ -1128,7 +1136,9 @@ fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
         ("SESSION_LOCK_FAULT_PAUSE", Path::new(point)),
         ("SESSION_LOCK_FAULT_DIR", faults.path()),
     ];
-    let mut a = b.spawn_hold_with(&t, &["--max-hold", "2s"], &envs);
+    // The max hold leaves time for the line to reach the holder and its
+    // append to pass its first check (a refusal there is reported below).
+    let mut a = b.spawn_hold_with(&t, &["--max-hold", "3s"], &envs);
     let ready = a.expect("ready", WAIT);
     let pid = ready
         .split_whitespace()
@@ -1137,14 +1147,16 @@ fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
         .to_owned();
     a.send("{\"b\":2}");
     let reached = faults.path().join(format!("{point}.{pid}.reached"));
-    wait_until(
-        WAIT,
-        || reached.exists(),
-        || format!("the holder never reached {point}"),
-    );
+    let until = Instant::now() + WAIT;
+    while !reached.exists() {
+        if let Ok(line) = a.try_expect("refused", Duration::from_millis(5)) {
+            panic!("the append was refused before it reached {point}: {line}");
+        }
+        assert!(Instant::now() < until, "the holder never reached {point}");
+    }
     // Lost meanwhile: its max hold passes while it copies.
     let lost = a.expect("lost", WAIT);
-    assert!(lost.contains("max"), "{lost}");
+    assert!(lost.contains("max hold exceeded"), "{lost}");
     std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
     let refused = a.expect("refused", WAIT);
     assert!(refused.contains("nothing was cut"), "{refused}");

@@ -738,8 +738,28 @@ impl crate::guard::Hold for EtcdHold {
 
 #[cfg(test)]
 mod tests {
-    use super::margin;
+    use super::{is_lease_not_found, margin};
+    use crate::etcd::EtcdBackend;
     use std::time::Duration;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn only_etcds_not_found_code_says_the_lease_is_gone() {
+        let cfg = EtcdBackend::new(["h:1"]);
+        let status = |code, msg| etcd_client::Error::GRpcStatus(Status::new(code, msg));
+        assert!(is_lease_not_found(
+            &cfg,
+            &status(Code::NotFound, "etcdserver: requested lease not found")
+        ));
+        // The words do not decide, the code does.
+        for e in [
+            status(Code::Unavailable, "etcdserver: requested lease not found"),
+            status(Code::Unavailable, "etcdserver: leader changed"),
+            etcd_client::Error::IoError(std::io::Error::other("lease not found")),
+        ] {
+            assert!(!is_lease_not_found(&cfg, &e), "{e}");
+        }
+    }
 
     #[test]
     fn the_margin_is_a_fifth_of_the_ttl_at_least_200_ms_at_most_half() {

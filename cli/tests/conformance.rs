@@ -764,7 +764,9 @@ fn paused_holder(b: &Fixture) {
 fn max_hold(b: &Fixture) {
     log_capture::captured();
     let t = b.path("m.jsonl");
-    let max = Duration::from_millis(500);
+    // Longer than an etcd guard's first local deadline (TTL - margin,
+    // 1.6 s): `wait_lost` must wait through it (renewals move it on).
+    let max = Duration::from_secs(2);
     let g = session_lock::acquire_with(&t, &b.opts(WAIT).with_max_hold(max)).unwrap();
     assert_eq!(g.max_hold(), max);
     g.append_line("one").unwrap();
@@ -773,7 +775,7 @@ fn max_hold(b: &Fixture) {
         .expect("the lock is lost after its max hold");
     let lost_after = g.held_for();
     match &reason {
-        LostReason::MaxHoldExceeded { max_hold_ms, .. } => assert_eq!(*max_hold_ms, 500),
+        LostReason::MaxHoldExceeded { max_hold_ms, .. } => assert_eq!(*max_hold_ms, 2000),
         other => panic!("lost for another reason: {other}"),
     }
     assert!(

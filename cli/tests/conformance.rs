@@ -767,8 +767,12 @@ fn max_hold(b: &Fixture) {
     // Longer than an etcd guard's first local deadline (TTL - margin,
     // 1.6 s): `wait_lost` must wait through it (renewals move it on).
     let max = Duration::from_secs(2);
-    let g = session_lock::acquire_with(&t, &b.opts(WAIT).with_max_hold(max)).unwrap();
+    let g =
+        session_lock::acquire_with(&t, &b.opts(WAIT).with_max_hold(max).with_label("max")).unwrap();
     assert_eq!(g.max_hold(), max);
+    // The guard's record is the one it published.
+    assert_eq!(g.record().pid, Some(std::process::id()));
+    assert_eq!(g.record().label.as_deref(), Some("max"));
     g.append_line("one").unwrap();
     let reason = g
         .wait_lost(Some(WAIT))

@@ -976,6 +976,20 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
         end - began
     );
     g.release().unwrap();
+    // Released, it is no longer ours: waiting for it behind another
+    // process is not warned about.
+    let before = log_capture::warnings_with(&[&dir, "acquired itself"]).len();
+    let other = b.hold(&t, &["--label", "other"]);
+    let err = session_lock::acquire_with(&t, &b.opts(Duration::from_millis(300))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.owner().and_then(|o| o.pid), Some(other.pid()), "{err}");
+    let after = log_capture::warnings_with(&[&dir, "acquired itself"]);
+    assert_eq!(
+        after.len(),
+        before,
+        "warned about a lock it released: {after:?}"
+    );
+    assert!(other.finish().success());
     b.assert_nothing_left(&t, &[], "after a wait for our own lock");
 }
 

@@ -128,6 +128,17 @@ impl Fixture {
         }
     }
 
+    /// The name of this test's temp dir: any warning about one of its
+    /// locks has it (in the lock path, or in the etcd key).
+    fn dir_name(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .expect("a temp dir has a name")
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// The test helper with this backend's options.
     fn helper(&self) -> Command {
         let mut c = common::helper();
@@ -787,14 +798,8 @@ fn max_hold(b: &Fixture) {
         "released {lost_after:?} after the acquire (max hold {max:?})"
     );
     // The warning (logged right after the guard learns it) names the lock:
-    // its path, or the etcd key, both with the test's temp dir in them.
-    let dir = b
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    // its path, or the etcd key.
+    let dir = b.dir_name();
     wait_until(
         WAIT,
         || !log_capture::warnings_with(&["releasing lock held for", &dir, "m.jsonl"]).is_empty(),
@@ -920,15 +925,7 @@ fn a_thread_waiting_for_its_own_lock_is_warned_at_once(b: &Fixture) {
     log_capture::captured();
     let t = b.path("o.jsonl");
     let me = std::process::id();
-    // Any warning about this test's lock names its temp dir (in the lock
-    // path, or percent-encoded in the etcd key).
-    let dir = b
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let dir = b.dir_name();
     let g = session_lock::acquire_with(&t, &b.opts(WAIT)).unwrap();
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (warned_tx, warned) = mpsc::channel::<(Instant, Vec<String>)>();

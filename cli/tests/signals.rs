@@ -9,6 +9,12 @@ use common::*;
 use std::os::unix::process::ExitStatusExt;
 
 fn signal_removes_lock_then_terminates(sig: libc::c_int) {
+    // A signal ignored when the holder starts is left alone by design
+    // (`signals` module docs), and an ignored disposition is inherited:
+    // under `nohup` SIGHUP is, and the holder would never exit. The
+    // holder starts with the default disposition, as from a terminal.
+    // SAFETY: signal(2) with SIG_DFL, no handler involved.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("s.jsonl");
     let mut holder = Holder::start(&t, &[]);

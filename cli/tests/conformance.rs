@@ -23,8 +23,8 @@ mod etcd_support;
 mod log_capture;
 
 use common::{
-    WAIT, all_names, flocks_on, is_live_slot, kill_append_mid_line, lock_of, queue_of, wait_child,
-    wait_until, within,
+    WAIT, all_names, fault_env, fault_go, fault_reached, flocks_on, is_live_slot,
+    kill_append_mid_line, lock_of, queue_of, wait_child, wait_until, within,
 };
 use etcd_support::{Etcd, require_etcd, single, wait_for};
 use session_lock::etcd::EtcdBackend;
@@ -1149,21 +1149,14 @@ fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
     std::fs::write(&t, "{\"a\":1}\n{\"to").unwrap();
     let faults = tempfile::tempdir().unwrap();
     let point = "torn.before_cut";
-    let envs = [
-        ("SESSION_LOCK_FAULT_PAUSE", Path::new(point)),
-        ("SESSION_LOCK_FAULT_DIR", faults.path()),
-    ];
     // The max hold leaves time for the line to reach the holder and its
     // append to pass its first check (a refusal there is reported below).
+    let envs = fault_env(point, faults.path());
     let mut a = b.spawn_hold_with(&t, &["--max-hold", "3s"], &envs);
-    let ready = a.expect("ready", WAIT);
-    let pid = ready
-        .split_whitespace()
-        .nth(1)
-        .expect("ready <pid>")
-        .to_owned();
+    a.expect("ready", WAIT);
+    let pid = a.pid();
     a.send("{\"b\":2}");
-    let reached = faults.path().join(format!("{point}.{pid}.reached"));
+    let reached = fault_reached(faults.path(), point, pid);
     let until = Instant::now() + WAIT;
     while !reached.exists() {
         if let Ok(line) = a.try_expect("refused", Duration::from_millis(5)) {
@@ -1174,7 +1167,7 @@ fn a_hold_lost_during_a_torn_line_copy_cuts_and_writes_nothing(b: &Fixture) {
     // Lost meanwhile: its max hold passes while it copies.
     let lost = a.expect("lost", WAIT);
     assert!(lost.contains("max hold exceeded"), "{lost}");
-    std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
+    fault_go(faults.path(), point, pid);
     let refused = a.expect("refused", WAIT);
     assert!(refused.contains("nothing was cut"), "{refused}");
     assert_eq!(

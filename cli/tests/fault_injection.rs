@@ -571,17 +571,6 @@ fn a_publisher_paused_before_its_rename_is_invisible_and_cleans_up() {
     }
 }
 
-fn fault_env<'a>(point: &'a str, dir: &'a Path) -> [(&'static str, &'a Path); 2] {
-    [
-        ("SESSION_LOCK_FAULT_PAUSE", Path::new(point)),
-        ("SESSION_LOCK_FAULT_DIR", dir),
-    ]
-}
-
-fn go(faults: &Path, point: &str, pid: u32) {
-    std::fs::write(faults.join(format!("{point}.{pid}.go")), b"").unwrap();
-}
-
 #[test]
 fn a_publisher_process_paused_before_its_rename_loses_cleanly() {
     let _s = serial();
@@ -600,14 +589,14 @@ fn a_publisher_process_paused_before_its_rename_loses_cleanly() {
         .unwrap();
     let pid = child.id();
     wait_for_path(
-        &faults.path().join(format!("{point}.{pid}.reached")),
+        &fault_reached(faults.path(), point, pid),
         WAIT,
         "publisher process",
     );
     assert!(temp_files(dir.path()).len() <= 1);
     assert!(!lock.exists());
     let c = try_acquire_with(&t, &LockOptions::new()).expect("contender acquires");
-    go(faults.path(), point, pid);
+    fault_go(faults.path(), point, pid);
     let status = wait_child(&mut child, WAIT, "paused publisher");
     assert_eq!(status.code(), Some(3), "not obtained: {status}");
     assert_eq!(names(dir.path()), vec!["s.jsonl.lock"], "temp file left");
@@ -632,7 +621,7 @@ fn a_reclaimer_process_paused_before_its_unlink_keeps_everyone_else_out() {
     let mut a = Holder::spawn_unready(&t, &[], &fault_env(point, faults.path()));
     let pid = a.pid();
     wait_for_path(
-        &faults.path().join(format!("{point}.{pid}.reached")),
+        &fault_reached(faults.path(), point, pid),
         WAIT,
         "reclaimer process",
     );
@@ -653,7 +642,7 @@ fn a_reclaimer_process_paused_before_its_unlink_keeps_everyone_else_out() {
     );
     assert!(!sweep(dir.path(), &SweepOptions::default()).unwrap().locks[0].removed);
     assert_eq!(file_identity(&lock), stale);
-    go(faults.path(), point, pid);
+    fault_go(faults.path(), point, pid);
     a.wait_ready();
     let insp = session_lock::inspect(&t, &LockOptions::new())
         .unwrap()

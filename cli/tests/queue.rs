@@ -584,26 +584,6 @@ fn ordinary_handoffs_never_bypass_the_queue() {
     assert_eq!(text, "{}\n".repeat(12), "one line per waiter");
 }
 
-/// Whether `pid` holds (not waits for) a `flock` on `path`, by
-/// `/proc/locks` (matched by inode, as `common::flocks_on`).
-fn flock_granted_to(path: &Path, pid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
-        return false;
-    };
-    let suffix = format!(":{ino}");
-    let pid = pid.to_string();
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .any(|w| {
-            w.get(1) == Some(&"FLOCK")
-                && w.get(4) == Some(&pid.as_str())
-                && w.get(5).is_some_and(|d| d.ends_with(&suffix))
-        })
-}
-
 /// The squat test's second look: a waiter that joined the queue while the
 /// lock was held, and whose wait there ended (at the notice's or the
 /// safety re-check's time) with the lock free and the queue still held,
@@ -628,8 +608,7 @@ fn a_queue_granted_within_the_last_short_bound_is_kept() {
         .args(["append", "--wait", "60s"])
         .arg(&t)
         .arg("{}")
-        .env("SESSION_LOCK_FAULT_PAUSE", point)
-        .env("SESSION_LOCK_FAULT_DIR", faults.path())
+        .envs(fault_env(point, faults.path()))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -639,7 +618,7 @@ fn a_queue_granted_within_the_last_short_bound_is_kept() {
     wait_queued(&queue, 2);
     // The lock is free; the next in line (us) has not published.
     ours.release().unwrap();
-    let reached = faults.path().join(format!("{point}.{pid}.reached"));
+    let reached = fault_reached(faults.path(), point, pid);
     wait_until(
         WAIT,
         || reached.exists(),
@@ -653,7 +632,7 @@ fn a_queue_granted_within_the_last_short_bound_is_kept() {
         || flock_granted_to(&queue, pid),
         || "the queue was never granted to the waiter".into(),
     );
-    std::fs::write(faults.path().join(format!("{point}.{pid}.go")), b"").unwrap();
+    fault_go(faults.path(), point, pid);
     let (ok, stderr) = finish(w, "waiter");
     assert!(ok, "the waiter failed: {stderr}");
     assert_eq!(

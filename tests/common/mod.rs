@@ -411,20 +411,60 @@ pub fn kill_append_mid_line(
     }
 }
 
-/// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`.
-/// Matched by inode number alone, not the device: `stat`'s device and the
-/// one `/proc/locks` prints differ on overlay filesystems (as in
-/// containers); another file with the same number on another device
-/// would have to be `flock`ed meanwhile to mislead it.
-pub fn flocks_on(path: &Path) -> usize {
+/// The `flock`s taken or waited for on `path`'s inode, from `/proc/locks`:
+/// each its process and whether it holds the lock (a waiter's line reads
+/// `-> FLOCK ...`). Matched by inode number alone, not the device:
+/// `stat`'s device and the one `/proc/locks` prints differ on overlay
+/// filesystems (as in containers); another file with the same number on
+/// another device would have to be `flock`ed meanwhile to mislead it.
+pub fn flocks_of(path: &Path) -> Vec<(u32, bool)> {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
-        return 0;
+        return Vec::new();
     };
     let suffix = format!(":{ino}");
     std::fs::read_to_string("/proc/locks")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("FLOCK") && l.split_whitespace().any(|w| w.ends_with(&suffix)))
-        .count()
+        .filter_map(|l| {
+            // `N: [->] FLOCK ADVISORY WRITE <pid> <dev>:<inode> ...`
+            let w: Vec<&str> = l.split_whitespace().skip(1).collect();
+            let held = w.first() != Some(&"->");
+            let w = if held { &w[..] } else { &w[1..] };
+            (w.first() == Some(&"FLOCK") && w.get(4).is_some_and(|d| d.ends_with(&suffix)))
+                .then(|| w.get(3).and_then(|p| p.parse().ok()).map(|pid| (pid, held)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// How many `flock`s are taken or waited for on `path` (see [`flocks_of`]).
+pub fn flocks_on(path: &Path) -> usize {
+    flocks_of(path).len()
+}
+
+/// Whether `pid` holds (not waits for) a `flock` on `path` (see
+/// [`flocks_of`]).
+pub fn flock_granted_to(path: &Path, pid: u32) -> bool {
+    flocks_of(path).contains(&(pid, true))
+}
+
+/// The environment that pauses a child at fault point `point` (the
+/// library's `fault-injection` feature): it creates
+/// [`fault_reached`]`(dir, point, pid)` there and waits for [`fault_go`].
+pub fn fault_env<'a>(point: &'a str, dir: &'a Path) -> [(&'static str, &'a Path); 2] {
+    [
+        ("SESSION_LOCK_FAULT_PAUSE", Path::new(point)),
+        ("SESSION_LOCK_FAULT_DIR", dir),
+    ]
+}
+
+/// The file a child paused by [`fault_env`] creates when it reaches `point`.
+pub fn fault_reached(dir: &Path, point: &str, pid: u32) -> PathBuf {
+    dir.join(format!("{point}.{pid}.reached"))
+}
+
+/// Let a child paused by [`fault_env`] at `point` go on.
+pub fn fault_go(dir: &Path, point: &str, pid: u32) {
+    std::fs::write(dir.join(format!("{point}.{pid}.go")), b"").unwrap();
 }

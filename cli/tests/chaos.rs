@@ -343,6 +343,11 @@ fn replay(evs: &[Ev], killed: &HashSet<u64>) -> (Vec<Section>, Vec<String>, u64)
     (sections, violations, cut)
 }
 
+/// The byte that fills line `k` of section `id`/`seq` (the worker's format).
+fn fill(id: u64, seq: u64, k: u64) -> char {
+    (b'a' + ((id + seq + k) % 26) as u8) as char
+}
+
 /// Check the transcript against the replayed sections. Returns violations.
 fn check_transcript(text: &str, sections: &[Section]) -> Vec<String> {
     let mut violations = Vec::new();
@@ -362,9 +367,8 @@ fn check_transcript(text: &str, sections: &[Section]) -> Vec<String> {
                 .map(|s| s.parse().ok())
                 .collect::<Option<_>>()?;
             let (id, seq, k, n, len) = (nums[0], nums[1], nums[2], nums[3], nums[4]);
-            let fill = (b'a' + ((id + seq + k) % 26) as u8) as char;
             let body = f[5];
-            (body.len() as u64 == len && body.chars().all(|c| c == fill) && k < n)
+            (body.len() as u64 == len && body.chars().all(|c| c == fill(id, seq, k)) && k < n)
                 .then_some((id, seq, k))
         })();
         let Some((id, seq, k)) = parsed else {
@@ -456,9 +460,14 @@ fn torn_sidecars(
     // field (the length and the fill are checked below).
     let next_line = |s: &Section| {
         let k = present.get(&(s.id, s.seq)).copied().unwrap_or(0);
-        (k < s.n).then(|| (format!("{} {} {k} {} ", s.id, s.seq, s.n), s.id + s.seq + k))
+        (k < s.n).then(|| {
+            (
+                format!("{} {} {k} {} ", s.id, s.seq, s.n),
+                fill(s.id, s.seq, k),
+            )
+        })
     };
-    let fits = |frag: &str, head: &str, sum: u64| {
+    let fits = |frag: &str, head: &str, fill: char| {
         if frag.len() <= head.len() {
             return head.starts_with(frag);
         }
@@ -466,7 +475,6 @@ fn torn_sidecars(
             return false;
         };
         let (len, body) = rest.split_once(' ').unwrap_or((rest, ""));
-        let fill = (b'a' + (sum % 26) as u8) as char;
         !len.is_empty()
             && len.bytes().all(|b| b.is_ascii_digit())
             && body.chars().all(|c| c == fill)
@@ -504,7 +512,7 @@ fn torn_sidecars(
         let owner = sections
             .iter()
             .filter(|s| !s.completed && !used.contains(&(s.id, s.seq)))
-            .find(|s| next_line(s).is_some_and(|(head, sum)| fits(frag, &head, sum)));
+            .find(|s| next_line(s).is_some_and(|(head, f)| fits(frag, &head, f)));
         match owner {
             Some(s) => {
                 used.insert((s.id, s.seq));
